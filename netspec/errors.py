@@ -1,0 +1,73 @@
+"""Errors meant for people: each one says where (file:line, node) and what to do."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a spec, located as precisely as the source allows."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    node: str | None = None
+    op: str | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        if self.node is not None:
+            subject = f"node '{self.node}'" + (f" ({self.op})" if self.op else "")
+            return f"{where}{subject}: {self.message}"
+        return f"{where}{self.message}"
+
+
+class NetspecError(Exception):
+    """Base of every error netspec reports to a user; the CLI prints it without a traceback."""
+
+
+class ShapeError(NetspecError):
+    """Raised by ops when input shapes do not fit; the compiler adds node id and line."""
+
+
+class SpecError(NetspecError):
+    """One or more problems in a spec file, all reported together."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class DataError(NetspecError):
+    """A data file is missing, corrupt or cannot be fetched."""
+
+
+class WeightsError(NetspecError):
+    """A weights or checkpoint file is unreadable or does not fit the network."""
+
+
+class TrainingError(NetspecError):
+    """Training cannot go on (non-finite loss, bad configuration)."""
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most similar to ``name``, if any is reasonably close.
+
+    >>> closest("kernal_size", ["kernel_size", "stride", "padding"])
+    'kernel_size'
+    >>> closest("xyz", ["kernel_size"]) is None
+    True
+    """
+    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A ``"; did you mean 'x'?"`` suffix, or an empty string when nothing is close."""
+    match = closest(name, candidates)
+    return f"; did you mean '{match}'?" if match else ""
