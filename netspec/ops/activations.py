@@ -1,0 +1,121 @@
+"""Element-wise activations and softmax: the output has the input's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from netspec.ops.base import Array, Context, Grads, NodeParams, Op, register
+from netspec.shapes import Shape, numel
+
+
+class _Elementwise(Op):
+    """An op whose output shape is its input's and that costs ``flops_per_element``."""
+
+    flops_per_element = 1
+
+    def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        return in_shapes[0]
+
+    def flops(self, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        return self.flops_per_element * numel(out_shape)
+
+
+class ReluParams(NodeParams):
+    op: Literal["relu"]
+
+
+@register
+class Relu(_Elementwise):
+    name = "relu"
+    Params = ReluParams
+
+    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Array]:
+        y = np.maximum(xs[0], 0)
+        return y, y
+
+    def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:
+        return [np.where(cache > 0, dy, 0).astype(dy.dtype, copy=False)], {}
+
+
+class LeakyReluParams(NodeParams):
+    op: Literal["leaky_relu"]
+    negative_slope: float = Field(default=0.01, ge=0, lt=1)
+
+
+@register
+class LeakyRelu(_Elementwise):
+    name = "leaky_relu"
+    Params = LeakyReluParams
+
+    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Array]:
+        x = xs[0]
+        positive = x > 0
+        return np.where(positive, x, x * self.p.negative_slope), positive
+
+    def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:
+        return [np.where(cache, dy, dy * self.p.negative_slope)], {}
+
+
+class SigmoidParams(NodeParams):
+    op: Literal["sigmoid"]
+
+
+@register
+class Sigmoid(_Elementwise):
+    name = "sigmoid"
+    Params = SigmoidParams
+    flops_per_element = 4
+
+    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Array]:
+        x = xs[0]
+        # tanh form: never overflows, unlike 1 / (1 + exp(-x)) for large negative x
+        y = 0.5 * (np.tanh(0.5 * x) + 1)
+        return y, y
+
+    def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:
+        return [dy * cache * (1 - cache)], {}
+
+
+class TanhParams(NodeParams):
+    op: Literal["tanh"]
+
+
+@register
+class Tanh(_Elementwise):
+    name = "tanh"
+    Params = TanhParams
+    flops_per_element = 4
+
+    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Array]:
+        y = np.tanh(xs[0])
+        return y, y
+
+    def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:
+        return [dy * (1 - cache * cache)], {}
+
+
+class SoftmaxParams(NodeParams):
+    op: Literal["softmax"]
+
+
+@register
+class Softmax(_Elementwise):
+    """Softmax over the feature axis (axis 0 of the per-sample shape)."""
+
+    name = "softmax"
+    Params = SoftmaxParams
+    flops_per_element = 5
+
+    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Array]:
+        x = xs[0]
+        shifted = np.exp(x - x.max(axis=1, keepdims=True))
+        y = shifted / shifted.sum(axis=1, keepdims=True)
+        return y, y
+
+    def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:
+        y = cache
+        return [y * (dy - (dy * y).sum(axis=1, keepdims=True))], {}

@@ -1,0 +1,127 @@
+"""What every op is made of, and the registry that maps TOML op names to op classes.
+
+An op is one class: its pydantic params model, its shape rule, its parameter and buffer
+shapes, its FLOP count, and its forward and backward passes side by side. Forward returns
+``(output, cache)``; backward takes that cache back, so an op keeps no hidden state between
+the two passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+
+from netspec.shapes import Shape
+
+Array = np.ndarray
+Grads = dict[str, Array]
+
+InitName = Literal[
+    "he_normal",
+    "he_uniform",
+    "glorot_normal",
+    "glorot_uniform",
+    "lecun_normal",
+    "normal",
+    "uniform",
+    "zeros",
+]
+
+
+class NodeParams(BaseModel):
+    """Fields every node has. Subclasses add ``op: Literal[name]`` and their own fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inputs: str | list[str] | None = Field(
+        default=None, description="Input node id(s); omitted means the node defined just before."
+    )
+
+
+class WeightedParams(NodeParams):
+    """Fields of ops with a weight tensor: how it starts and whether it trains."""
+
+    init: InitName | None = Field(
+        default=None,
+        description="Weight initialiser; default he_normal before a ReLU-family op, "
+        "glorot_uniform otherwise.",
+    )
+    init_scale: PositiveFloat | None = Field(
+        default=None, description="Standard deviation for 'normal', half-width for 'uniform'."
+    )
+    weight: list[Any] | None = Field(
+        default=None, description="Explicit weight values (nested lists in the weight's shape)."
+    )
+    weight_file: str | None = Field(
+        default=None, description="A .npy file, relative to the spec, holding the weight."
+    )
+    bias_init: float = Field(default=0.0, description="Constant the bias starts at.")
+    trainable: bool = Field(default=True, description="false keeps the weights fixed.")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A parameter or buffer tensor an op needs: its shape and how it starts.
+
+    ``init`` is ``"weight"`` for tensors initialised by the node's chosen scheme, or a
+    constant scheme (``"zeros"``, ``"ones"``, ``"bias"``) that ignores it.
+    """
+
+    shape: Shape
+    init: Literal["weight", "zeros", "ones", "bias"]
+
+
+@dataclass
+class Context:
+    """What a forward pass may depend on besides its inputs."""
+
+    train: bool
+    rng: np.random.Generator
+
+
+class Op:
+    """Base of every op. One instance per node, holding that node's validated params."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[NodeParams]]
+    min_inputs: ClassVar[int] = 1
+    max_inputs: ClassVar[int | None] = 1
+
+    def __init__(self, params: NodeParams):
+        self.p: Any = params
+
+    def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        raise NotImplementedError
+
+    def param_specs(self, in_shapes: Sequence[Shape]) -> dict[str, ParamSpec]:
+        return {}
+
+    def buffer_specs(self, in_shapes: Sequence[Shape]) -> dict[str, ParamSpec]:
+        return {}
+
+    def flops(self, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        """Forward FLOPs per sample; a multiply-add counts as 2."""
+        return 0
+
+    def forward(
+        self, xs: list[Array], params: dict[str, Array], buffers: dict[str, Array], ctx: Context
+    ) -> tuple[Array, Any]:
+        raise NotImplementedError
+
+    def backward(self, cache: Any, dy: Array) -> tuple[list[Array | None], Grads]:
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, type[Op]] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    """Register an op class under its TOML name (``cls.name``)."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"op '{cls.name}' registered twice")
+    REGISTRY[cls.name] = cls
+    return cls

@@ -1,0 +1,138 @@
+"""Structural ops: the network's input, flatten, and the merges ``add`` and ``concat``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, PositiveInt
+
+from netspec.errors import ShapeError
+from netspec.ops.base import Array, Context, Grads, NodeParams, Op, register
+from netspec.shapes import Shape, format_shape, numel
+
+
+class InputParams(NodeParams):
+    op: Literal["input"]
+    shape: list[PositiveInt] = Field(
+        min_length=1, max_length=4, description="Per-sample shape, e.g. [1, 28, 28] (C, H, W)."
+    )
+
+
+@register
+class Input(Op):
+    """A network input; its shape is given, not inferred."""
+
+    name = "input"
+    Params = InputParams
+    min_inputs = 0
+    max_inputs = 0
+
+    def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        return tuple(self.p.shape)
+
+    def forward(self, xs, params, buffers, ctx):
+        return xs[0], None
+
+    def backward(self, cache, dy):
+        return [dy], {}
+
+
+class FlattenParams(NodeParams):
+    op: Literal["flatten"]
+
+
+@register
+class Flatten(Op):
+    """Any per-sample shape to (product,), in row-major (C, H, W) order."""
+
+    name = "flatten"
+    Params = FlattenParams
+
+    def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        return (numel(in_shapes[0]),)
+
+    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Shape]:
+        x = xs[0]
+        return x.reshape(x.shape[0], -1), x.shape
+
+    def backward(self, cache: Shape, dy: Array) -> tuple[list[Array | None], Grads]:
+        return [dy.reshape(cache)], {}
+
+
+class AddParams(NodeParams):
+    op: Literal["add"]
+
+
+@register
+class Add(Op):
+    """Element-wise sum of two or more inputs of identical shape (residual connections)."""
+
+    name = "add"
+    Params = AddParams
+    min_inputs = 2
+    max_inputs = None
+
+    def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        first = in_shapes[0]
+        if any(shape != first for shape in in_shapes[1:]):
+            listed = ", ".join(format_shape(s) for s in in_shapes)
+            raise ShapeError(
+                f"inputs must have identical shapes, got {listed}; insert a 1x1 conv2d or a "
+                f"pooling node on the mismatched branch"
+            )
+        return first
+
+    def flops(self, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        return numel(out_shape) * (len(in_shapes) - 1)
+
+    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, int]:
+        out = xs[0] + xs[1]
+        for x in xs[2:]:
+            out += x
+        return out, len(xs)
+
+    def backward(self, cache: int, dy: Array) -> tuple[list[Array | None], Grads]:
+        return [dy] * cache, {}
+
+
+class ConcatParams(NodeParams):
+    op: Literal["concat"]
+    axis: int = Field(
+        default=0, ge=0, le=3, description="Per-sample axis to join along (0 = channels)."
+    )
+
+
+@register
+class Concat(Op):
+    """Join inputs along a per-sample axis (channels by default); other axes must match."""
+
+    name = "concat"
+    Params = ConcatParams
+    min_inputs = 2
+    max_inputs = None
+
+    def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        axis = self.p.axis
+        first = in_shapes[0]
+        listed = ", ".join(format_shape(s) for s in in_shapes)
+        if any(len(s) != len(first) for s in in_shapes) or axis >= len(first):
+            raise ShapeError(
+                f"cannot concatenate along axis {axis}: inputs have shapes {listed}"
+            )
+        for shape in in_shapes[1:]:
+            if shape[:axis] + shape[axis + 1 :] != first[:axis] + first[axis + 1 :]:
+                raise ShapeError(
+                    f"inputs must match on every axis but {axis}, got {listed}"
+                )
+        joined = sum(s[axis] for s in in_shapes)
+        return first[:axis] + (joined,) + first[axis + 1 :]
+
+    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, list[int]]:
+        sizes = [x.shape[self.p.axis + 1] for x in xs]
+        return np.concatenate(xs, axis=self.p.axis + 1), sizes
+
+    def backward(self, cache: list[int], dy: Array) -> tuple[list[Array | None], Grads]:
+        splits = np.cumsum(cache)[:-1]
+        return list(np.split(dy, splits, axis=self.p.axis + 1)), {}

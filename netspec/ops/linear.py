@@ -1,0 +1,58 @@
+"""Fully connected layer: y = x W^T + b, with PyTorch's (out, in) weight layout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field
+
+from netspec.errors import ShapeError
+from netspec.ops.base import Array, Context, Grads, Op, ParamSpec, WeightedParams, register
+from netspec.shapes import Shape, format_shape
+
+
+class LinearParams(WeightedParams):
+    op: Literal["linear"]
+    out_features: int = Field(gt=0, le=1_000_000)
+    bias: bool = True
+
+
+@register
+class Linear(Op):
+    name = "linear"
+    Params = LinearParams
+
+    def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        shape = in_shapes[0]
+        if len(shape) != 1:
+            raise ShapeError(
+                f"input has shape {format_shape(shape)}; linear needs a 1-D input per sample, "
+                f"add a flatten node before it"
+            )
+        return (self.p.out_features,)
+
+    def param_specs(self, in_shapes: Sequence[Shape]) -> dict[str, ParamSpec]:
+        specs = {"weight": ParamSpec((self.p.out_features, in_shapes[0][0]), "weight")}
+        if self.p.bias:
+            specs["bias"] = ParamSpec((self.p.out_features,), "bias")
+        return specs
+
+    def flops(self, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        return (2 * in_shapes[0][0] + int(self.p.bias)) * self.p.out_features
+
+    def forward(
+        self, xs: list[Array], params: dict[str, Array], buffers, ctx: Context
+    ) -> tuple[Array, tuple[Array, Array]]:
+        x, weight = xs[0], params["weight"]
+        y = x @ weight.T
+        if self.p.bias:
+            y += params["bias"]
+        return y, (x, weight)
+
+    def backward(self, cache: tuple[Array, Array], dy: Array) -> tuple[list[Array | None], Grads]:
+        x, weight = cache
+        grads = {"weight": dy.T @ x}
+        if self.p.bias:
+            grads["bias"] = dy.sum(axis=0)
+        return [dy @ weight], grads

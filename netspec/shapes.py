@@ -1,0 +1,101 @@
+"""Shape arithmetic shared by every op, kept in one place so each rule is written once."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from netspec.errors import ShapeError
+
+Shape = tuple[int, ...]
+
+
+def pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """An ``int`` or ``[a, b]`` spec value as a (height, width) pair.
+
+    >>> pair(3)
+    (3, 3)
+    >>> pair([3, 5])
+    (3, 5)
+    """
+    if isinstance(value, int):
+        return (value, value)
+    first, second = value
+    return (int(first), int(second))
+
+
+def window_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a sliding window along one axis (floor division, as PyTorch).
+
+    >>> window_output_size(28, 5, 1, 2)
+    28
+    >>> window_output_size(28, 2, 2, 0)
+    14
+    >>> window_output_size(7, 3, 2, 1)
+    4
+    >>> window_output_size(4, 5, 1, 0)
+    Traceback (most recent call last):
+    ...
+    netspec.errors.ShapeError: kernel 5 is larger than the padded input 4
+    """
+    padded = size + 2 * padding
+    if kernel > padded:
+        raise ShapeError(f"kernel {kernel} is larger than the padded input {padded}")
+    return (padded - kernel) // stride + 1
+
+
+def window_output_hw(
+    in_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> tuple[int, int]:
+    """Output (H, W) of a 2-D sliding window; errors name the input size and kernel.
+
+    >>> window_output_hw((28, 28), (5, 5), (1, 1), (0, 0))
+    (24, 24)
+    >>> window_output_hw((6, 9), (3, 2), (2, 3), (1, 0))
+    (3, 3)
+    """
+    height, width = in_hw
+    kernel_h, kernel_w = kernel
+    pad_h, pad_w = padding
+    if kernel_h > height + 2 * pad_h or kernel_w > width + 2 * pad_w:
+        raise ShapeError(
+            f"kernel {kernel_h}x{kernel_w} is larger than the padded input "
+            f"{height + 2 * pad_h}x{width + 2 * pad_w} (input {height}x{width}, padding "
+            f"{pad_h}x{pad_w}); use a smaller kernel, more padding, or remove a pooling step"
+        )
+    return (
+        window_output_size(height, kernel_h, stride[0], pad_h),
+        window_output_size(width, kernel_w, stride[1], pad_w),
+    )
+
+
+def numel(shape: Sequence[int]) -> int:
+    """Number of elements of a shape.
+
+    >>> numel((16, 5, 5))
+    400
+    >>> numel(())
+    1
+    """
+    return math.prod(shape)
+
+
+def format_shape(shape: Sequence[int]) -> str:
+    """A shape as users read it.
+
+    >>> format_shape((16, 5, 5))
+    '(16, 5, 5)'
+    >>> format_shape((10,))
+    '(10,)'
+    """
+    return str(tuple(shape))
+
+
+def require_rank(shape: Shape, ranks: Sequence[int], what: str) -> None:
+    """Raise a ShapeError unless ``shape`` has one of ``ranks`` dimensions."""
+    if len(shape) not in ranks:
+        wanted = " or ".join(f"{r}-D" for r in ranks)
+        raise ShapeError(f"{what} must be {wanted} per sample, got shape {format_shape(shape)}")
