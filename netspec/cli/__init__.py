@@ -1,0 +1,49 @@
+"""The ``netspec`` command: argument parsing and printing over library calls.
+
+Each command group lives in its own module with a ``register(subparsers)`` function that adds
+its parser and sets ``handler``. Every NetspecError becomes a message on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from netspec.errors import NetspecError
+
+COMMAND_MODULES = ("compile", "gradcheck")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netspec",
+        description="Compile, check, train and draw neural networks written as TOML files.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"netspec.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except NetspecError as exc:
+        print(f"netspec {args.command}: error: {exc}" if "\n" not in str(exc)
+              else f"netspec {args.command}: {len(getattr(exc, 'diagnostics', []))} error(s):\n"
+              f"{exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

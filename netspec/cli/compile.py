@@ -1,0 +1,69 @@
+"""``netspec compile`` and ``netspec list``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from netspec.compiler import CompileError, compile_plan
+from netspec.spec import load_spec, shipped_architectures
+from netspec.summary import summary_table
+from netspec.tables import Column, human_count, render_table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compile", help="validate a spec, infer every shape, print a summary",
+        description="Validate SPEC (a path, or the name of a shipped architecture), infer "
+        "every node's shape, and print parameters, FLOPs and activation memory per node.")
+    parser.add_argument("spec", help="a .toml file or a shipped name such as lenet5")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--batch-size", type=_positive, default=1,
+                        help="batch size for FLOPs and activation memory (default 1)")
+    parser.set_defaults(handler=run_compile)
+
+    listing = subparsers.add_parser("list", help="list the shipped architectures")
+    listing.set_defaults(handler=run_list)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    try:
+        plan = compile_plan(spec)
+    except CompileError as exc:
+        if not args.json and exc.partial:
+            print(f"{spec.name}: compiled up to the failing node(s)\n")
+            print(summary_table(exc.partial, args.batch_size, exc.failed))
+            print()
+        raise
+    if args.json:
+        json.dump(plan.to_dict(), sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{plan.name}" + (f": {spec.description}" if spec.description else ""))
+    print(summary_table(plan.nodes, args.batch_size))
+    print(f"\n{plan.total_params:,} trainable parameters, {human_count(plan.total_flops)} "
+          f"FLOPs per sample (forward)")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    rows = []
+    for path in shipped_architectures():
+        try:
+            plan = compile_plan(path)
+            rows.append([path.stem, f"{plan.total_params:,}", human_count(plan.total_flops),
+                         plan.spec.description])
+        except Exception as exc:  # noqa: BLE001 - one broken file must not hide the others
+            rows.append([path.stem, "-", "-", f"does not compile: {exc}"])
+    print(render_table([Column("name", "<"), Column("params"), Column("FLOPs"),
+                        Column("description", "<")], rows))
+    return 0

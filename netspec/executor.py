@@ -1,0 +1,208 @@
+"""The NumPy executor: parameters initialised from one seed, forward and backward over a plan."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netspec.compiler import Plan, compile_plan
+from netspec.errors import NetspecError
+from netspec.initializers import initialise
+from netspec.ops import Context
+from netspec.shapes import format_shape
+from netspec.spec import Spec
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class Network:
+    """A compiled network with live parameters.
+
+    ``params`` and ``buffers`` map ``"node.name"`` to arrays in PyTorch layouts; writing into
+    them in place changes the network. ``grads`` is filled by :meth:`backward`, with the same
+    keys as ``params``; ``trainable`` lists the keys an optimizer should update.
+    """
+
+    def __init__(self, plan: Plan, seed: int = 0, dtype: str = "float32"):
+        if dtype not in DTYPES:
+            raise NetspecError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+        self.plan = plan
+        self.dtype = np.dtype(DTYPES[dtype])
+        init_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
+        self.params: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.trainable: list[str] = []
+        self._init_parameters(np.random.default_rng(init_seed))
+        self.grads: dict[str, np.ndarray] = {}
+        self.rng = np.random.default_rng(dropout_seed)
+        self._node_params = {
+            node_id: {name: self.params[f"{node_id}.{name}"] for name in node.param_specs}
+            for node_id, node in plan.nodes.items()
+        }
+        self._node_buffers = {
+            node_id: {name: self.buffers[f"{node_id}.{name}"] for name in node.buffer_specs}
+            for node_id, node in plan.nodes.items()
+        }
+        self._caches: dict[str, Any] | None = None
+
+    @property
+    def order(self) -> list[str]:
+        return self.plan.order
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return self.plan.shapes
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.plan.nodes[self.plan.output].shape
+
+    def _init_parameters(self, rng: np.random.Generator) -> None:
+        # one generator walks the nodes in topological order, so a seed fixes every value
+        for node_id, node in self.plan.nodes.items():
+            for name, spec in node.param_specs.items():
+                key = f"{node_id}.{name}"
+                if spec.init == "weight":
+                    if node.fixed_weight is not None:
+                        values = node.fixed_weight
+                    else:
+                        scale = getattr(node.params, "init_scale", None)
+                        values = initialise(node.weight_init, spec.shape, rng, scale)
+                elif spec.init == "bias":
+                    values = np.full(spec.shape, node.params.bias_init)
+                else:
+                    values = np.zeros(spec.shape) if spec.init == "zeros" else np.ones(spec.shape)
+                self.params[key] = values.astype(self.dtype)
+                if name in node.trainable_names:
+                    self.trainable.append(key)
+            for name, spec in node.buffer_specs.items():
+                fill = np.zeros if spec.init == "zeros" else np.ones
+                self.buffers[f"{node_id}.{name}"] = fill(spec.shape, dtype=self.dtype)
+
+    def _inputs(self, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        given = dict(x) if isinstance(x, Mapping) else {self.plan.inputs[0]: x}
+        if isinstance(x, Mapping):
+            missing = set(self.plan.inputs) - set(given)
+            unknown = set(given) - set(self.plan.inputs)
+            if missing or unknown:
+                raise NetspecError(f"inputs must be given for {sorted(self.plan.inputs)}; "
+                                   f"missing {sorted(missing)}, unknown {sorted(unknown)}")
+        elif len(self.plan.inputs) != 1:
+            raise NetspecError(f"this network has inputs {list(self.plan.inputs)}; pass a dict")
+        batch = None
+        for input_id, array in given.items():
+            array = np.asarray(array)
+            expected = self.plan.nodes[input_id].shape
+            if array.shape[1:] != expected or array.ndim != len(expected) + 1:
+                raise NetspecError(f"input '{input_id}' must have shape (N, "
+                                   f"{', '.join(map(str, expected))}), got "
+                                   f"{format_shape(array.shape)}")
+            if batch is not None and array.shape[0] != batch:
+                raise NetspecError("all inputs must have the same batch size")
+            batch = array.shape[0]
+            given[input_id] = array.astype(self.dtype, copy=False)
+        return given
+
+    def forward(self, x: np.ndarray | Mapping[str, np.ndarray], train: bool = False,
+                keep: bool | None = None) -> np.ndarray:
+        """Run the network on a batch and return the output node's value.
+
+        ``keep`` (default: ``train``) keeps the caches that :meth:`backward` needs.
+        """
+        keep = train if keep is None else keep
+        ctx = Context(train=train, rng=self.rng)
+        values: dict[str, np.ndarray] = {}
+        caches: dict[str, Any] = {}
+        given = self._inputs(x)
+        remaining_uses = self._consumer_counts()
+        for node_id, node in self.plan.nodes.items():
+            xs = [given[node_id]] if node.op_name == "input" else [values[s] for s in node.inputs]
+            out, cache = node.op.forward(xs, self._node_params[node_id],
+                                         self._node_buffers[node_id], ctx)
+            values[node_id] = out
+            if keep:
+                caches[node_id] = cache
+            else:
+                # free activations nobody needs any more: inference memory stays flat
+                for source in node.inputs:
+                    remaining_uses[source] -= 1
+                    if remaining_uses[source] == 0 and source != self.plan.output:
+                        del values[source]
+        self._caches = caches if keep else None
+        return values[self.plan.output]
+
+    def _consumer_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.plan.nodes, 0)
+        for node in self.plan.nodes.values():
+            for source in node.inputs:
+                counts[source] += 1
+        return counts
+
+    def backward(self, dy: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """Backpropagate ``dy`` (gradient w.r.t. the output); fill ``grads`` and return the
+        gradient w.r.t. the input (a dict when the network has several inputs)."""
+        if self._caches is None:
+            raise NetspecError("backward needs a forward pass with train=True (or keep=True) "
+                               "first")
+        expected = self.output_shape
+        if dy.shape[1:] != expected:
+            raise NetspecError(f"dy must have shape (N, {', '.join(map(str, expected))}), got "
+                               f"{format_shape(dy.shape)}")
+        caches, self._caches = self._caches, None
+        upstream: dict[str, np.ndarray] = {self.plan.output: dy.astype(self.dtype, copy=False)}
+        input_grads: dict[str, np.ndarray] = {}
+        for node_id in reversed(self.plan.order):
+            node = self.plan.nodes[node_id]
+            grad = upstream.pop(node_id, None)
+            if grad is None:
+                continue
+            dxs, dparams = node.op.backward(caches.pop(node_id), grad)
+            for name, value in dparams.items():
+                self.grads[f"{node_id}.{name}"] = value
+            if node.op_name == "input":
+                input_grads[node_id] = dxs[0]
+                continue
+            for source, dx in zip(node.inputs, dxs):
+                if dx is None:
+                    continue
+                # a node feeding several others receives the sum of their gradients
+                upstream[source] = dx if source not in upstream else upstream[source] + dx
+        for node_id in self.plan.inputs:
+            input_grads.setdefault(node_id, np.zeros((dy.shape[0], *self.shapes[node_id]),
+                                                     dtype=self.dtype))
+        if len(self.plan.inputs) == 1:
+            return input_grads[self.plan.inputs[0]]
+        return input_grads
+
+    def zero_grads(self) -> None:
+        self.grads.clear()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Every parameter and buffer, by key: what a weights file holds."""
+        return {**self.params, **self.buffers}
+
+    def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Copy parameters and buffers in place, checking every key and shape first."""
+        own = self.state()
+        missing = sorted(set(own) - set(arrays))
+        unexpected = sorted(set(arrays) - set(own))
+        if missing or unexpected:
+            raise NetspecError(f"weights do not fit this network: missing {missing[:5]}, "
+                               f"unexpected {unexpected[:5]}")
+        for key, target in own.items():
+            if arrays[key].shape != target.shape:
+                raise NetspecError(f"weights do not fit this network: '{key}' has shape "
+                                   f"{format_shape(arrays[key].shape)}, the network needs "
+                                   f"{format_shape(target.shape)}")
+        for key, target in own.items():
+            target[...] = arrays[key]
+
+
+def compile(source: str | Path | Spec | Plan, seed: int = 0,  # noqa: A001 - public API name
+            dtype: str = "float32") -> Network:
+    """Compile a spec (path, shipped name, Spec or Plan) into a runnable :class:`Network`."""
+    plan = source if isinstance(source, Plan) else compile_plan(source)
+    return Network(plan, seed=seed, dtype=dtype)
