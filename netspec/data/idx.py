@@ -80,9 +80,7 @@ def parse_idx(data: bytes, source: str | os.PathLike[str], ndim: int | None = No
             f"{source}: truncated: the header of a {file_ndim}-d IDX file needs {header_size} "
             f"bytes, file has {len(data)}"
         )
-    dims = tuple(
-        int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(file_ndim)
-    )
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(file_ndim))
     expected = math.prod(dims)
     found = len(data) - header_size
     described = "x".join(str(d) for d in dims)

