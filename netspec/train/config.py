@@ -279,7 +279,7 @@ def _describe(error: Any) -> tuple[tuple[str, ...], str]:
         text = f"unknown {union} type {tag!r}; valid types: {', '.join(valid)}{suggestion}"
         table, field = [*table, union], ["type"]
     elif kind == "extra_forbidden":
-        fields = list(model.model_fields)
+        fields = sorted(model.model_fields, key=lambda f: f != "type")
         hint = did_you_mean(str(field[-1]), fields) or f"; valid fields: {', '.join(fields)}"
         text = f"unknown field{hint}"
     elif isinstance(cause, ValueError):
