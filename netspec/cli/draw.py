@@ -1,0 +1,31 @@
+"""``netspec draw``: a diagram of a network, in the format the output file's name says."""
+
+from __future__ import annotations
+
+import argparse
+
+from netspec.export.dot import RANKDIRS
+from netspec.export.render import FORMATS, draw
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    formats = "; ".join(f"{suffix}: {what}" for suffix, what in FORMATS.items())
+    parser = subparsers.add_parser(
+        "draw", help="draw a network as .svg, .png, .dot or .mmd",
+        description=f"Draw SPEC (a path, or the name of a shipped architecture) with every "
+        f"node's op, key settings, output shape and parameters, and the tensor shape on every "
+        f"edge. The format comes from the output file's extension ({formats}).")
+    parser.add_argument("spec", metavar="SPEC",
+                        help="a .toml file or a shipped name such as resnet_mini")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="where to write the diagram (.svg, .png, .dot or .mmd)")
+    parser.add_argument("--rankdir", choices=RANKDIRS, default="TB",
+                        help="TB: inputs at the top (default); LR: inputs on the left")
+    parser.set_defaults(handler=run_draw)
+
+
+def run_draw(args: argparse.Namespace) -> int:
+    drawn_by = draw(args.spec, args.output, args.rankdir)
+    how = "Graphviz" if drawn_by == "graphviz" else "netspec"
+    print(f"wrote {args.output} (drawn by {how})")
+    return 0

@@ -1,0 +1,158 @@
+"""Pictures of networks and of training.
+
+This module decides what every diagram shows about a node (the same facts in every format);
+``render.draw`` writes a diagram in the format a file extension names (``dot``, ``mermaid``
+and ``svg`` produce the text), and ``plots`` draws training curves with matplotlib.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from netspec.compiler import Plan, PlanNode
+from netspec.shapes import format_shape, pair
+from netspec.tables import human_count
+
+# (fill, border) per op family: the eye finds convolutions, pooling and merges at a glance
+_PALETTE = {
+    "input": ("#fff4d6", "#b08a1e"),
+    "conv": ("#dde8fb", "#3d68b8"),
+    "pool": ("#dcf2e3", "#2f8a4f"),
+    "linear": ("#fde6d4", "#c2652a"),
+    "norm": ("#ece2f7", "#7a4fb0"),
+    "merge": ("#fadadd", "#b83d4f"),
+    "other": ("#eef0f3", "#66707f"),
+}
+_FAMILY = {
+    "input": "input",
+    "conv2d": "conv",
+    "maxpool2d": "pool",
+    "avgpool2d": "pool",
+    "global_avgpool": "pool",
+    "linear": "linear",
+    "batchnorm": "norm",
+    "dropout": "norm",
+    "add": "merge",
+    "concat": "merge",
+}
+
+
+@dataclass(frozen=True)
+class NodeLabel:
+    """What a diagram shows in one node's box: a title (the id) and detail lines below it."""
+
+    title: str
+    details: tuple[str, ...]
+    family: str
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        return (self.title, *self.details)
+
+    @property
+    def colors(self) -> tuple[str, str]:
+        return _PALETTE[self.family]
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One tensor flowing from ``source`` into ``target`` (twice if a node reads it twice)."""
+
+    source: str
+    target: str
+    label: str
+
+
+def printable(text: str) -> str:
+    r"""``text`` with invisible characters spelled out as escapes, so that a newline, a NUL
+    or a zero-width character in a quoted TOML key can neither break a format's syntax (XML
+    forbids most control characters) nor hide in a picture.
+
+    >>> printable("a\nb\x00 c\u200b")
+    'a\\nb\\x00 c\\u200b'
+    """
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
+
+
+def family(op_name: str) -> str:
+    """The colour family of an op (``conv``, ``pool``, ``merge``, ...)."""
+    return _FAMILY.get(op_name, "other")
+
+
+def palette() -> dict[str, tuple[str, str]]:
+    """Every colour family with its (fill, border) colours."""
+    return dict(_PALETTE)
+
+
+def _size(value: int | Sequence[int]) -> str:
+    height, width = pair(value)
+    return str(height) if height == width else f"({height}, {width})"
+
+
+def node_attributes(node: PlanNode) -> list[str]:
+    """The hyper-parameters worth seeing on a diagram, as short phrases.
+
+    >>> from netspec import compile_plan
+    >>> plan = compile_plan("lenet5")
+    >>> node_attributes(plan.nodes["conv1"])
+    ['6 ch', '5×5', 'stride 1', 'pad 2']
+    """
+    params = node.params
+    phrases = []
+    if (channels := getattr(params, "out_channels", None)) is not None:
+        phrases.append(f"{channels} ch")
+    if (features := getattr(params, "out_features", None)) is not None:
+        phrases.append(f"{features} features")
+    if (kernel := getattr(params, "kernel_size", None)) is not None:
+        kernel_h, kernel_w = pair(kernel)
+        # pooling's stride defaults to its kernel; the op knows its effective geometry
+        geometry = getattr(node.op, "geometry", None)
+        stride = geometry[1] if geometry else getattr(params, "stride", 1)
+        phrases += [f"{kernel_h}×{kernel_w}", f"stride {_size(stride)}",
+                    f"pad {_size(getattr(params, 'padding', 0))}"]
+    if (p := getattr(params, "p", None)) is not None:
+        phrases.append(f"p = {p:g}")
+    if (slope := getattr(params, "negative_slope", None)) is not None:
+        phrases.append(f"slope {slope:g}")
+    if node.op_name == "concat":
+        phrases.append(f"axis {params.axis}")
+    if not getattr(params, "trainable", True):
+        phrases.append("fixed weights")
+    return phrases
+
+
+def node_label(node: PlanNode) -> NodeLabel:
+    """Id; op; key hyper-parameters; output shape; trainable parameter count.
+
+    >>> from netspec import compile_plan
+    >>> node_label(compile_plan("lenet5").nodes["conv1"]).lines
+    ('conv1', 'conv2d', '6 ch · 5×5 · stride 1 · pad 2', 'out (6, 28, 28)', '156 params')
+    """
+    details = [node.op_name]
+    attributes = node_attributes(node)
+    if attributes:
+        details.append(" · ".join(attributes))
+    details.append(f"out {format_shape(node.shape)}")
+    if node.n_params:
+        details.append(f"{node.n_params:,} params")
+    return NodeLabel(printable(node.id), tuple(details), family(node.op_name))
+
+
+def edges(plan: Plan) -> list[Edge]:
+    """Every edge of the plan in node order, labelled with the shape of the tensor it carries."""
+    return [
+        Edge(source, node.id, format_shape(plan.nodes[source].shape))
+        for node in plan.nodes.values()
+        for source in node.inputs
+    ]
+
+
+def title(plan: Plan) -> str:
+    """The heading of a diagram: name, trainable parameters and forward FLOPs per sample."""
+    return (f"{printable(plan.name)} · {plan.total_params:,} params · "
+            f"{human_count(plan.total_flops)} FLOPs")
+
+
+__all__ = ["Edge", "NodeLabel", "edges", "family", "node_attributes", "node_label", "palette",
+           "printable", "title"]
