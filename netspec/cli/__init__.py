@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from netspec.errors import NetspecError
 
-COMMAND_MODULES = ("compile", "gradcheck", "train", "draw")
+COMMAND_MODULES = ("compile", "gradcheck", "train", "draw", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,63 @@
+"""The pictures of a finished run: curves, confusion matrix, first-layer filters, mistakes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from netspec.compiler import compile_plan
+from netspec.data import load_mnist
+from netspec.errors import NetspecError
+from netspec.executor import Network
+from netspec.export.plots import plot_confusion, plot_curves, plot_filters, plot_mistakes
+from netspec.spec import parse_spec
+from netspec.train.checkpoint import load_weights
+from netspec.train.evaluate import evaluate, normalise_images
+from netspec.train.loop import read_history
+
+
+def plot_run(run_dir: str | Path, data_dir: str | Path | None = None) -> list[Path]:
+    """Write ``curves.png``, ``confusion.png``, ``filters.png`` and ``mistakes.png`` into a run
+    directory and return their paths.
+
+    The test set is evaluated again with ``best.npz`` (a couple of seconds), so the pictures
+    need nothing but the run directory and MNIST. Raises PlotsUnavailable without matplotlib.
+    """
+    run_dir = Path(run_dir)
+    written = []
+    plot_curves(read_history(run_dir), run_dir / "curves.png")
+    written.append(run_dir / "curves.png")
+
+    weights = run_dir / "best.npz"
+    if not weights.exists():
+        return written
+    net = _network(run_dir)
+    checkpoint = load_weights(weights, net)
+    first_conv = next((key for key, value in net.params.items() if value.ndim == 4), None)
+    if first_conv is not None:
+        plot_filters(net.params[first_conv], run_dir / "filters.png")
+        written.append(run_dir / "filters.png")
+
+    data = load_mnist(data_dir, download=False)
+    x = normalise_images(data.test_images, checkpoint.meta["mean"], checkpoint.meta["std"])
+    labels = data.test_labels.astype(np.int64)
+    result = evaluate(net, x, labels)
+    plot_confusion(result.confusion, run_dir / "confusion.png")
+    wrong = np.flatnonzero(result.predictions != labels)
+    plot_mistakes(data.test_images[wrong], labels[wrong], result.predictions[wrong],
+                  run_dir / "mistakes.png")
+    written += [run_dir / "confusion.png", run_dir / "mistakes.png"]
+    return written
+
+
+def _network(run_dir: Path) -> Network:
+    try:
+        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        text = (run_dir / "spec.toml").read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        raise NetspecError(f"{run_dir} is not a complete run directory: {exc}") from None
+    spec_dir = Path(saved["spec_dir"]) if saved.get("spec_dir") else run_dir
+    spec = parse_spec(text, file=str(run_dir / "spec.toml"), directory=spec_dir)
+    return Network(compile_plan(spec), dtype=saved.get("dtype", "float32"))
