@@ -11,12 +11,14 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from netspec.errors import Diagnostic, NetspecError, SpecError, did_you_mean
+from netspec.errors import Diagnostic, NetspecError, ShapeError, SpecError
 from netspec.ops import REGISTRY, NodeParams, Op, ParamSpec
 from netspec.shapes import Shape, format_shape, numel
-from netspec.spec import Spec, load_spec
+from netspec.spec import CheckedSpec, Spec, check_spec_file
 
 BYTES_PER_VALUE = 4  # activation and parameter memory are reported for float32
+UPSTREAM_FAILED = "an input did not compile"  # why a node after a failed one is not compiled
+INVALID_NODE = "invalid in the spec"
 RELU_FAMILY = frozenset({"relu", "leaky_relu"})
 # ops that sit between a layer and its activation without changing which init suits it
 _SEE_THROUGH = frozenset({"batchnorm", "dropout", "maxpool2d", "avgpool2d"})
@@ -93,13 +95,14 @@ class Plan:
     def total_flops(self) -> int:
         return sum(node.flops for node in self.nodes.values())
 
-    def to_dict(self) -> dict[str, Any]:
-        """The machine-readable summary of ``netspec compile --json``."""
+    def to_dict(self, batch_size: int = 1) -> dict[str, Any]:
+        """The machine-readable summary of ``netspec compile --json``: the same nodes, order,
+        trainable parameters and forward FLOPs (at ``batch_size``) as the printed table."""
         return {
             "name": self.name,
             "output": self.output,
             "total_params": self.total_params,
-            "total_flops": self.total_flops,
+            "total_flops": self.total_flops * batch_size,
             "nodes": [
                 {
                     "id": node.id,
@@ -107,7 +110,7 @@ class Plan:
                     "inputs": list(node.inputs),
                     "shape": list(node.shape),
                     "params": node.n_params,
-                    "flops": node.flops,
+                    "flops": node.flops * batch_size,
                 }
                 for node in self.nodes.values()
             ],
@@ -115,19 +118,28 @@ class Plan:
 
 
 class CompileError(SpecError):
-    """A spec that does not compile; ``partial`` holds the nodes that did, in order."""
+    """A spec that does not compile. ``partial`` holds the nodes that did and ``failed`` the
+    others (id -> why); ``order`` lists both together in topological order."""
 
-    def __init__(self, diagnostics: Sequence[Diagnostic], partial: dict[str, PlanNode],
-                 failed: dict[str, str]):
-        super().__init__(diagnostics)
+    def __init__(self, diagnostics: Sequence[Diagnostic], checked: CheckedSpec,
+                 partial: dict[str, PlanNode], failed: dict[str, str],
+                 order: Sequence[str] = ()):
+        super().__init__(sorted(diagnostics, key=lambda d: d.line or 0))
+        self.checked = checked
+        self.spec = checked.spec
         self.partial = partial
         self.failed = failed
+        self.order = tuple(order)
 
 
 def compile_plan(spec_or_path: Spec | str | Path) -> Plan:
     """Build the DAG of a spec and infer every shape; raise CompileError listing every problem."""
-    spec = spec_or_path if isinstance(spec_or_path, Spec) else load_spec(spec_or_path)
-    problems: list[Diagnostic] = []
+    if isinstance(spec_or_path, Spec):
+        checked = CheckedSpec(spec_or_path, {}, tuple(spec_or_path.nodes), ())
+    else:
+        checked = check_spec_file(spec_or_path)
+    spec, invalid = checked.spec, frozenset(checked.invalid)
+    problems: list[Diagnostic] = list(checked.problems)
 
     def report(message: str, node: str | None = None, key: str | None = None,
                line: int | None = None) -> None:
@@ -136,69 +148,53 @@ def compile_plan(spec_or_path: Spec | str | Path) -> Plan:
             line = spec.node_line(node, key) if node else None
         problems.append(Diagnostic(message, file=spec.file, line=line, node=node, op=op))
 
-    position = {node_id: index for index, node_id in enumerate(spec.nodes)}
+    # invalid nodes stay in the graph so that the nodes after them are known not to compile
+    position = {node_id: index for index, node_id in enumerate(checked.node_ids)}
     graph = nx.DiGraph()
-    graph.add_nodes_from(spec.nodes)
+    graph.add_nodes_from(checked.node_ids)
+    # the loader has reported inputs that name no node, and input counts that do not fit
     for node_id, sources in spec.inputs.items():
-        op_class = REGISTRY[spec.nodes[node_id].op]
-        count = len(sources)
-        if count < op_class.min_inputs or (op_class.max_inputs is not None
-                                           and count > op_class.max_inputs):
-            report(_arity_message(op_class, count), node_id, "inputs")
-        for source in sources:
-            if source in spec.nodes:
-                graph.add_edge(source, node_id)
-            else:
-                others = [n for n in spec.nodes if n != node_id]
-                report(f"input '{source}' names no node{did_you_mean(source, others)}",
-                       node_id, "inputs")
+        graph.add_edges_from((source, node_id) for source in sources if source in position)
 
     input_ids = tuple(n for n, p in spec.nodes.items() if p.op == "input")
-    if not input_ids:
+    if not input_ids and not invalid:
         problems.append(Diagnostic("no input node: add a node with op = \"input\" and its "
                                    "shape, e.g. shape = [1, 28, 28]", file=spec.file,
                                    line=spec.line("nodes")))
-    output = spec.output if spec.output is not None else list(spec.nodes)[-1]
-    if output not in spec.nodes:
-        problems.append(Diagnostic(
-            f"[network] output '{output}' names no node{did_you_mean(output, spec.nodes)}",
-            file=spec.file, line=spec.line("network", "output")))
+    output = spec.output if spec.output is not None else checked.node_ids[-1]
 
     cycles = _cycles(graph, position)
     for cycle in cycles:
         path = " -> ".join(cycle + [cycle[0]])
         report(f"is on a cycle: {path}; a network must be acyclic", cycle[0], "inputs")
     if cycles:
-        raise CompileError(problems, {}, {})
+        raise CompileError(problems, checked, {}, {})
 
     order = list(nx.lexicographical_topological_sort(graph, key=lambda n: position[n]))
+    relu_after = _relu_follows(spec, graph, order)
     compiled: dict[str, PlanNode] = {}
     failed: dict[str, str] = {}
     for node_id in order:
+        if node_id in invalid:
+            failed[node_id] = INVALID_NODE
+            continue
         params = spec.nodes[node_id]
         sources = spec.inputs[node_id]
-        if node_id in failed or any(s not in compiled for s in sources):
-            failed.setdefault(node_id, "an input did not compile")
+        if any(s not in compiled for s in sources):
+            failed.setdefault(node_id, UPSTREAM_FAILED)
             continue
         try:
-            compiled[node_id] = _compile_node(spec, graph, node_id, params, sources, compiled)
+            compiled[node_id] = _compile_node(spec, node_id, params, sources, compiled,
+                                              relu_after[node_id])
         except NetspecError as exc:
             report(str(exc), node_id, _blamed_key(exc))
             failed[node_id] = str(exc)
     if problems:
-        raise CompileError(problems, compiled, failed)
+        raise CompileError(problems, checked, compiled, failed, order)
     needed = nx.ancestors(graph, output) | {output}
     nodes = {node_id: compiled[node_id] for node_id in order if node_id in needed}
     used_inputs = tuple(n for n in input_ids if n in needed)
     return Plan(spec=spec, nodes=nodes, inputs=used_inputs, output=output)
-
-
-def _arity_message(op_class: type[Op], count: int) -> str:
-    if op_class.max_inputs == 0:
-        return "an input node takes no inputs; remove 'inputs'"
-    if op_class.max_inputs == 1:
-        return f"takes exactly one input, got {count}"
-    return f"takes at least {op_class.min_inputs} inputs, got {count}"
 
 
 def _cycles(graph: nx.DiGraph, position: dict[str, int]) -> list[list[str]]:
@@ -227,11 +223,18 @@ def _blamed_key(exc: NetspecError) -> str | None:
     return exc.key if isinstance(exc, _KeyedError) else None
 
 
-def _compile_node(spec: Spec, graph: nx.DiGraph, node_id: str, params: NodeParams,
-                  sources: tuple[str, ...], compiled: dict[str, PlanNode]) -> PlanNode:
+def _compile_node(spec: Spec, node_id: str, params: NodeParams, sources: tuple[str, ...],
+                  compiled: dict[str, PlanNode], relu_after: bool) -> PlanNode:
     op = REGISTRY[params.op](params)
     in_shapes = tuple(compiled[s].shape for s in sources)
-    shape = tuple(int(d) for d in op.output_shape(in_shapes))
+    try:
+        shape = tuple(int(d) for d in op.output_shape(in_shapes))
+    except ShapeError as exc:
+        listed = ", ".join(format_shape(s) for s in in_shapes)
+        # ops may speak of spatial sizes only; the user needs the whole input shape to fix it
+        if all(format_shape(s) not in str(exc) for s in in_shapes):
+            raise ShapeError(f"input shape {listed}: {exc}") from None
+        raise
     if any(d <= 0 for d in shape):
         raise NetspecError(f"output shape {format_shape(shape)} has an empty axis")
     param_specs = op.param_specs(in_shapes)
@@ -246,29 +249,31 @@ def _compile_node(spec: Spec, graph: nx.DiGraph, node_id: str, params: NodeParam
         buffer_specs=op.buffer_specs(in_shapes),
         flops=op.flops(in_shapes, shape),
         line=spec.node_line(node_id),
-        weight_init=_weight_init(spec, graph, node_id, params),
+        weight_init=_weight_init(params, relu_after),
         fixed_weight=_fixed_weight(spec, params, param_specs),
     )
 
 
-def _weight_init(spec: Spec, graph: nx.DiGraph, node_id: str, params: NodeParams) -> str:
+def _relu_follows(spec: Spec, graph: nx.DiGraph, order: list[str]) -> dict[str, bool]:
+    """Whether a ReLU-family op follows each node, looking through ops that do not change
+    which initialiser suits a layer. One pass in reverse topological order keeps it linear."""
+    follows: dict[str, bool] = {}
+    for node_id in reversed(order):
+        follows[node_id] = False
+        for successor in graph.successors(node_id):
+            op = spec.nodes[successor].op if successor in spec.nodes else None
+            if op in RELU_FAMILY or (op in _SEE_THROUGH and follows[successor]):
+                follows[node_id] = True
+                break
+    return follows
+
+
+def _weight_init(params: NodeParams, relu_after: bool) -> str:
     """The node's chosen initialiser, or the default that suits the activation after it."""
     chosen = getattr(params, "init", None)
     if chosen is not None:
         return chosen
-    frontier = list(graph.successors(node_id))
-    seen = set()
-    while frontier:
-        successor = frontier.pop()
-        if successor in seen:
-            continue
-        seen.add(successor)
-        op = spec.nodes[successor].op
-        if op in RELU_FAMILY:
-            return "he_normal"
-        if op in _SEE_THROUGH:
-            frontier.extend(graph.successors(successor))
-    return "glorot_uniform"
+    return "he_normal" if relu_after else "glorot_uniform"
 
 
 def _fixed_weight(spec: Spec, params: NodeParams,
@@ -292,8 +297,9 @@ def _fixed_weight(spec: Spec, params: NodeParams,
         key = "weight_file"
         array = _load_weight_file(spec, weight_file)
     if array.shape != expected:
+        layout = "(out, in, kh, kw)" if len(expected) == 4 else "(out, in)"
         raise _KeyedError(f"{key} has shape {format_shape(array.shape)}, the weight needs "
-                          f"{format_shape(expected)} (out, in, kh, kw)", key)
+                          f"{format_shape(expected)} {layout}", key)
     if not np.all(np.isfinite(array)):
         raise _KeyedError(f"{key} holds NaN or infinite values", key)
     return array
@@ -310,9 +316,11 @@ def _load_weight_file(spec: Spec, name: str) -> np.ndarray:
     except FileNotFoundError:
         raise _KeyedError(f"weight_file '{name}' not found (looked for {path})",
                           "weight_file") from None
-    except (OSError, ValueError, EOFError) as exc:
+    # MemoryError: a .npy header may claim any shape; numpy allocates before reading
+    except (OSError, ValueError, EOFError, MemoryError) as exc:
         raise _KeyedError(f"weight_file '{name}' is not a readable .npy array: {exc}",
                           "weight_file") from None
-    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+    # complex values would lose their imaginary part without a word
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "iuf":
         raise _KeyedError(f"weight_file '{name}' must hold one numeric array", "weight_file")
     return array.astype(np.float64)

@@ -63,7 +63,7 @@ def window_output_hw(
     if kernel_h > height + 2 * pad_h or kernel_w > width + 2 * pad_w:
         raise ShapeError(
             f"kernel {kernel_h}x{kernel_w} is larger than the padded input "
-            f"{height + 2 * pad_h}x{width + 2 * pad_w} (input {height}x{width}, padding "
+            f"{height + 2 * pad_h}x{width + 2 * pad_w} ({height}x{width} with padding "
             f"{pad_h}x{pad_w}); use a smaller kernel, more padding, or remove a pooling step"
         )
     return (

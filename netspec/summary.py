@@ -2,32 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from netspec.compiler import Plan, PlanNode
+from netspec.compiler import BYTES_PER_VALUE, UPSTREAM_FAILED, CompileError, Plan, PlanNode
 from netspec.shapes import format_shape
 from netspec.tables import Column, human_bytes, human_count, render_table
 
-BYTES_PER_VALUE = 4
+FAILED = "FAILED"
+SKIPPED = "not compiled"
 
 
 def summary_table(nodes: Mapping[str, PlanNode], batch_size: int = 1,
-                  failed: Mapping[str, str] | None = None) -> str:
+                  failed: Mapping[str, Sequence[str]] | None = None,
+                  order: Sequence[str] | None = None) -> str:
     """Node, op, inputs, output shape, params, FLOPs and activation memory at ``batch_size``,
-    with each node's share of the total FLOPs. ``failed`` nodes are listed last, marked."""
+    with each node's share of the total FLOPs.
+
+    ``failed`` maps the nodes that did not compile to their (op, inputs, mark) cells; they are
+    placed by ``order`` (default: after the compiled nodes) and totals count compiled nodes only.
+    """
+    failed = failed or {}
     total_params = sum(n.n_params for n in nodes.values())
     total_flops = sum(n.flops for n in nodes.values())
     total_activations = sum(n.activation_bytes for n in nodes.values()) * batch_size
     rows = []
-    for node in nodes.values():
-        share = 100.0 * node.flops / total_flops if total_flops else 0.0
-        rows.append([node.id, node.op_name, ", ".join(node.inputs) or "-",
-                     format_shape(node.shape), f"{node.n_params:,}",
-                     human_count(node.flops * batch_size), f"{share:.1f}%",
-                     human_bytes(node.activation_bytes * batch_size)])
-    for node_id, reason in (failed or {}).items():
-        rows.append([node_id, "", "", "FAILED" if "did not compile" not in reason else "-",
-                     "", "", "", ""])
+    for node_id in order if order is not None else [*nodes, *failed]:
+        if node_id in nodes:
+            node = nodes[node_id]
+            share = 100.0 * node.flops / total_flops if total_flops else 0.0
+            rows.append([node.id, node.op_name, ", ".join(node.inputs) or "-",
+                         format_shape(node.shape), f"{node.n_params:,}",
+                         human_count(node.flops * batch_size), f"{share:.1f}%",
+                         human_bytes(node.activation_bytes * batch_size)])
+        elif node_id in failed:
+            op, inputs, mark = failed[node_id]
+            rows.append([node_id, op, inputs or "-", mark, "", "", "", ""])
     param_values = sum(n.n_param_values for n in nodes.values())
     footer = [["total", "", "", "", f"{total_params:,}", human_count(total_flops * batch_size),
                "100%", human_bytes(total_activations)],
@@ -41,3 +50,16 @@ def summary_table(nodes: Mapping[str, PlanNode], batch_size: int = 1,
 
 def plan_summary(plan: Plan, batch_size: int = 1) -> str:
     return summary_table(plan.nodes, batch_size)
+
+
+def partial_summary(error: CompileError, batch_size: int = 1) -> str:
+    """The summary of a spec that failed to compile: every node in topological order, the
+    ones that failed marked FAILED and the ones after them marked as not compiled."""
+    spec = error.spec
+    failed = {}
+    for node_id, reason in error.failed.items():
+        mark = SKIPPED if reason == UPSTREAM_FAILED else FAILED
+        # a node that failed validation has no resolved inputs, and maybe no valid op
+        op = spec.nodes[node_id].op if node_id in spec.nodes else error.checked.invalid[node_id]
+        failed[node_id] = (op, ", ".join(spec.inputs.get(node_id, ())), mark)
+    return summary_table(error.partial, batch_size, failed, error.order)

@@ -7,8 +7,9 @@ import json
 import sys
 
 from netspec.compiler import CompileError, compile_plan
-from netspec.spec import load_spec, shipped_architectures
-from netspec.summary import summary_table
+from netspec.errors import NetspecError
+from netspec.spec import shipped_architectures
+from netspec.summary import partial_summary, summary_table
 from netspec.tables import Column, human_count, render_table
 
 
@@ -20,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("spec", help="a .toml file or a shipped name such as lenet5")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument("--batch-size", type=_positive, default=1,
-                        help="batch size for FLOPs and activation memory (default 1)")
+                        help="batch size for the FLOPs (table and --json) and activation "
+                        "memory (default 1)")
     parser.set_defaults(handler=run_compile)
 
     listing = subparsers.add_parser("list", help="list the shipped architectures")
@@ -28,30 +30,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError("must be a positive integer")
     return value
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec)
     try:
-        plan = compile_plan(spec)
+        plan = compile_plan(args.spec)
     except CompileError as exc:
         if not args.json and exc.partial:
-            print(f"{spec.name}: compiled up to the failing node(s)\n")
-            print(summary_table(exc.partial, args.batch_size, exc.failed))
+            print(f"{exc.spec.name}: compiled up to the failing node(s)\n")
+            print(partial_summary(exc, args.batch_size))
             print()
         raise
+    spec = plan.spec
+    unused = [node_id for node_id in spec.nodes if node_id not in plan.nodes]
+    if unused:
+        print(f"netspec compile: note: {', '.join(unused)} not used by the output "
+              f"'{plan.output}'; left out of the network", file=sys.stderr)
     if args.json:
-        json.dump(plan.to_dict(), sys.stdout, indent=2)
+        json.dump(plan.to_dict(args.batch_size), sys.stdout, indent=2)
         print()
         return 0
     print(f"{plan.name}" + (f": {spec.description}" if spec.description else ""))
     print(summary_table(plan.nodes, args.batch_size))
+    per_batch = (f", {human_count(plan.total_flops * args.batch_size)} per batch of "
+                 f"{args.batch_size}" if args.batch_size > 1 else "")
     print(f"\n{plan.total_params:,} trainable parameters, {human_count(plan.total_flops)} "
-          f"FLOPs per sample (forward)")
+          f"FLOPs per sample (forward){per_batch}")
     return 0
 
 
@@ -62,8 +73,9 @@ def run_list(args: argparse.Namespace) -> int:
             plan = compile_plan(path)
             rows.append([path.stem, f"{plan.total_params:,}", human_count(plan.total_flops),
                          plan.spec.description])
-        except Exception as exc:  # noqa: BLE001 - one broken file must not hide the others
-            rows.append([path.stem, "-", "-", f"does not compile: {exc}"])
+        except NetspecError as exc:  # one broken file must not hide the others
+            first = str(exc).splitlines()[0]
+            rows.append([path.stem, "-", "-", f"does not compile: {first}"])
     print(render_table([Column("name", "<"), Column("params"), Column("FLOPs"),
                         Column("description", "<")], rows))
     return 0

@@ -1,0 +1,272 @@
+"""``netspec compile`` and ``netspec list`` as a user runs them: the table, the JSON contract,
+errors on stderr with exit 1 and no traceback, shipped names from any directory."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from netspec.cli import main
+from netspec.compiler import compile_plan
+from netspec.spec import shipped_architectures
+from netspec.tables import human_bytes, human_count
+
+SHIPPED = [path.stem for path in shipped_architectures()]
+
+BAD_SPEC = """\
+[nodes.image]
+op = "input"
+shape = [1, 8, 8]
+
+[nodes.conv]
+op = "conv2d"
+out_channels = 4
+kernel_size = 3
+
+[nodes.big]
+op = "conv2d"
+out_channels = 4
+kernel_size = 7
+
+[nodes.act]
+op = "relu"
+
+[nodes.side]
+op = "linear"
+inputs = "conv"
+out_features = 10
+"""
+BAD_ERRORS = [
+    "bad.toml:10: node 'big' (conv2d): input shape (4, 6, 6): kernel 7x7 is larger than the "
+    "padded input 6x6 (6x6 with padding 0x0); use a smaller kernel, more padding, or remove a "
+    "pooling step",
+    "bad.toml:18: node 'side' (linear): input has shape (4, 6, 6); linear needs a 1-D input "
+    "per sample, add a flatten node before it",
+]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def table_rows(out: str) -> dict[str, list[str]]:
+    """The node rows of a summary table: id -> cells (cells are 2+ spaces apart)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("node ")) + 2
+    rows = {}
+    for line in lines[start:]:
+        if line.startswith("-"):
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.fixture
+def bad_spec(tmp_path, monkeypatch):
+    (tmp_path / "bad.toml").write_text(BAD_SPEC, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return "bad.toml"
+
+
+def test_compile_prints_the_table_and_totals(capsys):
+    code, out, err = run(capsys, "compile", "lenet5")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == ("lenet5: LeNet-5: 6@5x5 pad 2, 16@5x5, 120, 84, 10 with ReLU and max "
+                        "pooling")
+    assert lines[1].split() == ["node", "op", "inputs", "output", "shape", "params", "FLOPs@1",
+                                "share", "act@1"]
+    rows = table_rows(out)
+    assert list(rows) == list(compile_plan("lenet5").nodes)
+    assert rows["conv1"] == ["conv2d", "image", "(6, 28, 28)", "156", "239.9K", "28.1%",
+                             "18.4 KiB"]
+    assert rows["fc1"][:4] == ["linear", "flatten", "(120,)", "48,120"]
+    total = next(line for line in lines if line.startswith("total"))
+    assert total.split() == ["total", "61,706", "852.4K", "100%", "61.7", "KiB"]
+    assert lines[-1] == "61,706 trainable parameters, 852.4K FLOPs per sample (forward)"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_table_and_json_agree_for_every_shipped_architecture(capsys, name):
+    code, out, _ = run(capsys, "compile", name)
+    assert code == 0
+    rows = table_rows(out)
+    code, text, _ = run(capsys, "compile", name, "--json")
+    assert code == 0
+    data = json.loads(text)
+    assert list(rows) == [node["id"] for node in data["nodes"]]
+    for node in data["nodes"]:
+        op, inputs, shape, params, flops = rows[node["id"]][:5]
+        assert op == node["op"]
+        assert inputs == (", ".join(node["inputs"]) or "-")
+        assert shape == str(tuple(node["shape"]))
+        assert params == f"{node['params']:,}"
+        assert flops == human_count(node["flops"])
+    assert f"{data['total_params']:,} trainable parameters" in out
+    assert f"{human_count(data['total_flops'])} FLOPs per sample" in out
+
+
+def test_json_follows_the_contract(capsys):
+    code, text, err = run(capsys, "compile", "resnet_mini", "--json")
+    assert (code, err) == (0, "")
+    data = json.loads(text)
+    assert set(data) == {"name", "output", "total_params", "total_flops", "nodes"}
+    assert (data["name"], data["output"]) == ("resnet_mini", "fc")
+    seen: set[str] = set()
+    for node in data["nodes"]:
+        assert set(node) == {"id", "op", "inputs", "shape", "params", "flops"}
+        assert all(isinstance(node[key], int) for key in ("params", "flops"))
+        assert all(isinstance(d, int) and d > 0 for d in node["shape"])
+        assert set(node["inputs"]) <= seen, f"{node['id']} comes before its inputs"
+        seen.add(node["id"])
+    assert data["total_params"] == sum(node["params"] for node in data["nodes"])
+    assert data["total_flops"] == sum(node["flops"] for node in data["nodes"])
+    joined = next(node for node in data["nodes"] if node["id"] == "joined")
+    assert (joined["op"], joined["inputs"], joined["shape"]) == (
+        "concat", ["branch3x3", "branch5x5"], [32, 14, 14])
+
+
+def test_batch_size_scales_flops_and_activation_memory(capsys):
+    plan = compile_plan("lenet5")
+    _, out, _ = run(capsys, "compile", "lenet5", "--batch-size", "8")
+    assert "FLOPs@8" in out and "act@8" in out
+    total = next(line for line in out.splitlines() if line.startswith("total"))
+    activations = sum(node.activation_bytes for node in plan.nodes.values())
+    assert human_count(8 * plan.total_flops) in total
+    assert human_bytes(8 * activations) in total
+    assert table_rows(out)["conv1"][3] == "156"  # parameters do not scale
+    assert out.splitlines()[-1].endswith(f"852.4K FLOPs per sample (forward), "
+                                         f"{human_count(8 * plan.total_flops)} per batch of 8")
+    _, text, _ = run(capsys, "compile", "lenet5", "--json", "--batch-size", "8")
+    data = json.loads(text)
+    assert data["total_flops"] == 8 * plan.total_flops
+    assert data["total_params"] == plan.total_params
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_batch_size_must_be_a_positive_integer(capsys, value):
+    with pytest.raises(SystemExit) as caught:
+        main(["compile", "lenet5", "--batch-size", value])
+    assert caught.value.code == 2
+    assert "--batch-size" in capsys.readouterr().err
+
+
+def test_errors_go_to_stderr_with_exit_1_after_the_partial_table(capsys, bad_spec):
+    code, out, err = run(capsys, "compile", bad_spec)
+    assert code == 1
+    assert err == "netspec compile: 2 error(s):\n" + "\n".join(BAD_ERRORS) + "\n"
+    assert "Traceback" not in out + err
+    assert out.startswith("bad: compiled up to the failing node(s)")
+    rows = table_rows(out)
+    assert list(rows) == ["image", "conv", "big", "act", "side"]
+    assert rows["conv"][:3] == ["conv2d", "image", "(4, 6, 6)"]
+    assert rows["big"] == ["conv2d", "conv", "FAILED"]
+    assert rows["act"] == ["relu", "big", "not compiled"]
+    assert rows["side"] == ["linear", "conv", "FAILED"]
+
+
+def test_json_mode_prints_nothing_on_stdout_when_the_spec_is_bad(capsys, bad_spec):
+    code, out, err = run(capsys, "compile", bad_spec, "--json")
+    assert (code, out) == (1, "")
+    assert BAD_ERRORS[0] in err
+
+
+def test_one_error_is_printed_on_one_line(capsys, tmp_path, monkeypatch):
+    (tmp_path / "typo.toml").write_text(
+        '[nodes.image]\nop = "input"\nshape = [1, 8, 8]\n[nodes.c]\nop = "conv2d"\n'
+        'out_channels = 2\nkernal_size = 3\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "compile", "typo.toml")
+    assert code == 1
+    assert err == ("netspec compile: error: typo.toml:7: node 'c' (conv2d): unknown field "
+                   "'kernal_size'; did you mean 'kernel_size'?\n")
+    assert rows_marked(out) == {"c": "FAILED"}
+
+
+def rows_marked(out: str) -> dict[str, str]:
+    return {node: cells[2] for node, cells in table_rows(out).items()
+            if len(cells) == 3 and cells[2] in ("FAILED", "not compiled")}
+
+
+def test_malformed_toml_is_reported_at_the_parser_line(capsys, tmp_path, monkeypatch):
+    (tmp_path / "broken.toml").write_text('[nodes.image]\nop = "input"\nshape = [1, 2\n'
+                                          '[nodes.x]\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "compile", "broken.toml")
+    assert (code, out) == (1, "")
+    assert re.fullmatch(r"netspec compile: error: broken\.toml:4: invalid TOML: .+\n", err)
+
+
+def test_bare_name_works_from_any_directory(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "compile", "lenet_caffe")
+    assert (code, err) == (0, "")
+    assert "431,080 trainable parameters" in out
+
+
+def test_unknown_bare_name_suggests_the_closest(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "compile", "lenet_cafe")
+    assert (code, out) == (1, "")
+    assert err == ("netspec compile: error: lenet_cafe: no such file and no shipped "
+                   f"architecture of that name; did you mean 'lenet_caffe'? (shipped: "
+                   f"{', '.join(SHIPPED)})\n")
+
+
+def test_missing_path_is_an_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "compile", "nets/none.toml") == (
+        1, "", "netspec compile: error: nets/none.toml: no such file\n")
+
+
+def test_unused_nodes_are_noted_on_stderr(capsys, tmp_path, monkeypatch):
+    (tmp_path / "dead.toml").write_text(
+        '[network]\noutput = "fc"\n[nodes.image]\nop = "input"\nshape = [4]\n'
+        '[nodes.fc]\nop = "linear"\nout_features = 2\n[nodes.extra]\nop = "relu"\n',
+        encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, text, err = run(capsys, "compile", "dead.toml", "--json")
+    assert code == 0
+    assert [node["id"] for node in json.loads(text)["nodes"]] == ["image", "fc"]
+    assert err == "netspec compile: note: extra not used by the output 'fc'; left out of the " \
+                  "network\n"
+
+
+def test_list_shows_every_shipped_architecture_with_its_parameters(capsys, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "list")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "params", "FLOPs", "description"]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert list(rows) == SHIPPED
+    assert rows["lenet5"][1] == "61,706"
+    assert rows["lenet_caffe"][1] == "431,080"
+    for name in SHIPPED:
+        plan = compile_plan(name)
+        assert rows[name][1:3] == [f"{plan.total_params:,}", human_count(plan.total_flops)]
+        assert out.count(plan.spec.description) == 1
+
+
+COMMANDS = [pytest.param([sys.executable, "-m", "netspec"], id="python -m netspec")]
+if shutil.which("netspec"):
+    COMMANDS.append(pytest.param([shutil.which("netspec")], id="console script"))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_installed_command_exits_1_without_traceback(command, tmp_path):
+    (tmp_path / "bad.toml").write_text(BAD_SPEC, encoding="utf-8")
+    result = subprocess.run([*command, "compile", "bad.toml"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.splitlines()[1:] == BAD_ERRORS
