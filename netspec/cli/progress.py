@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TextIO
@@ -10,12 +11,14 @@ from typing import TextIO
 class ProgressLine:
     """Redraws one status line at most every ``interval`` seconds."""
 
-    def __init__(self, stream: TextIO = sys.stderr, interval: float = 0.2, width: int = 24):
-        self.stream = stream
-        self.interactive = stream.isatty()
+    def __init__(self, stream: TextIO | None = None, interval: float = 0.2, width: int = 24):
+        # looked up per instance: sys.stderr may have been replaced since import
+        self.stream = stream or sys.stderr
+        self.interactive = self.stream.isatty()
         self.interval = interval if self.interactive else 10.0
         self.width = width
-        self._last = 0.0
+        # the monotonic clock may start near zero at boot: the first update always shows
+        self._last = -math.inf
         self._shown = False
 
     def update(self, done: float, total: float | None, text: str, force: bool = False) -> None:

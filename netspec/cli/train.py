@@ -13,6 +13,7 @@ from netspec.cli.progress import ProgressLine, download_progress
 from netspec.data import load_mnist
 from netspec.errors import NetspecError
 from netspec.executor import compile
+from netspec.export.plots import PlotsUnavailable
 from netspec.spec import load_spec
 from netspec.tables import Column, render_table
 from netspec.train.checkpoint import load_weights
@@ -24,6 +25,7 @@ from netspec.train.loop import (
     resume_run,
     start_run,
 )
+from netspec.train.report import plot_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,17 +90,23 @@ def _callbacks(progress: ProgressLine) -> Callbacks:
 def run_train(args: argparse.Namespace) -> int:
     progress = ProgressLine()
     callbacks = _callbacks(progress)
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                 "momentum": args.momentum, "weight_decay": args.weight_decay,
+                 "optimizer": args.optimizer, "seed": args.seed,
+                 "validation": args.validation, "limit": args.limit}
     if args.resume:
+        ignored = (["the spec"] if args.spec else []) + (["--out"] if args.out else []) + [
+            "--" + name.replace("_", "-") for name, value in overrides.items()
+            if value is not None]
+        if ignored:
+            raise NetspecError(f"--resume continues a run as it was set up; drop "
+                               f"{', '.join(ignored)} (or start a new run with --out instead)")
         trainer = resume_run(args.resume, data_dir=args.data_dir, callbacks=callbacks)
         print(f"resuming {trainer.run_dir} at epoch {trainer.state.epoch + 1}, "
               f"batch {trainer.state.batch}")
     else:
         if not args.spec:
             raise NetspecError("give a spec to train, or --resume RUN_DIR")
-        overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                     "momentum": args.momentum, "weight_decay": args.weight_decay,
-                     "optimizer": args.optimizer, "seed": args.seed,
-                     "validation": args.validation, "limit": args.limit}
         out = args.out or Path("runs") / (f"{load_spec(args.spec).name}-"
                                           f"{datetime.now():%Y%m%d-%H%M%S}")
         trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
@@ -122,18 +130,14 @@ def run_train(args: argparse.Namespace) -> int:
           f"weights of epoch {result.best_epoch}{stop}; {len(result.history)} epochs in "
           f"{seconds:.0f}s of training")
     print(f"run directory: {result.run_dir}")
-    if not args.resume and not args.no_plots or args.resume:
-        _write_plots(result.run_dir)
+    if not args.no_plots:
+        _write_plots(result.run_dir, args.data_dir)
     return 0
 
 
-def _write_plots(run_dir: Path) -> None:
+def _write_plots(run_dir: Path, data_dir: str | None) -> None:
     try:
-        from netspec.export.plots import PlotsUnavailable, plot_run
-    except ImportError:
-        return
-    try:
-        written = plot_run(run_dir)
+        written = plot_run(run_dir, data_dir)
     except PlotsUnavailable as exc:
         print(f"plots skipped: {exc}")
         return
@@ -170,13 +174,19 @@ def run_predict(args: argparse.Namespace) -> int:
     net = compile(args.spec)
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)
-    images = load_digit_images(args.inputs)
-    x = normalise_images(images, mean, std)
+    # one file may hold a stack of images: each row names the image it is about
+    names: list[str] = []
+    stacks = []
+    for path in args.inputs:
+        stack = load_digit_images([path])
+        stacks.append(stack)
+        names += [path] if len(stack) == 1 else [f"{path}[{i}]" for i in range(len(stack))]
+    x = normalise_images(np.concatenate(stacks), mean, std)
     logits = net.forward(x).astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     rows = [[name, int(p.argmax()), f"{p.max():.3f}", " ".join(f"{v:.2f}" for v in p)]
-            for name, p in zip(args.inputs, probs)]
+            for name, p in zip(names, probs, strict=True)]
     print(render_table([Column("input", "<"), Column("digit"), Column("confidence"),
                         Column("probabilities 0..9", "<")], rows))
     return 0

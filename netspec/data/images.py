@@ -18,6 +18,8 @@ def load_digit_images(paths: Sequence[str | Path]) -> np.ndarray:
     Each file holds one image (a ``.npy`` may hold a stack ``(K, 28, 28)``). Images whose
     background is light are inverted, since MNIST digits are light on dark.
     """
+    if not paths:
+        raise DataError("no image files given")
     images = []
     for path in map(Path, paths):
         if not path.is_file():
@@ -30,13 +32,15 @@ def load_digit_images(paths: Sequence[str | Path]) -> np.ndarray:
 def _read_npy(path: Path) -> list[np.ndarray]:
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    # MemoryError: a .npy header may claim any shape; numpy allocates before reading
+    except (OSError, ValueError, EOFError, MemoryError) as exc:
         raise DataError(f"{path}: not a readable .npy array: {exc}") from None
+    shape = array.shape
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3 or array.shape[1:] != (SIDE, SIDE) or len(array) == 0:
         raise DataError(f"{path}: expected a 28x28 image (or a stack K x 28 x 28), "
-                        f"got shape {array.shape}")
+                        f"got shape {shape}")
     if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
         raise DataError(f"{path}: image values must be finite numbers")
     if array.dtype != np.uint8:
@@ -58,7 +62,7 @@ def _read_picture(path: Path) -> list[np.ndarray]:
             if grey.size != (SIDE, SIDE):
                 grey = grey.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
             return [np.asarray(grey, dtype=np.uint8)]
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
         raise DataError(f"{path}: not a readable image: {exc}") from None
 
 

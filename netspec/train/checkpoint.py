@@ -63,19 +63,32 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
+    # np.load would read anything else as a bare array or a pickle, neither of which we write
+    if not zipfile.is_zipfile(path):
+        raise WeightsError(f"{path}: not a netspec weights file (not an .npz archive: "
+                           f"truncated, or another format)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+    # MemoryError: an array header may claim any shape; numpy allocates before reading
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, MemoryError) as exc:
         raise WeightsError(f"{path}: not a readable netspec weights file (truncated or "
                            f"corrupt .npz: {exc})") from None
+    # NpzFile hands back members that are not .npy data as raw bytes
+    not_arrays = sorted(name for name, value in arrays.items()
+                        if not isinstance(value, np.ndarray))
+    if not_arrays:
+        raise WeightsError(f"{path}: not a netspec weights file ('{not_arrays[0]}' is not "
+                           f"an array)")
     if "meta" not in arrays or arrays["meta"].dtype != np.uint8:
         raise WeightsError(f"{path}: not a netspec weights file (no metadata)")
     try:
         meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise WeightsError(f"{path}: its metadata is corrupt") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path}: its metadata is corrupt (not a JSON object)")
+    if meta.get("format") != FORMAT_VERSION:
         raise WeightsError(f"{path}: unsupported weights format {meta.get('format')!r}")
     parts: dict[str, dict[str, np.ndarray]] = {"param": {}, "buffer": {}, "optim": {}}
     for name, array in arrays.items():
@@ -96,6 +109,8 @@ def load_weights(path: str | Path, net: Network) -> Checkpoint:
             f"{checkpoint.meta.get('spec_hash')}), not to '{net.plan.name}' (layout {expected}); "
             f"pass the spec the weights were trained with")
     for key, array in {**checkpoint.params, **checkpoint.buffers}.items():
+        if array.dtype.kind not in "biuf":
+            raise WeightsError(f"{path}: '{key}' holds {array.dtype} values, not real numbers")
         if not np.all(np.isfinite(array)):
             raise WeightsError(f"{path}: '{key}' holds NaN or infinite values")
     try:

@@ -29,10 +29,10 @@ from netspec.atomic import atomic_write_text
 from netspec.compiler import compile_plan
 from netspec.data import MnistData, load_mnist, normalisation_stats, split_train_validation
 from netspec.data.batches import augment_batch
-from netspec.errors import NetspecError, TrainingError
+from netspec.errors import NetspecError, TrainingError, WeightsError
 from netspec.executor import Network
 from netspec.losses import softmax_cross_entropy
-from netspec.spec import load_spec, parse_spec
+from netspec.spec import load_spec, parse_spec, resolve_spec_path
 from netspec.train.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from netspec.train.config import TrainConfig, parse_train_config
 from netspec.train.evaluate import Evaluation, evaluate, normalise_images
@@ -146,7 +146,9 @@ class Trainer:
         return stopping.monitor if stopping else "val_accuracy"
 
     def run(self) -> TrainResult:
-        with self._deferred_interrupts():
+        # a diverging step is reported by _non_finite, not by NumPy warnings before it
+        with self._deferred_interrupts(), np.errstate(over="ignore", invalid="ignore",
+                                                      divide="ignore"):
             while not self.state.finished:
                 self._run_epoch()
         return self._finish()
@@ -160,6 +162,7 @@ class Trainer:
         lr = config.optimizer.lr
         for batch in range(state.batch, batches):
             if self._stop_requested:
+                state.seconds += time.perf_counter() - started
                 self._save_last()
                 raise TrainingInterrupted(
                     f"stopped at epoch {state.epoch + 1}, batch {batch}/{batches}; saved "
@@ -213,9 +216,11 @@ class Trainer:
         return loss, int((logits.argmax(axis=1) == labels).sum())
 
     def _non_finite(self, what: str, epoch: int, batch: int) -> None:
+        last = self.run_dir / "last.npz"
+        kept = (f"The last good weights are in {last} (the last checkpoint)" if last.exists()
+                else "No checkpoint had been saved yet")
         raise TrainingError(
-            f"training diverged at epoch {epoch + 1}, batch {batch}: {what}. The last good "
-            f"weights are in {self.run_dir / 'last.npz'} (end of the previous epoch). Try a "
+            f"training diverged at epoch {epoch + 1}, batch {batch}: {what}. {kept}. Try a "
             f"lower learning rate (--lr), gradient clipping (clip_grad_norm in [train]), or a "
             f"warmup (warmup_epochs in [train.schedule])")
 
@@ -281,6 +286,8 @@ class Trainer:
         result = {"test": test.as_dict(), "best_epoch": self.state.best_epoch,
                   "epochs_run": self.state.epoch, "stopped_early": self.state.stopped_early,
                   "train_seconds": sum(r["seconds"] for r in self.state.history)}
+        # a kill after the last epoch's last.npz but before its history.json is only mended here
+        atomic_write_text(self.run_dir / "history.json", json.dumps(self.state.history, indent=1))
         atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1))
         return TrainResult(self.run_dir, self.state.history, test, self.state.best_epoch,
                            self.state.stopped_early)
@@ -324,15 +331,21 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
                            f"{run_dir}, or choose another --out")
     callbacks = callbacks or Callbacks()
     data = load_mnist(data_dir, progress=callbacks.on_download)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    source_text = Path(spec.directory / Path(spec.file).name).read_text(encoding="utf-8") \
-        if spec.directory and (spec.directory / Path(spec.file).name).exists() else None
-    atomic_write_text(run_dir / "spec.toml", source_text or "")
+    # the trainer checks the data split, so a bad [train] table leaves no half-made run behind
+    trainer = Trainer(Network(plan, seed=config.seed, dtype=dtype), config, run_dir, data,
+                      callbacks)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NetspecError(f"{run_dir}: cannot create the run directory: "
+                           f"{exc.strerror or exc}; choose another --out") from None
+    # the spec's own text, read through any symlink, so that --resume parses the same spec
+    source_text = resolve_spec_path(spec_path).read_text(encoding="utf-8")
+    atomic_write_text(run_dir / "spec.toml", source_text)
     atomic_write_text(run_dir / "config.json", json.dumps(
         {"config": config.model_dump(mode="json"), "dtype": dtype,
          "spec_dir": str(spec.directory) if spec.directory else None}, indent=1))
-    net = Network(plan, seed=config.seed, dtype=dtype)
-    return Trainer(net, config, run_dir, data, callbacks)
+    return trainer
 
 
 def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
@@ -353,12 +366,17 @@ def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
     net = Network(compile_plan(spec), seed=config.seed, dtype=saved.get("dtype", "float32"))
     checkpoint = load_weights(run_dir / "last.npz", net)
     raw_state = checkpoint.meta.get("state")
-    if not isinstance(raw_state, dict):
-        raise NetspecError(f"{run_dir / 'last.npz'} holds no training position")
+    try:
+        state = LoopState(**raw_state)
+    except TypeError:
+        raise NetspecError(f"{run_dir / 'last.npz'} holds no training position") from None
     callbacks = callbacks or Callbacks()
     data = load_mnist(data_dir, progress=callbacks.on_download)
-    return Trainer(net, config, run_dir, data, callbacks, state=LoopState(**raw_state),
-                   optimizer_state=checkpoint.optimizer)
+    try:
+        return Trainer(net, config, run_dir, data, callbacks, state=state,
+                       optimizer_state=checkpoint.optimizer)
+    except WeightsError as exc:
+        raise WeightsError(f"{run_dir / 'last.npz'}: {exc}") from None
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
