@@ -16,6 +16,7 @@ from netspec.ops import REGISTRY, NodeParams, Op, ParamSpec
 from netspec.shapes import Shape, format_shape, numel
 from netspec.spec import CheckedSpec, Spec, check_spec_file
 
+NPY_MAGIC = b"\x93NUMPY"
 BYTES_PER_VALUE = 4  # activation and parameter memory are reported for float32
 UPSTREAM_FAILED = "an input did not compile"  # why a node after a failed one is not compiled
 INVALID_NODE = "invalid in the spec"
@@ -312,6 +313,11 @@ def _load_weight_file(spec: Spec, name: str) -> np.ndarray:
         raise _KeyedError(f"weight_file '{name}' points outside the spec's directory {base}; "
                           f"copy the file next to the spec", "weight_file")
     try:
+        # np.load takes anything else for a pickle and advises loading it unsafely
+        with open(path, "rb") as handle:
+            if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise _KeyedError(f"weight_file '{name}' is not a .npy file (no NumPy header); "
+                                  f"write the array with numpy.save", "weight_file")
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise _KeyedError(f"weight_file '{name}' not found (looked for {path})",

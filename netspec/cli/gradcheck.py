@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import numpy as np
 
@@ -18,11 +19,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "gradient with central finite differences. Exit 1 if any relative error exceeds "
         f"{TOLERANCE:g}.")
     parser.add_argument("spec")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samples", type=int, default=20,
+    parser.add_argument("--seed", type=_at_least(0), default=0)
+    parser.add_argument("--samples", type=_at_least(1), default=20,
                         help="entries checked per tensor (default 20)")
-    parser.add_argument("--batch", type=int, default=4, help="batch size of the random input")
+    parser.add_argument("--batch", type=_at_least(1), default=4,
+                        help="batch size of the random input")
     parser.set_defaults(handler=run_gradcheck)
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for whole numbers >= ``minimum`` (0 samples would check nothing)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def run_gradcheck(args: argparse.Namespace) -> int:

@@ -51,7 +51,8 @@ class WeightedParams(NodeParams):
         "glorot_uniform otherwise.",
     )
     init_scale: PositiveFloat | None = Field(
-        default=None, description="Standard deviation for 'normal', half-width for 'uniform'."
+        default=None, allow_inf_nan=False,
+        description="Standard deviation for 'normal', half-width for 'uniform'.",
     )
     weight: list[Any] | None = Field(
         default=None, description="Explicit weight values (nested lists in the weight's shape)."
@@ -59,7 +60,9 @@ class WeightedParams(NodeParams):
     weight_file: str | None = Field(
         default=None, description="A .npy file, relative to the spec, holding the weight."
     )
-    bias_init: float = Field(default=0.0, description="Constant the bias starts at.")
+    bias_init: float = Field(
+        default=0.0, allow_inf_nan=False, description="Constant the bias starts at."
+    )
     trainable: bool = Field(default=True, description="false keeps the weights fixed.")
 
 

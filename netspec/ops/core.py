@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field, PositiveInt
+from pydantic import Field, model_validator
 
 from netspec.errors import ShapeError
 from netspec.ops.base import Array, Context, Grads, NodeParams, Op, register
 from netspec.shapes import Shape, format_shape, numel
 
+MAX_INPUT_DIM = 65536
+# 64 MiB of float32 per sample: far above any image netspec can train on, far below a typo
+MAX_INPUT_VALUES = 2**24
+
 
 class InputParams(NodeParams):
     op: Literal["input"]
-    shape: list[PositiveInt] = Field(
+    shape: list[Annotated[int, Field(gt=0, le=MAX_INPUT_DIM)]] = Field(
         min_length=1, max_length=4, description="Per-sample shape, e.g. [1, 28, 28] (C, H, W)."
     )
+
+    @model_validator(mode="after")
+    def _bounded_size(self) -> InputParams:
+        if numel(self.shape) > MAX_INPUT_VALUES:
+            raise ValueError(
+                f"shape {self.shape} holds {numel(self.shape):,} values per sample, more than "
+                f"the {MAX_INPUT_VALUES:,} netspec accepts; downsample the input"
+            )
+        return self
 
 
 @register

@@ -1,0 +1,185 @@
+"""What this machine offers netspec: versions, BLAS and threads, CPUs, memory, MNIST, extras.
+
+``netspec doctor`` prints these checks; bug reports start with them. Nothing here downloads,
+and optional packages are looked up without importing them (importing torch takes seconds).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import netspec
+from netspec.budget import available_memory, total_memory
+from netspec.data import MNIST_FILES, load_mnist
+from netspec.data.mnist import DATA_DIR_ENV
+from netspec.errors import DataError
+from netspec.tables import human_bytes
+
+OK, MISSING, INFO, PROBLEM = "ok", "missing", "info", "problem"
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# optional package -> what netspec uses it for
+EXTRAS = {
+    "matplotlib": "training plots (pip install netspec[plot])",
+    "Pillow": "netspec predict on .png pictures (pip install netspec[image])",
+    "torch": "PyTorch parity tests (pip install netspec[torch])",
+    "hypothesis": "property tests (pip install netspec[test])",
+}
+_MODULES = {"Pillow": "PIL"}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: what was checked, how it stands, and the details."""
+
+    name: str
+    status: str
+    detail: str
+
+
+def diagnose(data_dir: str | os.PathLike[str] | None = None, *,
+             verify_mnist: bool = True) -> list[Check]:
+    """Every check, in the order ``netspec doctor`` prints them."""
+    checks = [
+        Check("python", OK, f"{platform.python_version()} ({sys.executable})"),
+        Check("platform", INFO, platform.platform()),
+        Check("netspec", OK, f"{netspec.__version__} ({Path(netspec.__file__).parent})"),
+    ]
+    checks += [_package(name) for name in ("numpy", "pydantic", "networkx")]
+    checks += _blas()
+    checks.append(_cpus())
+    checks.append(_memory())
+    checks.append(_mnist(data_dir, verify_mnist))
+    checks += [_extra(name, use) for name, use in EXTRAS.items()]
+    checks.append(_graphviz())
+    return checks
+
+
+def as_dicts(checks: list[Check]) -> list[dict[str, Any]]:
+    return [asdict(check) for check in checks]
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _package(name: str) -> Check:
+    version = _version(name)
+    return Check(name, OK, version) if version else Check(name, PROBLEM, "not installed; "
+                                                          "pip install netspec")
+
+
+def _extra(name: str, use: str) -> Check:
+    module = _MODULES.get(name, name.lower())
+    version = _version(name) if importlib.util.find_spec(module) is not None else None
+    if version is None:
+        return Check(name, MISSING, f"optional, for {use}")
+    return Check(name, OK, f"{version}, for {use.split(' (')[0]}")
+
+
+def _graphviz() -> Check:
+    dot = shutil.which("dot")
+    use = "netspec draw to .png and Graphviz-laid-out .svg"
+    if dot is None:
+        return Check("graphviz", MISSING, f"optional, for {use} (install Graphviz so that "
+                                          f"`dot` is on PATH); .svg, .dot and .mmd work without")
+    try:
+        done = subprocess.run([dot, "-V"], capture_output=True, text=True, timeout=10)
+        version = (done.stderr or done.stdout).strip().replace("dot - graphviz version ", "")
+    except (OSError, subprocess.SubprocessError):
+        version = "version unknown"
+    return Check("graphviz", OK, f"{version} ({dot}), for {use}")
+
+
+def _blas() -> list[Check]:
+    """The BLAS NumPy uses and its thread count: threadpoolctl knows both when installed;
+    otherwise NumPy's build configuration names it and the environment sets the threads."""
+    pools = _threadpools()
+    if pools:
+        return [Check("BLAS", OK, f"{pool.get('internal_api')} {pool.get('version') or ''} "
+                                  f"({pool.get('filepath')})".replace("  ", " "))
+                for pool in pools if pool.get("user_api") == "blas"] + [
+            Check("BLAS threads", INFO, ", ".join(
+                f"{pool.get('internal_api')}: {pool.get('num_threads')}" for pool in pools))]
+    blas = _numpy_blas()
+    name = f"{blas.get('name', 'unknown')} {blas.get('version', '')}".strip() if blas \
+        else "unknown (this NumPy does not report its build configuration)"
+    set_by = [f"{v}={os.environ[v]}" for v in THREAD_VARIABLES if os.environ.get(v)]
+    threads = ", ".join(set_by) if set_by else (
+        f"not limited: the BLAS default, usually one per CPU ({os.cpu_count()}); set "
+        f"OPENBLAS_NUM_THREADS or OMP_NUM_THREADS to change it")
+    return [Check("BLAS", OK if blas else INFO, name), Check("BLAS threads", INFO, threads)]
+
+
+def _threadpools() -> list[dict[str, Any]]:
+    if importlib.util.find_spec("threadpoolctl") is None:
+        return []
+    from threadpoolctl import threadpool_info
+
+    return list(threadpool_info())
+
+
+def _numpy_blas() -> dict[str, Any]:
+    try:
+        config = np.show_config(mode="dicts")
+    except TypeError:  # NumPy before 1.26 only prints its configuration
+        return {}
+    blas = (config or {}).get("Build Dependencies", {}).get("blas", {})
+    return blas if isinstance(blas, dict) and blas.get("found", True) else {}
+
+
+def _cpus() -> Check:
+    count = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    if count is None:
+        return Check("CPUs", INFO, "unknown")
+    detail = f"{count}" + (f" ({usable} usable by this process)" if usable not in (None, count)
+                           else "")
+    return Check("CPUs", OK, detail)
+
+
+def _memory() -> Check:
+    total, available = total_memory(), available_memory()
+    if total is None and available is None:
+        return Check("memory", INFO, "unknown on this platform; the memory guard is off")
+    parts = []
+    if total is not None:
+        parts.append(f"{human_bytes(total)} total")
+    if available is not None:
+        parts.append(f"{human_bytes(available)} available")
+    return Check("memory", OK, ", ".join(parts))
+
+
+def _mnist(data_dir: str | os.PathLike[str] | None, verify: bool) -> Check:
+    """Where MNIST is, and whether its checksums hold; never downloads."""
+    try:
+        if not verify:
+            from netspec.data import locate_mnist
+
+            return Check("MNIST", OK, f"found in {locate_mnist(data_dir, download=False)} "
+                                      f"(not verified)")
+        data = load_mnist(data_dir, download=False)
+    except DataError as exc:
+        explicit = data_dir is not None or os.environ.get(DATA_DIR_ENV)
+        download = "" if explicit else (" netspec train downloads it when it has to; this "
+                                        "check never does.")
+        return Check("MNIST", MISSING, f"{exc}{download}")
+    images = len(data.train_images) + len(data.test_images)
+    return Check("MNIST", OK, f"{data.source}: {len(MNIST_FILES)} files, {images:,} images, "
+                              f"checksums verified")
+
+
+__all__ = ["Check", "as_dicts", "diagnose"]

@@ -1,0 +1,105 @@
+"""``netspec doctor``: the checks the library returns and the table the CLI prints."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netspec import doctor
+from netspec.cli import main
+from netspec.doctor import MISSING, OK, diagnose
+
+NAMES = ["python", "platform", "netspec", "numpy", "pydantic", "networkx", "BLAS",
+         "BLAS threads", "CPUs", "memory", "MNIST", "matplotlib", "Pillow", "torch",
+         "hypothesis", "graphviz"]
+
+
+def by_name(checks) -> dict:
+    return {check.name: check for check in checks}
+
+
+def test_every_check_is_reported_in_order(mnist_dir: Path) -> None:
+    checks = diagnose(mnist_dir)
+    assert [check.name for check in checks] == NAMES
+    found = by_name(checks)
+    assert found["numpy"].detail == np.__version__
+    assert found["CPUs"].detail.startswith(str(os.cpu_count()))
+    mnist = found["MNIST"]
+    assert mnist.status == OK
+    assert str(mnist_dir.resolve()) in mnist.detail and "checksums verified" in mnist.detail
+
+
+def test_missing_mnist_says_where_it_looked_and_what_to_do(tmp_path: Path) -> None:
+    mnist = by_name(diagnose(tmp_path / "nowhere"))["MNIST"]
+    assert mnist.status == MISSING
+    assert str(tmp_path / "nowhere") in mnist.detail and "--data-dir" in mnist.detail
+
+
+def test_damaged_mnist_names_the_file(mnist_dir: Path, tmp_path: Path) -> None:
+    for path in mnist_dir.iterdir():
+        if "ubyte" in path.name:
+            (tmp_path / path.name).symlink_to(path)
+    labels = next(tmp_path.glob("t10k-labels*"))
+    labels.unlink()
+    labels.write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x01\x07")
+    mnist = by_name(diagnose(tmp_path))["MNIST"]
+    assert mnist.status == MISSING
+    assert labels.name in mnist.detail
+
+
+def test_absent_extras_are_optional_and_say_what_they_are_for(monkeypatch) -> None:
+    real = doctor.importlib.util.find_spec
+    monkeypatch.setattr(doctor.importlib.util, "find_spec",
+                        lambda name: None if name in ("torch", "PIL") else real(name))
+    monkeypatch.setattr(doctor.shutil, "which", lambda program: None)
+    found = by_name(diagnose(verify_mnist=False))
+    for name, use in (("torch", "parity"), ("Pillow", "predict"), ("graphviz", ".png")):
+        assert found[name].status == MISSING
+        assert "optional" in found[name].detail and use in found[name].detail
+
+
+def test_blas_threads_follow_the_environment(monkeypatch) -> None:
+    monkeypatch.setattr(doctor, "_threadpools", lambda: [])
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    assert by_name(diagnose(verify_mnist=False))["BLAS threads"].detail == \
+        "OPENBLAS_NUM_THREADS=3"
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    assert "not limited" in by_name(diagnose(verify_mnist=False))["BLAS threads"].detail
+
+
+def test_blas_from_threadpoolctl_when_it_is_installed(monkeypatch) -> None:
+    pools = [{"user_api": "blas", "internal_api": "openblas", "version": "0.3.99",
+              "num_threads": 5, "filepath": "/lib/libopenblas.so"}]
+    monkeypatch.setattr(doctor, "_threadpools", lambda: pools)
+    found = by_name(diagnose(verify_mnist=False))
+    assert found["BLAS"].detail == "openblas 0.3.99 (/lib/libopenblas.so)"
+    assert found["BLAS threads"].detail == "openblas: 5"
+
+
+def test_unknown_memory_is_said_to_switch_the_guard_off(monkeypatch) -> None:
+    monkeypatch.setattr(doctor, "total_memory", lambda: None)
+    monkeypatch.setattr(doctor, "available_memory", lambda: None)
+    assert "guard is off" in by_name(diagnose(verify_mnist=False))["memory"].detail
+
+
+def test_cli_prints_a_table(mnist_dir: Path, capsys) -> None:
+    assert main(["doctor", "--data-dir", str(mnist_dir), "--quick"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["check", "status", "detail"]
+    assert set(lines[1]) == {"-"}
+    assert [line.split()[0] for line in lines[2:]] == [name.split()[0] for name in NAMES]
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_cli_json(mnist_dir: Path, capsys, quick: bool) -> None:
+    argv = ["doctor", "--json", "--data-dir", str(mnist_dir)] + (["--quick"] if quick else [])
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [entry["name"] for entry in report] == NAMES
+    assert {entry["name"]: entry["status"] for entry in report}["MNIST"] == OK
