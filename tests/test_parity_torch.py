@@ -1,0 +1,353 @@
+"""PyTorch parity in float64: every op, whole branching networks rebuilt node by node from
+the plan, and the loss. Weights are copied as they are: netspec keeps PyTorch's layouts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from layer_harness import (
+    OpCase,
+    build_network,
+    build_op,
+    make_tensors,
+    poison_allocator,
+    run_op,
+)
+
+import netspec
+from netspec.ops import REGISTRY, Context
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+TOLERANCE = 1e-7
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _float64_by_default():
+    """float64 for every tensor made here, then the previous default back: a module-level
+    set_default_dtype would leak into the test files collected after this one."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def relative_error(ours: np.ndarray, theirs: Any, floor: float = 1e-300) -> float:
+    """max |ours - theirs| / max(max |theirs|, floor): relative to the tensor's scale, so that
+    entries near zero are not divided by themselves. ``floor`` stands in for a tensor that
+    is zero up to rounding, such as a bias followed by batchnorm."""
+    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+    if not np.all(np.isfinite(ours)):
+        return float("inf")
+    scale = max(float(np.abs(theirs).max(initial=0.0)), floor)
+    return float(np.abs(ours - theirs).max(initial=0.0)) / scale
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def torch_apply(op_name: str, p: Any, xs: list, params: dict, buffers: dict, train: bool,
+                dropout_mask: np.ndarray | None = None):
+    """The torch counterpart of one netspec node. Dropout multiplies by netspec's own mask
+    (scaled, as the op applies it): the two libraries' generators differ."""
+    x = xs[0]
+    if op_name == "input":
+        return x
+    if op_name == "conv2d":
+        return F.conv2d(x, params["weight"], params.get("bias"), stride=_pair(p.stride),
+                        padding=_pair(p.padding))
+    if op_name in ("maxpool2d", "avgpool2d"):
+        kernel = _pair(p.kernel_size)
+        stride = kernel if p.stride is None else _pair(p.stride)
+        if op_name == "maxpool2d":
+            return F.max_pool2d(x, kernel, stride, _pair(p.padding))
+        return F.avg_pool2d(x, kernel, stride, _pair(p.padding), count_include_pad=True)
+    if op_name == "global_avgpool":
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+    if op_name == "linear":
+        return F.linear(x, params["weight"], params.get("bias"))
+    if op_name == "flatten":
+        return torch.flatten(x, 1)
+    if op_name == "relu":
+        return F.relu(x)
+    if op_name == "leaky_relu":
+        return F.leaky_relu(x, p.negative_slope)
+    if op_name == "sigmoid":
+        return torch.sigmoid(x)
+    if op_name == "tanh":
+        return torch.tanh(x)
+    if op_name == "softmax":
+        return F.softmax(x, dim=1)
+    if op_name == "dropout":
+        return x if dropout_mask is None else x * torch.from_numpy(dropout_mask)
+    if op_name == "batchnorm":
+        return F.batch_norm(x, buffers["running_mean"], buffers["running_var"],
+                            params["weight"], params["bias"], training=train,
+                            momentum=p.momentum, eps=p.eps)
+    if op_name == "add":
+        return sum(xs[1:], xs[0])
+    if op_name == "concat":
+        return torch.cat(xs, dim=p.axis + 1)
+    raise KeyError(f"no torch translation for op '{op_name}'; add one to torch_apply")
+
+
+def _leaf(array: np.ndarray):
+    return torch.tensor(array, dtype=torch.float64, requires_grad=True)
+
+
+# ---- one op at a time ----
+
+PARITY_CASES = [
+    OpCase("input", {"shape": [3, 4]}, ((2, 3, 4),)),
+    OpCase("conv2d", {"out_channels": 4, "kernel_size": 3}, ((2, 3, 6, 5),)),
+    OpCase("conv2d", {"out_channels": 3, "kernel_size": [3, 2], "stride": [2, 1],
+                      "padding": [1, 0]}, ((2, 3, 7, 5),)),
+    OpCase("conv2d", {"out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 2,
+                      "bias": False}, ((3, 2, 6, 7),)),
+    OpCase("maxpool2d", {"kernel_size": 2}, ((2, 3, 7, 6),)),
+    OpCase("maxpool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, ((2, 2, 7, 7),)),
+    OpCase("maxpool2d", {"kernel_size": [3, 2], "stride": [2, 1], "padding": [1, 0]},
+           ((2, 2, 7, 5),)),
+    OpCase("maxpool2d", {"kernel_size": 2, "stride": 1}, ((2, 2, 5, 4),)),
+    OpCase("avgpool2d", {"kernel_size": 2}, ((2, 3, 7, 6),)),
+    OpCase("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, ((2, 2, 7, 7),)),
+    OpCase("avgpool2d", {"kernel_size": [3, 2], "stride": [2, 1], "padding": [1, 0]},
+           ((2, 2, 7, 5),)),
+    OpCase("avgpool2d", {"kernel_size": 2, "stride": 3}, ((2, 2, 8, 7),)),
+    OpCase("global_avgpool", {}, ((2, 3, 4, 5),)),
+    OpCase("linear", {"out_features": 3}, ((4, 5),)),
+    OpCase("linear", {"out_features": 4, "bias": False}, ((2, 6),)),
+    OpCase("flatten", {}, ((2, 3, 4, 5),)),
+    OpCase("relu", {}, ((2, 3, 4, 5),)),
+    OpCase("leaky_relu", {"negative_slope": 0.2}, ((2, 3, 4, 5),)),
+    OpCase("sigmoid", {}, ((2, 3, 4, 5),)),
+    OpCase("tanh", {}, ((2, 3, 4, 5),)),
+    OpCase("softmax", {}, ((3, 5),)),
+    OpCase("softmax", {}, ((2, 4, 3, 2),)),
+    OpCase("dropout", {"p": 0.3}, ((2, 3, 4, 5),)),
+    OpCase("dropout", {"p": 0.3}, ((2, 3, 4, 5),), train=True),
+    OpCase("batchnorm", {}, ((3, 2, 3, 4),), train=True),
+    OpCase("batchnorm", {}, ((3, 2, 3, 4),)),
+    OpCase("batchnorm", {"momentum": 0.3, "eps": 1e-3}, ((5, 4),), train=True),
+    OpCase("batchnorm", {}, ((5, 4),)),
+    OpCase("add", {}, ((2, 3, 2, 2), (2, 3, 2, 2), (2, 3, 2, 2))),
+    OpCase("concat", {}, ((2, 2, 3, 4), (2, 3, 3, 4))),
+    OpCase("concat", {"axis": 2}, ((2, 2, 3, 1), (2, 2, 3, 2))),
+    # batches large enough for the split copies, inputs in both memory layouts
+    OpCase("conv2d", {"out_channels": 6, "kernel_size": 3, "padding": 1}, ((4, 8, 32, 32),)),
+    OpCase("conv2d", {"out_channels": 5, "kernel_size": 3, "stride": 2, "padding": 1},
+           ((4, 16, 24, 24),), channels_last=True),
+    OpCase("conv2d", {"out_channels": 4, "kernel_size": [5, 3], "padding": [2, 1]},
+           ((4, 8, 32, 32),), channels_last=True),
+    OpCase("conv2d", {"out_channels": 3, "kernel_size": 2, "stride": 3}, ((3, 2, 9, 9),)),
+    OpCase("maxpool2d", {"kernel_size": 2}, ((4, 8, 32, 32),)),
+    OpCase("maxpool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, ((4, 8, 32, 32),),
+           channels_last=True),
+    OpCase("maxpool2d", {"kernel_size": 2, "stride": 3}, ((2, 2, 9, 9),)),
+    OpCase("avgpool2d", {"kernel_size": 2}, ((4, 8, 32, 32),), channels_last=True),
+    OpCase("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, ((4, 8, 32, 32),)),
+    OpCase("avgpool2d", {"kernel_size": 2, "stride": 3}, ((2, 2, 9, 9),)),
+    OpCase("global_avgpool", {}, ((4, 16, 24, 24),), channels_last=True),
+    OpCase("batchnorm", {}, ((4, 16, 24, 24),), train=True, channels_last=True),
+]
+
+
+def test_every_registered_op_has_a_parity_case() -> None:
+    assert set(REGISTRY) - {case.op for case in PARITY_CASES} == set()
+
+
+@pytest.mark.parametrize("case", PARITY_CASES, ids=lambda case: case.id)
+def test_op_matches_torch(case: OpCase) -> None:
+    op = build_op(case.op, case.params)
+    xs, params, buffers = make_tensors(op, case, distinct=False)
+    poison_allocator(op, [x.shape for x in xs])
+    y, cache, buffers_after = run_op(op, xs, params, buffers, case.train, case.seed)
+    poison_allocator(op, [x.shape for x in xs] + [y.shape])
+    dy = np.random.default_rng(case.seed + 1).normal(size=y.shape)
+    dxs, dparams = op.backward(cache, dy)
+
+    mask = None
+    if case.op == "dropout" and case.train:
+        mask = run_op(op, [np.ones(xs[0].shape)], {}, {}, True, case.seed)[0]
+    txs = [_leaf(x) for x in xs]
+    tparams = {name: _leaf(value) for name, value in params.items()}
+    tbuffers = {name: torch.tensor(value) for name, value in buffers.items()}
+    ty = torch_apply(case.op, op.p, txs, tparams, tbuffers, case.train, mask)
+    ty.backward(torch.from_numpy(dy))
+
+    assert relative_error(y, ty) < TOLERANCE
+    for dx, tx in zip(dxs, txs):
+        assert relative_error(dx, tx.grad) < TOLERANCE
+    assert set(dparams) == set(tparams)
+    for name, value in tparams.items():
+        assert relative_error(dparams[name], value.grad) < TOLERANCE, name
+    for name, value in tbuffers.items():
+        assert relative_error(buffers_after[name], value) < TOLERANCE, name
+
+
+# ---- whole networks, rebuilt node by node from the plan ----
+
+EVERY_OP = """
+[nodes.image]
+op = "input"
+shape = [2, 9, 8]
+
+[nodes.conv]
+op = "conv2d"
+out_channels = 4
+kernel_size = [3, 2]
+stride = [2, 1]
+padding = [1, 0]
+
+[nodes.bn]
+op = "batchnorm"
+
+[nodes.act]
+op = "leaky_relu"
+negative_slope = 0.1
+
+[nodes.maxp]
+op = "maxpool2d"
+inputs = "act"
+kernel_size = 3
+stride = 2
+padding = 1
+
+[nodes.avgp]
+op = "avgpool2d"
+inputs = "act"
+kernel_size = [3, 2]
+stride = [2, 2]
+padding = [1, 1]
+
+[nodes.sig]
+op = "sigmoid"
+inputs = "maxp"
+
+[nodes.th]
+op = "tanh"
+inputs = "avgp"
+
+[nodes.sum]
+op = "add"
+inputs = ["sig", "th", "maxp"]
+
+[nodes.channels]
+op = "concat"
+inputs = ["sum", "th"]
+
+[nodes.wide]
+op = "concat"
+inputs = ["channels", "channels"]
+axis = 2
+
+[nodes.sm]
+op = "softmax"
+
+[nodes.gap]
+op = "global_avgpool"
+
+[nodes.relu]
+op = "relu"
+
+[nodes.drop]
+op = "dropout"
+p = 0.25
+
+[nodes.bn1d]
+op = "batchnorm"
+momentum = 0.2
+
+[nodes.head]
+op = "linear"
+out_features = 5
+
+[nodes.flat]
+op = "flatten"
+inputs = "th"
+
+[nodes.side]
+op = "linear"
+out_features = 5
+bias = false
+
+[nodes.out]
+op = "add"
+inputs = ["head", "side"]
+"""
+
+
+def torch_network(net: netspec.Network, x: np.ndarray, train: bool, rng_state: dict):
+    """Run ``net``'s plan in torch with copies of its parameters and buffers. Returns the
+    output, the input leaf, and the parameter leaves and buffers by netspec key."""
+    replay = np.random.default_rng()
+    replay.bit_generator.state = rng_state
+    tx = _leaf(x)
+    tparams = {key: _leaf(value) for key, value in net.params.items()}
+    tbuffers = {key: torch.tensor(value) for key, value in net.buffers.items()}
+    values: dict[str, Any] = {}
+    for node_id, node in net.plan.nodes.items():
+        xs = [tx] if node.op_name == "input" else [values[s] for s in node.inputs]
+        mask = None
+        if node.op_name == "dropout" and train:
+            # the same draw from the same generator state netspec's forward made
+            ones = np.ones((x.shape[0], *node.input_shapes[0]))
+            mask = node.op.forward([ones], {}, {}, Context(train=True, rng=replay))[0]
+        params = {name: tparams[f"{node_id}.{name}"] for name in node.param_specs}
+        buffers = {name: tbuffers[f"{node_id}.{name}"] for name in node.buffer_specs}
+        values[node_id] = torch_apply(node.op_name, node.params, xs, params, buffers, train,
+                                      mask)
+    return values[net.plan.output], tx, tparams, tbuffers
+
+
+NETWORKS = {"resnet_mini": lambda: netspec.compile("resnet_mini", seed=0, dtype="float64"),
+            "every_op": lambda: build_network(EVERY_OP, seed=0)}
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_network_matches_torch_in_training_then_inference(name: str) -> None:
+    net = NETWORKS[name]()
+    covered = {node.op_name for node in net.plan.nodes.values()}
+    if name == "every_op":
+        assert covered == set(REGISTRY), "EVERY_OP must use every registered op"
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, *net.shapes[net.plan.inputs[0]]))
+    for train in (True, False):
+        rng_state = net.rng.bit_generator.state
+        # torch reads the buffers as they were before this pass
+        ty, tx, tparams, tbuffers = torch_network(net, x, train, rng_state)
+        y = net.forward(x, train=train, keep=True)
+        dy = rng.normal(size=y.shape)
+        dx = net.backward(dy)
+        ty.backward(torch.from_numpy(dy))
+        assert relative_error(y, ty) < TOLERANCE, f"output, train={train}"
+        assert relative_error(dx, tx.grad) < TOLERANCE, f"input gradient, train={train}"
+        # a thousandth of the network's largest gradient: the scale of "zero" for a tensor
+        floor = 1e-3 * max(float(leaf.grad.abs().max()) for leaf in tparams.values())
+        for key, leaf in tparams.items():
+            error = relative_error(net.grads[key], leaf.grad, floor)
+            assert error < TOLERANCE, f"{key}, train={train}"
+        for key, buffer in tbuffers.items():
+            assert relative_error(net.buffers[key], buffer) < TOLERANCE, f"{key}, train={train}"
+
+
+# ---- the loss ----
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.35])
+@pytest.mark.parametrize("scale", [1.0, 300.0])
+def test_softmax_cross_entropy_matches_torch(smoothing: float, scale: float) -> None:
+    rng = np.random.default_rng(int(scale) + int(100 * smoothing))
+    logits = rng.normal(size=(7, 10)) * scale
+    labels = rng.integers(0, 10, size=7)
+    loss, grad = netspec.softmax_cross_entropy(logits, labels, label_smoothing=smoothing)
+    tlogits = _leaf(logits)
+    tloss = F.cross_entropy(tlogits, torch.from_numpy(labels), label_smoothing=smoothing)
+    tloss.backward()
+    assert abs(loss - tloss.item()) <= TOLERANCE * abs(tloss.item())
+    assert relative_error(grad, tlogits.grad) < TOLERANCE
