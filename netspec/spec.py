@@ -427,6 +427,10 @@ def _validate_network(raw: Any, report) -> NetworkInfo | None:
 
 def _validate_node(node_id: str, raw: Any, report) -> NodeParams | None:
     path = ("nodes", node_id)
+    if not node_id.strip():
+        report("a node id must not be empty or blank; name the table like [nodes.conv1]",
+               path=path, node=node_id)
+        return None
     if not isinstance(raw, Mapping):
         report(f"must be a table like [nodes.{node_id}] with an op", path=path, node=node_id)
         return None

@@ -91,7 +91,8 @@ def test_compile_prints_the_table_and_totals(capsys):
     assert rows["fc1"][:4] == ["linear", "flatten", "(120,)", "48,120"]
     total = next(line for line in lines if line.startswith("total"))
     assert total.split() == ["total", "61,706", "852.4K", "100%", "61.7", "KiB"]
-    assert lines[-1] == "61,706 trainable parameters, 852.4K FLOPs per sample (forward)"
+    assert lines[-2] == "61,706 trainable parameters, 852.4K FLOPs per sample (forward)"
+    assert lines[-1].startswith("memory: training at batch 1 needs about ")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -143,7 +144,7 @@ def test_batch_size_scales_flops_and_activation_memory(capsys):
     assert human_count(8 * plan.total_flops) in total
     assert human_bytes(8 * activations) in total
     assert table_rows(out)["conv1"][3] == "156"  # parameters do not scale
-    assert out.splitlines()[-1].endswith(f"852.4K FLOPs per sample (forward), "
+    assert out.splitlines()[-2].endswith(f"852.4K FLOPs per sample (forward), "
                                          f"{human_count(8 * plan.total_flops)} per batch of 8")
     _, text, _ = run(capsys, "compile", "lenet5", "--json", "--batch-size", "8")
     data = json.loads(text)
@@ -162,7 +163,7 @@ def test_batch_size_must_be_a_positive_integer(capsys, value):
 def test_errors_go_to_stderr_with_exit_1_after_the_partial_table(capsys, bad_spec):
     code, out, err = run(capsys, "compile", bad_spec)
     assert code == 1
-    assert err == "netspec compile: 2 error(s):\n" + "\n".join(BAD_ERRORS) + "\n"
+    assert err == "netspec compile: 2 errors:\n" + "\n".join(BAD_ERRORS) + "\n"
     assert "Traceback" not in out + err
     assert out.startswith("bad: compiled up to the failing node(s)")
     rows = table_rows(out)
@@ -270,3 +271,11 @@ def test_installed_command_exits_1_without_traceback(command, tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
     assert result.stderr.splitlines()[1:] == BAD_ERRORS
+
+
+def test_compile_refuses_a_batch_that_cannot_fit_in_memory(capsys):
+    code = main(["compile", "lenet5", "--batch-size", "100000000"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "lenet5: training needs about" in err and "use a batch size of at most" in err
+    assert "Traceback" not in err

@@ -34,15 +34,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except NetspecError as exc:
-        print(f"netspec {args.command}: error: {exc}" if "\n" not in str(exc)
-              else f"netspec {args.command}: {len(getattr(exc, 'diagnostics', []))} error(s):\n"
-              f"{exc}", file=sys.stderr)
+        print(_describe_error(args.command, exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # a disk full, a permission denied: the user can act on the message, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"netspec {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _describe_error(command: str, exc: NetspecError) -> str:
+    diagnostics = getattr(exc, "diagnostics", [])
+    if len(diagnostics) > 1:
+        return f"netspec {command}: {len(diagnostics)} errors:\n{exc}"
+    return f"netspec {command}: error: {exc}"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from netspec.budget import check_memory
 from netspec.compiler import CompileError, compile_plan
 from netspec.errors import NetspecError
 from netspec.spec import shipped_architectures
@@ -63,6 +64,7 @@ def run_compile(args: argparse.Namespace) -> int:
                  f"{args.batch_size}" if args.batch_size > 1 else "")
     print(f"\n{plan.total_params:,} trainable parameters, {human_count(plan.total_flops)} "
           f"FLOPs per sample (forward){per_batch}")
+    print(f"memory: {check_memory(plan, args.batch_size, training=True).describe()}")
     return 0
 
 

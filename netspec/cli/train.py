@@ -9,15 +9,22 @@ from pathlib import Path
 
 import numpy as np
 
+from netspec.budget import check_memory
 from netspec.cli.progress import ProgressLine, download_progress
+from netspec.compiler import compile_plan
 from netspec.data import load_mnist
 from netspec.errors import NetspecError
-from netspec.executor import compile
+from netspec.executor import Network
 from netspec.export.plots import PlotsUnavailable
 from netspec.spec import load_spec
 from netspec.tables import Column, render_table
 from netspec.train.checkpoint import load_weights
-from netspec.train.evaluate import evaluate, normalise_images
+from netspec.train.evaluate import (
+    EVALUATION_BATCH,
+    evaluate,
+    normalise_images,
+    predict_logits,
+)
 from netspec.train.loop import (
     BatchProgress,
     Callbacks,
@@ -145,7 +152,7 @@ def _write_plots(run_dir: Path, data_dir: str | None) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    net = compile(args.spec)
+    net = _inference_network(args.spec, EVALUATION_BATCH)
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)
     data = load_mnist(args.data_dir, progress=download_progress(ProgressLine()))
@@ -160,6 +167,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inference_network(spec: str, batch_size: int) -> Network:
+    plan = compile_plan(spec)
+    check_memory(plan, batch_size, training=False)
+    return Network(plan)
+
+
+def _inference_network(spec: str, batch_size: int) -> Network:
+    plan = compile_plan(spec)
+    check_memory(plan, batch_size, training=False)
+    return Network(plan)
+
+
 def _normalisation(meta: dict, path: str) -> tuple[float, float]:
     try:
         return float(meta["mean"]), float(meta["std"])
@@ -171,7 +190,7 @@ def _normalisation(meta: dict, path: str) -> tuple[float, float]:
 def run_predict(args: argparse.Namespace) -> int:
     from netspec.data.images import load_digit_images
 
-    net = compile(args.spec)
+    net = _inference_network(args.spec, EVALUATION_BATCH)
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)
     # one file may hold a stack of images: each row names the image it is about
@@ -182,7 +201,7 @@ def run_predict(args: argparse.Namespace) -> int:
         stacks.append(stack)
         names += [path] if len(stack) == 1 else [f"{path}[{i}]" for i in range(len(stack))]
     x = normalise_images(np.concatenate(stacks), mean, std)
-    logits = net.forward(x).astype(np.float64)
+    logits = predict_logits(net, x, EVALUATION_BATCH).astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     rows = [[name, int(p.argmax()), f"{p.max():.3f}", " ".join(f"{v:.2f}" for v in p)]

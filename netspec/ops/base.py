@@ -35,7 +35,7 @@ InitName = Literal[
 class NodeParams(BaseModel):
     """Fields every node has. Subclasses add ``op: Literal[name]`` and their own fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     inputs: str | list[str] | None = Field(
         default=None, description="Input node id(s); omitted means the node defined just before."

@@ -9,6 +9,9 @@ import numpy as np
 from netspec.executor import Network
 from netspec.losses import softmax_cross_entropy
 
+# inference runs in chunks of this many samples, bounding its memory
+EVALUATION_BATCH = 1000
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -40,14 +43,14 @@ def normalise_images(images: np.ndarray, mean: float, std: float,
     return (scaled - dtype(mean)) / dtype(std)
 
 
-def predict_logits(net: Network, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+def predict_logits(net: Network, x: np.ndarray, batch_size: int = EVALUATION_BATCH) -> np.ndarray:
     """Inference-mode outputs for ``x``, computed in batches to bound memory."""
     outputs = [net.forward(x[start:start + batch_size], train=False)
                for start in range(0, len(x), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, *net.output_shape))
 
 
-def evaluate(net: Network, x: np.ndarray, labels: np.ndarray, batch_size: int = 1000,
+def evaluate(net: Network, x: np.ndarray, labels: np.ndarray, batch_size: int = EVALUATION_BATCH,
              classes: int | None = None) -> Evaluation:
     """Loss and accuracy of ``net`` on standardised inputs ``x`` with integer ``labels``."""
     logits = predict_logits(net, x, batch_size).astype(np.float64)

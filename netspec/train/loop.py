@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from netspec.atomic import atomic_write_text
+from netspec.budget import check_memory
 from netspec.compiler import compile_plan
 from netspec.data import MnistData, load_mnist, normalisation_stats, split_train_validation
 from netspec.data.batches import augment_batch
@@ -329,6 +330,8 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
     if (run_dir / "last.npz").exists():
         raise NetspecError(f"{run_dir} already holds a run; continue it with --resume "
                            f"{run_dir}, or choose another --out")
+    # refuse a batch that cannot fit before allocating anything, not by an out-of-memory kill
+    check_memory(plan, config.batch_size, training=True, dtype=dtype)
     callbacks = callbacks or Callbacks()
     data = load_mnist(data_dir, progress=callbacks.on_download)
     # the trainer checks the data split, so a bad [train] table leaves no half-made run behind
@@ -363,7 +366,10 @@ def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
     spec_dir = Path(saved["spec_dir"]) if saved.get("spec_dir") else run_dir
     spec = parse_spec((run_dir / "spec.toml").read_text(encoding="utf-8"),
                       file=str(run_dir / "spec.toml"), directory=spec_dir)
-    net = Network(compile_plan(spec), seed=config.seed, dtype=saved.get("dtype", "float32"))
+    plan = compile_plan(spec)
+    dtype = saved.get("dtype", "float32")
+    check_memory(plan, config.batch_size, training=True, dtype=dtype)
+    net = Network(plan, seed=config.seed, dtype=dtype)
     checkpoint = load_weights(run_dir / "last.npz", net)
     raw_state = checkpoint.meta.get("state")
     try:
