@@ -287,11 +287,11 @@ def single_input_op(draw: Callable, shape: tuple[int, ...]) -> tuple[dict[str, A
 
 
 def node_names(draw: Callable, count: int) -> list[str]:
-    """``count`` distinct ids: mostly bare words, sometimes any text (quoted keys with dots,
-    spaces, quotes, emoji)."""
+    """``count`` distinct ids: mostly bare words, sometimes any non-blank text (quoted keys
+    with dots, spaces, quotes, emoji); blank ids are refused by the loader."""
     names: list[str] = []
     for index in range(count):
-        text = draw(st.text(min_size=1, max_size=5))
+        text = draw(st.text(min_size=1, max_size=5).filter(str.strip))
         if draw(st.integers(0, 3)):
             text = "n" + "".join(char for char in text if char in _BARE) + str(index)
         while text in names:
