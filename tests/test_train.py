@@ -406,7 +406,8 @@ def test_divergence_later_points_at_the_last_checkpoint(tmp_path, mnist_dir):
     trainer.callbacks.on_epoch = poison
     last = re.escape(str(tmp_path / "run/last.npz"))
     with pytest.raises(TrainingError, match=r"^training diverged at epoch 2, batch 0: the loss "
-                                            rf"is nan. The last good weights are in {last} "
+                                            r"is nan; node 'fc2' \(linear\) was the first whose output is "
+                                            rf"not finite. The last good weights are in {last} "
                                             r"\(the last checkpoint\). " + ADVICE):
         trainer.run()
 
@@ -421,3 +422,18 @@ def test_a_spec_reached_through_a_symlink_is_copied_into_the_run(tmp_path, mnist
         trainer.run()
     assert (tmp_path / "run/spec.toml").read_text(encoding="utf-8") == TINY
     assert len(resume_run(tmp_path / "run", data_dir=mnist_dir).run().history) == 2
+
+
+def test_a_non_finite_gradient_names_its_parameter(tmp_path, mnist_dir):
+    from netspec.train.health import first_nonfinite_gradient, first_nonfinite_output
+
+    trainer = start_run(write_spec(tmp_path), tmp_path / "run", data_dir=mnist_dir)
+    net = trainer.net
+    x = np.zeros((2, 1, 28, 28), dtype=np.float32)
+    assert first_nonfinite_output(net, x, np.random.default_rng(0)) is None
+    net.params["fc2.weight"][0, 0] = np.nan
+    assert first_nonfinite_output(net, x, np.random.default_rng(0)) == "fc2"
+    net.grads.update({key: np.zeros_like(value) for key, value in net.params.items()})
+    assert first_nonfinite_gradient(net) is None
+    net.grads["fc2.bias"][0] = np.inf
+    assert first_nonfinite_gradient(net) == "fc2.bias"

@@ -37,6 +37,11 @@ from netspec.spec import load_spec, parse_spec, resolve_spec_path
 from netspec.train.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from netspec.train.config import TrainConfig, parse_train_config
 from netspec.train.evaluate import Evaluation, evaluate, normalise_images
+from netspec.train.health import (
+    describe_node,
+    first_nonfinite_gradient,
+    first_nonfinite_output,
+)
 from netspec.train.optim import Optimizer, clip_grad_norm, make_optimizer
 from netspec.train.schedules import learning_rate
 
@@ -204,7 +209,11 @@ class Trainer:
         logits = net.forward(x, train=True)
         loss, dlogits = softmax_cross_entropy(logits, labels, self.config.label_smoothing)
         if not math.isfinite(loss):
-            self._non_finite(f"the loss is {loss}", epoch, batch)
+            culprit = first_nonfinite_output(
+                net, x, np.random.default_rng([self.config.seed, _DROPOUT, epoch, batch]))
+            where = (f"; {describe_node(net, culprit)} was the first whose output is not "
+                     f"finite" if culprit else "")
+            self._non_finite(f"the loss is {loss}{where}", epoch, batch)
         net.backward(dlogits)
         grads = {key: net.grads[key] for key in net.trainable}
         if self.config.clip_grad_norm:
@@ -212,7 +221,9 @@ class Trainer:
         else:
             norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
         if not math.isfinite(norm):
-            self._non_finite("a gradient is not finite", epoch, batch)
+            key = first_nonfinite_gradient(net)
+            what = f"the gradient of '{key}' is not finite" if key else "a gradient is not finite"
+            self._non_finite(what, epoch, batch)
         self.optimizer.step(net.params, grads, lr)
         return loss, int((logits.argmax(axis=1) == labels).sum())
 
