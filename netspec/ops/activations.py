@@ -38,7 +38,8 @@ class Relu(_Elementwise):
         return y, y
 
     def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:
-        return [np.where(cache > 0, dy, 0).astype(dy.dtype, copy=False)], {}
+        # a product with the mask is several times faster than np.where
+        return [dy * (cache > 0)], {}
 
 
 class LeakyReluParams(NodeParams):

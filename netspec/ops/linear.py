@@ -45,14 +45,24 @@ class Linear(Op):
         self, xs: list[Array], params: dict[str, Array], buffers, ctx: Context
     ) -> tuple[Array, tuple[Array, Array]]:
         x, weight = xs[0], params["weight"]
-        y = x @ weight.T
+        # as W x^T: 1.2-1.3x faster than x W^T for small batches (y is then stored
+        # features-major, which the next linear layer reads as fast)
+        y = (weight @ x.T).T
         if self.p.bias:
             y += params["bias"]
         return y, (x, weight)
 
     def backward(self, cache: tuple[Array, Array], dy: Array) -> tuple[list[Array | None], Grads]:
         x, weight = cache
+        # dx in the memory order of x, which the node before reads it in: element-wise work
+        # on arrays of different orders is several times slower
+        dx = (weight.T @ dy.T).T if x.flags.f_contiguous else dy @ weight
+        return [dx], self.param_grads(cache, dy)
+
+    def param_grads(self, cache: tuple[Array, Array], dy: Array) -> Grads:
+        """Backward without the input gradient: for a node fed by a network input."""
+        x, weight = cache
         grads = {"weight": dy.T @ x}
         if self.p.bias:
             grads["bias"] = dy.sum(axis=0)
-        return [dy @ weight], grads
+        return grads

@@ -1,8 +1,12 @@
-"""Max, average and global average pooling over the spatial axes of (C, H, W)."""
+"""Max, average and global average pooling over the spatial axes of (C, H, W).
+
+Window pooling loops over the KH*KW kernel offsets, each touching one strided (N, C, OH, OW)
+slab of the whole batch; outputs and input gradients keep the memory layout of the input.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -14,9 +18,12 @@ from netspec.ops.conv import (
     PaddingPair,
     PositiveSize,
     SizePair,
+    Workspace,
+    empty_in_order,
+    in_order,
+    memory_order,
     pad_hw,
-    scatter_windows,
-    windows,
+    window_slab,
 )
 from netspec.shapes import Shape, numel, pair, require_rank, window_output_hw
 
@@ -39,6 +46,10 @@ class _PoolParams(NodeParams):
 class _WindowPool(Op):
     """Shared geometry of max and average pooling; stride defaults to the kernel size."""
 
+    def __init__(self, params: _PoolParams):
+        super().__init__(params)
+        self.workspace = Workspace()
+
     @property
     def geometry(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         kernel = pair(self.p.kernel_size)
@@ -55,6 +66,42 @@ class _WindowPool(Op):
         kernel_h, kernel_w = self.geometry[0]
         return kernel_h * kernel_w * numel(out_shape)
 
+    def slabs(self, padded: Array, out_hw: tuple[int, int]) -> list[Array]:
+        """One (N, C, OH, OW) view of ``padded`` per kernel offset, in row-major offset order."""
+        (kernel_h, kernel_w), stride, _ = self.geometry
+        return [window_slab(padded, (i, j), out_hw, stride)
+                for i in range(kernel_h) for j in range(kernel_w)]
+
+    def pool(self, padded: Array, combine: Callable[[Array, Array], object],
+             workspace: Workspace | None) -> Array:
+        """The output: the first kernel offset's slab, then ``combine(out, slab)`` in place
+        for every other offset."""
+        kernel, stride, _ = self.geometry
+        slabs = self.slabs(padded, window_output_hw(padded.shape[2:], kernel, stride, (0, 0)))
+        y = empty_in_order(slabs[0].shape, padded.dtype, memory_order(padded), workspace)
+        y[...] = slabs[0]
+        for slab in slabs[1:]:
+            combine(y, slab)
+        return y
+
+    def scatter(self, padded: Array, out_hw: tuple[int, int],
+                write: Callable[[list[Array], bool], object],
+                workspace: Workspace | None) -> Array:
+        """The input gradient on a grid shaped (and laid out) like ``padded``, padding cropped
+        off: ``write(targets, add)`` fills each kernel offset's slab, adding to it if ``add``
+        (windows overlap) or else assigning."""
+        (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = self.geometry
+        height, width = padded.shape[2:]
+        overlapping = stride_h < kernel_h or stride_w < kernel_w
+        # windows tiling the grid: every cell is written exactly once
+        tiled = (stride_h, stride_w) == (kernel_h, kernel_w) \
+            and stride_h * out_hw[0] == height and stride_w * out_hw[1] == width
+        dx = empty_in_order(padded.shape, padded.dtype, memory_order(padded), workspace)
+        if not tiled:
+            dx.fill(0)
+        write(self.slabs(dx, out_hw), overlapping)
+        return dx[:, :, pad_h : height - pad_h, pad_w : width - pad_w]
+
 
 class MaxPoolParams(_PoolParams):
     op: Literal["maxpool2d"]
@@ -68,20 +115,41 @@ class MaxPool2d(_WindowPool):
     Params = MaxPoolParams
 
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, tuple]:
-        kernel, stride, padding = self.geometry
-        padded = pad_hw(xs[0], padding, value=-np.inf)
-        win = windows(padded, kernel, stride)
-        flat = win.reshape(*win.shape[:4], -1)
-        winner = flat.argmax(axis=-1)
-        y = np.take_along_axis(flat, winner[..., None], axis=-1)[..., 0]
-        return y, (winner, padded.shape)
+        workspace = self.workspace if ctx.train else None
+        padded = pad_hw(xs[0], self.geometry[2], value=-np.inf, workspace=workspace)
+        y = self.pool(padded, lambda out, slab: np.maximum(out, slab, out=out), workspace)
+        return y, (padded, y, workspace)
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
-        kernel, stride, padding = self.geometry
-        winner, padded_shape = cache
-        offsets = np.arange(kernel[0] * kernel[1]).reshape(kernel)
-        dwin = np.where(winner[..., None, None] == offsets, dy[..., None, None], 0)
-        return [scatter_windows(dwin.astype(dy.dtype), padded_shape, stride, padding)], {}
+        padded, y, workspace = cache
+        order = memory_order(y)
+        dy = in_order(dy, order, workspace)
+        slabs = self.slabs(padded, y.shape[2:])
+        hit = empty_in_order(y.shape, np.bool_, order, workspace)
+        unclaimed = empty_in_order(y.shape, np.bool_, order, workspace)
+
+        def write(targets: list[Array], add: bool) -> None:
+            # the first window cell equal to the maximum wins, as argmax (and PyTorch) would
+            # pick; multiplying by a mask is several times faster than NumPy's masked writes
+            last = len(slabs) - 1
+            for index, (slab, target) in enumerate(zip(slabs, targets)):
+                mask = hit
+                if index == 0:
+                    np.equal(slab, y, out=hit)
+                    np.logical_not(hit, out=unclaimed)
+                elif index < last:
+                    np.equal(slab, y, out=hit)
+                    np.logical_and(hit, unclaimed, out=hit)
+                    np.logical_xor(unclaimed, hit, out=unclaimed)
+                else:
+                    # whatever no earlier cell claimed goes to the last one
+                    mask = unclaimed
+                if add:
+                    target += dy * mask
+                else:
+                    np.multiply(dy, mask, out=target)
+
+        return [self.scatter(padded, y.shape[2:], write, workspace)], {}
 
 
 class AvgPoolParams(_PoolParams):
@@ -95,16 +163,27 @@ class AvgPool2d(_WindowPool):
     name = "avgpool2d"
     Params = AvgPoolParams
 
-    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Shape]:
-        kernel, stride, padding = self.geometry
-        padded = pad_hw(xs[0], padding)
-        return windows(padded, kernel, stride).mean(axis=(-2, -1)), padded.shape
+    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, tuple]:
+        (kernel_h, kernel_w), _, padding = self.geometry
+        workspace = self.workspace if ctx.train else None
+        padded = pad_hw(xs[0], padding, workspace=workspace)
+        y = self.pool(padded, lambda out, slab: np.add(out, slab, out=out), workspace)
+        y /= kernel_h * kernel_w
+        return y, (padded, workspace)
 
-    def backward(self, cache: Shape, dy: Array) -> tuple[list[Array | None], Grads]:
-        kernel, stride, padding = self.geometry
-        share = dy / (kernel[0] * kernel[1])
-        dwin = np.broadcast_to(share[..., None, None], (*dy.shape, *kernel))
-        return [scatter_windows(dwin, cache, stride, padding)], {}
+    def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
+        padded, workspace = cache
+        kernel_h, kernel_w = self.geometry[0]
+        share = in_order(dy, memory_order(padded)) / (kernel_h * kernel_w)
+
+        def write(targets: list[Array], add: bool) -> None:
+            for target in targets:
+                if add:
+                    target += share
+                else:
+                    target[...] = share
+
+        return [self.scatter(padded, dy.shape[2:], write, workspace)], {}
 
 
 class GlobalAvgPoolParams(NodeParams):

@@ -214,7 +214,7 @@ class Trainer:
             where = (f"; {describe_node(net, culprit)} was the first whose output is not "
                      f"finite" if culprit else "")
             self._non_finite(f"the loss is {loss}{where}", epoch, batch)
-        net.backward(dlogits)
+        net.backward(dlogits, need_input_grad=False)
         grads = {key: net.grads[key] for key in net.trainable}
         if self.config.clip_grad_norm:
             norm = clip_grad_norm(grads, self.config.clip_grad_norm)

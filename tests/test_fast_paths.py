@@ -1,0 +1,211 @@
+"""The executor's speed paths give the answers of the plain ones.
+
+Convolutions leave their outputs batch-innermost in memory; pooling follows its input's
+layout; ``backward(need_input_grad=False)``
+skips input-gradient work; large inference batches run in chunks. Each case here runs an op
+or a network both ways, in float64, and demands the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import netspec.executor
+from netspec.executor import Network, compile
+from netspec.ops import REGISTRY, Context, Op
+from netspec.ops.conv import Workspace
+from netspec.spec import shipped_architectures
+
+SHIPPED = [path.stem for path in shipped_architectures()]
+
+
+def build_op(name: str, params: dict[str, Any]) -> Op:
+    op_class = REGISTRY[name]
+    return op_class(op_class.Params.model_validate({"op": name, **params}))
+
+
+def channels_last(x: np.ndarray) -> np.ndarray:
+    """The same (N, C, H, W) values, stored N, H, W, C."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def channels_outer(x: np.ndarray) -> np.ndarray:
+    """The same values stored C, N, H, W."""
+    return np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+
+
+def batch_last(x: np.ndarray) -> np.ndarray:
+    """The same values stored C, H, W, N (what convolutions produce)."""
+    return np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+
+
+LAYOUTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "channels_last": channels_last, "channels_outer": channels_outer, "batch_last": batch_last,
+}
+
+# (op, params, input shape): stride 1, 2 and 3, padding, rectangular kernels, 1x1 kernels,
+# one channel and many, windows that overlap, tile the input or leave cells uncovered
+CASES = [
+    ("conv2d", {"out_channels": 4, "kernel_size": 3}, (2, 3, 7, 6)),
+    ("conv2d", {"out_channels": 5, "kernel_size": 5}, (2, 20, 12, 12)),
+    ("conv2d", {"out_channels": 3, "kernel_size": 3, "padding": 1}, (2, 1, 9, 9)),
+    ("conv2d", {"out_channels": 2, "kernel_size": [3, 2], "stride": [2, 1],
+                "padding": [1, 0]}, (2, 4, 7, 6)),
+    ("conv2d", {"out_channels": 2, "kernel_size": 2, "stride": 2, "bias": False}, (3, 6, 8, 8)),
+    ("conv2d", {"out_channels": 3, "kernel_size": 1}, (2, 5, 4, 3)),
+    ("maxpool2d", {"kernel_size": 2}, (2, 3, 8, 6)),
+    ("maxpool2d", {"kernel_size": 2}, (2, 3, 7, 5)),
+    ("maxpool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, (2, 4, 7, 7)),
+    ("maxpool2d", {"kernel_size": [2, 3], "stride": 1}, (1, 2, 5, 6)),
+    ("maxpool2d", {"kernel_size": 2, "stride": 3}, (2, 2, 9, 9)),
+    ("avgpool2d", {"kernel_size": 2}, (2, 3, 8, 6)),
+    ("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, (2, 4, 7, 7)),
+    ("avgpool2d", {"kernel_size": 2, "stride": 3}, (2, 2, 9, 9)),
+]
+
+
+def _run(op: Op, x: np.ndarray, params: dict[str, np.ndarray],
+         dy_layout: Callable[[np.ndarray], np.ndarray], dy: np.ndarray):
+    ctx = Context(train=True, rng=np.random.default_rng(0))
+    y, cache = op.forward([x], params, {}, ctx)
+    dxs, grads = op.backward(cache, dy_layout(dy))
+    return y, dxs[0], grads
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}{c[1]}{c[2]}")
+def test_ops_give_the_same_numbers_in_every_memory_layout(case, layout: str) -> None:
+    name, raw, shape = case
+    op = build_op(name, raw)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=shape)
+    params = {key: rng.normal(size=spec.shape)
+              for key, spec in op.param_specs([shape[1:]]).items()}
+    out_shape = (shape[0], *op.output_shape([shape[1:]]))
+    dy = rng.normal(size=out_shape)
+    reference = _run(op, x, params, np.ascontiguousarray, dy)
+    arranged = LAYOUTS[layout]
+    x_before, dy_before = arranged(x), arranged(dy)
+    result = _run(op, x_before, params, arranged, dy)
+    np.testing.assert_allclose(result[0], reference[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result[1], reference[1], rtol=0, atol=1e-12)
+    assert result[2].keys() == reference[2].keys()
+    for key in reference[2]:
+        np.testing.assert_allclose(result[2][key], reference[2][key], rtol=0, atol=1e-12)
+        assert result[2][key].shape == params[key].shape
+    np.testing.assert_array_equal(x_before, x)
+    np.testing.assert_array_equal(dy_before, dy)
+
+
+@pytest.mark.parametrize("layout", [np.ascontiguousarray, channels_last, batch_last])
+def test_maxpool_ties_send_the_gradient_to_the_first_cell_only(layout) -> None:
+    # ReLU outputs make all-zero windows common; PyTorch (and argmax) pick the first cell
+    op = build_op("maxpool2d", {"kernel_size": 2})
+    x = np.zeros((1, 2, 2, 4))
+    x[0, 1, 1, 2:] = 3.0
+    y, cache = op.forward([layout(x)], {}, {}, Context(False, np.random.default_rng(0)))
+    dxs, _ = op.backward(cache, np.ones(y.shape))
+    expected = np.zeros_like(x)
+    expected[0, 0, 0, 0] = expected[0, 0, 0, 2] = expected[0, 1, 0, 0] = 1.0
+    expected[0, 1, 1, 2] = 1.0
+    np.testing.assert_array_equal(dxs[0], expected)
+
+
+def _seeded_pass(net: Network, x: np.ndarray, dy: np.ndarray, **kwargs: Any):
+    net.rng = np.random.default_rng(7)  # the same dropout masks both times
+    net.forward(x, train=True)
+    dx = net.backward(dy, **kwargs)
+    return dx, {key: value.copy() for key, value in net.grads.items()}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_skipping_the_input_gradient_changes_no_parameter_gradient(name: str) -> None:
+    net = compile(name, seed=0, dtype="float64")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, *net.shapes[net.plan.inputs[0]]))
+    dy = rng.normal(size=(3, *net.output_shape))
+    dx, full = _seeded_pass(net, x, dy)
+    assert dx.shape == x.shape and dx.flags.c_contiguous
+    skipped, partial = _seeded_pass(net, x, dy, need_input_grad=False)
+    assert skipped is None
+    assert partial.keys() == full.keys()
+    for key, value in full.items():
+        np.testing.assert_array_equal(partial[key], value, err_msg=key)
+
+
+def test_the_first_convolution_computes_no_input_gradient_when_none_is_needed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    net = compile("lenet5", seed=0)
+    op = net.plan.nodes["conv1"].op
+
+    def refuse(cache, dy):
+        raise AssertionError("conv1 computed an input gradient nobody needs")
+
+    monkeypatch.setattr(op, "backward", refuse)
+    net.forward(np.zeros((2, 1, 28, 28)), train=True)
+    net.backward(np.ones((2, 10)), need_input_grad=False)
+    assert net.grads["conv1.weight"].shape == (6, 1, 5, 5)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet_mini"])
+def test_large_inference_batches_run_in_chunks_with_the_same_values(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a tiny chunk budget forces chunking at a test-sized batch
+    monkeypatch.setattr(netspec.executor, "INFERENCE_CHUNK_BYTES", 1)
+    net = compile(name, seed=0, dtype="float64")
+    calls = []
+    op = net.plan.nodes[net.plan.output].op
+    forward = op.forward
+
+    def counting(xs, params, buffers, ctx):
+        calls.append(len(xs[0]))
+        return forward(xs, params, buffers, ctx)
+
+    monkeypatch.setattr(op, "forward", counting)
+    x = np.random.default_rng(0).normal(size=(5, 1, 28, 28))
+    chunked = net.forward(x)
+    assert calls == [1] * 5
+    whole = net.forward(x, keep=True)  # kept caches: one pass, as training does
+    assert calls[5:] == [5]
+    assert chunked.shape == whole.shape and chunked.flags.c_contiguous
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-12)
+
+
+def test_workspace_hands_out_an_array_again_only_when_nothing_else_holds_it() -> None:
+    workspace = Workspace()
+    first = workspace.empty((4, 5), np.float32)
+    held = workspace.empty((4, 5), np.float32)
+    assert held is not first
+    view = first[1:]
+    assert workspace.empty((4, 5), np.float32) is not first  # a view keeps it in use
+    del view, first
+    again = workspace.empty((4, 5), np.float32)
+    assert again.base is None and again is not held
+    assert workspace.empty((4, 5), np.float64).dtype == np.float64
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}{c[1]}{c[2]}")
+def test_a_pending_cache_survives_later_calls_on_the_same_shapes(case) -> None:
+    name, raw, shape = case
+    op = build_op(name, raw)
+    rng = np.random.default_rng(3)
+    x, later = rng.normal(size=(2, *shape))
+    params = {key: rng.normal(size=spec.shape)
+              for key, spec in op.param_specs([shape[1:]]).items()}
+    dy = rng.normal(size=(shape[0], *op.output_shape([shape[1:]])))
+    expected = _run(build_op(name, raw), x, params, np.ascontiguousarray, dy)
+    ctx = Context(train=True, rng=np.random.default_rng(0))
+    y, cache = op.forward([x], params, {}, ctx)
+    y_before = y.copy()
+    for _ in range(2):  # scratch arrays still held by y and cache must not be handed out
+        op.forward([later], params, {}, ctx)
+        op.backward(op.forward([later], params, {}, ctx)[1], dy)
+    dxs, grads = op.backward(cache, dy)
+    np.testing.assert_array_equal(y, y_before)
+    np.testing.assert_array_equal(dxs[0], expected[1])
+    for key, value in expected[2].items():
+        np.testing.assert_array_equal(grads[key], value)
