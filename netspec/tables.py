@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+MAX_RULE = 100
+
 
 @dataclass(frozen=True)
 class Column:
@@ -33,7 +35,8 @@ def render_table(columns: Sequence[Column], rows: Sequence[Sequence[object]],
                  for value, column, width in zip(values, columns, widths)]
         return "  ".join(parts).rstrip()
 
-    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    # a table with one long free-text cell should not draw a rule across several screens
+    rule = ("-" * (sum(widths) + 2 * (len(widths) - 1)))[:MAX_RULE]
     out = [line([c.title for c in columns]), rule]
     out += [line(row) for row in cells[: len(rows)]]
     if footer:
