@@ -118,6 +118,8 @@ class Network:
                 raise NetspecError(f"input '{input_id}' must have shape (N, "
                                    f"{', '.join(map(str, expected))}), got "
                                    f"{format_shape(array.shape)}")
+            if array.shape[0] == 0:
+                raise NetspecError(f"input '{input_id}' holds no samples (batch size 0)")
             if batch is not None and array.shape[0] != batch:
                 raise NetspecError("all inputs must have the same batch size")
             batch = array.shape[0]

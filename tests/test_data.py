@@ -716,3 +716,13 @@ def test_augment_rejects_bad_input() -> None:
         augment_batch(np.zeros((2, 28, 28)), rng)
     with pytest.raises(DataError, match="must not be negative"):
         augment_batch(np.zeros((2, 1, 28, 28)), rng, max_shift=-1)
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path):
+    from netspec.data.idx import MAX_DECODED_BYTES
+
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    bomb.write_bytes(gzip.compress(bytes(MAX_DECODED_BYTES + 10)))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: decompresses to more "
+                                        r"than 64 MiB"):
+        read_idx(bomb)

@@ -545,3 +545,9 @@ def test_backward_without_input_gradient_gives_the_same_parameter_gradients(spec
     assert set(net.grads) == set(full)
     for key, value in full.items():
         np.testing.assert_allclose(net.grads[key], value, rtol=1e-12, atol=1e-15, err_msg=key)
+
+
+def test_an_empty_batch_is_refused_with_a_message() -> None:
+    net = netspec.compile("mlp")
+    with pytest.raises(NetspecError, match=r"input 'image' holds no samples \(batch size 0\)"):
+        net.forward(np.zeros((0, 1, 28, 28), dtype=np.float32))

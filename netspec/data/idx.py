@@ -6,7 +6,6 @@ wrong with it, because a damaged download otherwise surfaces as an opaque gzip o
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
 import os
@@ -22,6 +21,10 @@ UBYTE = 0x08
 KIND_BY_NDIM = {1: "labels", 3: "images"}
 
 
+# the largest MNIST file decodes to 47,040,016 bytes
+MAX_DECODED_BYTES = 64 * 2**20
+
+
 def decode(raw: bytes, source: str | os.PathLike[str]) -> bytes:
     """``raw`` gunzipped if it starts with the gzip magic, else unchanged.
 
@@ -30,14 +33,20 @@ def decode(raw: bytes, source: str | os.PathLike[str]) -> bytes:
     """
     if not raw.startswith(GZIP_MAGIC):
         return raw
+    # inflate at most one byte past the limit, so a tiny file cannot expand to fill memory
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
-        return gzip.decompress(raw)
-    except EOFError:
+        data = inflater.decompress(raw, MAX_DECODED_BYTES + 1)
+    except zlib.error as error:
+        raise DataError(f"{source}: corrupt gzip stream: {error}") from None
+    if len(data) > MAX_DECODED_BYTES:
+        raise DataError(f"{source}: decompresses to more than {MAX_DECODED_BYTES // 2**20} MiB, "
+                        f"far more than any MNIST file; it is not one")
+    if not inflater.eof:
         raise DataError(
             f"{source}: truncated gzip stream (the file ends before the compressed data does)"
-        ) from None
-    except (gzip.BadGzipFile, zlib.error, OSError) as error:
-        raise DataError(f"{source}: corrupt gzip stream: {error}") from None
+        )
+    return data
 
 
 def read_decoded(path: str | os.PathLike[str]) -> bytes:
