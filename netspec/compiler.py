@@ -22,7 +22,7 @@ UPSTREAM_FAILED = "an input did not compile"  # why a node after a failed one is
 INVALID_NODE = "invalid in the spec"
 RELU_FAMILY = frozenset({"relu", "leaky_relu"})
 # ops that sit between a layer and its activation without changing which init suits it
-_SEE_THROUGH = frozenset({"batchnorm", "dropout", "maxpool2d", "avgpool2d"})
+_SEE_THROUGH = frozenset({"batchnorm", "dropout", "maxpool2d", "avgpool2d", "global_avgpool"})
 
 
 @dataclass(frozen=True)

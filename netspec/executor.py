@@ -224,7 +224,8 @@ class Network:
             for name, value in dparams.items():
                 self.grads[f"{node_id}.{name}"] = value
             if node.op_name == "input":
-                input_grads[node_id] = np.ascontiguousarray(dxs[0])
+                # a copy: ops may hand the same array to several inputs, or return dy itself
+                input_grads[node_id] = np.array(dxs[0], order="C")
                 continue
             for source, dx in zip(node.inputs, dxs):
                 if dx is None or (wanted is not None and not wanted[source]):

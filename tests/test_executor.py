@@ -551,3 +551,25 @@ def test_an_empty_batch_is_refused_with_a_message() -> None:
     net = netspec.compile("mlp")
     with pytest.raises(NetspecError, match=r"input 'image' holds no samples \(batch size 0\)"):
         net.forward(np.zeros((0, 1, 28, 28), dtype=np.float32))
+
+
+def test_input_gradients_of_a_shared_add_are_separate_arrays() -> None:
+    net = build_network("""
+[nodes.a]
+op = "input"
+shape = [3]
+
+[nodes.b]
+op = "input"
+shape = [3]
+
+[nodes.sum]
+op = "add"
+inputs = ["a", "b"]
+""")
+    x = {"a": np.ones((2, 3)), "b": np.ones((2, 3))}
+    net.forward(x, train=True)
+    dy = np.full((2, 3), 2.0)
+    grads = net.backward(dy)
+    grads["a"][0, 0] = 99.0
+    assert grads["b"][0, 0] == 2.0 and dy[0, 0] == 2.0

@@ -120,7 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
                             dtype=args.dtype, callbacks=callbacks)
         config = trainer.config
         print(f"training {trainer.net.plan.name} ({trainer.net.plan.total_params:,} params) "
-              f"for {config.epochs} epochs, batch {config.batch_size}, "
+              f"for {_plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
               f"{config.optimizer.type} lr {config.optimizer.lr:g}, "
               f"{len(trainer.splits.train_images):,} training / "
               f"{len(trainer.splits.val_images):,} validation images -> {trainer.run_dir}")
@@ -134,12 +134,16 @@ def run_train(args: argparse.Namespace) -> int:
     seconds = sum(r["seconds"] for r in result.history)
     stop = " (stopped early)" if result.stopped_early else ""
     print(f"\ntest accuracy {result.test.accuracy:.4f} (loss {result.test.loss:.4f}) with the "
-          f"weights of epoch {result.best_epoch}{stop}; {len(result.history)} epochs in "
+          f"weights of epoch {result.best_epoch}{stop}; {_plural(len(result.history), 'epoch')} in "
           f"{seconds:.0f}s of training")
     print(f"run directory: {result.run_dir}")
     if not args.no_plots:
         _write_plots(result.run_dir, args.data_dir)
     return 0
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _write_plots(run_dir: Path, data_dir: str | None) -> None:
