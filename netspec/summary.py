@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from netspec.compiler import BYTES_PER_VALUE, UPSTREAM_FAILED, CompileError, Plan, PlanNode
+from netspec.compiler import BYTES_PER_VALUE, UPSTREAM_FAILED, CompileError, PlanNode
 from netspec.shapes import format_shape
 from netspec.tables import Column, human_bytes, human_count, render_table
 
@@ -46,10 +46,6 @@ def summary_table(nodes: Mapping[str, PlanNode], batch_size: int = 1,
                Column("output shape", "<"), Column("params"),
                Column(f"FLOPs@{batch_size}"), Column("share"), Column(f"act@{batch_size}")]
     return render_table(columns, rows, footer)
-
-
-def plan_summary(plan: Plan, batch_size: int = 1) -> str:
-    return summary_table(plan.nodes, batch_size)
 
 
 def partial_summary(error: CompileError, batch_size: int = 1) -> str:
