@@ -65,6 +65,23 @@ class Network:
                 self._param_ancestry[s] for s in node.inputs)
         self._kept_output_shape: tuple[int, ...] = ()
         self.node_timer: Callable[[str, str, float], None] | None = None
+        self._after_pool = self._activations_after_pool()
+
+    def _activations_after_pool(self) -> dict[str, str]:
+        """Max poolings, by id, mapped to the activation that feeds them and that runs after
+        them instead (see ``Op.commutes_with_max_pool``): values and gradients are the same,
+        the activation's work is the pooled size."""
+        consumers: dict[str, list[str]] = {node_id: [] for node_id in self.plan.nodes}
+        for node_id, node in self.plan.nodes.items():
+            for source in node.inputs:
+                consumers[source].append(node_id)
+        moved = {}
+        for node_id, node in self.plan.nodes.items():
+            users = consumers[node_id]
+            if (node.op.commutes_with_max_pool and node_id != self.plan.output
+                    and len(users) == 1 and self.plan.nodes[users[0]].op.is_max_pool):
+                moved[users[0]] = node_id
+        return moved
 
     @property
     def order(self) -> list[str]:
@@ -152,19 +169,24 @@ class Network:
         ctx = Context(train=train, rng=self.rng)
         values: dict[str, np.ndarray] = {}
         caches: dict[str, Any] = {}
-        timer = self.node_timer
         remaining_uses = self._consumer_counts()
+        moved = set(self._after_pool.values())
         for node_id, node in self.plan.nodes.items():
             xs = [given[node_id]] if node.op_name == "input" else [values[s] for s in node.inputs]
-            start = perf_counter() if timer else 0.0
-            out, cache = node.op.forward(xs, self._node_params[node_id],
-                                         self._node_buffers[node_id], ctx)
-            if timer:
-                timer(node_id, "forward", perf_counter() - start)
-            values[node_id] = out
-            if keep:
-                caches[node_id] = cache
+            activation = self._after_pool.get(node_id)
+            if node_id in moved:
+                # runs after the pooling it feeds: hand the pooling this node's input
+                out = xs[0]
             else:
+                out, cache = self._forward_node(node_id, xs, ctx)
+                if keep:
+                    caches[node_id] = cache
+            if activation is not None:
+                out, cache = self._forward_node(activation, [out], ctx)
+                if keep:
+                    caches[activation] = cache
+            values[node_id] = out
+            if not keep:
                 # free activations nobody needs any more: inference memory stays flat
                 for source in node.inputs:
                     remaining_uses[source] -= 1
@@ -175,6 +197,26 @@ class Network:
         # ops may leave outputs in another memory order (a convolution's is batch-innermost);
         # callers get ordinary C-ordered arrays
         return np.ascontiguousarray(values[self.plan.output])
+
+    def _forward_node(self, node_id: str, xs: list[np.ndarray], ctx: Context) -> tuple[Any, Any]:
+        start = perf_counter() if self.node_timer else 0.0
+        out = self.plan.nodes[node_id].op.forward(xs, self._node_params[node_id],
+                                                  self._node_buffers[node_id], ctx)
+        if self.node_timer:
+            self.node_timer(node_id, "forward", perf_counter() - start)
+        return out
+
+    def _backward_node(self, node_id: str, cache: Any, grad: np.ndarray,
+                       need_dx: bool) -> tuple[list[np.ndarray | None], dict[str, np.ndarray]]:
+        op = self.plan.nodes[node_id].op
+        start = perf_counter() if self.node_timer else 0.0
+        if need_dx or not hasattr(op, "param_grads"):
+            dxs, dparams = op.backward(cache, grad)
+        else:
+            dxs, dparams = [], op.param_grads(cache, grad)
+        if self.node_timer:
+            self.node_timer(node_id, "backward", perf_counter() - start)
+        return dxs, dparams
 
     def _consumer_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(self.plan.nodes, 0)
@@ -203,24 +245,27 @@ class Network:
         caches, self._caches = self._caches, None
         upstream: dict[str, np.ndarray] = {self.plan.output: dy.astype(self.dtype, copy=False)}
         input_grads: dict[str, np.ndarray] = {}
-        timer = self.node_timer
         wanted = None if need_input_grad else self._param_ancestry
+        moved = set(self._after_pool.values())
         for node_id in reversed(self.plan.order):
             node = self.plan.nodes[node_id]
             grad = upstream.pop(node_id, None)
             if grad is None:
                 continue
-            cache = caches.pop(node_id)
             sources_want = wanted is None or any(wanted[s] for s in node.inputs)
+            if node_id in moved:
+                # its backward ran with the pooling's; the gradient is for its input already
+                if sources_want:
+                    source = node.inputs[0]
+                    upstream[source] = grad if source not in upstream else upstream[source] + grad
+                continue
+            cache = caches.pop(node_id)
             if not sources_want and not node.param_specs:
                 continue
-            start = perf_counter() if timer else 0.0
-            if sources_want or not hasattr(node.op, "param_grads"):
-                dxs, dparams = node.op.backward(cache, grad)
-            else:
-                dxs, dparams = [], node.op.param_grads(cache, grad)
-            if timer:
-                timer(node_id, "backward", perf_counter() - start)
+            activation = self._after_pool.get(node_id)
+            if activation is not None:
+                grad = self._backward_node(activation, caches.pop(activation), grad, True)[0][0]
+            dxs, dparams = self._backward_node(node_id, cache, grad, sources_want)
             for name, value in dparams.items():
                 self.grads[f"{node_id}.{name}"] = value
             if node.op_name == "input":

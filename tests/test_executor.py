@@ -573,3 +573,21 @@ inputs = ["a", "b"]
     grads = net.backward(dy)
     grads["a"][0, 0] = 99.0
     assert grads["b"][0, 0] == 2.0 and dy[0, 0] == 2.0
+
+
+def test_inference_frees_activations_when_a_relu_runs_behind_its_pooling(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    net = netspec.compile("lenet5", dtype="float64")
+    outputs: dict[str, weakref.ref] = {}
+    alive: dict[str, set[str]] = {}  # the node outputs still in memory as each node starts
+    for node_id, node in net.plan.nodes.items():
+        def recording(xs, params, buffers, ctx, forward=node.op.forward, node_id=node_id):
+            alive[node_id] = {key for key, ref in outputs.items() if ref() is not None}
+            out, cache = forward(xs, params, buffers, ctx)
+            outputs[node_id] = weakref.ref(out)
+            return out, cache
+
+        monkeypatch.setattr(node.op, "forward", recording)
+    net.forward(np.random.default_rng(0).normal(size=(2, 1, 28, 28)))
+    assert alive["conv2"] == {"image", "relu1"}
+    assert alive["flatten"] == {"image", "relu2"}

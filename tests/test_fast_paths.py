@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from layer_harness import build_network
 
 import netspec.executor
 from netspec.executor import Network, compile
@@ -209,3 +210,97 @@ def test_a_pending_cache_survives_later_calls_on_the_same_shapes(case) -> None:
     np.testing.assert_array_equal(dxs[0], expected[1])
     for key, value in expected[2].items():
         np.testing.assert_array_equal(grads[key], value)
+
+
+ACTIVATION_THEN_POOL = """
+[nodes.image]
+op = "input"
+shape = [2, 6, 6]
+
+[nodes.conv]
+op = "conv2d"
+out_channels = 3
+kernel_size = 3
+padding = 1
+
+[nodes.act]
+op = "{activation}"
+
+[nodes.pool]
+op = "maxpool2d"
+kernel_size = {kernel}
+stride = {stride}
+padding = {padding}
+
+[nodes.flatten]
+op = "flatten"
+
+[nodes.fc]
+op = "linear"
+out_features = 4
+"""
+
+
+def _forward_order(net: Network, x: np.ndarray) -> list[str]:
+    order: list[str] = []
+    net.node_timer = lambda node_id, phase, seconds: order.append(node_id)
+    net.forward(x)
+    net.node_timer = None
+    return order
+
+
+def _tied_images(dtype: str) -> np.ndarray:
+    """Images whose convolution outputs tie often: whole windows of zeros after ReLU, equal
+    positive values, and windows with no positive value at all."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 2, 6, 6))
+    x[0] = 0.0
+    x[1, :, :3] = 1.0
+    x[2] = -np.abs(x[2])
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0)])
+def test_relu_moved_behind_max_pooling_gives_the_same_bits(
+        dtype: str, kernel: int, stride: int, padding: int) -> None:
+    spec = ACTIVATION_THEN_POOL.format(activation="relu", kernel=kernel, stride=stride,
+                                       padding=padding)
+    moved = build_network(spec, dtype=dtype)
+    assert _forward_order(moved, _tied_images(dtype)).index("act") > \
+        _forward_order(moved, _tied_images(dtype)).index("pool")
+    in_place = build_network(spec, dtype=dtype)
+    in_place._after_pool = {}  # the spec's own order: what moving the relu must not change
+    assert _forward_order(in_place, _tied_images(dtype)) == list(in_place.plan.order)
+    weight = moved.params["conv.weight"]
+    weight[:, :, 1, 1] = 0.0  # a centre tap of 0 and 1s elsewhere make equal outputs
+    weight[0] = 1.0
+    in_place.load_state(moved.state())
+    x = _tied_images(dtype)
+    dy = np.random.default_rng(4).normal(size=(4, 4)).astype(dtype)
+    results = []
+    for net in (moved, in_place):
+        y = net.forward(x, train=True)
+        dx = net.backward(dy)
+        results.append((y, dx, {key: value.copy() for key, value in net.grads.items()}))
+    (y_moved, dx_moved, grads_moved), (y_plain, dx_plain, grads_plain) = results
+    np.testing.assert_array_equal(y_moved, y_plain)
+    np.testing.assert_array_equal(dx_moved, dx_plain)
+    for key, value in grads_plain.items():
+        np.testing.assert_array_equal(grads_moved[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "sigmoid", "tanh"])
+def test_activations_that_can_tie_nonzero_gradients_stay_in_place(activation: str) -> None:
+    net = build_network(ACTIVATION_THEN_POOL.format(activation=activation, kernel=2, stride=2,
+                                                    padding=0))
+    assert _forward_order(net, _tied_images("float64")) == list(net.plan.order)
+
+
+def test_a_relu_read_by_another_node_too_stays_in_place() -> None:
+    spec = ACTIVATION_THEN_POOL.format(activation="relu", kernel=1, stride=1, padding=0)
+    spec = spec.replace('[nodes.flatten]\nop = "flatten"',
+                        '[nodes.skip]\nop = "add"\ninputs = ["pool", "act"]\n\n'
+                        '[nodes.flatten]\nop = "flatten"')
+    net = build_network(spec)
+    assert _forward_order(net, _tied_images("float64")) == list(net.plan.order)

@@ -32,6 +32,10 @@ class ReluParams(NodeParams):
 class Relu(_Elementwise):
     name = "relu"
     Params = ReluParams
+    # relu is non-decreasing, and the only ties it makes are at 0, where its gradient is 0
+    # whichever cell wins; leaky_relu, sigmoid and tanh can round distinct inputs to equal
+    # outputs with non-zero gradients, so they stay where the spec puts them
+    commutes_with_max_pool = True
 
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Array]:
         y = np.maximum(xs[0], 0)

@@ -93,6 +93,13 @@ class Op:
     Params: ClassVar[type[NodeParams]]
     min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int | None] = 1
+    # an element-wise op f that may run after a max pooling instead of before it:
+    # max(f(a), f(b)) == f(max(a, b)) exactly, and every input gradient is the same whichever
+    # of the window's tied cells the pooling sends it to. The executor then applies f to the
+    # pooled values only (a quarter of them under 2x2 pooling).
+    commutes_with_max_pool: ClassVar[bool] = False
+    # a max pooling, which such an op may be moved behind
+    is_max_pool: ClassVar[bool] = False
 
     def __init__(self, params: NodeParams):
         self.p: Any = params

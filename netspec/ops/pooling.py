@@ -113,6 +113,7 @@ class MaxPool2d(_WindowPool):
 
     name = "maxpool2d"
     Params = MaxPoolParams
+    is_max_pool = True
 
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, tuple]:
         workspace = self.workspace if ctx.train else None
