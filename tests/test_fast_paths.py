@@ -19,6 +19,7 @@ import netspec.executor
 from netspec.executor import Network, compile
 from netspec.ops import REGISTRY, Context, Op
 from netspec.ops.conv import Workspace
+from netspec.ops.regularization import channel_rows
 from netspec.spec import shipped_architectures
 
 SHIPPED = [path.stem for path in shipped_architectures()]
@@ -304,3 +305,33 @@ def test_a_relu_read_by_another_node_too_stays_in_place() -> None:
                         '[nodes.flatten]\nop = "flatten"')
     net = build_network(spec)
     assert _forward_order(net, _tied_images("float64")) == list(net.plan.order)
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("dy_layout", list(LAYOUTS))
+@pytest.mark.parametrize("x_layout", list(LAYOUTS))
+def test_batchnorm_gives_the_same_numbers_in_every_memory_layout(
+        x_layout: str, dy_layout: str, train: bool) -> None:
+    op = build_op("batchnorm", {})
+    rng = np.random.default_rng(2)
+    x, dy = rng.normal(2.0, 3.0, size=(4, 3, 5, 6)), rng.normal(size=(4, 3, 5, 6))
+    params = {"weight": rng.normal(size=3), "bias": rng.normal(size=3)}
+
+    def run(x_in: np.ndarray, dy_in: np.ndarray):
+        buffers = {"running_mean": np.full(3, 0.5), "running_var": np.full(3, 2.0)}
+        y, cache = op.forward([x_in], params, buffers, Context(train, np.random.default_rng(0)))
+        dxs, grads = op.backward(cache, dy_in)
+        return [y, dxs[0], *grads.values(), *buffers.values()]
+
+    reference = run(x, dy)
+    for got, want in zip(run(LAYOUTS[x_layout](x), LAYOUTS[dy_layout](dy)), reference):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_batchnorm_reads_a_convolution_output_in_place() -> None:
+    x = batch_last(np.random.default_rng(0).normal(size=(4, 3, 5, 6)))
+    rows, _ = channel_rows(x)
+    assert rows.shape == (3, 120) and np.shares_memory(rows, x)
+    flat = np.asfortranarray(np.ones((8, 5)))  # how a linear layer leaves its output
+    assert np.shares_memory(channel_rows(flat)[0], flat)

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from netspec.ops.base import Array, Context, Grads, NodeParams, Op, ParamSpec, register
+from netspec.ops.conv import memory_order
 from netspec.shapes import Shape, numel, require_rank
 
 
@@ -81,35 +82,69 @@ class BatchNorm(Op):
         self, xs: list[Array], params: dict[str, Array], buffers: dict[str, Array], ctx: Context
     ) -> tuple[Array, tuple]:
         x = xs[0]
-        axes = (0,) if x.ndim == 2 else (0, 2, 3)
-        view = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+        rows, order = channel_rows(x)
+        gamma, beta = params["weight"], params["bias"]
         if ctx.train:
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
-            count = x.size // x.shape[1]
+            count = rows.shape[1]
+            mean = rows.sum(axis=1) / count
+            centered = rows - mean[:, None]
+            var = np.einsum("ij,ij->i", centered, centered) / count
             momentum = self.p.momentum
             unbiased = var * (count / max(count - 1, 1))
             buffers["running_mean"] *= 1 - momentum
             buffers["running_mean"] += momentum * mean
             buffers["running_var"] *= 1 - momentum
             buffers["running_var"] += momentum * unbiased
+            inv_std = 1.0 / np.sqrt(var + self.p.eps)
+            y = centered * (gamma * inv_std)[:, None]
+            y += beta[:, None]
+            cache = (centered, None, inv_std, gamma, order)
         else:
-            mean, var = buffers["running_mean"], buffers["running_var"]
-        inv_std = 1.0 / np.sqrt(var + self.p.eps)
-        x_hat = (x - mean.reshape(view)) * inv_std.reshape(view)
-        y = x_hat * params["weight"].reshape(view) + params["bias"].reshape(view)
-        return y, (x_hat, inv_std, params["weight"], axes, view, ctx.train)
+            mean = buffers["running_mean"]
+            inv_std = 1.0 / np.sqrt(buffers["running_var"] + self.p.eps)
+            scale = gamma * inv_std
+            y = rows * scale[:, None]
+            y += (beta - mean * scale)[:, None]
+            cache = (rows, mean, inv_std, gamma, order)
+        return from_channel_rows(y, x.shape, order), cache
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
-        x_hat, inv_std, gamma, axes, view, train = cache
-        dgamma = (dy * x_hat).sum(axis=axes)
-        dbeta = dy.sum(axis=axes)
-        scale = (gamma * inv_std).reshape(view)
-        if train:
-            count = dy.size // dy.shape[1]
-            dx = scale * (
-                dy - (dbeta / count).reshape(view) - x_hat * (dgamma / count).reshape(view)
-            )
-        else:
-            dx = dy * scale
-        return [dx], {"weight": dgamma, "bias": dbeta}
+        inputs, running_mean, inv_std, gamma, order = cache
+        dy_rows = channel_rows(dy, order)[0]
+        dbeta = dy_rows.sum(axis=1)
+        if running_mean is not None:
+            # inference: the statistics are constants
+            x_hat = (inputs - running_mean[:, None]) * inv_std[:, None]
+            dgamma = np.einsum("ij,ij->i", dy_rows, x_hat)
+            dx = dy_rows * (gamma * inv_std)[:, None]
+            return [from_channel_rows(dx, dy.shape, order)], {"weight": dgamma, "bias": dbeta}
+        centered, count = inputs, inputs.shape[1]
+        dgamma = np.einsum("ij,ij->i", dy_rows, centered) * inv_std
+        # dx = gamma / std * (dy - mean(dy) - x_hat * mean(dy * x_hat)), x_hat = centered / std
+        dx = centered * (dgamma * inv_std / count)[:, None]
+        dx += (dbeta / count)[:, None]
+        np.subtract(dy_rows, dx, out=dx)
+        dx *= (gamma * inv_std)[:, None]
+        return [from_channel_rows(dx, dy.shape, order)], {"weight": dgamma, "bias": dbeta}
+
+
+def channel_rows(x: Array, order: Sequence[int] | None = None) -> tuple[Array, tuple[int, ...]]:
+    """``x`` as a C-contiguous (channels, rest) matrix, and the memory order of its axes.
+
+    Per-channel sums then run along contiguous rows, several times faster than reductions
+    over the other axes of an (N, C, H, W) view. No copy is made when channels are outermost
+    in ``x``'s memory, as in a convolution's batch-innermost output; ``order`` (default:
+    channels first, the rest as ``x`` lies) fixes the arrangement, so that a gradient is
+    laid out as its forward was.
+    """
+    if order is None:
+        order = (1, *(axis for axis in memory_order(x) if axis != 1))
+    order = tuple(order)
+    arranged = np.ascontiguousarray(x.transpose(order))
+    return arranged.reshape(x.shape[1], -1), order
+
+
+def from_channel_rows(rows: Array, shape: Shape, order: Sequence[int]) -> Array:
+    """The inverse of :func:`channel_rows`: an array of ``shape`` viewing ``rows``."""
+    return rows.reshape([shape[axis] for axis in order]).transpose(
+        sorted(range(len(order)), key=list(order).__getitem__))
