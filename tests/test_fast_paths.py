@@ -16,7 +16,6 @@ import pytest
 from layer_harness import build_network
 
 import netspec.executor
-import netspec.ops.conv
 from netspec.executor import Network, compile
 from netspec.ops import REGISTRY, Context, Op
 from netspec.ops.conv import Workspace
@@ -336,25 +335,3 @@ def test_batchnorm_reads_a_convolution_output_in_place() -> None:
     assert rows.shape == (3, 120) and np.shares_memory(rows, x)
     flat = np.asfortranarray(np.ones((8, 5)))  # how a linear layer leaves its output
     assert np.shares_memory(channel_rows(flat)[0], flat)
-
-
-@pytest.mark.parametrize("case", [c for c in CASES if c[0] == "conv2d"],
-                         ids=lambda c: f"{c[1]}{c[2]}")
-def test_row_lowered_and_full_window_gathers_agree(case, monkeypatch: pytest.MonkeyPatch) -> None:
-    # small weights take the row-lowered path, large ones full im2col: force each in turn
-    name, raw, shape = case
-    op = build_op(name, raw)
-    rng = np.random.default_rng(5)
-    x = batch_last(rng.normal(size=shape))
-    params = {key: rng.normal(size=spec.shape)
-              for key, spec in op.param_specs([shape[1:]]).items()}
-    dy = rng.normal(size=(shape[0], *op.output_shape([shape[1:]])))
-    results = []
-    for small_weight in (0, 10**9):
-        monkeypatch.setattr(netspec.ops.conv, "SMALL_WEIGHT", small_weight)
-        results.append(_run(op, x, params, batch_last, dy))
-    (y_full, dx_full, grads_full), (y_rows, dx_rows, grads_rows) = results
-    np.testing.assert_allclose(y_rows, y_full, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(dx_rows, dx_full, rtol=0, atol=1e-12)
-    for key, value in grads_full.items():
-        np.testing.assert_allclose(grads_rows[key], value, rtol=0, atol=1e-12, err_msg=key)

@@ -1,10 +1,16 @@
-"""2-D convolution (cross-correlation, as PyTorch) by im2col and one matrix product per pass.
+"""2-D convolution (cross-correlation, as PyTorch) by row-lowered im2col and matrix products.
 
 Arrays are indexed (N, C, H, W) as everywhere in netspec, but a convolution stores its output
 batch-innermost, (C, H, W, N) in memory: a transposed view of its (O, OH*OW*N) matrix
 product, so no copy is made. In that order every kernel offset's slice of a whole batch is
-made of long contiguous runs (OW*N values), so im2col and col2im copy in long runs, and
+made of long contiguous runs (OW*N values), so window copies and col2im move long runs, and
 pooling runs along the batch. Consumers see ordinary (N, C, H, W) arrays.
+
+The windows are gathered lowered along the width only (:func:`_gather_rows`): each output
+row's window matrix is a block of rows of that array, overlapping the next row's, so the
+forward and weight-gradient products run one per output row on KH times fewer copied values
+than full im2col. Measured against full im2col with one product: LeNet-5's step 0.3 ms
+faster, resnet_mini's convolutions 1.4-1.8x faster forward.
 """
 
 from __future__ import annotations
@@ -148,31 +154,13 @@ def window_slab(x: Array, offset: tuple[int, int], out_hw: tuple[int, int],
              j : j + stride_w * (out_w - 1) + 1 : stride_w]
 
 
-def _gather(padded: Array, kernel: tuple[int, int], stride: tuple[int, int],
-            out_hw: tuple[int, int], ones: bool, workspace: Workspace | None) -> Array:
-    """im2col: the (K, OH*OW*N) window matrix, K ordered (c, kh, kw) as PyTorch's weight and
-    positions batch-innermost. ``ones`` appends a row of ones, so that one matrix product
-    adds the bias and another sums its gradient."""
-    n, c = padded.shape[:2]
-    (kernel_h, kernel_w), (stride_h, stride_w), (out_h, out_w) = kernel, stride, out_hw
-    width = c * kernel_h * kernel_w
-    cols = empty((width + ones, out_h * out_w * n), padded.dtype, workspace)
-    target = cols[:width].reshape(c, kernel_h, kernel_w, out_h, out_w, n)
-    sn, sc, sy, sx = padded.strides
-    strides = (sc, sy, sx, stride_h * sy, stride_w * sx, sn)
-    np.copyto(target, as_strided(padded, target.shape, strides, writeable=False))
-    if ones:
-        cols[width] = 1
-    return cols
-
-
 def _gather_rows(padded: Array, kernel: tuple[int, int], stride: tuple[int, int],
                  out_hw: tuple[int, int], workspace: Workspace | None) -> Array:
     """im2col lowered along the width only: ``L[h, c, j, ow, n] = padded[n, c, h, ow*sw + j]``.
 
     For output row ``oh`` the (KH*C*KW, OW*N) window matrix is the block of L's rows that
-    starts at input row ``oh*sh``: consecutive blocks overlap, so L holds about KH times fewer
-    values than full im2col (:func:`_row_windows` views the blocks).
+    starts at input row ``oh*sh``: consecutive blocks overlap, so L holds about KH/SH times
+    fewer values than full im2col (:func:`_row_windows` views the blocks).
     """
     n, c = padded.shape[:2]
     (kernel_h, kernel_w), (stride_h, stride_w), (out_h, out_w) = kernel, stride, out_hw
@@ -218,17 +206,6 @@ def _scatter(dcols: Array, padded_shape: Shape, kernel: tuple[int, int],
                j : j + stride_w * (out_w - 1) + 1 : stride_w] += windows[:, i, j]
     pad_h, pad_w = padding
     return dx[:, pad_h : padded_h - pad_h, pad_w : padded_w - pad_w].transpose(3, 0, 1, 2)
-
-
-# below this many weights (K*O: a first layer's), OpenBLAS runs a long, thin matrix product
-# 1.2-2.4x faster as one product per output row than as one product; the windows are then
-# gathered row-lowered (_gather_rows), 2x faster again for a LeNet's first layer
-SMALL_WEIGHT = 2048
-
-
-def _by_output_row(weight_size: int, out_h: int) -> bool:
-    """Whether a convolution runs one matrix product per output row."""
-    return weight_size < SMALL_WEIGHT and out_h > 1
 
 
 @register
@@ -278,19 +255,12 @@ class Conv2d(Op):
         padded = pad_hw(x, padding, order=BATCH_LAST, workspace=workspace)
         dtype = np.result_type(weight, padded)
         y = empty((out_c, n * out_hw[0] * out_hw[1]), dtype, workspace)
-        if _by_output_row(weight.size, out_hw[0]):
-            cols = _gather_rows(padded, kernel, stride, out_hw, workspace)
-            windows = _row_windows(cols, kernel[0], stride[0], out_hw[0])
-            np.matmul(_lowered_weight(weight), windows,
-                      out=y.reshape(out_c, out_hw[0], -1).transpose(1, 0, 2))
-            if self.p.bias:
-                y += params["bias"][:, None]
-        else:
-            cols = _gather(padded, kernel, stride, out_hw, self.p.bias, workspace)
-            wmat = weight.reshape(out_c, -1)
-            if self.p.bias:
-                wmat = np.concatenate([wmat, params["bias"][:, None]], axis=1)
-            np.matmul(wmat, cols, out=y)
+        cols = _gather_rows(padded, kernel, stride, out_hw, workspace)
+        windows = _row_windows(cols, kernel[0], stride[0], out_hw[0])
+        np.matmul(_lowered_weight(weight), windows,
+                  out=y.reshape(out_c, out_hw[0], -1).transpose(1, 0, 2))
+        if self.p.bias:
+            y += params["bias"][:, None]
         out = y.reshape(out_c, *out_hw, n).transpose(3, 0, 1, 2)
         return out, (cols, weight, (n, x.shape[1], *padded_hw), workspace)
 
@@ -308,21 +278,14 @@ class Conv2d(Op):
         out_c = weight.shape[0]
         dy_t = in_order(dy, BATCH_LAST, workspace).transpose(1, 2, 3, 0).reshape(out_c, -1)
         out_h = dy.shape[2]
-        if cols.ndim == 5:
-            # row-lowered windows: one product per output row, summed
-            windows = _row_windows(cols, kernel[0], stride[0], out_h)
-            by_row = np.matmul(windows, dy_t.reshape(out_c, out_h, -1).transpose(1, 2, 0))
-            lowered = by_row.sum(axis=0).T.reshape(out_c, kernel[0], -1, kernel[1])
-            grads = {"weight": np.ascontiguousarray(lowered.transpose(0, 2, 1, 3))}
-            if self.p.bias:
-                grads["bias"] = dy_t.sum(axis=1)
-        else:
-            # with a bias, its gradient is the last column (the product with the row of ones)
-            dmatrix = (cols @ dy_t.T).T
-            width = weight[0].size
-            grads = {"weight": np.ascontiguousarray(dmatrix[:, :width]).reshape(weight.shape)}
-            if self.p.bias:
-                grads["bias"] = dmatrix[:, width].copy()
+        # one product per output row, summed; reading the windows in their stored order is
+        # 1.1-2x faster than transposing them
+        windows = _row_windows(cols, kernel[0], stride[0], out_h)
+        by_row = np.matmul(windows, dy_t.reshape(out_c, out_h, -1).transpose(1, 2, 0))
+        lowered = by_row.sum(axis=0).T.reshape(out_c, kernel[0], -1, kernel[1])
+        grads = {"weight": np.ascontiguousarray(lowered.transpose(0, 2, 1, 3))}
+        if self.p.bias:
+            grads["bias"] = dy_t.sum(axis=1)
         if not need_dx:
             return None, grads
         wmat = weight.reshape(out_c, -1).T
