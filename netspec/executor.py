@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from netspec.budget import estimate_memory
+from netspec.budget import inference_chunk
 from netspec.compiler import Plan, compile_plan
 from netspec.errors import NetspecError
 from netspec.initializers import initialise
@@ -18,9 +18,6 @@ from netspec.shapes import format_shape
 from netspec.spec import Spec
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
-# inference splits a large batch so that each part's activations and scratch arrays fit in
-# about this much memory: measured 1.5-2x faster than one pass for the LeNets at batch 1000
-INFERENCE_CHUNK_BYTES = 12 * 2**20
 
 
 class Network:
@@ -54,9 +51,7 @@ class Network:
             for node_id, node in plan.nodes.items()
         }
         self._caches: dict[str, Any] | None = None
-        working_set = estimate_memory(plan, 1, training=False, dtype=dtype, available=0)
-        self._inference_chunk = max(1, INFERENCE_CHUNK_BYTES // max(
-            1, working_set.per_sample_bytes + working_set.workspace_bytes))
+        self._inference_chunk = inference_chunk(plan, dtype)
         # whether a node or anything upstream of it has parameters: without an input
         # gradient, backward stops where this is False
         self._param_ancestry: dict[str, bool] = {}

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from layer_harness import build_network
 
+import netspec.budget
 import netspec.executor
 from netspec.executor import Network, compile
 from netspec.ops import REGISTRY, Context, Op
@@ -157,7 +158,7 @@ def test_the_first_convolution_computes_no_input_gradient_when_none_is_needed(
 def test_large_inference_batches_run_in_chunks_with_the_same_values(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # a tiny chunk budget forces chunking at a test-sized batch
-    monkeypatch.setattr(netspec.executor, "INFERENCE_CHUNK_BYTES", 1)
+    monkeypatch.setattr(netspec.budget, "INFERENCE_CHUNK_BYTES", 1)
     net = compile(name, seed=0, dtype="float64")
     calls = []
     op = net.plan.nodes[net.plan.output].op
