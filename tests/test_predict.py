@@ -103,6 +103,9 @@ BAD = {
                                            .reshape(28, 28)), r"not a readable \.npy array"),
     "garbage .npy": (lambda d: write_bytes(d / "a.npy", b"\x93NUMPY garbage"),
                      r"not a readable \.npy array"),
+    # np.load would call this a pickle and advise loading it unsafely
+    "a text file named .npy": (lambda d: write_bytes(d / "a.npy", b"1 2 3\n"),
+                               r"not a \.npy file \(no NumPy header\)"),
     "garbage .png": (lambda d: (pytest.importorskip("PIL"),
                                 write_bytes(d / "a.png", b"\x89PNG not really"))[1],
                      r"not a readable image"),

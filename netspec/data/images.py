@@ -29,8 +29,16 @@ def load_digit_images(paths: Sequence[str | Path]) -> np.ndarray:
     return np.stack([_mnist_polarity(image) for image in images])
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _read_npy(path: Path) -> list[np.ndarray]:
     try:
+        # np.load takes anything else for a pickle and advises loading it unsafely
+        with open(path, "rb") as handle:
+            if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise DataError(f"{path}: not a .npy file (no NumPy header); save the image "
+                                f"with numpy.save, or as a .png")
         array = np.load(path, allow_pickle=False)
     # MemoryError: a .npy header may claim any shape; numpy allocates before reading
     except (OSError, ValueError, EOFError, MemoryError) as exc:
