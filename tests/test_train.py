@@ -345,8 +345,9 @@ def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path, setup, message):
 @pytest.mark.parametrize(("damage", "error", "message"), [
     (lambda d: (d / "config.json").write_text("{not json"), NetspecError,
      r"config.json is corrupt"),
+    # one line naming the setting, not pydantic's multi-line report
     (lambda d: (d / "config.json").write_text('{"config": {"epochs": 0}}'), NetspecError,
-     r"config.json is corrupt"),
+     r"config.json is corrupt: \[train\] epochs: Input should be greater than 0 \(got 0\)$"),
     (lambda d: (d / "last.npz").write_bytes(b"PK\x03\x04 truncated"), WeightsError,
      r"last.npz: not a netspec weights file"),
 ])

@@ -30,7 +30,7 @@ from netspec.budget import check_memory
 from netspec.compiler import compile_plan
 from netspec.data import MnistData, load_mnist, normalisation_stats, split_train_validation
 from netspec.data.batches import augment_batch
-from netspec.errors import NetspecError, TrainingError, WeightsError
+from netspec.errors import NetspecError, SpecError, TrainingError, WeightsError
 from netspec.executor import Network
 from netspec.losses import softmax_cross_entropy
 from netspec.spec import load_spec, parse_spec, resolve_spec_path
@@ -371,7 +371,10 @@ def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
             raise NetspecError(f"{run_dir} is not a resumable run: {name} is missing")
     try:
         saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        config = TrainConfig.model_validate(saved["config"])
+        config = parse_train_config(saved["config"], file=None, locate=lambda _: None)
+    except SpecError as exc:
+        problems = "; ".join(d.message for d in exc.diagnostics)
+        raise NetspecError(f"{run_dir / 'config.json'} is corrupt: {problems}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise NetspecError(f"{run_dir / 'config.json'} is corrupt: {exc}") from None
     spec_dir = Path(saved["spec_dir"]) if saved.get("spec_dir") else run_dir
