@@ -255,14 +255,14 @@ class Conv2d(Op):
         padded = pad_hw(x, padding, order=BATCH_LAST, workspace=workspace)
         dtype = np.result_type(weight, padded)
         y = empty((out_c, n * out_hw[0] * out_hw[1]), dtype, workspace)
-        cols = _gather_rows(padded, kernel, stride, out_hw, workspace)
-        windows = _row_windows(cols, kernel[0], stride[0], out_hw[0])
+        lowered = _gather_rows(padded, kernel, stride, out_hw, workspace)
+        windows = _row_windows(lowered, kernel[0], stride[0], out_hw[0])
         np.matmul(_lowered_weight(weight), windows,
                   out=y.reshape(out_c, out_hw[0], -1).transpose(1, 0, 2))
         if self.p.bias:
             y += params["bias"][:, None]
         out = y.reshape(out_c, *out_hw, n).transpose(3, 0, 1, 2)
-        return out, (cols, weight, (n, x.shape[1], *padded_hw), workspace)
+        return out, (lowered, weight, (n, x.shape[1], *padded_hw), workspace)
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
         dx, grads = self._backward(cache, dy, need_dx=True)
@@ -274,16 +274,17 @@ class Conv2d(Op):
 
     def _backward(self, cache: tuple, dy: Array, need_dx: bool) -> tuple[Array | None, Grads]:
         kernel, stride, padding = self.geometry
-        cols, weight, padded_shape, workspace = cache
+        lowered, weight, padded_shape, workspace = cache
         out_c = weight.shape[0]
         dy_t = in_order(dy, BATCH_LAST, workspace).transpose(1, 2, 3, 0).reshape(out_c, -1)
         out_h = dy.shape[2]
         # one product per output row, summed; reading the windows in their stored order is
         # 1.1-2x faster than transposing them
-        windows = _row_windows(cols, kernel[0], stride[0], out_h)
+        windows = _row_windows(lowered, kernel[0], stride[0], out_h)
         by_row = np.matmul(windows, dy_t.reshape(out_c, out_h, -1).transpose(1, 2, 0))
-        lowered = by_row.sum(axis=0).T.reshape(out_c, kernel[0], -1, kernel[1])
-        grads = {"weight": np.ascontiguousarray(lowered.transpose(0, 2, 1, 3))}
+        # (O, KH*C*KW) in the windows' (kh, c, kw) order, back to PyTorch's (O, C, KH, KW)
+        dweight = by_row.sum(axis=0).T.reshape(out_c, kernel[0], -1, kernel[1])
+        grads = {"weight": np.ascontiguousarray(dweight.transpose(0, 2, 1, 3))}
         if self.p.bias:
             grads["bias"] = dy_t.sum(axis=1)
         if not need_dx:
