@@ -69,6 +69,19 @@ def test_load_digit_images(tmp_path, case):
     np.testing.assert_array_equal(images, expected)
 
 
+@pytest.mark.parametrize("ink", [0, 255], ids=["dark ink", "light ink"])
+def test_a_digit_drawn_on_a_transparent_background_is_seen(tmp_path, ink):
+    # dropping the alpha channel alone made every such picture one flat colour
+    image = pytest.importorskip("PIL.Image")
+    rgba = np.zeros((28, 28, 4), dtype=np.uint8)
+    rgba[..., :3] = ink
+    rgba[..., 3] = IMAGE  # opaque where the digit is
+    path = tmp_path / "transparent.png"
+    image.fromarray(rgba, "RGBA").save(path, format="PNG")
+    loaded = load_digit_images([path])[0].astype(int)
+    assert np.abs(loaded - IMAGE).max() <= 1  # compositing rounds
+
+
 def test_a_large_png_is_resized_to_28_pixels(tmp_path):
     big = np.kron(IMAGE, np.ones((4, 4), dtype=np.uint8))
     images = load_digit_images([save_png(tmp_path / "big.png", big)])

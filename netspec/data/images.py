@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,12 +67,27 @@ def _read_picture(path: Path) -> list[np.ndarray]:
                         f"(or save the image as a 28x28 .npy)") from None
     try:
         with Image.open(path) as picture:
+            if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+                picture = _on_contrasting_background(picture)
             grey = picture.convert("L")
             if grey.size != (SIDE, SIDE):
                 grey = grey.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
             return [np.asarray(grey, dtype=np.uint8)]
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
         raise DataError(f"{path}: not a readable image: {exc}") from None
+
+
+def _on_contrasting_background(picture: Any) -> Any:
+    """A Pillow ``picture`` flattened onto white where its drawn (opaque) pixels are dark, onto
+    black where they are light: dropping the alpha channel alone turns a dark digit on a
+    transparent background into a black square."""
+    from PIL import Image
+
+    rgba = picture.convert("RGBA")
+    opaque = np.asarray(rgba)[..., 3] > 127
+    drawn = np.asarray(rgba.convert("L"))[opaque]
+    colour = (0, 0, 0, 255) if drawn.size and drawn.mean() > 127 else (255, 255, 255, 255)
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, colour), rgba)
 
 
 def _mnist_polarity(image: np.ndarray) -> np.ndarray:
