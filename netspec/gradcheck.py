@@ -13,7 +13,7 @@ FLOOR_FRACTION of the RMS of all the gradients checked: a gradient that is zero 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,11 +51,13 @@ def relative_error(analytic: float, numeric: float, floor: float = 1e-8) -> floa
     return abs(analytic - numeric) / max(abs(analytic), abs(numeric), floor)
 
 
-def check_network(net: Network, x: np.ndarray, *, samples: int = 20, seed: int = 0,
-                  step: float = STEP, train: bool = True,
+def check_network(net: Network, x: np.ndarray | Mapping[str, np.ndarray], *, samples: int = 20,
+                  seed: int = 0, step: float = STEP, train: bool = True,
                   backward_override: Callable[[Network, np.ndarray], np.ndarray] | None = None,
                   ) -> list[TensorCheck]:
-    """Check the gradients of every parameter tensor and of the input.
+    """Check the gradients of every parameter tensor and of every input.
+
+    ``x`` is the batch, or a dict of batches by input id for a network with several inputs.
 
     Up to ``samples`` entries per tensor are checked (all of them in small tensors). The
     network must be float64. Dropout masks repeat exactly: its generator is re-seeded before
@@ -64,15 +66,19 @@ def check_network(net: Network, x: np.ndarray, *, samples: int = 20, seed: int =
     if net.dtype != np.float64:
         raise ValueError("gradient checking needs a float64 network (dtype='float64')")
     rng = np.random.default_rng(seed)
-    x = np.asarray(x, dtype=np.float64).copy()
-    projection = rng.normal(size=(x.shape[0], *net.output_shape))
+    given = x if isinstance(x, Mapping) else {net.plan.inputs[0]: x}
+    # copies, perturbed in place below; a single input is passed to the network as given
+    inputs = {key: np.asarray(value, dtype=np.float64).copy() for key, value in given.items()}
+    feed = inputs if isinstance(x, Mapping) else inputs[net.plan.inputs[0]]
+    batch = len(next(iter(inputs.values())))
+    projection = rng.normal(size=(batch, *net.output_shape))
     dropout_state = net.rng.bit_generator.state
     # training-mode passes move batchnorm's running statistics: put them back afterwards
     buffers = {key: value.copy() for key, value in net.buffers.items()}
 
     def output() -> np.ndarray:
         net.rng.bit_generator.state = dropout_state
-        return net.forward(x, train=train, keep=False).copy()
+        return net.forward(feed, train=train, keep=False).copy()
 
     def slope(later: np.ndarray, earlier: np.ndarray, width: float) -> float:
         # differencing outputs before projecting keeps untouched elements out of the rounding
@@ -97,15 +103,17 @@ def check_network(net: Network, x: np.ndarray, *, samples: int = 20, seed: int =
         return None if max(abs(wider_gap), abs(bend)) > allowed else numeric
 
     net.rng.bit_generator.state = dropout_state
-    net.forward(x, train=train, keep=True)
+    net.forward(feed, train=train, keep=True)
     if backward_override is not None:
         dx = backward_override(net, projection)
     else:
         dx = net.backward(projection)
+    input_grads = dx if isinstance(dx, Mapping) else {net.plan.inputs[0]: dx}
     analytic = {key: net.grads[key].copy() for key in net.trainable}
     tensors = {key: net.params[key] for key in net.trainable}
-    tensors[f"input:{net.plan.inputs[0]}"] = x
-    analytic[f"input:{net.plan.inputs[0]}"] = np.asarray(dx)
+    for key, value in inputs.items():
+        tensors[f"input:{key}"] = value
+        analytic[f"input:{key}"] = np.asarray(input_grads[key])
     everything = np.concatenate([grad.reshape(-1) for grad in analytic.values()])
     floor = max(FLOOR_FRACTION * float(np.sqrt(np.mean(everything**2))), 1e-300)
     centre = output()

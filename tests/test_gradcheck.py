@@ -133,3 +133,65 @@ def test_cli_exits_1_on_sabotage(monkeypatch: pytest.MonkeyPatch,
     assert all(rows[f"{layer}.weight"].endswith("FAIL") for layer in ("fc1", "fc2", "fc3"))
     assert rows["fc1.bias"].endswith("ok")
     assert "FAILED for fc1.weight, fc2.weight, fc3.weight" in out
+
+
+TWO_INPUTS = """
+[nodes.a]
+op = "input"
+shape = [3]
+
+[nodes.b]
+op = "input"
+shape = [2, 4, 4]
+
+[nodes.fa]
+op = "linear"
+inputs = "a"
+out_features = 4
+
+[nodes.pb]
+op = "conv2d"
+inputs = "b"
+out_channels = 1
+kernel_size = 3
+
+[nodes.flat]
+op = "flatten"
+
+[nodes.joined]
+op = "concat"
+inputs = ["fa", "flat"]
+
+[nodes.act]
+op = "tanh"
+
+[nodes.out]
+op = "linear"
+out_features = 2
+"""
+
+
+def test_every_input_of_a_multi_input_network_is_checked(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    net = build_network(TWO_INPUTS)
+    rng = np.random.default_rng(0)
+    x = {key: rng.normal(size=(2, *net.shapes[key])) for key in net.plan.inputs}
+    results = {r.name: r for r in check_network(net, x, samples=4)}
+    assert {"input:a", "input:b"} <= results.keys()
+    assert all(r.passed and r.checked > 0 for r in results.values())
+    spec = tmp_path / "two.toml"
+    spec.write_text(TWO_INPUTS)
+    assert main(["gradcheck", str(spec), "--samples", "2", "--batch", "2"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert rows["input:a"].endswith("ok") and rows["input:b"].endswith("ok")
+    # and a wrong input gradient is caught on the input it belongs to
+    first_layer = net.plan.nodes["fa"].op
+
+    def scaled_input_grad(cache, dy):
+        dxs, grads = GENUINE_LINEAR_BACKWARD(first_layer, cache, dy)
+        return [dxs[0] * 1.001], grads
+
+    monkeypatch.setattr(first_layer, "backward", scaled_input_grad)
+    failed = {r.name for r in check_network(net, x, samples=4) if not r.passed}
+    assert failed == {"input:a"}

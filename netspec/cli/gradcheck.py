@@ -45,7 +45,7 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 def run_gradcheck(args: argparse.Namespace) -> int:
     net = compile(args.spec, seed=args.seed, dtype="float64")
     rng = np.random.default_rng(args.seed)
-    x = rng.normal(size=(args.batch, *net.shapes[net.plan.inputs[0]]))
+    x = {key: rng.normal(size=(args.batch, *net.shapes[key])) for key in net.plan.inputs}
     results = check_network(net, x, samples=args.samples, seed=args.seed)
     rows = [[r.name, str(r.shape), r.checked, r.skipped_kinks,
              f"{r.worst_relative_error:.2e}", "ok" if r.passed else "FAIL"] for r in results]
