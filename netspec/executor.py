@@ -60,19 +60,20 @@ class Network:
                 self._param_ancestry[s] for s in node.inputs)
         self._kept_output_shape: tuple[int, ...] = ()
         self.node_timer: Callable[[str, str, float], None] | None = None
+        # every node's consumers, once per input they take it as
+        self._consumers: dict[str, list[str]] = {node_id: [] for node_id in plan.nodes}
+        for node_id, node in plan.nodes.items():
+            for source in node.inputs:
+                self._consumers[source].append(node_id)
         self._after_pool = self._activations_after_pool()
 
     def _activations_after_pool(self) -> dict[str, str]:
         """Max poolings, by id, mapped to the activation that feeds them and that runs after
         them instead (see ``Op.commutes_with_max_pool``): values and gradients are the same,
         the activation's work is the pooled size."""
-        consumers: dict[str, list[str]] = {node_id: [] for node_id in self.plan.nodes}
-        for node_id, node in self.plan.nodes.items():
-            for source in node.inputs:
-                consumers[source].append(node_id)
         moved = {}
         for node_id, node in self.plan.nodes.items():
-            users = consumers[node_id]
+            users = self._consumers[node_id]
             if (node.op.commutes_with_max_pool and node_id != self.plan.output
                     and len(users) == 1 and self.plan.nodes[users[0]].op.is_max_pool):
                 moved[users[0]] = node_id
@@ -164,7 +165,7 @@ class Network:
         ctx = Context(train=train, rng=self.rng)
         values: dict[str, np.ndarray] = {}
         caches: dict[str, Any] = {}
-        remaining_uses = self._consumer_counts()
+        remaining_uses = {node_id: len(users) for node_id, users in self._consumers.items()}
         moved = set(self._after_pool.values())
         for node_id, node in self.plan.nodes.items():
             xs = [given[node_id]] if node.op_name == "input" else [values[s] for s in node.inputs]
@@ -212,13 +213,6 @@ class Network:
         if self.node_timer:
             self.node_timer(node_id, "backward", perf_counter() - start)
         return dxs, dparams
-
-    def _consumer_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(self.plan.nodes, 0)
-        for node in self.plan.nodes.values():
-            for source in node.inputs:
-                counts[source] += 1
-        return counts
 
     def backward(self, dy: np.ndarray,
                  need_input_grad: bool = True) -> np.ndarray | dict[str, np.ndarray] | None:
