@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from netspec.ops.base import Array, Context, Grads, NodeParams, Op, ParamSpec, register
-from netspec.ops.conv import memory_order
+from netspec.ops.conv import memory_order, row_sums
 from netspec.shapes import Shape, numel, require_rank
 
 
@@ -86,7 +86,7 @@ class BatchNorm(Op):
         gamma, beta = params["weight"], params["bias"]
         if ctx.train:
             count = rows.shape[1]
-            mean = rows.sum(axis=1) / count
+            mean = row_sums(rows) / count
             centered = rows - mean[:, None]
             var = np.einsum("ij,ij->i", centered, centered) / count
             momentum = self.p.momentum
@@ -111,7 +111,7 @@ class BatchNorm(Op):
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
         inputs, running_mean, inv_std, gamma, order = cache
         dy_rows = channel_rows(dy, order)[0]
-        dbeta = dy_rows.sum(axis=1)
+        dbeta = row_sums(dy_rows)
         if running_mean is not None:
             # inference: the statistics are constants
             x_hat = (inputs - running_mean[:, None]) * inv_std[:, None]
