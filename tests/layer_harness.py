@@ -546,3 +546,39 @@ def network_fd_gradients(net: netspec.Network, x: Array | dict[str, Array],
         grads[key] = grad.reshape(tensor.shape)
     net.rng.bit_generator.state = rng_state
     return grads
+
+
+# a network with two inputs of different ranks, joined by a concat
+TWO_INPUTS = """
+[nodes.a]
+op = "input"
+shape = [3]
+
+[nodes.b]
+op = "input"
+shape = [2, 4, 4]
+
+[nodes.fa]
+op = "linear"
+inputs = "a"
+out_features = 5
+
+[nodes.pb]
+op = "avgpool2d"
+inputs = "b"
+kernel_size = 2
+
+[nodes.flat]
+op = "flatten"
+
+[nodes.joined]
+op = "concat"
+inputs = ["fa", "flat"]
+
+[nodes.act]
+op = "sigmoid"
+
+[nodes.out]
+op = "linear"
+out_features = 2
+"""

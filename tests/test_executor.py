@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from layer_harness import build_network, network_fd_gradients
+from layer_harness import TWO_INPUTS, build_network, network_fd_gradients
 
 import netspec
 from netspec import NetspecError, SpecError
@@ -48,40 +48,6 @@ inputs = ["twice", "act", "twice"]
 [nodes.out]
 op = "linear"
 out_features = 3
-"""
-
-TWO_INPUTS = """
-[nodes.a]
-op = "input"
-shape = [3]
-
-[nodes.b]
-op = "input"
-shape = [2, 4, 4]
-
-[nodes.fa]
-op = "linear"
-inputs = "a"
-out_features = 5
-
-[nodes.pb]
-op = "avgpool2d"
-inputs = "b"
-kernel_size = 2
-
-[nodes.flat]
-op = "flatten"
-
-[nodes.joined]
-op = "concat"
-inputs = ["fa", "flat"]
-
-[nodes.act]
-op = "sigmoid"
-
-[nodes.out]
-op = "linear"
-out_features = 2
 """
 
 STOCHASTIC = """

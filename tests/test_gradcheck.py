@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from layer_harness import build_network
+from layer_harness import TWO_INPUTS, build_network
 
 import netspec
 from netspec.cli import main
@@ -133,42 +133,6 @@ def test_cli_exits_1_on_sabotage(monkeypatch: pytest.MonkeyPatch,
     assert all(rows[f"{layer}.weight"].endswith("FAIL") for layer in ("fc1", "fc2", "fc3"))
     assert rows["fc1.bias"].endswith("ok")
     assert "FAILED for fc1.weight, fc2.weight, fc3.weight" in out
-
-
-TWO_INPUTS = """
-[nodes.a]
-op = "input"
-shape = [3]
-
-[nodes.b]
-op = "input"
-shape = [2, 4, 4]
-
-[nodes.fa]
-op = "linear"
-inputs = "a"
-out_features = 4
-
-[nodes.pb]
-op = "conv2d"
-inputs = "b"
-out_channels = 1
-kernel_size = 3
-
-[nodes.flat]
-op = "flatten"
-
-[nodes.joined]
-op = "concat"
-inputs = ["fa", "flat"]
-
-[nodes.act]
-op = "tanh"
-
-[nodes.out]
-op = "linear"
-out_features = 2
-"""
 
 
 def test_every_input_of_a_multi_input_network_is_checked(tmp_path: Path,
