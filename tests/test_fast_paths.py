@@ -17,6 +17,7 @@ from layer_harness import build_network
 
 import netspec.budget
 import netspec.executor
+import netspec.ops.conv
 from netspec.executor import Network, compile
 from netspec.ops import REGISTRY, Context, Op
 from netspec.ops.conv import Workspace
@@ -336,3 +337,28 @@ def test_batchnorm_reads_a_convolution_output_in_place() -> None:
     assert rows.shape == (3, 120) and np.shares_memory(rows, x)
     flat = np.asfortranarray(np.ones((8, 5)))  # how a linear layer leaves its output
     assert np.shares_memory(channel_rows(flat)[0], flat)
+
+
+@pytest.mark.parametrize(("params", "shape"), [
+    ({"out_channels": 4, "kernel_size": 3, "padding": 1}, (2, 4, 6, 5)),
+    ({"out_channels": 2, "kernel_size": [3, 5], "padding": [1, 2]}, (2, 3, 4, 6)),
+    ({"out_channels": 2, "kernel_size": 3, "padding": 2}, (1, 3, 4, 4)),
+    ({"out_channels": 3, "kernel_size": 1}, (2, 5, 4, 3)),
+])
+def test_input_gradient_by_convolution_equals_col2im(params, shape,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    op = build_op("conv2d", params)
+    rng = np.random.default_rng(6)
+    x = batch_last(rng.normal(size=shape))
+    weights = {key: rng.normal(size=spec.shape)
+               for key, spec in op.param_specs([shape[1:]]).items()}
+    dy = rng.normal(size=(shape[0], *op.output_shape([shape[1:]])))
+    assert netspec.ops.conv._input_gradient_by_convolution(
+        weights["weight"].shape, (shape[0], shape[1], shape[2] + 2 * op.geometry[2][0],
+                                  shape[3] + 2 * op.geometry[2][1]),
+        dy.shape, op.geometry[1], op.geometry[2])
+    by_convolution = _run(op, x, weights, batch_last, dy)[1]
+    monkeypatch.setattr(netspec.ops.conv, "_input_gradient_by_convolution",
+                        lambda *args: False)
+    by_col2im = _run(op, x, weights, batch_last, dy)[1]
+    np.testing.assert_allclose(by_convolution, by_col2im, rtol=0, atol=1e-12)

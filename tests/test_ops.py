@@ -39,6 +39,11 @@ CASES = [
            channels_last=True),
     OpCase("conv2d", {"out_channels": 2, "kernel_size": [2, 3], "stride": [1, 2]},
            ((2, 3, 5, 7),), channels_last=True),
+    # same-size and larger outputs with no more channels: dx as a convolution of dy
+    OpCase("conv2d", {"out_channels": 2, "kernel_size": [3, 5], "padding": [1, 2]},
+           ((2, 3, 4, 6),), seed=2),
+    OpCase("conv2d", {"out_channels": 1, "kernel_size": 3, "padding": 2, "bias": False},
+           ((1, 2, 3, 4),)),
     # maxpool2d
     OpCase("maxpool2d", {"kernel_size": 2}, ((2, 3, 6, 6),)),
     OpCase("maxpool2d", {"kernel_size": 2}, ((2, 2, 7, 5),)),

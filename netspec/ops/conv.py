@@ -214,6 +214,38 @@ def _scatter(dcols: Array, padded_shape: Shape, kernel: tuple[int, int],
     return dx[:, pad_h : padded_h - pad_h, pad_w : padded_w - pad_w].transpose(3, 0, 1, 2)
 
 
+def _convolve(x: Array, weight: Array, kernel: tuple[int, int], stride: tuple[int, int],
+              padding: tuple[int, int], workspace: Workspace | None) -> tuple[Array, Array]:
+    """The convolution of ``x`` with ``weight``, no bias, as an (N, O, OH, OW) view of
+    batch-innermost memory, and the lowered windows it was computed from."""
+    n, out_c = x.shape[0], weight.shape[0]
+    out_hw = window_output_hw(x.shape[2:], kernel, stride, padding)
+    padded = pad_hw(x, padding, order=BATCH_LAST, workspace=workspace)
+    y = empty((out_c, n * out_hw[0] * out_hw[1]), np.result_type(weight, padded), workspace)
+    lowered = _gather_rows(padded, kernel, stride, out_hw, workspace)
+    windows = _row_windows(lowered, kernel[0], stride[0], out_hw[0])
+    np.matmul(_lowered_weight(weight), windows,
+              out=y.reshape(out_c, out_hw[0], -1).transpose(1, 0, 2))
+    return y.reshape(out_c, *out_hw, n).transpose(3, 0, 1, 2), lowered
+
+
+def _input_gradient_by_convolution(weight_shape: Shape, padded_shape: Shape, dy_shape: Shape,
+                                   stride: tuple[int, int], padding: tuple[int, int]) -> bool:
+    """Whether dx is cheaper as a convolution of dy than by col2im.
+
+    For a stride-1 convolution that keeps the image size and does not widen the channels (a
+    ResNet block's), convolving dy lowers fewer values than col2im adds, and needs no adds:
+    1.7x faster for resnet_mini's 16-to-16 3x3 layers. Where the output is smaller (LeNet's
+    unpadded layers) or has more channels, it was up to 3x slower.
+    """
+    out_c, in_c, kernel_h, kernel_w = weight_shape
+    in_h = padded_shape[2] - 2 * padding[0]
+    in_w = padded_shape[3] - 2 * padding[1]
+    return (tuple(stride) == (1, 1) and out_c <= in_c
+            and dy_shape[2] * dy_shape[3] >= in_h * in_w
+            and padding[0] < kernel_h and padding[1] < kernel_w)
+
+
 @register
 class Conv2d(Op):
     name = "conv2d"
@@ -254,21 +286,12 @@ class Conv2d(Op):
     ) -> tuple[Array, tuple]:
         kernel, stride, padding = self.geometry
         x, weight = xs[0], params["weight"]
-        n, out_c = x.shape[0], weight.shape[0]
-        out_hw = window_output_hw(x.shape[2:], kernel, stride, padding)
         padded_hw = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
         workspace = self.workspace if ctx.train else None
-        padded = pad_hw(x, padding, order=BATCH_LAST, workspace=workspace)
-        dtype = np.result_type(weight, padded)
-        y = empty((out_c, n * out_hw[0] * out_hw[1]), dtype, workspace)
-        lowered = _gather_rows(padded, kernel, stride, out_hw, workspace)
-        windows = _row_windows(lowered, kernel[0], stride[0], out_hw[0])
-        np.matmul(_lowered_weight(weight), windows,
-                  out=y.reshape(out_c, out_hw[0], -1).transpose(1, 0, 2))
+        out, lowered = _convolve(x, weight, kernel, stride, padding, workspace)
         if self.p.bias:
-            y += params["bias"][:, None]
-        out = y.reshape(out_c, *out_hw, n).transpose(3, 0, 1, 2)
-        return out, (lowered, weight, (n, x.shape[1], *padded_hw), workspace)
+            out += params["bias"][:, None, None]
+        return out, (lowered, weight, (x.shape[0], x.shape[1], *padded_hw), workspace)
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
         dx, grads = self._backward(cache, dy, need_dx=True)
@@ -295,6 +318,12 @@ class Conv2d(Op):
             grads["bias"] = row_sums(dy_t)
         if not need_dx:
             return None, grads
+        if _input_gradient_by_convolution(weight.shape, padded_shape, dy.shape, stride, padding):
+            # the input gradient of a stride-1 convolution is dy convolved with the kernel
+            # turned by 180 degrees, its channel axes swapped
+            turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+            full = (kernel[0] - 1 - padding[0], kernel[1] - 1 - padding[1])
+            return _convolve(dy, turned, kernel, (1, 1), full, workspace)[0], grads
         wmat = weight.reshape(out_c, -1).T
         dcols = np.matmul(wmat, dy_t, out=empty((wmat.shape[0], dy_t.shape[1]),
                                                 np.result_type(wmat, dy_t), workspace))
