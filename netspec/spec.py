@@ -184,17 +184,22 @@ class Spec:
 def resolve_spec_path(name_or_path: str | Path) -> Path:
     """A path as given, or the shipped architecture of that bare name (``lenet5``)."""
     path = Path(name_or_path)
-    if path.exists():
+    if path.is_file():
         return path
     if path.suffix == "" and path.parent == Path("."):
+        # a directory of that name (a run's: --out lenet5) does not hide the shipped spec
         shipped = SHIPPED_DIR / f"{path.name}.toml"
         if shipped.exists():
             return shipped
+        if path.exists():
+            raise NetspecError(f"{name_or_path}: a directory, not a spec file")
         known = [p.stem for p in shipped_architectures()]
         raise NetspecError(
             f"{name_or_path}: no such file and no shipped architecture of that name"
             f"{did_you_mean(path.name, known)} (shipped: {', '.join(known)})"
         )
+    if path.exists():
+        raise NetspecError(f"{name_or_path}: a directory, not a spec file")
     raise NetspecError(f"{name_or_path}: no such file")
 
 

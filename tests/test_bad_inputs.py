@@ -414,7 +414,7 @@ CLI_ERRORS = [
     (["train", "--resume", "{tmp}/nothing"], "is not a resumable run"),
     (["train", "lenet5", "--data-dir", "{tmp}/nowhere", "--out", "{tmp}/run"], "nowhere"),
     (["compile", "nosuch.toml"], "nosuch.toml: no such file"),
-    (["compile", "{tmp}"], "cannot read the spec"),
+    (["compile", "{tmp}"], "a directory, not a spec file"),
     (["evaluate", "lenet5", "--weights", "{tmp}/none.npz"], "no such weights file"),
     (["predict", "lenet5", "--weights", "{tmp}/none.npz", "x.png"], "no such weights file"),
 ]

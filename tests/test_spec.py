@@ -123,6 +123,18 @@ def test_a_local_file_wins_over_a_shipped_name(tmp_path, monkeypatch):
     assert list(load_spec("lenet5").nodes) == ["image", "flat", "fc"]
 
 
+def test_a_run_directory_named_like_a_shipped_spec_does_not_hide_it(tmp_path, monkeypatch):
+    # netspec train lenet5 --out lenet5, then any command naming lenet5 from that directory
+    (tmp_path / "lenet5").mkdir()
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_spec_path("lenet5") in shipped_architectures()
+    with pytest.raises(NetspecError, match="^runs: a directory, not a spec file$"):
+        load_spec("runs")
+    with pytest.raises(NetspecError, match="a directory, not a spec file$"):
+        load_spec(str(tmp_path / "runs"))
+
+
 SHIPPED = ", ".join(path.stem for path in shipped_architectures())
 
 
