@@ -66,6 +66,7 @@ class Network:
             for source in node.inputs:
                 self._consumers[source].append(node_id)
         self._after_pool = self._activations_after_pool()
+        self._moved = frozenset(self._after_pool.values())
 
     def _activations_after_pool(self) -> dict[str, str]:
         """Max poolings, by id, mapped to the activation that feeds them and that runs after
@@ -166,11 +167,10 @@ class Network:
         values: dict[str, np.ndarray] = {}
         caches: dict[str, Any] = {}
         remaining_uses = {node_id: len(users) for node_id, users in self._consumers.items()}
-        moved = set(self._after_pool.values())
         for node_id, node in self.plan.nodes.items():
             xs = [given[node_id]] if node.op_name == "input" else [values[s] for s in node.inputs]
             activation = self._after_pool.get(node_id)
-            if node_id in moved:
+            if node_id in self._moved:
                 # runs after the pooling it feeds: hand the pooling this node's input
                 out = xs[0]
             else:
@@ -235,14 +235,13 @@ class Network:
         upstream: dict[str, np.ndarray] = {self.plan.output: dy.astype(self.dtype, copy=False)}
         input_grads: dict[str, np.ndarray] = {}
         wanted = None if need_input_grad else self._param_ancestry
-        moved = set(self._after_pool.values())
         for node_id in reversed(self.plan.order):
             node = self.plan.nodes[node_id]
             grad = upstream.pop(node_id, None)
             if grad is None:
                 continue
             sources_want = wanted is None or any(wanted[s] for s in node.inputs)
-            if node_id in moved:
+            if node_id in self._moved:
                 # its backward ran with the pooling's; the gradient is for its input already
                 if sources_want:
                     source = node.inputs[0]
