@@ -1,4 +1,4 @@
-"""netspec.export.plots: each plot is a decodable, non-blank PNG; bad input is a NetspecError;
+"""netspec.pictures.plots: each plot is a decodable, non-blank PNG; bad input is a NetspecError;
 without matplotlib every function raises PlotsUnavailable saying how to install it."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from netspec.errors import NetspecError
-from netspec.export.plots import (
+from netspec.pictures.plots import (
     PlotsUnavailable,
     plot_confusion,
     plot_curves,
@@ -153,7 +153,7 @@ def test_without_matplotlib_each_plot_says_how_to_install_it(case, tmp_path, no_
 
 
 def test_importing_the_plots_module_does_not_import_matplotlib():
-    code = ("import sys, netspec.export.plots, netspec.cli; "
+    code = ("import sys, netspec.pictures.plots, netspec.cli; "
             "sys.exit(any(m.startswith('matplotlib') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from netspec.export.dot import RANKDIRS
-from netspec.export.render import FORMATS, draw
+from netspec.pictures.dot import RANKDIRS
+from netspec.pictures.render import FORMATS, draw
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

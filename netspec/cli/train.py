@@ -15,7 +15,7 @@ from netspec.compiler import compile_plan
 from netspec.data import load_mnist
 from netspec.errors import NetspecError
 from netspec.executor import Network
-from netspec.export.plots import PlotsUnavailable
+from netspec.pictures.plots import PlotsUnavailable
 from netspec.spec import load_spec
 from netspec.tables import Column, render_table
 from netspec.train.checkpoint import load_weights

@@ -11,7 +11,7 @@ from netspec.compiler import compile_plan
 from netspec.data import load_mnist
 from netspec.errors import NetspecError
 from netspec.executor import Network
-from netspec.export.plots import plot_confusion, plot_curves, plot_filters, plot_mistakes
+from netspec.pictures.plots import plot_confusion, plot_curves, plot_filters, plot_mistakes
 from netspec.spec import parse_spec
 from netspec.train.checkpoint import load_weights
 from netspec.train.evaluate import evaluate, normalise_images

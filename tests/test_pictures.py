@@ -1,4 +1,4 @@
-"""netspec.export diagrams and ``netspec draw``: DOT, Mermaid, Graphviz and netspec's own SVG.
+"""netspec.pictures diagrams and ``netspec draw``: DOT, Mermaid, Graphviz and netspec's own SVG.
 
 Graphviz is used when ``dot`` is on PATH (tests that need it skip otherwise); the fallback is
 tested by pointing PATH at an empty directory. The SVG checks are geometric: boxes, text and
@@ -21,12 +21,12 @@ from netspec import compile_plan, parse_spec
 from netspec.cli import main
 from netspec.compiler import Plan
 from netspec.errors import NetspecError
-from netspec.export import edges, node_label, printable, title
-from netspec.export.dot import to_dot
-from netspec.export.mermaid import escape as mermaid_escape
-from netspec.export.mermaid import to_mermaid
-from netspec.export.render import draw, run_graphviz
-from netspec.export.svg import EM_ADVANCE, FONT_SIZE, SMALL_SIZE, text_width, to_svg
+from netspec.pictures import edges, node_label, printable, title
+from netspec.pictures.dot import to_dot
+from netspec.pictures.mermaid import escape as mermaid_escape
+from netspec.pictures.mermaid import to_mermaid
+from netspec.pictures.render import draw, run_graphviz
+from netspec.pictures.svg import EM_ADVANCE, FONT_SIZE, SMALL_SIZE, text_width, to_svg
 from netspec.shapes import format_shape
 from netspec.spec import shipped_architectures
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 
 from netspec.compiler import Plan
-from netspec.export import edges, node_label, title
+from netspec.pictures import edges, node_label, title
 
 RANKDIRS = ("TB", "LR")
 

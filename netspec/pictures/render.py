@@ -15,9 +15,9 @@ from pathlib import Path
 from netspec.atomic import atomic_write_bytes, atomic_write_text
 from netspec.compiler import Plan, compile_plan
 from netspec.errors import NetspecError
-from netspec.export.dot import RANKDIRS, to_dot
-from netspec.export.mermaid import to_mermaid
-from netspec.export.svg import to_svg
+from netspec.pictures.dot import RANKDIRS, to_dot
+from netspec.pictures.mermaid import to_mermaid
+from netspec.pictures.svg import to_svg
 from netspec.spec import Spec
 
 FORMATS = {
