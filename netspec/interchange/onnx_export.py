@@ -1,0 +1,146 @@
+"""netspec plan + weights -> an ONNX model (inference graph, opset 17, symbolic batch).
+
+Initializers carry netspec's parameter keys (``conv1.weight``) and nodes its node ids, so a
+model viewer shows the spec's names; each node's output value is named by its node id too.
+Batchnorm exports with its running statistics; dropout, the identity of inference, is left
+out of the graph and recorded in the model's metadata so that an import restores it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import netspec
+from netspec.atomic import atomic_write_bytes
+from netspec.compiler import Plan, PlanNode
+from netspec.errors import NetspecError
+from netspec.interchange import require
+from netspec.interchange.onnx_ops import EXPORT_REFUSED, EXPORTERS
+
+OPSET = 17
+# the IR version of opset 17's ONNX release: readable by every runtime since 2022
+IR_VERSION = 8
+BATCH_DIM = "N"
+# metadata keys a netspec import reads back
+META_NAME, META_DESCRIPTION = "name", "description"
+META_MEAN, META_STD = "netspec.mean", "netspec.std"
+META_DROPOUT = "netspec.dropout"
+
+
+def onnx_module() -> Any:
+    return require("onnx", "onnx", "ONNX export and import")
+
+
+@dataclass
+class Emitter:
+    """The graph under construction: what each op's exporter adds to."""
+
+    plan: Plan
+    state: Mapping[str, np.ndarray]
+    nodes: list[Any] = field(default_factory=list)
+    initializers: list[Any] = field(default_factory=list)
+    # netspec node id -> the ONNX value holding its output
+    values: dict[str, str] = field(default_factory=dict)
+
+    def node(self, op_type: str, inputs: list[str], output: str, name: str,
+             **attributes: Any) -> str:
+        onnx = onnx_module()
+        self.nodes.append(onnx.helper.make_node(op_type, inputs, [output], name=name,
+                                                **attributes))
+        return output
+
+    def parameter(self, node: PlanNode, name: str) -> str:
+        """An initializer named by the parameter's netspec key."""
+        key = f"{node.id}.{name}"
+        array = np.asarray(self.state[key], dtype=np.float32)
+        self.initializers.append(onnx_module().numpy_helper.from_array(array, key))
+        return key
+
+
+def export_onnx(plan: Plan, state: Mapping[str, np.ndarray], *,
+                metadata: Mapping[str, str] | None = None) -> Any:
+    """The ONNX ModelProto of ``plan`` with ``state`` (parameters and buffers by key)."""
+    onnx = onnx_module()
+    refused = [f"node '{node.id}' ({node.op_name}): {EXPORT_REFUSED[node.op_name]}"
+               for node in plan.nodes.values() if node.op_name in EXPORT_REFUSED]
+    if refused:
+        raise NetspecError("cannot export to ONNX:\n" + "\n".join(refused))
+    missing = [f"{node.id}.{name}" for node in plan.nodes.values()
+               for name in (*node.param_specs, *node.buffer_specs)
+               if f"{node.id}.{name}" not in state]
+    if missing:
+        raise NetspecError(f"weights lack {', '.join(missing[:5])}")
+    emitter = Emitter(plan, state)
+    graph_inputs, value_info = [], []
+    dropped = []
+    for node in plan.nodes.values():
+        sources = [emitter.values[s] for s in node.inputs]
+        if node.op_name == "input":
+            emitter.values[node.id] = node.id
+            graph_inputs.append(_typed_value(node.id, node.shape))
+            continue
+        if node.op_name == "dropout":
+            dropped.append(node)
+        output = EXPORTERS[node.op_name](emitter, node, sources)
+        emitter.values[node.id] = output
+        if output == node.id:
+            value_info.append(_typed_value(node.id, node.shape))
+    output_node = plan.nodes[plan.output]
+    output_value = emitter.values[plan.output]
+    if output_value != output_node.id:
+        # the output is another node's value (a dropout at the end): name it after the node
+        output_value = emitter.node("Identity", [output_value], output_node.id, output_node.id)
+    value_info = [v for v in value_info if v.name != output_value]
+    graph = onnx.helper.make_graph(
+        emitter.nodes, plan.name, graph_inputs,
+        [_typed_value(output_value, output_node.shape)],
+        initializer=emitter.initializers, value_info=value_info)
+    model = onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
+        producer_name="netspec", producer_version=netspec.__version__,
+        doc_string=plan.spec.description)
+    model.ir_version = IR_VERSION
+    props = {META_NAME: plan.name, META_DESCRIPTION: plan.spec.description}
+    if dropped:
+        props[META_DROPOUT] = json.dumps(_dropout_record(plan, dropped))
+    props.update(metadata or {})
+    onnx.helper.set_model_props(model, props)
+    return model
+
+
+def _dropout_record(plan: Plan, dropped: list[PlanNode]) -> list[dict[str, Any]]:
+    """Where each dropout stood: its input, rate, and the nodes that read it."""
+    return [{"id": node.id, "input": node.inputs[0], "p": node.params.p,
+             "consumers": [other.id for other in plan.nodes.values() if node.id in other.inputs]}
+            for node in dropped]
+
+
+def _typed_value(name: str, shape: tuple[int, ...]) -> Any:
+    onnx = onnx_module()
+    return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
+                                              [BATCH_DIM, *shape])
+
+
+def check_exported(model: Any) -> None:
+    """ONNX's full checker (with strict shape inference) on an exported model."""
+    onnx = onnx_module()
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise NetspecError(f"the exported model fails ONNX's checker: {exc}") from None
+
+
+def write_onnx(model: Any, path: str | Path) -> int:
+    """Write ``model`` atomically; returns the bytes written."""
+    data = model.SerializeToString()
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+__all__ = ["OPSET", "check_exported", "export_onnx", "write_onnx"]

@@ -1,0 +1,486 @@
+"""The per-op mapping between netspec and ONNX, both ways, one small function per op.
+
+``EXPORTERS`` maps every netspec op to the function that adds its ONNX nodes (or
+``EXPORT_REFUSED`` says why it cannot be exported); ``IMPORTERS`` maps the ONNX ops netspec
+reads to the function that turns one into netspec nodes, folds it into a constant, or refuses
+it with the reason. ``CONSTANT_INPUTS`` names the inputs of an ONNX op that must be constants
+(weights, shapes): netspec learns them, it does not compute them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from netspec.shapes import pair
+
+if TYPE_CHECKING:
+    from netspec.compiler import PlanNode
+    from netspec.interchange.onnx_export import Emitter
+    from netspec.interchange.onnx_import import Translator
+
+
+# ---------------------------------------------------------------- netspec -> ONNX
+
+def _pads(padding: int | list[int]) -> list[int]:
+    pad_h, pad_w = pair(padding)
+    return [pad_h, pad_w, pad_h, pad_w]
+
+
+def _export_conv2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    p = node.params
+    inputs = [x[0], g.parameter(node, "weight")]
+    if p.bias:
+        inputs.append(g.parameter(node, "bias"))
+    return g.node("Conv", inputs, node.id, node.id, kernel_shape=list(pair(p.kernel_size)),
+                  strides=list(pair(p.stride)), pads=_pads(p.padding))
+
+
+def _pool_attributes(node: PlanNode) -> dict[str, Any]:
+    kernel, stride, padding = node.op.geometry
+    return {"kernel_shape": list(kernel), "strides": list(stride),
+            "pads": [padding[0], padding[1], padding[0], padding[1]]}
+
+
+def _export_maxpool2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return g.node("MaxPool", x, node.id, node.id, **_pool_attributes(node))
+
+
+def _export_avgpool2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    # netspec's average counts the padded zeros, as PyTorch's default does
+    return g.node("AveragePool", x, node.id, node.id, count_include_pad=1,
+                  **_pool_attributes(node))
+
+
+def _export_global_avgpool(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    # ONNX keeps the pooled 1x1 axes; netspec's output is (C,)
+    pooled = g.node("GlobalAveragePool", x, f"{node.id}/pooled", node.id)
+    return g.node("Flatten", [pooled], node.id, f"{node.id}/flatten", axis=1)
+
+
+def _export_linear(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    inputs = [x[0], g.parameter(node, "weight")]
+    if node.params.bias:
+        inputs.append(g.parameter(node, "bias"))
+    return g.node("Gemm", inputs, node.id, node.id, transB=1)
+
+
+def _export_flatten(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return g.node("Flatten", x, node.id, node.id, axis=1)
+
+
+def _simple(op_type: str) -> Callable[[Emitter, PlanNode, list[str]], str]:
+    def export(g: Emitter, node: PlanNode, x: list[str]) -> str:
+        return g.node(op_type, x, node.id, node.id)
+    return export
+
+
+def _export_leaky_relu(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return g.node("LeakyRelu", x, node.id, node.id, alpha=float(node.params.negative_slope))
+
+
+def _export_softmax(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    # netspec's softmax runs over the first per-sample axis
+    return g.node("Softmax", x, node.id, node.id, axis=1)
+
+
+def _export_dropout(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    # the identity in inference: consumers read the input's value directly
+    return x[0]
+
+
+def _export_batchnorm(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    inputs = [x[0], g.parameter(node, "weight"), g.parameter(node, "bias"),
+              g.parameter(node, "running_mean"), g.parameter(node, "running_var")]
+    # ONNX weighs the old running value by momentum; netspec weighs the new batch
+    return g.node("BatchNormalization", inputs, node.id, node.id,
+                  epsilon=float(node.params.eps), momentum=1.0 - float(node.params.momentum))
+
+
+def _export_add(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return g.node("Add" if len(x) == 2 else "Sum", x, node.id, node.id)
+
+
+def _export_concat(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return g.node("Concat", x, node.id, node.id, axis=node.params.axis + 1)
+
+
+def _export_input(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return node.id
+
+
+EXPORTERS: dict[str, Callable[[Emitter, PlanNode, list[str]], str]] = {
+    "input": _export_input,
+    "conv2d": _export_conv2d,
+    "maxpool2d": _export_maxpool2d,
+    "avgpool2d": _export_avgpool2d,
+    "global_avgpool": _export_global_avgpool,
+    "linear": _export_linear,
+    "flatten": _export_flatten,
+    "relu": _simple("Relu"),
+    "leaky_relu": _export_leaky_relu,
+    "sigmoid": _simple("Sigmoid"),
+    "tanh": _simple("Tanh"),
+    "softmax": _export_softmax,
+    "dropout": _export_dropout,
+    "batchnorm": _export_batchnorm,
+    "add": _export_add,
+    "concat": _export_concat,
+}
+# netspec ops ONNX cannot express, with the reason shown to the user
+EXPORT_REFUSED: dict[str, str] = {}
+
+
+# ---------------------------------------------------------------- ONNX -> netspec
+# Each importer reads one ONNX node through the translator ``t``: t.attr(...), t.tensor(i)
+# (a value computed by the network), t.constant(i) (a folded constant), and either emits a
+# netspec node (t.emit), aliases its output to an existing value (t.alias), sets a constant
+# (t.set_constant), or refuses (t.refuse, which names the node and the reason).
+
+def _import_conv(t: Translator, n: Any) -> None:
+    t.only_attributes(n, "auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+    group = t.attr(n, "group", 1)
+    if group != 1:
+        t.refuse(n, f"group={group} is not supported (netspec's conv2d is a dense "
+                    f"convolution)")
+    dilations = t.attr(n, "dilations", None)
+    if dilations is not None and any(d != 1 for d in dilations):
+        t.refuse(n, f"dilations={list(dilations)} is not supported")
+    weight = t.constant(n, 1, "the weight")
+    bias = t.constant(n, 2, "the bias") if len(n.input) > 2 and n.input[2] else None
+    x = t.tensor(n, 0)
+    if t.refused(n) or x is None or weight is None:
+        return
+    if weight.ndim != 4:
+        t.refuse(n, f"a {weight.ndim - 2}-D convolution is not supported (netspec's conv2d "
+                    f"is 2-D)")
+        return
+    kernel = tuple(int(k) for k in weight.shape[2:])
+    declared = t.attr(n, "kernel_shape", None)
+    if declared is not None and tuple(declared) != kernel:
+        t.refuse(n, f"kernel_shape={list(declared)} does not match the weight's "
+                    f"{list(weight.shape)}")
+        return
+    if not t.rank_is(n, x, 3, "Conv's input"):
+        return
+    if weight.shape[1] != x.shape[0]:
+        t.refuse(n, f"the weight {list(weight.shape)} expects {weight.shape[1]} input "
+                    f"channels, the input has {x.shape[0]}")
+        return
+    strides = tuple(t.attr(n, "strides", [1, 1]))
+    padding = t.symmetric_padding(n, x.shape[1:], kernel, strides)
+    if padding is None:
+        return
+    fields = {"out_channels": int(weight.shape[0]), "kernel_size": _size(kernel),
+              "stride": _size(strides), "padding": _size(padding), "bias": bias is not None}
+    params = {"weight": weight}
+    if bias is not None:
+        if bias.shape != (weight.shape[0],):
+            t.refuse(n, f"the bias has shape {list(bias.shape)}, not [{weight.shape[0]}]")
+            return
+        params["bias"] = bias
+    t.emit(n, "conv2d", [x], fields, params)
+
+
+def _size(pair_: tuple[int, ...]) -> int | list[int]:
+    """A (h, w) pair as a spec writes it: one int when both agree."""
+    first, second = (int(v) for v in pair_)
+    return first if first == second else [first, second]
+
+
+def _import_pool(op: str) -> Callable[[Translator, Any], None]:
+    def convert(t: Translator, n: Any) -> None:
+        allowed = ["auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides"]
+        allowed += ["storage_order"] if op == "maxpool2d" else ["count_include_pad"]
+        t.only_attributes(n, *allowed)
+        if op == "maxpool2d" and t.output_used(n, 1):
+            t.refuse(n, "the Indices output is not supported")
+        dilations = t.attr(n, "dilations", None)
+        if dilations is not None and any(d != 1 for d in dilations):
+            t.refuse(n, f"dilations={list(dilations)} is not supported")
+        kernel = tuple(t.attr(n, "kernel_shape", ()))
+        if len(kernel) != 2:
+            t.refuse(n, f"kernel_shape={list(kernel)}: only 2-D pooling is supported")
+        x = t.tensor(n, 0)
+        if t.refused(n) or x is None or not t.rank_is(n, x, 3, f"{n.op_type}'s input"):
+            return
+        strides = tuple(t.attr(n, "strides", [1, 1]))
+        padding = t.symmetric_padding(n, x.shape[1:], kernel, strides)
+        if padding is None:
+            return
+        if op == "avgpool2d" and any(padding) and not t.attr(n, "count_include_pad", 0):
+            t.refuse(n, "count_include_pad=0 with padding is not supported: netspec's "
+                        "avgpool2d counts the padded zeros (count_include_pad=1)")
+            return
+        if t.attr(n, "ceil_mode", 0):
+            for size, k, s, p in zip(x.shape[1:], kernel, strides, padding):
+                if (size + 2 * p - k) % s:
+                    t.refuse(n, "ceil_mode=1 adds a partial window here, which netspec's "
+                                "pooling (floor mode) does not have")
+                    return
+        fields = {"kernel_size": _size(kernel), "stride": _size(strides),
+                  "padding": _size(padding)}
+        t.emit(n, op, [x], fields, {})
+    return convert
+
+
+def _import_global_average_pool(t: Translator, n: Any) -> None:
+    x = t.tensor(n, 0)
+    if x is None or not t.rank_is(n, x, 3, "GlobalAveragePool's input"):
+        return
+    # netspec's output is (C,); ONNX's (C, 1, 1) holds the same values in the same order
+    t.emit(n, "global_avgpool", [x], {}, {}, onnx_shape=(x.shape[0], 1, 1))
+
+
+def _import_gemm(t: Translator, n: Any) -> None:
+    t.only_attributes(n, "alpha", "beta", "transA", "transB")
+    if t.attr(n, "transA", 0):
+        t.refuse(n, "transA=1 is not supported: the first input must be (batch, features)")
+    weight = t.constant(n, 1, "B (the weight)")
+    bias = t.constant(n, 2, "C (the bias)") if len(n.input) > 2 and n.input[2] else None
+    x = t.tensor(n, 0)
+    if t.refused(n) or x is None or weight is None:
+        return
+    if weight.ndim != 2:
+        t.refuse(n, f"B has shape {list(weight.shape)}; a 2-D weight is needed")
+        return
+    weight = weight if t.attr(n, "transB", 0) else weight.T
+    weight = weight * np.float32(t.attr(n, "alpha", 1.0))
+    _linear(t, n, x, weight, bias, float(t.attr(n, "beta", 1.0)))
+
+
+def _linear(t: Translator, n: Any, x: Any, weight: np.ndarray, bias: np.ndarray | None,
+            beta: float = 1.0) -> None:
+    if not t.rank_is(n, x, 1, f"{n.op_type}'s first input"):
+        return
+    if weight.shape[1] != x.shape[0]:
+        t.refuse(n, f"the weight expects {weight.shape[1]} features, the input has "
+                    f"{x.shape[0]}")
+        return
+    params = {"weight": weight}
+    if bias is not None:
+        vector = t.bias_vector(n, bias, weight.shape[0])
+        if vector is None:
+            return
+        params["bias"] = vector * np.float32(beta)
+    t.emit(n, "linear", [x], {"out_features": int(weight.shape[0]), "bias": bias is not None},
+           params)
+
+
+def _import_matmul(t: Translator, n: Any) -> None:
+    weight = t.constant(n, 1, "the second input (the weight)")
+    x = t.tensor(n, 0)
+    if x is None or weight is None:
+        return
+    if weight.ndim != 2:
+        t.refuse(n, f"the second input has shape {list(weight.shape)}; only a 2-D weight "
+                    f"(a linear layer) is supported")
+        return
+    # an Add of a bias vector right after it becomes the linear layer's bias (see _import_add)
+    _linear(t, n, x, weight.T, None)
+
+
+def _import_add(t: Translator, n: Any) -> None:
+    if t.fold_bias(n):
+        return
+    _merge(t, n, "add")
+
+
+def _import_sum(t: Translator, n: Any) -> None:
+    if len(n.input) == 1:
+        x = t.tensor(n, 0)
+        if x is not None:
+            t.alias(n, x)
+        return
+    _merge(t, n, "add")
+
+
+def _merge(t: Translator, n: Any, op: str, fields: dict[str, Any] | None = None) -> None:
+    inputs = [t.tensor(n, i) for i in range(len(n.input))]
+    if any(x is None for x in inputs):
+        return
+    shapes = {x.onnx_shape for x in inputs}
+    if len(shapes) > 1 and op == "add":
+        listed = ", ".join(str(tuple(x.onnx_shape)) for x in inputs)
+        t.refuse(n, f"broadcasting is not supported: the inputs' per-sample shapes are "
+                    f"{listed}")
+        return
+    t.emit(n, op, inputs, fields or {}, {})
+
+
+def _import_concat(t: Translator, n: Any) -> None:
+    if t.all_constant(n):
+        t.set_constant(n, t.fold_concat(n))
+        return
+    inputs = [t.tensor(n, i) for i in range(len(n.input))]
+    if any(x is None for x in inputs):
+        return
+    rank = len(inputs[0].onnx_shape) + 1
+    axis = t.attr(n, "axis", 1)
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0:
+        t.refuse(n, "axis=0 joins along the batch, which netspec does not do")
+        return
+    squeezed = any(x.shape != x.onnx_shape for x in inputs)
+    if squeezed and axis != 1:
+        t.refuse(n, f"axis={axis} on a pooled (C, 1, 1) value is not supported")
+        return
+    _merge(t, n, "concat", {"axis": axis - 1})
+
+
+def _import_flatten(t: Translator, n: Any) -> None:
+    x = t.tensor(n, 0)
+    if x is None:
+        return
+    rank = len(x.onnx_shape) + 1
+    axis = t.attr(n, "axis", 1)
+    axis = axis + rank if axis < 0 else axis
+    if axis != 1:
+        t.refuse(n, f"axis={axis} is not supported; netspec flattens all but the batch axis "
+                    f"(axis=1)")
+        return
+    t.flatten(n, x)
+
+
+def _import_reshape(t: Translator, n: Any) -> None:
+    t.only_attributes(n, "allowzero")
+    x = t.tensor(n, 0)
+    target = t.constant(n, 1, "the target shape", symbolic=True)
+    if x is None or target is None:
+        return
+    t.reshape(n, x, list(target.reshape(-1)))
+
+
+def _elementwise(op: str) -> Callable[[Translator, Any], None]:
+    def convert(t: Translator, n: Any) -> None:
+        x = t.tensor(n, 0)
+        if x is not None:
+            t.emit(n, op, [x], {}, {}, onnx_shape=x.onnx_shape)
+    return convert
+
+
+def _import_leaky_relu(t: Translator, n: Any) -> None:
+    alpha = float(t.attr(n, "alpha", 0.01))
+    if not 0 <= alpha < 1:
+        t.refuse(n, f"alpha={alpha:g} is not supported (netspec's negative_slope is in [0, 1))")
+    x = t.tensor(n, 0)
+    if x is not None and not t.refused(n):
+        t.emit(n, "leaky_relu", [x], {"negative_slope": alpha}, {}, onnx_shape=x.onnx_shape)
+
+
+def _import_softmax(t: Translator, n: Any) -> None:
+    x = t.tensor(n, 0)
+    if x is None:
+        return
+    rank = len(x.onnx_shape) + 1
+    modern = t.opset >= 13
+    axis = t.attr(n, "axis", -1 if modern else 1)
+    axis = axis + rank if axis < 0 else axis
+    # before opset 13 softmax ran over every axis from `axis` on, as one
+    if axis != 1 or (not modern and rank > 2):
+        t.refuse(n, f"axis={t.attr(n, 'axis', -1 if modern else 1)} on a rank-{rank} input is "
+                    f"not supported: netspec's softmax runs over axis 1 only")
+        return
+    t.emit(n, "softmax", [x], {}, {}, onnx_shape=x.onnx_shape)
+
+
+def _import_batch_normalization(t: Translator, n: Any) -> None:
+    t.only_attributes(n, "epsilon", "momentum", "training_mode", "spatial")
+    if t.attr(n, "training_mode", 0):
+        t.refuse(n, "training_mode=1 is not supported: netspec imports inference graphs")
+    if any(t.output_used(n, i) for i in range(1, len(n.output))):
+        t.refuse(n, "the running-statistics outputs (training mode) are not supported")
+    if t.attr(n, "spatial", 1) != 1:
+        t.refuse(n, "spatial=0 is not supported")
+    arrays = [t.constant(n, i, what) for i, what in
+              enumerate(("scale", "B", "mean", "var"), start=1)]
+    x = t.tensor(n, 0)
+    if t.refused(n) or x is None or any(a is None for a in arrays):
+        return
+    if len(x.shape) not in (1, 3):
+        t.refuse(n, f"the input has per-sample shape {tuple(x.onnx_shape)}; netspec's "
+                    f"batchnorm takes (C,) or (C, H, W)")
+        return
+    channels = x.shape[0]
+    if any(a.shape != (channels,) for a in arrays):
+        t.refuse(n, f"scale, B, mean and var must have shape [{channels}], got "
+                    f"{[list(a.shape) for a in arrays]}")
+        return
+    if np.any(arrays[3] < 0):
+        t.refuse(n, "var holds negative values")
+        return
+    momentum = 1.0 - float(t.attr(n, "momentum", 0.9))
+    fields = {"eps": float(t.attr(n, "epsilon", 1e-5))}
+    # momentum only matters for fine-tuning; a value netspec cannot hold keeps its default
+    if 0 < momentum <= 1:
+        fields["momentum"] = round(momentum, 12)
+    params = {"weight": arrays[0], "bias": arrays[1]}
+    buffers = {"running_mean": arrays[2], "running_var": arrays[3]}
+    t.emit(n, "batchnorm", [x], fields, params, buffers=buffers, onnx_shape=x.onnx_shape)
+
+
+def _import_dropout(t: Translator, n: Any) -> None:
+    t.only_attributes(n, "ratio", "seed", "is_test")
+    if t.output_used(n, 1):
+        t.refuse(n, "the mask output is not supported")
+    ratio = float(t.attr(n, "ratio", 0.5))
+    if len(n.input) > 1 and n.input[1]:
+        given = t.constant(n, 1, "the ratio")
+        ratio = float(given.reshape(-1)[0]) if given is not None and given.size else ratio
+    if len(n.input) > 2 and n.input[2]:
+        training = t.constant(n, 2, "training_mode")
+        if training is not None and training.size and bool(training.reshape(-1)[0]):
+            t.refuse(n, "training_mode=true is not supported: netspec imports inference "
+                        "graphs")
+    if not 0 <= ratio < 1:
+        t.refuse(n, f"ratio={ratio:g} is not supported (netspec's dropout p is in [0, 1))")
+    x = t.tensor(n, 0)
+    if x is not None and not t.refused(n):
+        t.emit(n, "dropout", [x], {"p": ratio}, {}, onnx_shape=x.onnx_shape)
+
+
+def _import_identity(t: Translator, n: Any) -> None:
+    if t.all_constant(n):
+        t.set_constant(n, t.constant(n, 0, "the input", symbolic=True))
+        return
+    x = t.tensor(n, 0)
+    if x is not None:
+        t.alias(n, x)
+
+
+IMPORTERS: dict[str, Callable[[Translator, Any], None]] = {
+    "Conv": _import_conv,
+    "MaxPool": _import_pool("maxpool2d"),
+    "AveragePool": _import_pool("avgpool2d"),
+    "GlobalAveragePool": _import_global_average_pool,
+    "Gemm": _import_gemm,
+    "MatMul": _import_matmul,
+    "Add": _import_add,
+    "Sum": _import_sum,
+    "Relu": _elementwise("relu"),
+    "LeakyRelu": _import_leaky_relu,
+    "Sigmoid": _elementwise("sigmoid"),
+    "Tanh": _elementwise("tanh"),
+    "Softmax": _import_softmax,
+    "BatchNormalization": _import_batch_normalization,
+    "Concat": _import_concat,
+    "Flatten": _import_flatten,
+    "Reshape": _import_reshape,
+    "Dropout": _import_dropout,
+    "Identity": _import_identity,
+}
+# ops that only ever compute constants (shape arithmetic exporters emit): the translator
+# folds them, and refuses them when an input is computed by the network
+FOLDED = ("Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Slice")
+# inputs (by position) that must be constants: netspec holds them as parameters or shapes
+CONSTANT_INPUTS: dict[str, tuple[int, ...]] = {
+    "Conv": (1, 2),
+    "Gemm": (1, 2),
+    "MatMul": (1,),
+    "BatchNormalization": (1, 2, 3, 4),
+    "Reshape": (1,),
+    "Dropout": (1, 2),
+}
+CONTROL_FLOW = frozenset({"If", "Loop", "Scan", "SequenceMap"})
