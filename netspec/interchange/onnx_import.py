@@ -23,8 +23,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from netspec.budget import available_memory, check_memory
-from netspec.compiler import CompileError, Plan, compile_plan
-from netspec.errors import NetspecError, ShapeError
+from netspec.compiler import Plan, compile_plan
+from netspec.errors import NetspecError, ShapeError, SpecError
 from netspec.executor import Network
 from netspec.interchange.onnx_export import (
     META_DESCRIPTION,
@@ -513,9 +513,11 @@ class Translator:
     def alias(self, n: Any, x: Tensor, onnx_shape: Shape | None = None) -> None:
         self.values[n.output[0]] = Tensor(x.node, x.shape, tuple(onnx_shape or x.onnx_shape))
 
-    def set_constant(self, n: Any, value: np.ndarray | None) -> None:
+    def set_constant(self, n: Any, value: Any) -> None:
         if value is not None:
-            self.values[n.output[0]] = value
+            # indexing a shape vector may hand back the bare batch symbol
+            self.values[n.output[0]] = np.array(value, dtype=object) \
+                if isinstance(value, _Batch) else np.asarray(value)
 
     # -- patterns
     def fold_bias(self, n: Any) -> bool:
@@ -904,7 +906,7 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
     try:
         spec = parse_spec(text, file=f"{spec_name}.toml")
         plan = compile_plan(spec)
-    except CompileError as exc:
+    except SpecError as exc:
         raise OnnxImportError(source, [f"the translated spec does not compile: {d}"
                                        for d in exc.diagnostics]) from None
     check_memory(plan, 1, training=False)

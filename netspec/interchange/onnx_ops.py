@@ -317,6 +317,9 @@ def _import_concat(t: Translator, n: Any) -> None:
     inputs = [t.tensor(n, i) for i in range(len(n.input))]
     if any(x is None for x in inputs):
         return
+    if len(inputs) == 1:
+        t.alias(n, inputs[0])
+        return
     rank = len(inputs[0].onnx_shape) + 1
     axis = t.attr(n, "axis", 1)
     axis = axis + rank if axis < 0 else axis
