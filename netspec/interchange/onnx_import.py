@@ -97,6 +97,8 @@ class ImportedModel:
     onnx_nodes: int
     normalisation: tuple[float, float] | None
     source: str
+    # ONNX graph input name -> netspec input node id
+    input_ids: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -336,6 +338,7 @@ class Translator:
         self._refused: set[int] = set()
         self._ids: set[str] = set()
         self._biasless: set[str] = set()  # linear nodes from a MatMul, open to a bias
+        self.input_ids: dict[str, str] = {}
         self.opset = self._opset()
         self.uses = Counter(name for node in self.graph.node for name in node.input if name)
         self.uses.update(output.name for output in self.graph.output)
@@ -613,12 +616,14 @@ class Translator:
             input_shape = None
         for value in data:
             self._input(value, input_shape)
+            # an input netspec cannot take: its users are not blamed for it again
+            self.values.setdefault(value.name, _POISON)
 
     def _input(self, value: Any, override: Sequence[int] | None) -> None:
         where = f"input '{value.name}'"
         kind = value.type.WhichOneof("value")
         if kind != "tensor_type":
-            self.problems.append(f"{where}: a {kind or 'untyped'} input is not supported; "
+            self.problems.append(f"{where}: {kind or 'untyped'} inputs are not supported; "
                                  f"netspec takes float tensors")
             return
         tensor_type = value.type.tensor_type
@@ -664,6 +669,7 @@ class Translator:
             return
         self._ids.add(node_id)
         self.nodes[node_id] = raw
+        self.input_ids[value.name] = node_id
         shape = tuple(raw["shape"])
         self.values[value.name] = Tensor(node_id, shape, shape)
 
@@ -917,7 +923,7 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
     return ImportedModel(spec_text=text, plan=plan, network=network,
                          output_onnx_shape=output.onnx_shape,
                          onnx_nodes=len(model.graph.node), normalisation=normalisation,
-                         source=source, notes=translator.notes)
+                         source=source, input_ids=translator.input_ids, notes=translator.notes)
 
 
 def import_onnx(path: str | Path, *, input_shape: Sequence[int] | None = None,
