@@ -339,3 +339,31 @@ def test_download_progress_shows_sizes_and_always_the_end(monkeypatch):
         f"{bar(1)} downloading train-images-idx3-ubyte.gz: 1.0/10.0 MiB",
         f"{bar(10)} downloading train-images-idx3-ubyte.gz: 10.0/10.0 MiB",
     ]
+
+
+def test_train_with_weights_fine_tunes_from_them(finished_run, mnist_dir, tmp_path):
+    spec, run, _, _ = finished_run
+    code, out, err = run_cli("train", spec, "--weights", run / "best.npz", "--out",
+                             tmp_path / "tuned", "--data-dir", mnist_dir, "--no-plots",
+                             "--epochs", "1", "--lr", "1e-12")
+    assert code == 0, err
+    assert out.splitlines()[0].endswith(f", starting from {run / 'best.npz'}")
+    # a vanishing learning rate leaves the starting weights: those of the file, not the seed's
+    start, tuned = weights(run / "best.npz"), weights(tmp_path / "tuned" / "last.npz")
+    for key, value in start.items():
+        np.testing.assert_allclose(tuned[key], value, atol=1e-6, err_msg=key)
+    fresh = compile(spec)
+    assert any(not np.allclose(fresh.params[k], start[k]) for k in fresh.params)
+
+
+def test_train_with_weights_of_another_spec_leaves_no_run(finished_run, mnist_dir, tmp_path):
+    spec, run, _, _ = finished_run
+    code, _, err = run_cli("train", "mlp", "--weights", run / "best.npz", "--out",
+                           tmp_path / "tuned", "--data-dir", mnist_dir, "--no-plots")
+    assert code == 1 and "these weights belong to spec" in err
+    assert not (tmp_path / "tuned").exists()
+
+
+def test_resume_refuses_weights(tmp_path):
+    code, _, err = run_cli("train", "--resume", tmp_path, "--weights", tmp_path / "w.npz")
+    assert code == 1 and "drop --weights" in err

@@ -58,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--limit", type=int, help="train on the first N images only")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--no-plots", action="store_true", help="do not write plot images")
+    train.add_argument("--weights", metavar="W.npz", help="start from these weights "
+                       "(fine-tuning): a .npz of the same spec, from a run or netspec import")
     train.set_defaults(handler=run_train)
 
     evaluate_parser = subparsers.add_parser(
@@ -102,7 +104,8 @@ def run_train(args: argparse.Namespace) -> int:
                  "optimizer": args.optimizer, "seed": args.seed,
                  "validation": args.validation, "limit": args.limit}
     if args.resume:
-        ignored = (["the spec"] if args.spec else []) + (["--out"] if args.out else []) + [
+        ignored = (["the spec"] if args.spec else []) + (["--out"] if args.out else []) + \
+            (["--weights"] if args.weights else []) + [
             "--" + name.replace("_", "-") for name, value in overrides.items()
             if value is not None]
         if ignored:
@@ -117,13 +120,15 @@ def run_train(args: argparse.Namespace) -> int:
         out = args.out or Path("runs") / (f"{load_spec(args.spec).name}-"
                                           f"{datetime.now():%Y%m%d-%H%M%S}")
         trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
-                            dtype=args.dtype, callbacks=callbacks)
+                            dtype=args.dtype, callbacks=callbacks,
+                            initial_weights=args.weights)
         config = trainer.config
         print(f"training {trainer.net.plan.name} ({trainer.net.plan.total_params:,} params) "
               f"for {_plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
               f"{config.optimizer.type} lr {config.optimizer.lr:g}, "
               f"{len(trainer.splits.train_images):,} training / "
-              f"{len(trainer.splits.val_images):,} validation images -> {trainer.run_dir}")
+              f"{len(trainer.splits.val_images):,} validation images -> {trainer.run_dir}"
+              + (f", starting from {args.weights}" if args.weights else ""))
     try:
         result = trainer.run()
     except TrainingInterrupted as exc:

@@ -328,8 +328,10 @@ class Trainer:
 
 def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str, Any] | None
               = None, data_dir: str | Path | None = None, dtype: str = "float32",
-              callbacks: Callbacks | None = None) -> Trainer:
-    """Set up a new run directory for ``spec_path`` and return its trainer."""
+              callbacks: Callbacks | None = None,
+              initial_weights: str | Path | None = None) -> Trainer:
+    """Set up a new run directory for ``spec_path`` and return its trainer; with
+    ``initial_weights`` (a weights file of the same spec) training starts from them."""
     from netspec.train.config import apply_overrides
 
     spec = load_spec(spec_path)
@@ -346,8 +348,10 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
     callbacks = callbacks or Callbacks()
     data = load_mnist(data_dir, progress=callbacks.on_download)
     # the trainer checks the data split, so a bad [train] table leaves no half-made run behind
-    trainer = Trainer(Network(plan, seed=config.seed, dtype=dtype), config, run_dir, data,
-                      callbacks)
+    net = Network(plan, seed=config.seed, dtype=dtype)
+    if initial_weights is not None:
+        load_weights(initial_weights, net)
+    trainer = Trainer(net, config, run_dir, data, callbacks)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
