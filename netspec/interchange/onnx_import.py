@@ -679,24 +679,30 @@ class Translator:
         tensors += [(f"{self._where(n)}", n.output[0] if n.output else "", a.t)
                     for n in self.graph.node if n.op_type == "Constant"
                     for a in n.attribute if a.name == "value"]
-        claimed = 0
-        for where, _, tensor in tensors:
+        claimed, readable = 0, []
+        for where, name, tensor in tensors:
             try:
                 count = _claimed_values(tensor)
+                if count > MAX_TENSOR_VALUES:
+                    raise _TensorProblem(f"claims {count:,} values, more than netspec reads "
+                                         f"({MAX_TENSOR_VALUES:,})")
             except _TensorProblem as exc:
                 self.problems.append(f"{where} {exc}")
+                self.values[name] = _POISON
                 continue
             size = self.onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize \
                 if _type_name(self.onnx, tensor.data_type) in _CONSTANT_TYPES else 1
             claimed += count * size
+            readable.append((where, name, tensor))
         room = available_memory()
         if room is not None and claimed > room:
             self.problems.append(f"the model's tensors claim {claimed:,} bytes; this machine "
                                  f"has {room:,} available (refused before reading them)")
-            return
+            readable = []
+            self.values.update((name, _POISON) for _, name, _ in tensors)
         if len(self.graph.sparse_initializer):
             self.problems.append("sparse initializers are not supported")
-        for where, name, tensor in tensors:
+        for where, name, tensor in readable:
             if where.startswith("initializer"):
                 try:
                     self.values[name] = read_tensor(tensor, self.directory)

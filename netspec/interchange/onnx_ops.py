@@ -220,8 +220,9 @@ def _import_pool(op: str) -> Callable[[Translator, Any], None]:
                     t.refuse(n, "ceil_mode=1 adds a partial window here, which netspec's "
                                 "pooling (floor mode) does not have")
                     return
-        fields = {"kernel_size": _size(kernel), "stride": _size(strides),
-                  "padding": _size(padding)}
+        fields = {"kernel_size": _size(kernel), "padding": _size(padding)}
+        if strides != kernel:  # netspec's stride defaults to the kernel size
+            fields["stride"] = _size(strides)
         t.emit(n, op, [x], fields, {})
     return convert
 
@@ -314,8 +315,9 @@ def _import_concat(t: Translator, n: Any) -> None:
     if t.all_constant(n):
         t.set_constant(n, t.fold_concat(n))
         return
+    _static_axis(t, n, 1, "it joins along the batch, which netspec does not do", allowed=None)
     inputs = [t.tensor(n, i) for i in range(len(n.input))]
-    if any(x is None for x in inputs):
+    if any(x is None for x in inputs) or t.refused(n):
         return
     if len(inputs) == 1:
         t.alias(n, inputs[0])
@@ -334,8 +336,9 @@ def _import_concat(t: Translator, n: Any) -> None:
 
 
 def _import_flatten(t: Translator, n: Any) -> None:
+    _static_axis(t, n, 1, "netspec flattens all but the batch axis (axis=1)")
     x = t.tensor(n, 0)
-    if x is None:
+    if x is None or t.refused(n):
         return
     rank = len(x.onnx_shape) + 1
     axis = t.attr(n, "axis", 1)
@@ -373,9 +376,20 @@ def _import_leaky_relu(t: Translator, n: Any) -> None:
         t.emit(n, "leaky_relu", [x], {"negative_slope": alpha}, {}, onnx_shape=x.onnx_shape)
 
 
+def _static_axis(t: Translator, n: Any, default: int, why: str,
+                 allowed: int | None = 1) -> None:
+    """Refuse a non-negative axis netspec never takes (``allowed``: the only axis it takes,
+    None: any but the batch's), even where the input's rank is unknown after a refused
+    node."""
+    axis = t.attr(n, "axis", default)
+    if axis >= 0 and ((allowed is not None and axis != allowed) or axis == 0):
+        t.refuse(n, f"axis={axis} is not supported: {why}")
+
+
 def _import_softmax(t: Translator, n: Any) -> None:
+    _static_axis(t, n, -1 if t.opset >= 13 else 1, "netspec's softmax runs over axis 1 only")
     x = t.tensor(n, 0)
-    if x is None:
+    if x is None or t.refused(n):
         return
     rank = len(x.onnx_shape) + 1
     modern = t.opset >= 13

@@ -1,0 +1,485 @@
+"""ONNX export and import: every shipped architecture exports, passes ONNX's full checker and
+matches onnxruntime; netspec -> ONNX -> netspec gives the same plan, weights and outputs; the
+commands write what they say; hostile and unsupported models are refused with every reason
+and without a file left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from netspec.cli import main  # noqa: E402
+from netspec.compiler import Plan, compile_plan  # noqa: E402
+from netspec.errors import NetspecError  # noqa: E402
+from netspec.executor import Network  # noqa: E402
+from netspec.interchange.onnx_export import (  # noqa: E402
+    check_exported,
+    export_onnx,
+)
+from netspec.interchange.onnx_import import (  # noqa: E402
+    OnnxImportError,
+    clean_id,
+    import_onnx,
+    parse_onnx_bytes,
+    toml_string,
+    translate,
+)
+from netspec.interchange.onnx_ops import EXPORT_REFUSED, EXPORTERS  # noqa: E402
+from netspec.ops import REGISTRY  # noqa: E402
+from netspec.spec import shipped_architectures  # noqa: E402
+from netspec.train.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
+
+SHIPPED = [path.stem for path in shipped_architectures()]
+# fields that say how weights start, not what the network computes: an import has the weights
+INIT_FIELDS = {"init", "init_scale", "bias_init", "weight", "weight_file", "trainable"}
+
+
+def run_cli(*argv: str | Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def trained_like(plan: Plan, seed: int = 1) -> Network:
+    """The spec's network with batchnorm statistics that are not the identity's."""
+    net = Network(plan, seed=0)
+    rng = np.random.default_rng(seed)
+    for key, value in net.buffers.items():
+        value[...] = rng.uniform(0.5, 1.5, value.shape) if key.endswith("running_var") \
+            else rng.normal(0, 0.2, value.shape)
+    for key, value in net.params.items():
+        if key.endswith(".bias"):
+            value[...] = rng.normal(0, 0.1, value.shape)
+    return net
+
+
+def onnxruntime_output(model, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+def relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
+    return float(np.abs(ours - theirs).max() / np.abs(ours).max())
+
+
+# --------------------------------------------------------------------------------------------
+# The per-op table
+
+
+def test_every_registered_op_has_an_exporter_or_a_stated_refusal() -> None:
+    for op in REGISTRY:
+        assert (op in EXPORTERS) != (op in EXPORT_REFUSED), op
+    assert set(EXPORTERS) | set(EXPORT_REFUSED) == set(REGISTRY)
+    assert all(isinstance(reason, str) and reason for reason in EXPORT_REFUSED.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_architectures_export_check_and_match_onnxruntime(name: str) -> None:
+    plan = compile_plan(name)
+    net = trained_like(plan)
+    model = export_onnx(plan, net.state())
+    check_exported(model)
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version >= 17
+    x = np.random.default_rng(2).standard_normal((5, *plan.nodes[plan.inputs[0]].shape))
+    x = x.astype(np.float32)
+    ours = net.forward(x)
+    theirs = onnxruntime_output(model, {plan.inputs[0]: x})
+    assert theirs.shape == ours.shape
+    assert relative_error(ours, theirs) <= 1e-5
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_exported_names_are_netspecs(name: str) -> None:
+    plan = compile_plan(name)
+    net = Network(plan)
+    model = export_onnx(plan, net.state())
+    graph = model.graph
+    assert {t.name for t in graph.initializer} == set(net.state())
+    node_names = {n.name for n in graph.node}
+    kept = {n.id for n in plan.nodes.values() if n.op_name not in ("input", "dropout")}
+    assert kept <= node_names
+    batch = graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.HasField("dim_value")
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["name"] == plan.name and props["description"] == plan.spec.description
+    # the inference graph: dropout gone, batchnorm with its running statistics
+    assert "Dropout" not in {n.op_type for n in graph.node}
+    for node in graph.node:
+        if node.op_type == "BatchNormalization":
+            assert node.input[3].endswith(".running_mean")
+            assert node.input[4].endswith(".running_var")
+
+
+def test_export_command_with_and_without_weights(tmp_path: Path) -> None:
+    code, out, err = run_cli("export", "convnet_bn", "-o", tmp_path / "initial.onnx")
+    assert code == 0, err
+    assert f"wrote {tmp_path / 'initial.onnx'}" in out and "weights initial, seed" in out
+    assert "onnxruntime agrees" in out
+    plan = compile_plan("convnet_bn")
+    net = trained_like(plan)
+    save_checkpoint(tmp_path / "w.npz", net, meta={"mean": 0.1307, "std": 0.3081})
+    code, out, err = run_cli("export", "convnet_bn", "--weights", tmp_path / "w.npz", "-o",
+                             tmp_path / "trained.onnx")
+    assert code == 0, err
+    model = onnx.load(tmp_path / "trained.onnx")
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for key, value in net.state().items():
+        np.testing.assert_array_equal(weights[key], value)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert float(props["netspec.mean"]) == pytest.approx(0.1307)
+    initial = onnx.load(tmp_path / "initial.onnx")
+    seeded = Network(plan, seed=0).state()
+    for tensor in initial.graph.initializer:
+        np.testing.assert_array_equal(numpy_helper.to_array(tensor), seeded[tensor.name])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["export", "lenet5", "-o", "net.txt"], "cannot tell the format from the suffix '.txt'"),
+    (["export", "lenet5", "--weights", "missing.npz", "-o", "x.onnx"], "no such weights file"),
+    (["export", "nosuchnet", "-o", "x.onnx"], "no shipped architecture of that name"),
+])
+def test_export_errors(argv: list[str], message: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(*argv)
+    assert code == 1 and message in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_weights_of_another_spec_are_refused_by_export(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "w.npz", Network(compile_plan("mlp")))
+    code, _, err = run_cli("export", "lenet5", "--weights", tmp_path / "w.npz", "-o",
+                           tmp_path / "x.onnx")
+    assert code == 1 and "these weights belong to spec 'mlp'" in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Round trips
+
+
+def same_plan(a: Plan, b: Plan) -> None:
+    assert a.name == b.name and a.output == b.output and a.inputs == b.inputs
+    assert list(a.nodes) == list(b.nodes)
+    for node_id, x in a.nodes.items():
+        y = b.nodes[node_id]
+        assert (x.op_name, x.inputs, x.shape) == (y.op_name, y.inputs, y.shape), node_id
+        assert x.param_specs == y.param_specs and x.buffer_specs == y.buffer_specs
+        # a window's geometry may be written several ways (3 or [3, 3]; stride omitted)
+        assert getattr(x.op, "geometry", None) == getattr(y.op, "geometry", None), node_id
+        written = INIT_FIELDS | {"inputs", "kernel_size", "stride", "padding"}
+        assert x.params.model_dump(exclude=written) == y.params.model_dump(exclude=written), \
+            node_id
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_netspec_onnx_netspec_gives_the_same_plan_weights_and_outputs(name: str) -> None:
+    plan = compile_plan(name)
+    net = trained_like(plan)
+    model = parse_onnx_bytes(export_onnx(plan, net.state()).SerializeToString())
+    imported = translate(model, source=f"{name}.onnx")
+    same_plan(plan, imported.plan)
+    assert imported.plan.spec.description == plan.spec.description
+    for key, value in net.state().items():
+        np.testing.assert_array_equal(imported.network.state()[key], value)
+    x = np.random.default_rng(3).standard_normal((4, *plan.nodes[plan.inputs[0]].shape))
+    np.testing.assert_array_equal(imported.network.forward(x.astype(np.float32)),
+                                  net.forward(x.astype(np.float32)))
+
+
+def test_import_command_writes_a_spec_and_weights_that_every_command_takes(
+        tmp_path: Path, mnist_dir: Path) -> None:
+    plan = compile_plan("lenet5")
+    net = trained_like(plan)
+    save_checkpoint(tmp_path / "w.npz", net, meta={"mean": 0.1307, "std": 0.3081})
+    assert run_cli("export", "lenet5", "--weights", tmp_path / "w.npz", "-o",
+                   tmp_path / "m.onnx")[0] == 0
+    code, out, err = run_cli("import", tmp_path / "m.onnx", "-o", tmp_path / "net" / "net.toml")
+    assert code == 0, err
+    spec, weights = tmp_path / "net" / "net.toml", tmp_path / "net" / "net.npz"
+    assert "12 ONNX nodes -> 13 netspec nodes, 61,706 params" in out
+    assert "mean 0.1307, std 0.3081, from the model's metadata" in out
+    checkpoint = read_checkpoint(weights)
+    assert checkpoint.meta["mean"] == pytest.approx(0.1307)
+    for key, value in net.params.items():
+        np.testing.assert_array_equal(checkpoint.params[key], value)
+    assert run_cli("compile", spec)[0] == 0
+    code, out, err = run_cli("evaluate", spec, "--weights", weights, "--data-dir", mnist_dir)
+    assert code == 0 and "test accuracy" in out, err
+    digit = tmp_path / "digit.npy"
+    np.save(digit, np.zeros((28, 28), dtype=np.uint8))
+    code, out, err = run_cli("predict", spec, "--weights", weights, digit)
+    assert code == 0 and str(digit) in out, err
+    code, out, err = run_cli("train", spec, "--weights", weights, "--out", tmp_path / "run",
+                             "--data-dir", mnist_dir, "--epochs", "1", "--limit", "300",
+                             "--validation", "100", "--batch-size", "50", "--no-plots")
+    assert code == 0 and "starting from" in out, err
+    code, out, err = run_cli("export", spec, "--weights", weights, "-o", tmp_path / "again.onnx")
+    assert code == 0, err
+    again = onnx.load(tmp_path / "again.onnx")
+    assert [n.op_type for n in again.graph.node] == [
+        n.op_type for n in onnx.load(tmp_path / "m.onnx").graph.node]
+
+
+def test_import_without_normalisation_says_what_it_assumed(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    onnx.save(export_onnx(compile_plan("mlp"), Network(compile_plan("mlp")).state()), path)
+    code, out, _ = run_cli("import", path, "-o", tmp_path / "a.toml")
+    assert code == 0 and "mean 0, std 1, pixels scaled to [0, 1] as they are" in out
+    code, out, _ = run_cli("import", path, "-o", tmp_path / "b.toml", "--mean", "0.5",
+                           "--std", "0.25")
+    assert code == 0 and "mean 0.5, std 0.25, as given" in out
+    assert read_checkpoint(tmp_path / "b.npz").meta["std"] == 0.25
+
+
+# --------------------------------------------------------------------------------------------
+# Hand-built models
+
+
+def value(name: str, shape: list) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def initializer(name: str, array: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(array, dtype=np.float32), name)
+
+
+def model_of(nodes: list, inputs: list, outputs: list, initializers: list = (),
+             opset: int = 17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def conv_model(name: str = "/features/features.1/conv/conv.0/Conv", group: int = 1,
+               **attributes) -> onnx.ModelProto:
+    weight = np.ones((4, 4 // group, 3, 3))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name=name, group=group, **attributes)]
+    return model_of(nodes, [value("x", ["N", 4, 8, 8])], [value("y", None)],
+                    [initializer("w", weight)])
+
+
+def test_hierarchical_names_become_module_paths() -> None:
+    assert clean_id("/layer1/layer1.0/conv1/Conv", "Conv") == "layer1.0.conv1"
+    assert clean_id("/features/features.1/conv/conv.0/Conv", "Conv") == "features.1.conv.0"
+    assert clean_id("/layer1/layer1.0/relu_1/Relu", "Relu") == "layer1.0.relu_1"
+    assert clean_id("/Flatten", "Flatten") == "flatten"
+    assert clean_id("conv 1\n\"x\"", "Conv") == "conv_1__x_"
+    assert clean_id("", "Gemm") == "gemm"
+    assert clean_id("a" * 500, "Relu") == "a" * 128
+
+
+def test_toml_strings_escape_everything_that_could_break_out() -> None:
+    import tomllib
+
+    for text in ['a"b', "back\\slash", "new\nline", "\x00\x1f\x7f", "tab\t", "ünï"]:
+        assert tomllib.loads(f"k = {toml_string(text)}")["k"] == text
+
+
+def test_a_hostile_description_stays_data(tmp_path: Path) -> None:
+    model = conv_model(name="c")
+    model.doc_string = 'x"\n[nodes.evil]\nop = "relu"\n'
+    helper.set_model_props(model, {"name": "n\nop = 1"})
+    imported = translate(model)
+    assert "evil" not in imported.plan.nodes and imported.plan.spec.description == \
+        model.doc_string
+    assert imported.name == "n_op___1"
+
+
+def test_auto_pad_same_and_ceil_mode_are_honoured_where_netspec_can() -> None:
+    imported = translate(conv_model(name="c", auto_pad="SAME_UPPER"))
+    assert imported.plan.nodes["c"].shape == (4, 8, 8)
+    pool = model_of([helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[2, 2],
+                                      strides=[2, 2], ceil_mode=1)],
+                    [value("x", ["N", 1, 8, 8])], [value("y", None)])
+    assert translate(pool).plan.nodes["p"].shape == (1, 4, 4)
+
+
+def test_matmul_then_add_is_one_linear_layer() -> None:
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((6, 3)), rng.standard_normal(3)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="/fc/MatMul"),
+             helper.make_node("Add", ["h", "b"], ["y"], name="/fc/Add")]
+    model = model_of(nodes, [value("x", ["N", 6])], [value("y", None)],
+                     [initializer("w", w), initializer("b", b)])
+    imported = translate(model)
+    assert list(imported.plan.nodes) == ["x", "fc"]
+    x = rng.standard_normal((2, 6)).astype(np.float32)
+    np.testing.assert_allclose(imported.network.forward(x), x @ w + b, rtol=1e-5)
+
+
+def test_symbolic_input_axes_need_the_input_shape(tmp_path: Path) -> None:
+    model = model_of([helper.make_node("Relu", ["x"], ["y"], name="r")],
+                     [value("x", ["N", 1, "H", "W"])], [value("y", None)])
+    with pytest.raises(OnnxImportError, match=r"symbolic axes \['H', 'W'\]; pass --input-shape"):
+        translate(model)
+    assert translate(model, input_shape=(1, 28, 28)).plan.nodes["x"].shape == (1, 28, 28)
+    onnx.save(model, tmp_path / "m.onnx")
+    code, out, err = run_cli("import", tmp_path / "m.onnx", "-o", tmp_path / "n.toml",
+                             "--input-shape", "1,28,28")
+    assert code == 0, err
+
+
+# --------------------------------------------------------------------------------------------
+# Refusals: every reason at once, exit 1, no traceback, no file left behind
+
+
+def external_model(location: str, length: int = 576) -> onnx.ModelProto:
+    model = conv_model(name="c")
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, entry in (("location", location), ("offset", "0"), ("length", str(length))):
+        tensor.external_data.add(key=key, value=entry)
+    return model
+
+
+def huge_model() -> onnx.ModelProto:
+    model = conv_model(name="c")
+    tensor = model.graph.initializer[0]
+    del tensor.dims[:]
+    tensor.dims.extend([2**30, 2**30])
+    return model
+
+
+def loop_model() -> onnx.ModelProto:
+    body = helper.make_graph([helper.make_node("Identity", ["c"], ["c_out"])], "body",
+                             [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                             [helper.make_tensor_value_info("c_out", TensorProto.BOOL, [])])
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="r"),
+             helper.make_node("Loop", ["", ""], [], name="/loop/Loop", body=body),
+             helper.make_node("Relu", ["r"], ["y"], name="r2")]
+    return model_of(nodes, [value("x", ["N", 3])], [value("y", None)])
+
+
+def many_problems_model() -> onnx.ModelProto:
+    w = np.ones((8, 1, 3, 3))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], group=8, pads=[1, 1, 1, 1],
+                              name="/features/features.1/conv/conv.0/Conv"),
+             helper.make_node("Erf", ["a"], ["b"], name="/act/Erf"),
+             helper.make_node("MaxPool", ["b"], ["c"], name="/pool/MaxPool", kernel_shape=[2, 2],
+                              dilations=[2, 2]),
+             helper.make_node("Softmax", ["c"], ["y"], name="/head/Softmax", axis=3)]
+    return model_of(nodes, [value("x", ["N", 8, 8, 8])], [value("y", None)],
+                    [initializer("w", w)])
+
+
+# name -> (how to make the file in a directory, what the user must read)
+BAD_FILES = {
+    "empty": (lambda d: (d / "m.onnx").write_bytes(b""), "the file is empty"),
+    "text": (lambda d: (d / "m.onnx").write_text("hello, this is not a model\n" * 20),
+             "not a"),
+    "truncated": (lambda d: (d / "m.onnx").write_bytes(
+        conv_model().SerializeToString()[:-37]), "not a readable ONNX model"),
+    "npz": (lambda d: save_checkpoint(d / "m.onnx", Network(compile_plan("mlp"))), "not a"),
+    "control flow": (lambda d: onnx.save(loop_model(), d / "m.onnx"),
+                     "node '/loop/Loop' (Loop): control flow is not supported"),
+    "2^60 values": (lambda d: onnx.save(huge_model(), d / "m.onnx"),
+                    "claims 1,152,921,504,606,846,976 values"),
+    "external data outside": (lambda d: onnx.save(external_model("../secret.bin"), d / "m.onnx"),
+                              "outside the model's directory"),
+    "external data absolute": (lambda d: onnx.save(external_model("/etc/passwd"), d / "m.onnx"),
+                               "must be a path relative to the model's directory"),
+    "external data missing": (lambda d: onnx.save(external_model("w.bin"), d / "m.onnx"),
+                              "'w.bin', which does not exist"),
+    "external data short": (lambda d: ((d / "w.bin").write_bytes(b"\0" * 10),
+                                       onnx.save(external_model("w.bin"), d / "m.onnx")),
+                            "of 'w.bin', which holds 10"),
+    "grouped conv": (lambda d: onnx.save(conv_model(group=4), d / "m.onnx"),
+                     "node '/features/features.1/conv/conv.0/Conv' (Conv): group=4 is not "
+                     "supported"),
+    "old opset": (lambda d: onnx.save(model_of(
+        [helper.make_node("Relu", ["x"], ["y"], name="r")], [value("x", ["N", 3])],
+        [value("y", None)], opset=6), d / "m.onnx"), "opset 6 is older than netspec reads"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_files_are_refused_without_a_traceback_or_a_file(case: str, tmp_path: Path) -> None:
+    make, message = BAD_FILES[case]
+    make(tmp_path)
+    before = set(tmp_path.iterdir())
+    with pytest.raises(NetspecError, match=None) as refusal:
+        import_onnx(tmp_path / "m.onnx")
+    assert message in str(refusal.value)
+    code, out, err = run_cli("import", tmp_path / "m.onnx", "-o", tmp_path / "net.toml")
+    assert code == 1 and message in err and "Traceback" not in err, err
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_external_data_beside_the_model_is_read(tmp_path: Path) -> None:
+    model = conv_model(name="c")
+    weight = numpy_helper.to_array(model.graph.initializer[0])
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin",
+              size_threshold=0)
+    assert (tmp_path / "w.bin").exists()
+    imported = import_onnx(tmp_path / "m.onnx")
+    np.testing.assert_array_equal(imported.network.params["c.weight"], weight)
+
+
+def test_every_unsupported_op_and_attribute_is_listed_by_node_name(tmp_path: Path) -> None:
+    onnx.save(many_problems_model(), tmp_path / "m.onnx")
+    code, _, err = run_cli("import", tmp_path / "m.onnx", "-o", tmp_path / "net.toml")
+    assert code == 1
+    assert "cannot import (4 problems)" in err
+    assert "node '/features/features.1/conv/conv.0/Conv' (Conv): group=8 is not supported" in err
+    assert "node '/act/Erf' (Erf): the op Erf is not supported" in err
+    assert "node '/pool/MaxPool' (MaxPool): dilations=[2, 2] is not supported" in err
+    assert "node '/head/Softmax' (Softmax): axis=3 is not supported" in err
+    assert not (tmp_path / "net.toml").exists() and not (tmp_path / "net.npz").exists()
+
+
+def test_the_memory_guard_answers_before_allocating(monkeypatch) -> None:
+    import netspec.interchange.onnx_import as onnx_import
+
+    model = conv_model(name="c")
+    tensor = model.graph.initializer[0]
+    tensor.dims[0] = 10**7  # 3.6e8 values: within the per-tensor bound, not within memory
+    monkeypatch.setattr(onnx_import, "available_memory", lambda: 2**30)
+    with pytest.raises(OnnxImportError, match="claim 1,440,000,000 bytes; this machine has "
+                                              "1,073,741,824 available"):
+        translate(model)
+
+
+def test_missing_onnx_says_what_to_install(monkeypatch, tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if it were not installed
+    for argv in (["export", "lenet5", "-o", tmp_path / "x.onnx"],
+                 ["import", tmp_path / "x.onnx", "-o", tmp_path / "x.toml"]):
+        code, _, err = run_cli(*argv)
+        assert code == 1 and "pip install 'netspec[onnx]'" in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_import_refuses_a_spec_path_that_is_not_toml(tmp_path: Path) -> None:
+    code, _, err = run_cli("import", tmp_path / "m.onnx", "-o", tmp_path / "net.json")
+    assert code == 1 and "must be a .toml file" in err
+
+
+def test_dropout_metadata_that_does_not_fit_is_ignored() -> None:
+    plan = compile_plan("convnet_bn")
+    model = export_onnx(plan, Network(plan).state())
+    for prop in model.metadata_props:
+        if prop.key == "netspec.dropout":
+            prop.value = json.dumps([{"id": "x", "input": "nowhere", "p": 0.5,
+                                      "consumers": ["fc2"]}, "junk", {"id": 3}])
+    imported = translate(model)
+    assert "dropout" not in {n.op_name for n in imported.plan.nodes.values()}
