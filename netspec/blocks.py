@@ -13,7 +13,7 @@ Names follow PyTorch's module paths: an instance ``layer2`` with ``repeat`` make
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netspec.errors import Diagnostic, did_you_mean
@@ -72,6 +72,7 @@ class Instance:
     line: int | None
     args: Mapping[str, Any]
     output: str = ""
+    group: str | None = None  # the instance id of a repeat ("layer1" of "layer1.0")
 
 
 @dataclass(frozen=True)
@@ -500,8 +501,9 @@ class _Expander:
             for entry, ref in zip(entries, bound):
                 inner.names[entry] = ref
             self.out.instances[instance_id] = Instance(
-                path=instance_id, block=block_name,
-                parent=scope.prefix or None, file=file.name, line=file.line(path), args=args)
+                path=instance_id, block=block_name, parent=scope.prefix or None,
+                file=file.name, line=file.line(path), args=args,
+                group=flat_id if "repeat" in raw else None)
             last = self._expand_body(_block_nodes(block.raw), inner, block.path + ("nodes",),
                                      block.file, {**self.variables, **args, INDEX: index},
                                      outer, entries[0])
@@ -703,9 +705,8 @@ class _Expander:
             out.previous[node_id] = self._target(previous) if previous is not None else None
         for path, ref in self.instance_outputs.items():
             instance = out.instances[path]
-            out.instances[path] = Instance(instance.path, instance.block, instance.parent,
-                                           instance.file, instance.line, instance.args,
-                                           self._lookup(ref.scope, ref.name) or "")
+            out.instances[path] = replace(instance,
+                                          output=self._lookup(ref.scope, ref.name) or "")
         out.top_names = {name: target for name in top.names
                          if (target := self._lookup(top, name)) is not None}
 
