@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from netspec.errors import NetspecError
 
-COMMAND_MODULES = ("compile", "gradcheck", "train", "draw", "plot", "bench", "doctor", "export",
-                   "importer")
+COMMAND_MODULES = ("compile", "expand", "gradcheck", "train", "draw", "plot", "bench", "doctor",
+                   "export", "importer")
 
 
 def build_parser() -> argparse.ArgumentParser:
