@@ -17,6 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 nn = torch.nn
 F = torch.nn.functional
 
+from netspec.compiler import compile_plan  # noqa: E402
 from netspec.interchange.onnx_import import import_onnx  # noqa: E402
 from netspec.train.checkpoint import load_weights  # noqa: E402
 
@@ -191,6 +192,10 @@ def test_the_spec_keeps_pytorchs_module_paths(exported) -> None:
         ours = {key: value.shape for key, value in imported.network.state().items()}
         assert ours == theirs
         assert imported.plan.total_params == sum(p.numel() for p in model.parameters())
+        # and netspec's own resnet18 has the same keys and shapes: its weights fit either way
+        shipped = compile_plan("resnet18")
+        assert ours == {f"{node.id}.{name}": spec.shape for node in shipped.nodes.values()
+                        for name, spec in {**node.param_specs, **node.buffer_specs}.items()}
     if name.startswith("resnet18"):
         for node_id in ("conv1", "maxpool", "layer1.0.conv1", "layer2.0.downsample.0",
                         "layer4.1.conv2", "fc"):
