@@ -34,6 +34,8 @@ EXTRAS = {
     "Pillow": "netspec predict on .png pictures (pip install netspec[image])",
     "torch": "PyTorch parity tests (pip install netspec[torch])",
     "hypothesis": "property tests (pip install netspec[test])",
+    "onnx": "netspec export to .onnx and netspec import (pip install netspec[onnx])",
+    "onnxruntime": "checking ONNX exports against onnxruntime (pip install netspec[test])",
 }
 _MODULES = {"Pillow": "PIL"}
 

@@ -587,7 +587,7 @@ class Translator:
         try:
             return np.concatenate([np.atleast_1d(a) for a in arrays],
                                   axis=self.attr(n, "axis", 0))
-        except (ValueError, TypeError, np.exceptions.AxisError) as exc:
+        except (ValueError, TypeError) as exc:  # numpy's AxisError is a ValueError
             self.refuse(n, f"cannot join these constants: {exc}")
             return None
 
@@ -771,7 +771,7 @@ class Translator:
             inputs.append(value)
         try:
             self.set_constant(n, self._fold_value(n, op, inputs))
-        except (ValueError, TypeError, IndexError, np.exceptions.AxisError) as exc:
+        except (ValueError, TypeError, IndexError) as exc:
             self.refuse(n, f"cannot fold this constant: {exc}")
 
     def _fold_value(self, n: Any, op: str, inputs: list[Any]) -> np.ndarray:
