@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -488,3 +490,99 @@ def test_dropout_metadata_that_does_not_fit_is_ignored() -> None:
                                       "consumers": ["fc2"]}, "junk", {"id": 3}])
     imported = translate(model)
     assert "dropout" not in {n.op_name for n in imported.plan.nodes.values()}
+
+
+# --------------------------------------------------------------------------------------------
+# Damaged models, at random
+
+
+def small_models() -> list[bytes]:
+    """A netspec export using most ops, and a PyTorch-style flatten by shape arithmetic."""
+    from netspec.spec import parse_spec
+
+    spec = parse_spec("""
+[nodes.x]
+op = "input"
+shape = [2, 6, 6]
+[nodes.c]
+op = "conv2d"
+out_channels = 3
+kernel_size = 3
+padding = 1
+[nodes.b]
+op = "batchnorm"
+[nodes.r]
+op = "leaky_relu"
+[nodes.p]
+op = "maxpool2d"
+kernel_size = 2
+[nodes.a]
+op = "avgpool2d"
+inputs = "r"
+kernel_size = 2
+[nodes.j]
+op = "concat"
+inputs = ["p", "a"]
+[nodes.f]
+op = "flatten"
+[nodes.d]
+op = "dropout"
+[nodes.l]
+op = "linear"
+out_features = 4
+[nodes.s]
+op = "softmax"
+""")
+    plan = compile_plan(spec)
+    exported = export_onnx(plan, Network(plan).state()).SerializeToString()
+    shape_chain = [
+        helper.make_node("Shape", ["x"], ["s"], name="/Shape"),
+        helper.make_node("Constant", [], ["i"], name="/Constant",
+                         value=numpy_helper.from_array(np.array(0, dtype=np.int64))),
+        helper.make_node("Gather", ["s", "i"], ["n"], name="/Gather", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="/Unsqueeze"),
+        helper.make_node("Concat", ["n1", "minus1"], ["target"], name="/Concat", axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["y"], name="/Reshape"),
+    ]
+    flattening = model_of(shape_chain, [value("x", ["N", 2, 3, 3])], [value("y", None)],
+                          [numpy_helper.from_array(np.array([0], dtype=np.int64), "axes"),
+                           numpy_helper.from_array(np.array([-1], dtype=np.int64), "minus1")])
+    return [exported, flattening.SerializeToString()]
+
+
+SMALL_MODELS = small_models()
+
+
+def test_the_small_models_import() -> None:
+    for blob in SMALL_MODELS:
+        translate(parse_onnx_bytes(blob))
+    flat = translate(parse_onnx_bytes(SMALL_MODELS[1]))
+    assert [n.op_name for n in flat.plan.nodes.values()] == ["input", "flatten"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_damaged_models_are_imported_or_refused_never_crash(data) -> None:
+    blob = bytearray(data.draw(st.sampled_from(SMALL_MODELS)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        if len(blob) < 2:
+            break
+        where = data.draw(st.integers(0, len(blob) - 1))
+        kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        if kind == "flip":
+            blob[where] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set":
+            blob[where] = data.draw(st.integers(0, 255))
+        elif kind == "insert":
+            blob[where:where] = data.draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del blob[where:where + data.draw(st.integers(1, 8))]
+        else:
+            del blob[max(where, 1):]
+    try:
+        imported = translate(parse_onnx_bytes(bytes(blob)))
+    except NetspecError:
+        return
+    # what imports is a network netspec can run
+    imported.network.forward(np.zeros((1, *imported.plan.nodes[imported.plan.inputs[0]].shape),
+                                      dtype=np.float32))

@@ -148,9 +148,15 @@ def parse_onnx_bytes(data: bytes, source: str = "<model>") -> Any:
 
 # ---------------------------------------------------------------- names and TOML text
 
-def clean_id(name: str, op_type: str) -> str:
+def text_of(value: str | bytes) -> str:
+    """A protobuf string field as text: one that is not UTF-8 arrives as bytes."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def clean_id(name: str | bytes, op_type: str | bytes) -> str:
     """A node id from an ONNX node name: ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``
     (PyTorch's module path), anything else made safe and bounded."""
+    name, op_type = text_of(name), text_of(op_type)
     if name.startswith("/"):
         segments = [s for s in name.split("/") if s]
         path: list[str] = []
@@ -303,7 +309,10 @@ def _external_bytes(tensor: Any, directory: Path | None, needed: int) -> bytes:
 # ---------------------------------------------------------------- the translator
 
 def _attribute_value(onnx: Any, attribute: Any) -> Any:
-    value = onnx.helper.get_attribute_value(attribute)
+    try:
+        value = onnx.helper.get_attribute_value(attribute)
+    except (ValueError, TypeError):  # an attribute type this onnx does not know
+        return None
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, float):
@@ -312,6 +321,14 @@ def _attribute_value(onnx: Any, attribute: Any) -> Any:
         return [v.decode("utf-8", "replace") if isinstance(v, bytes)
                 else _float32(v) if isinstance(v, float) else v for v in value]
     return value
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", list: "a list of integers"}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _float32(value: float) -> float:
@@ -346,7 +363,8 @@ class Translator:
 
     # -- problems
     def _where(self, n: Any) -> str:
-        return f"node '{n.name or n.output[0] if n.output else n.name}' ({n.op_type})"
+        name = n.name or (n.output[0] if n.output else "")
+        return f"node '{text_of(name)}' ({text_of(n.op_type)})"
 
     def refuse(self, n: Any, message: str) -> None:
         self.problems.append(f"{self._where(n)}: {message}")
@@ -356,14 +374,28 @@ class Translator:
         return id(n) in self._refused
 
     # -- attributes
-    def attr(self, n: Any, name: str, default: Any) -> Any:
+    def attr(self, n: Any, name: str, default: Any, kind: type | None = None) -> Any:
+        """Attribute ``name`` of ``n``, of the type of ``default`` (or ``kind``): ints, floats,
+        strings or lists of ints. One of another type is refused and ``default`` returned."""
+        kind = kind or type(default)
         for attribute in n.attribute:
-            if attribute.name == name:
-                value = _attribute_value(self.onnx, attribute)
-                if isinstance(value, list) and len(value) > MAX_ATTRIBUTE_VALUES:
+            if attribute.name != name:
+                continue
+            value = _attribute_value(self.onnx, attribute)
+            if kind is float and isinstance(value, int):
+                value = float(value)
+            if kind is list:
+                fits = isinstance(value, list) and all(isinstance(v, int) for v in value)
+                if fits and len(value) > MAX_ATTRIBUTE_VALUES:
                     self.refuse(n, f"attribute {name} holds {len(value):,} values")
                     return default
-                return value
+            else:
+                fits = isinstance(value, kind)
+            if not fits:
+                wanted = _KIND_NAMES.get(kind, kind.__name__)
+                self.refuse(n, f"attribute {name} must be {wanted}, got {_shown(value)}")
+                return default
+            return value
         return default
 
     def only_attributes(self, n: Any, *allowed: str) -> None:
@@ -725,10 +757,12 @@ class Translator:
 
     def _translate(self, n: Any) -> None:
         if n.domain not in ("", "ai.onnx"):
-            self.refuse(n, f"ops of domain '{n.domain}' are not supported")
+            self.refuse(n, f"ops of domain '{text_of(n.domain)}' are not supported")
         elif n.op_type in CONTROL_FLOW:
             self.refuse(n, "control flow is not supported: a netspec network is one fixed "
                            "graph")
+        elif not n.output or not n.output[0]:
+            self.refuse(n, "the node has no output")
         elif n.op_type in IMPORTERS:
             IMPORTERS[n.op_type](self, n)
         elif n.op_type in FOLDED:
@@ -749,7 +783,7 @@ class Translator:
                 return
             shape = np.array([BATCH, *x.onnx_shape], dtype=object) if isinstance(x, Tensor) \
                 else np.array(x.shape, dtype=np.int64)
-            start, end = self.attr(n, "start", 0), self.attr(n, "end", None)
+            start, end = self.attr(n, "start", 0), self.attr(n, "end", None, int)
             self.set_constant(n, shape[start:end])
             return
         if op == "Cast" and isinstance(self._value(n, 0), Tensor):
@@ -771,7 +805,7 @@ class Translator:
             inputs.append(value)
         try:
             self.set_constant(n, self._fold_value(n, op, inputs))
-        except (ValueError, TypeError, IndexError) as exc:
+        except (ValueError, TypeError, IndexError, OverflowError) as exc:
             self.refuse(n, f"cannot fold this constant: {exc}")
 
     def _fold_value(self, n: Any, op: str, inputs: list[Any]) -> np.ndarray:
@@ -786,7 +820,7 @@ class Translator:
             if indices.dtype.kind not in "iu":
                 raise ValueError("indices must be integers")
             return np.take(data, indices.astype(np.int64), axis=self.attr(n, "axis", 0))
-        axes = self.attr(n, "axes", None)
+        axes = self.attr(n, "axes", None, list)
         if axes is None and len(inputs) > 1:
             axes = [int(a) for a in np.asarray(inputs[1]).reshape(-1)]
         if op == "Unsqueeze":
@@ -844,7 +878,7 @@ class Translator:
         return None
 
     def metadata(self) -> dict[str, str]:
-        return {entry.key: entry.value for entry in self.model.metadata_props}
+        return {text_of(entry.key): text_of(entry.value) for entry in self.model.metadata_props}
 
     def restore_dropout(self, output: Tensor) -> str:
         """Put back the dropout a netspec export left out (recorded in the metadata); returns
@@ -911,9 +945,9 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
         raise OnnxImportError(source, translator.problems or ["the model has no output"])
     meta = translator.metadata()
     output_node = translator.restore_dropout(output)
-    spec_name = clean_id(meta.get(META_NAME) or name or model.graph.name or "imported",
+    spec_name = clean_id(meta.get(META_NAME) or name or text_of(model.graph.name) or "imported",
                          "imported")
-    description = meta.get(META_DESCRIPTION, model.doc_string or "")[:10_000]
+    description = meta.get(META_DESCRIPTION, text_of(model.doc_string) or "")[:10_000]
     text = spec_text(spec_name, description, translator.nodes, output_node, source)
     try:
         spec = parse_spec(text, file=f"{spec_name}.toml")

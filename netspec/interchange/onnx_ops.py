@@ -145,7 +145,7 @@ def _import_conv(t: Translator, n: Any) -> None:
     if group != 1:
         t.refuse(n, f"group={group} is not supported (netspec's conv2d is a dense "
                     f"convolution)")
-    dilations = t.attr(n, "dilations", None)
+    dilations = t.attr(n, "dilations", None, list)
     if dilations is not None and any(d != 1 for d in dilations):
         t.refuse(n, f"dilations={list(dilations)} is not supported")
     weight = t.constant(n, 1, "the weight")
@@ -158,7 +158,7 @@ def _import_conv(t: Translator, n: Any) -> None:
                     f"is 2-D)")
         return
     kernel = tuple(int(k) for k in weight.shape[2:])
-    declared = t.attr(n, "kernel_shape", None)
+    declared = t.attr(n, "kernel_shape", None, list)
     if declared is not None and tuple(declared) != kernel:
         t.refuse(n, f"kernel_shape={list(declared)} does not match the weight's "
                     f"{list(weight.shape)}")
@@ -197,10 +197,10 @@ def _import_pool(op: str) -> Callable[[Translator, Any], None]:
         t.only_attributes(n, *allowed)
         if op == "maxpool2d" and t.output_used(n, 1):
             t.refuse(n, "the Indices output is not supported")
-        dilations = t.attr(n, "dilations", None)
+        dilations = t.attr(n, "dilations", None, list)
         if dilations is not None and any(d != 1 for d in dilations):
             t.refuse(n, f"dilations={list(dilations)} is not supported")
-        kernel = tuple(t.attr(n, "kernel_shape", ()))
+        kernel = tuple(t.attr(n, "kernel_shape", []))
         if len(kernel) != 2:
             t.refuse(n, f"kernel_shape={list(kernel)}: only 2-D pooling is supported")
         x = t.tensor(n, 0)
