@@ -334,7 +334,9 @@ def test_matmul_then_add_is_one_linear_layer() -> None:
 def test_symbolic_input_axes_need_the_input_shape(tmp_path: Path) -> None:
     model = model_of([helper.make_node("Relu", ["x"], ["y"], name="r")],
                      [value("x", ["N", 1, "H", "W"])], [value("y", None)])
-    with pytest.raises(OnnxImportError, match=r"symbolic axes \['H', 'W'\]; pass --input-shape"):
+    with pytest.raises(OnnxImportError, match=r"symbolic axes \[.H., .W.\]; pass the "
+                                              r"per-sample sizes with --input-shape, e.g. "
+                                              r"1,224,224"):
         translate(model)
     assert translate(model, input_shape=(1, 28, 28)).plan.nodes["x"].shape == (1, 28, 28)
     onnx.save(model, tmp_path / "m.onnx")

@@ -686,9 +686,11 @@ class Translator:
             return
         symbolic = [d for d in per_sample if not isinstance(d, int) or d <= 0]
         if symbolic:
-            shown, example = ["N", *per_sample], ",".join("1" for _ in per_sample)
+            shown = ["N", *per_sample]
+            example = ",".join(str(d) if isinstance(d, int) and d > 0 else "224"
+                               for d in per_sample)
             self.problems.append(f"{where}: shape {shown} has symbolic axes {symbolic}; pass "
-                                 f"--input-shape (per sample, e.g. {example})")
+                                 f"the per-sample sizes with --input-shape, e.g. {example}")
             return
         node_id = clean_id(value.name, "input")
         while node_id in self._ids:
