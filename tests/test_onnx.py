@@ -443,6 +443,29 @@ def test_external_data_beside_the_model_is_read(tmp_path: Path) -> None:
     np.testing.assert_array_equal(imported.network.params["c.weight"], weight)
 
 
+@pytest.mark.parametrize("case", ["empty", "truncated", "external data outside"])
+def test_bad_files_in_a_real_process_exit_1_without_a_traceback(case: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    BAD_FILES[case][0](tmp_path)
+    done = subprocess.run([sys.executable, "-m", "netspec", "import", str(tmp_path / "m.onnx"),
+                           "-o", str(tmp_path / "net.toml")], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert BAD_FILES[case][1] in done.stderr
+    assert not (tmp_path / "net.toml").exists()
+
+
+def test_weights_too_large_for_one_onnx_file_are_refused(monkeypatch) -> None:
+    import netspec.interchange.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "MAX_PROTOBUF_BYTES", 1000)
+    plan = compile_plan("lenet5")
+    with pytest.raises(NetspecError, match="do not fit in one ONNX file"):
+        export_onnx(plan, Network(plan).state())
+
+
 def test_every_unsupported_op_and_attribute_is_listed_by_node_name(tmp_path: Path) -> None:
     onnx.save(many_problems_model(), tmp_path / "m.onnx")
     code, _, err = run_cli("import", tmp_path / "m.onnx", "-o", tmp_path / "net.toml")

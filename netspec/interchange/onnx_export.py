@@ -27,6 +27,8 @@ OPSET = 17
 # the IR version of opset 17's ONNX release: readable by every runtime since 2022
 IR_VERSION = 8
 BATCH_DIM = "N"
+# protobuf's limit on one message, less room for the graph itself
+MAX_PROTOBUF_BYTES = 2**31 - 2**24
 # metadata keys a netspec import reads back
 META_NAME, META_DESCRIPTION = "name", "description"
 META_MEAN, META_STD = "netspec.mean", "netspec.std"
@@ -76,6 +78,11 @@ def export_onnx(plan: Plan, state: Mapping[str, np.ndarray], *,
                if f"{node.id}.{name}" not in state]
     if missing:
         raise NetspecError(f"weights lack {', '.join(missing[:5])}")
+    size = sum(np.asarray(state[key]).size * 4 for key in state)
+    if size > MAX_PROTOBUF_BYTES:
+        raise NetspecError(f"{plan.name}: {size:,} bytes of float32 weights do not fit in one "
+                           f"ONNX file (protobuf holds at most {MAX_PROTOBUF_BYTES:,}); netspec "
+                           f"does not write ONNX external data")
     emitter = Emitter(plan, state)
     graph_inputs, value_info = [], []
     dropped = []
