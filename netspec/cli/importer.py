@@ -72,6 +72,4 @@ def run_import(args: argparse.Namespace) -> int:
           f"netspec nodes, {plan.total_params:,} params, output {plan.nodes[plan.output].shape}")
     print(f"wrote {output} and {weights} (input normalisation: mean {mean:g}, std {std:g}, "
           f"{said})")
-    for note in imported.notes:
-        print(f"note: {note}")
     return 0

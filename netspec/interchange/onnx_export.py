@@ -88,15 +88,13 @@ def export_onnx(plan: Plan, state: Mapping[str, np.ndarray], *,
     dropped = []
     for node in plan.nodes.values():
         sources = [emitter.values[s] for s in node.inputs]
-        if node.op_name == "input":
-            emitter.values[node.id] = node.id
-            graph_inputs.append(_typed_value(node.id, node.shape))
-            continue
-        if node.op_name == "dropout":
-            dropped.append(node)
         output = EXPORTERS[node.op_name](emitter, node, sources)
         emitter.values[node.id] = output
-        if output == node.id:
+        if node.op_name == "input":
+            graph_inputs.append(_typed_value(node.id, node.shape))
+        elif node.op_name == "dropout":
+            dropped.append(node)
+        elif output == node.id:
             value_info.append(_typed_value(node.id, node.shape))
     output_node = plan.nodes[plan.output]
     output_value = emitter.values[plan.output]

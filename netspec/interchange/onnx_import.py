@@ -99,7 +99,6 @@ class ImportedModel:
     source: str
     # ONNX graph input name -> netspec input node id
     input_ids: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -339,19 +338,17 @@ def _float32(value: float) -> float:
 class Translator:
     """Walks the graph once, in its (topological) order, through the per-op importers."""
 
-    def __init__(self, model: Any, *, directory: Path | None, source: str,
+    def __init__(self, model: Any, *, directory: Path | None,
                  input_shape: Sequence[int] | None, bound: Mapping[str, np.ndarray]):
         self.onnx = onnx_module()
         self.model = model
         self.graph = model.graph
         self.directory = directory
-        self.source = source
         self.problems: list[str] = []
         self.values: dict[str, Any] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
-        self.notes: list[str] = []
         self._refused: set[int] = set()
         self._ids: set[str] = set()
         self._biasless: set[str] = set()  # linear nodes from a MatMul, open to a bias
@@ -939,7 +936,7 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
               name: str | None = None) -> ImportedModel:
     """Translate a parsed ModelProto. ``bound`` gives values for graph inputs that netspec
     must hold as constants (the conformance tests pass weights as inputs)."""
-    translator = Translator(model, directory=directory, source=source,
+    translator = Translator(model, directory=directory,
                             input_shape=input_shape, bound=bound or {})
     translator.run()
     output = translator.output()
@@ -965,7 +962,7 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
     return ImportedModel(spec_text=text, plan=plan, network=network,
                          output_onnx_shape=output.onnx_shape,
                          onnx_nodes=len(model.graph.node), normalisation=normalisation,
-                         source=source, input_ids=translator.input_ids, notes=translator.notes)
+                         source=source, input_ids=translator.input_ids)
 
 
 def import_onnx(path: str | Path, *, input_shape: Sequence[int] | None = None,
