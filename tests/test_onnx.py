@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -585,7 +586,12 @@ def test_the_small_models_import() -> None:
     assert [n.op_name for n in flat.plan.nodes.values()] == ["input", "flatten"]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# as in test_properties.py: NETSPEC_HYPOTHESIS_PROFILE=long runs 20 times as many
+DAMAGED_EXAMPLES = 200 * (20 if os.environ.get("NETSPEC_HYPOTHESIS_PROFILE") == "long" else 1)
+
+
+@settings(max_examples=DAMAGED_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_damaged_models_are_imported_or_refused_never_crash(data) -> None:
     blob = bytearray(data.draw(st.sampled_from(SMALL_MODELS)))
