@@ -17,8 +17,10 @@ from netspec.interchange.onnx_export import onnx_module
 from netspec.interchange.onnx_import import translate
 from netspec.interchange.onnx_ops import CONSTANT_INPUTS
 
-onnx_module()
-from onnx.backend.base import Backend, BackendRep  # noqa: E402
+try:
+    from onnx.backend.base import Backend, BackendRep
+except ImportError:  # without the onnx extra the module still imports; prepare() says why not
+    Backend = BackendRep = object
 
 
 def _constant_inputs(model: Any) -> set[str]:
@@ -70,8 +72,14 @@ class NetspecBackend(Backend):
 
     @classmethod
     def prepare(cls, model: Any, device: str = "CPU", **kwargs: Any) -> NetspecRep:
+        onnx_module()
         super().prepare(model, device, **kwargs)
         return NetspecRep(model)
+
+    @classmethod
+    def run_model(cls, model: Any, inputs: Any, device: str = "CPU",
+                  **kwargs: Any) -> tuple[np.ndarray, ...]:
+        return cls.prepare(model, device, **kwargs).run(inputs)
 
     @classmethod
     def supports_device(cls, device: str) -> bool:
