@@ -12,6 +12,7 @@ Names follow PyTorch's module paths: an instance ``layer2`` with ``repeat`` make
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,6 +23,7 @@ from netspec.ops import REGISTRY
 from netspec.sourcemap import KeyPath, SourceMap
 
 MAX_NODES = 100_000
+MAX_NESTING = 32
 INDEX = "index"
 DEFAULT_ENTRY = "x"
 INSTANCE_KEYS = ("block", "repeat", "inputs", "if")
@@ -127,6 +129,7 @@ class _Scope:
     block: str | None
     names: dict[str, str | _Ref] = field(default_factory=dict)
     absent: dict[str, int | None] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)  # instances reported already
     parent: _Scope | None = None
 
     def flat(self, local: str) -> str:
@@ -209,6 +212,8 @@ class _Expander:
         self.refs: list[_Ref] = []
         self.count_cache: dict[tuple[str, str], int] = {}
         self.size_is_lower_bound = False
+        self.said: set[tuple] = set()
+        self.recursive: set[str] = set()  # blocks on a cycle, reported once and never expanded
         self.instance_outputs: dict[str, _Ref] = {}
 
     # -- reporting -------------------------------------------------------------------------
@@ -243,6 +248,7 @@ class _Expander:
                                 f"{did_you_mean(key, BLOCK_KEYS)} (block keys: "
                                 f"{', '.join(BLOCK_KEYS)})", block.file, block.path + (key,))
         for cycle in self._block_cycles():
+            self.recursive.update(cycle)
             block = self.blocks[cycle[0]]
             chain = " -> ".join([*cycle, cycle[0]])
             user = next(node for node, raw in _block_nodes(block.raw).items()
@@ -292,8 +298,11 @@ class _Expander:
                 scope.absent[local] = file.line(path + ("if",))
                 continue
             if "block" in raw:
+                before = len(self.out.problems)
                 self._expand_instance(local, raw, scope, path, file, values, previous,
                                       origin_of_instance)
+                if len(self.out.problems) > before and local not in scope.names:
+                    scope.failed.add(local)
             else:
                 body = {key: value for key, value in raw.items() if key != "if"}
                 self._add_node(flat_id, self._substituted(body, values, flat_id, origin),
@@ -327,6 +336,12 @@ class _Expander:
 
     def _field_problem(self, message: str, node: str, origin: NodeOrigin, key: str | None,
                        op: str | None = None) -> None:
+        if origin.block is not None:
+            # every instance of a block repeats the same mistake in its text: say it once
+            said = (origin.file.name, origin.key_line(key), key, message)
+            if said in self.said:
+                return
+            self.said.add(said)
         self.out.problems.append(Diagnostic(message, file=origin.file.name,
                                             line=origin.key_line(key), node=node, op=op,
                                             context=origin.field_context()))
@@ -432,7 +447,11 @@ class _Expander:
             self._field_problem(message, flat_id, origin, "block")
             return
         block = self.blocks[block_name]
-        if not isinstance(block.raw, Mapping):
+        if not isinstance(block.raw, Mapping) or block_name in self.recursive:
+            return
+        if scope.block is not None and len(self._enclosing(scope)) >= MAX_NESTING:
+            self._field_problem(f"blocks nest more than {MAX_NESTING} deep here; that is the "
+                                f"limit", flat_id, origin, "block")
             return
         count = self._repeat(raw, values, flat_id, origin)
         if count is None:
@@ -516,6 +535,14 @@ class _Expander:
             bound = [output]
         if output is not None:
             self._register(scope, local, output)
+
+    @staticmethod
+    def _enclosing(scope: _Scope) -> list[_Scope]:
+        chain = []
+        while scope.parent is not None:
+            chain.append(scope)
+            scope = scope.parent
+        return chain
 
     def _repeat(self, raw: Mapping[str, Any], values: Mapping[str, Any], node: str,
                 origin: NodeOrigin) -> int | None:
@@ -667,7 +694,7 @@ class _Expander:
             except ExpressionError:
                 pass
             name = _block_name(raw)
-            if name is None or name not in self.blocks or name == block.name:
+            if name is None or name not in self.blocks or name in self.recursive:
                 total += 1
                 continue
             try:
@@ -732,6 +759,8 @@ class _Expander:
         return None
 
     def _unknown(self, scope: _Scope, name: str, ref: _Ref) -> None:
+        if name in scope.failed or name.split(".")[0] in scope.failed:
+            return  # the instance's own error says why; the node is left uncompiled
         origin = ref.origin
         op = None
         raw = self.out.nodes.get(ref.node)
@@ -800,7 +829,8 @@ def _same_type(value: Any, like: Any) -> bool:
 
 
 def _show(value: Any) -> str:
+    """A value as TOML would write it, near enough for a message."""
     if isinstance(value, bool):
         return str(value).lower()
-    text = repr(value)
+    text = json.dumps(value) if isinstance(value, str | list) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
