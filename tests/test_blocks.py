@@ -3,6 +3,7 @@ diagnostic with its exact message, and the shipped block-built architectures."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -459,3 +460,31 @@ def test_a_run_records_set_and_its_included_blocks(tmp_path):
 def test_errors_never_escape_as_anything_but_spec_errors():
     with pytest.raises(SpecError):
         parse_spec(UNIT.replace('"= depth"', '"= depth ** 99"'), file=FILE)
+
+
+def test_a_run_trained_with_set_resumes_and_evaluates_as_the_same_network(tmp_path, mnist_dir):
+    from test_cli_train import run_cli
+    from test_train import TINY
+
+    from netspec.train.checkpoint import read_checkpoint
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY.replace('[nodes.image]', '[vars]\nhidden = 32\n\n[nodes.image]', 1)
+                    .replace("out_features = 32", 'out_features = "= hidden"'))
+    run = tmp_path / "run"
+    code, _, err = run_cli("train", spec, "--out", run, "--data-dir", mnist_dir, "--no-plots",
+                           "--set", "hidden=12", "--set", "train.epochs=1")
+    assert code == 0, err
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["set"] == {"hidden": 12, "train.epochs": 1}
+    assert saved["config"]["epochs"] == 1
+    assert read_checkpoint(run / "best.npz").params["fc1.weight"].shape == (12, 784)
+    # evaluate rebuilds the run's network from the overrides it recorded
+    code, out, err = run_cli("evaluate", spec, "--weights", run / "best.npz", "--data-dir",
+                             mnist_dir)
+    assert code == 0, err
+    assert "using the overrides recorded by the run: --set hidden=12" in err
+    assert out.startswith("test accuracy")
+    # --resume takes the network from the run, and refuses a new --set
+    code, _, err = run_cli("train", "--resume", run, "--set", "hidden=3")
+    assert code == 1 and "drop --set" in err
