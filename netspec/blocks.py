@@ -213,6 +213,7 @@ class _Expander:
         self.count_cache: dict[tuple[str, str], int] = {}
         self.size_is_lower_bound = False
         self.said: set[tuple] = set()
+        self.index_users: dict[str, bool] = {}
         self.recursive: set[str] = set()  # blocks on a cycle, reported once and never expanded
         self.instance_outputs: dict[str, _Ref] = {}
 
@@ -661,6 +662,10 @@ class _Expander:
         room = self.limit - len(self.out.nodes)
         if count > room:
             total, self.size_is_lower_bound = count, True
+        elif not self._uses_index(block) and INDEX not in repr(arguments):
+            # every instance is alike: count one
+            total = count * self._size(block, _evaluated_loosely(
+                arguments, {**values, INDEX: 0}), 0)
         else:
             total = 0
             for index in range(count):
@@ -676,10 +681,22 @@ class _Expander:
                                 node, origin, "repeat" if count > 1 else None)
             raise _Abort
 
+    def _uses_index(self, block: BlockDef) -> bool:
+        """Whether anything in a block (or the blocks it uses) may read ``index``; a
+        conservative textual test, so that counting alike instances counts one."""
+        if block.name not in self.index_users:
+            self.index_users[block.name] = True  # a cycle reads as "uses it"
+            text = repr(block.raw)
+            inner = [self.blocks[b] for raw in _block_nodes(block.raw).values()
+                     if (b := _block_name(raw)) in self.blocks]
+            self.index_users[block.name] = INDEX in text or any(
+                self._uses_index(b) for b in inner)
+        return self.index_users[block.name]
+
     def _size(self, block: BlockDef, args: Mapping[str, Any], index: int) -> int:
         """How many nodes one instance makes; a nested repeat beyond the limit counts as its
         repeat alone and marks the total as a lower bound."""
-        key = (block.name, repr({**args, INDEX: index}))
+        key = (block.name, repr({**args, INDEX: index if self._uses_index(block) else 0}))
         if key in self.count_cache:
             return self.count_cache[key]
         values = {**self.variables, **_defaults(block), **args, INDEX: index}
@@ -707,6 +724,12 @@ class _Expander:
                 total += repeat
                 continue
             inner_args = {k: v for k, v in raw.items() if k not in INSTANCE_KEYS}
+            if not self._uses_index(self.blocks[name]) and INDEX not in repr(inner_args):
+                total += repeat * self._size(self.blocks[name], _evaluated_loosely(
+                    inner_args, {**values, INDEX: 0}), 0)
+                if total > self.limit:
+                    self.size_is_lower_bound = True
+                continue
             for inner_index in range(repeat):
                 total += self._size(self.blocks[name], _evaluated_loosely(
                     inner_args, {**values, INDEX: inner_index}), inner_index)
