@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from netspec.atomic import atomic_write_text
 from netspec.errors import NetspecError
 from netspec.train.checkpoint import save_checkpoint
+
+if TYPE_CHECKING:
+    from netspec.interchange.onnx_import import ImportedModel
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,4 +76,22 @@ def run_import(args: argparse.Namespace) -> int:
           f"netspec nodes, {plan.total_params:,} params, output {plan.nodes[plan.output].shape}")
     print(f"wrote {output} and {weights} (input normalisation: mean {mean:g}, std {std:g}, "
           f"{said})")
+    _compare(args.model, imported)
     return 0
+
+
+def _compare(model: str, imported: ImportedModel) -> None:
+    """netspec's forward against onnxruntime's on the original file, when onnxruntime is
+    installed; a model onnxruntime cannot run is said so, not fatal."""
+    from netspec.interchange.onnx_verify import compare_with_onnxruntime
+    from netspec.interchange.onnx_verify import verdict as _verdict
+
+    try:
+        error = compare_with_onnxruntime(model, imported.network,
+                                         input_names=imported.input_ids)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base
+        print(f"onnxruntime could not run {model} to compare: {str(exc).splitlines()[0]}")
+        return
+    if error is not None:
+        print(f"checked against onnxruntime: max |difference| {error:.2e} of the output's "
+              f"largest value{_verdict(error)}")
