@@ -22,7 +22,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 KeyPath = tuple[str, ...]
-TOP_LEVEL_TABLES = ("network", "nodes", "train")
+TOP_LEVEL_TABLES = ("network", "nodes", "train", "data")
 SHIPPED_DIR = Path(__file__).resolve().parent / "architectures"
 
 # One alternative per TOML token class that matters for locating keys; strings and comments
@@ -172,6 +172,7 @@ class Spec:
     train: dict[str, Any] | None
     source: SourceMap
     directory: Path | None = None
+    data: dict[str, Any] | None = None
 
     def line(self, *path: str) -> int | None:
         return self.source.locate(tuple(path))
@@ -314,6 +315,9 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
     train = document.get("train")
     if train is not None and not isinstance(train, Mapping):
         report("[train] must be a table", path=("train",))
+    data = document.get("data")
+    if data is not None and not isinstance(data, Mapping):
+        report("[data] must be a table", path=("data",))
     name = network.name if network and network.name else Path(file).stem
     spec = Spec(
         name=name,
@@ -325,6 +329,7 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
         train=dict(train) if isinstance(train, Mapping) else None,
         source=source,
         directory=directory,
+        data=dict(data) if isinstance(data, Mapping) else None,
     )
     invalid = {node_id: _written_op(raw) for node_id, raw in raw_nodes.items()
                if node_id not in nodes}
