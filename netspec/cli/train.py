@@ -14,6 +14,7 @@ from netspec.cli.progress import ProgressLine, download_progress
 from netspec.compiler import compile_plan
 from netspec.data.catalog import DIGITS
 from netspec.data.choice import data_info
+from netspec.data.dataset import Dataset
 from netspec.data.images import load_images
 from netspec.errors import NetspecError
 from netspec.executor import Network
@@ -42,10 +43,10 @@ from netspec.train.report import plot_run
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train", help="train a network with the recipe in its [train] table",
-        description="Train SPEC on its data ([data] in the spec, or --data; MNIST by default). "
-        "The recipe comes from the spec's [train] table; options override it. A run "
-        "directory keeps the spec, config, history, best.npz and "
-        "last.npz; Ctrl-C saves last.npz and --resume continues exactly.")
+        description="Train SPEC on MNIST. The recipe comes from the spec's [train] table; "
+        "options override it. A run directory keeps the spec, config, history, best.npz and "
+        "last.npz; Ctrl-C saves last.npz and --resume continues exactly. Other data: "
+        "[data] in the spec, or --data.")
     train.add_argument("spec", nargs="?", help="a .toml file or a shipped name (omit with "
                        "--resume)")
     train.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
@@ -139,10 +140,10 @@ def run_train(args: argparse.Namespace) -> int:
         config = trainer.config
         print(f"training {trainer.net.plan.name} ({trainer.net.plan.total_params:,} params) "
               f"for {_plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
-              f"{config.optimizer.type} lr {config.optimizer.lr:g}, on {trainer.data.label}: "
+              f"{config.optimizer.type} lr {config.optimizer.lr:g}, "
               f"{len(trainer.splits.train_images):,} training / "
-              f"{len(trainer.splits.val_images):,} validation images, "
-              f"{_plural(len(trainer.data.class_names), 'class')} -> {trainer.run_dir}")
+              f"{len(trainer.splits.val_images):,} validation images{_of(trainer.data)} -> "
+              f"{trainer.run_dir}")
     try:
         result = trainer.run()
     except TrainingInterrupted as exc:
@@ -165,6 +166,13 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("s") else "s")
 
 
+def _of(data: Dataset) -> str:
+    """Which data, said when it is not the default MNIST."""
+    if data.label == "mnist":
+        return ""
+    return f" of {data.label} ({_plural(len(data.class_names), 'class')})"
+
+
 def _write_plots(run_dir: Path, data_dir: str | None) -> None:
     try:
         written = plot_run(run_dir, data_dir)
@@ -185,7 +193,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     x = normalise_images(data.test_images, mean, std)
     result = evaluate(net, x, data.test_labels.astype(np.int64))
     print(f"test accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
-          f"({len(result.labels):,} images of {data.label})\n")
+          f"({len(result.labels):,} images{_of(data)})\n")
     names = _row_names(data.class_names)
     rows = [[names[index], f"{acc:.4f}", *result.confusion[index]]
             for index, acc in enumerate(result.per_class_accuracy)]
