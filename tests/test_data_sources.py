@@ -404,7 +404,8 @@ def object_class_names(path: Path) -> Path:
 
 
 def not_a_zip(path: Path) -> Path:
-    np.save(open(path, "wb"), np.zeros(3))
+    with open(path, "wb") as handle:
+        np.save(handle, np.zeros(3))
     return path
 
 
@@ -725,3 +726,226 @@ def test_augmentation_for_natural_images_is_off_by_default():
 
     augment = TrainConfig().augment
     assert not augment.horizontal_flip and augment.crop_padding == 0 and not augment.any
+
+
+# ------------------------------------------------------------------- runs on the other data
+
+def colour_spec(directory: Path, classes: int = 3, source: str | None = None,
+                augment: str = "horizontal_flip = true\ncrop_padding = 2") -> Path:
+    data = f'[data]\nsource = "{source}"\n\n' if source else ""
+    path = directory / "colour.toml"
+    path.write_text(f"""[network]
+name = "colour"
+
+{data}[nodes.image]
+op = "input"
+shape = [3, 8, 6]
+
+[nodes.conv]
+op = "conv2d"
+out_channels = 4
+kernel_size = 3
+padding = 1
+
+[nodes.relu]
+op = "relu"
+
+[nodes.flat]
+op = "flatten"
+
+[nodes.fc]
+op = "linear"
+out_features = {classes}
+
+[train]
+epochs = 2
+batch_size = 16
+seed = 5
+validation = 20
+
+[train.optimizer]
+type = "adam"
+lr = 0.01
+
+[train.augment]
+{augment}
+""")
+    return path
+
+
+@pytest.fixture
+def colour_npz(tmp_path) -> Path:
+    arrays = keras_arrays(train=120, test=30, shape=(8, 6, 3), classes=3)
+    # a class is told by its brightest channel, so that a little training learns something
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        x[np.arange(len(x)), :, :, y] = 255
+    return write_npz(tmp_path / "colours.npz", **arrays,
+                     class_names=np.array(["red", "green", "blue"]))
+
+
+def test_a_colour_npz_trains_with_flips_and_crops_and_records_its_data(tmp_path, colour_npz):
+    spec = colour_spec(tmp_path)
+    run = tmp_path / "run"
+    code, out, err = run_cli("train", spec, "--data", colour_npz, "--out", run, "--no-plots")
+    assert code == 0, err
+    assert out.startswith("training colour (691 params) for 2 epochs, batch 16, adam lr 0.01, "
+                          "100 training / 20 validation images of colours.npz (3 classes) -> ")
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"] == {"kind": "npz", "source": str(colour_npz)}
+    assert config["config"]["augment"]["horizontal_flip"] is True
+    from netspec.train.checkpoint import read_checkpoint
+
+    meta = read_checkpoint(run / "best.npz").meta
+    assert meta["class_names"] == ["red", "green", "blue"]
+    assert len(meta["mean"]) == len(meta["std"]) == 3
+    assert json.loads((run / "result.json").read_text())["class_names"] == ["red", "green",
+                                                                            "blue"]
+
+    code, out, err = run_cli("evaluate", spec, "--weights", run / "best.npz")
+    assert (code, err) == (0, "")
+    assert "(30 images of colours.npz (3 classes))" in out.splitlines()[0]
+    rows = [line.split()[:2] for line in out.splitlines()[4:7]]
+    assert rows == [["0", "red"], ["1", "green"], ["2", "blue"]]
+
+    picture = tmp_path / "pixel.npy"
+    np.save(picture, np.full((8, 6, 3), (0, 0, 255), dtype=np.uint8))
+    code, out, err = run_cli("predict", spec, "--weights", run / "best.npz", picture)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0].split()[:3] == ["input", "class", "confidence"]
+    assert out.splitlines()[2].split()[:3] == [str(picture), "2", "blue"]
+
+
+def test_resuming_a_run_on_an_npz_is_bit_identical(tmp_path, colour_npz):
+    from test_train import assert_same_arrays, metrics, start_stopping_at, weights
+
+    from netspec.train.loop import TrainingInterrupted, resume_run, start_run
+
+    spec = colour_spec(tmp_path)
+    straight = start_run(spec, tmp_path / "straight", data=str(colour_npz)).run()
+    trainer = start_stopping_at(1, 3, spec, tmp_path / "resumed", data=str(colour_npz))
+    with pytest.raises(TrainingInterrupted):
+        trainer.run()
+    resumed = resume_run(tmp_path / "resumed").run()
+    assert metrics(resumed.history) == metrics(straight.history)
+    for name in ("best.npz", "last.npz"):
+        assert_same_arrays(weights(tmp_path / "resumed" / name),
+                           weights(tmp_path / "straight" / name))
+    assert resumed.test.accuracy == straight.test.accuracy
+
+
+def test_resuming_on_changed_data_is_refused(tmp_path, colour_npz):
+    from test_train import start_stopping_at
+
+    from netspec.train.loop import TrainingInterrupted, resume_run
+
+    spec = colour_spec(tmp_path)
+    trainer = start_stopping_at(1, 3, spec, tmp_path / "run", data=str(colour_npz))
+    with pytest.raises(TrainingInterrupted):
+        trainer.run()
+    arrays = dict(np.load(colour_npz))
+    arrays["x_train"] = 255 - arrays["x_train"]
+    write_npz(colour_npz, **arrays)
+    with pytest.raises(DataError, match=r"^colours.npz is not the data this run started with"):
+        resume_run(tmp_path / "run")
+
+
+def test_a_spec_data_table_chooses_the_data_and_the_cli_can_override_it(tmp_path, colour_npz):
+    spec = colour_spec(tmp_path, source="colours.npz", augment="")
+    code, out, err = run_cli("train", spec, "--out", tmp_path / "run", "--no-plots")
+    assert code == 0, err
+    assert "of colours.npz (3 classes)" in out.splitlines()[0]
+    code, _, err = run_cli("train", spec, "--data", "mnist", "--out", tmp_path / "other")
+    assert code == 1 and "mnist gives (1, 28, 28); input node 'image' takes (3, 8, 6)" in err
+    code, _, err = run_cli("train", "--resume", tmp_path / "run", "--data", "mnist")
+    assert code == 1 and "drop --data" in err
+
+
+@pytest.mark.parametrize("damage", ["label out of range", "pickled (object) array",
+                                    "truncated"])
+def test_nothing_is_written_to_the_run_directory_before_the_data_passed(tmp_path, damage):
+    path = BAD_NPZ[damage][0](tmp_path / "bad.npz")
+    spec = colour_spec(tmp_path, classes=10)
+    spec.write_text(spec.read_text().replace("[3, 8, 6]", "[1, 28, 28]"))
+    code, out, err = run_cli("train", spec, "--data", path, "--out", tmp_path / "run")
+    assert (code, out) == (1, "")
+    assert err == f"netspec train: error: {BAD_NPZ[damage][1].format(p=path)}\n" or \
+        err.startswith(f"netspec train: error: {BAD_NPZ[damage][1].format(p=path)}")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_picture_folder_trains_and_evaluates_with_its_class_names(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    root = tmp_path / "shapes"
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 40), ("test", 10)):
+        for name, fill in (("dark", 30), ("light", 220)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(fill + rng.integers(-20, 20, (6, 8)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    spec = colour_spec(tmp_path, classes=2, augment="")
+    spec.write_text(spec.read_text().replace("[3, 8, 6]", "[1, 6, 8]"))
+    run = tmp_path / "run"
+    code, out, err = run_cli("train", spec, "--data", root, "--out", run, "--no-plots")
+    assert code == 0, err
+    assert f"60 training / 20 validation images of {root}/ (2 classes)" in out.splitlines()[0]
+    code, out, err = run_cli("evaluate", spec, "--weights", run / "best.npz")
+    assert code == 0, err
+    assert out.startswith("test accuracy 1.0000")
+    assert [line.split()[:2] for line in out.splitlines()[4:6]] == [["0", "dark"],
+                                                                    ["1", "light"]]
+    code, out, err = run_cli("predict", spec, "--weights", run / "best.npz",
+                             root / "test" / "light" / "0.png")
+    assert code == 0, err
+    assert out.splitlines()[2].split()[1:3] == ["1", "light"]
+
+
+def test_plots_carry_the_class_names(tmp_path, colour_npz, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from netspec.pictures import plots
+    from netspec.train.report import plot_run
+
+    spec = colour_spec(tmp_path)
+    run = tmp_path / "run"
+    assert run_cli("train", spec, "--data", colour_npz, "--out", run, "--no-plots")[0] == 0
+    seen = {}
+    real_confusion, real_mistakes = plots.plot_confusion, plots.plot_mistakes
+
+    def confusion(matrix, path, class_names=None):
+        seen["confusion"] = class_names
+        real_confusion(matrix, path, class_names)
+
+    def mistakes(images, true, predicted, path, **kwargs):
+        seen["mistakes"] = (images.shape[1:], kwargs)
+        real_mistakes(images, true, predicted, path, **kwargs)
+
+    monkeypatch.setattr("netspec.train.report.plot_confusion", confusion)
+    monkeypatch.setattr("netspec.train.report.plot_mistakes", mistakes)
+    written = plot_run(run)
+    assert {p.name for p in written} == {"curves.png", "filters.png", "confusion.png",
+                                         "mistakes.png"}
+    assert seen["confusion"] == ("red", "green", "blue")
+    assert seen["mistakes"] == ((3, 8, 6), {"class_names": ("red", "green", "blue"),
+                                            "light_on_dark": False})
+
+
+def test_an_npz_of_mnist_trains_exactly_as_the_idx_files_do(tmp_path, mnist_dir):
+    from test_train import TINY, assert_same_arrays, metrics, weights, write_spec
+
+    from netspec.data import load_mnist
+    from netspec.train.loop import start_run
+
+    mnist = load_mnist(mnist_dir)
+    npz = write_npz(tmp_path / "mnist.npz", x_train=mnist.train_images[:700],
+                    y_train=mnist.train_labels[:700], x_test=mnist.test_images,
+                    y_test=mnist.test_labels)
+    spec = write_spec(tmp_path, TINY)
+    from_idx = start_run(spec, tmp_path / "idx", data_dir=mnist_dir).run()
+    from_npz = start_run(spec, tmp_path / "npz", data=str(npz)).run()
+    assert metrics(from_npz.history) == metrics(from_idx.history)
+    assert from_npz.test.accuracy == from_idx.test.accuracy
+    assert_same_arrays(weights(tmp_path / "npz" / "best.npz"),
+                       weights(tmp_path / "idx" / "best.npz"))
