@@ -132,13 +132,18 @@ def data_info(choice: DataChoice, channels: int = 1) -> DataInfo:
     return folder_info(choice.source, channels)
 
 
+def check_data_dir(choice: DataChoice, data_dir: str | os.PathLike[str] | None) -> None:
+    """Refuse a data directory that would be ignored: only named sets are looked up in one."""
+    if choice.kind != "named" and data_dir is not None:
+        raise DataError(f"--data-dir says where the files of a named data set are; "
+                        f"{choice.describe()} is read from where it is")
+
+
 def load_data(choice: DataChoice, channels: int = 1, *,
               data_dir: str | os.PathLike[str] | None = None, download: bool = True,
               progress: Progress | None = None) -> Dataset:
     """The data of ``choice``, checked. ``data_dir`` is where a named set's files are."""
-    if choice.kind != "named" and data_dir is not None:
-        raise DataError(f"--data-dir says where the files of a named data set are; "
-                        f"{choice.describe()} is read from where it is")
+    check_data_dir(choice, data_dir)
     if choice.kind == "named":
         return load_named(choice.source, data_dir, download=download, progress=progress)
     if choice.kind == "npz":

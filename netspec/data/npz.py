@@ -207,7 +207,7 @@ def _images(path: Path, key: str) -> np.ndarray:
         raise DataError(f"{path}: {key} holds NaN or infinite values")
     low, high = x.min(), x.max()
     if low < 0 or high > 255:
-        raise DataError(f"{path}: {key} holds values from {low} to {high}; netspec reads "
+        raise DataError(f"{path}: {key} holds values from {low:g} to {high:g}; netspec reads "
                         "pixel intensities 0..255 (or 0..1 as floats)")
     if x.dtype.kind in "ui":
         return x.astype(np.uint8)

@@ -221,8 +221,8 @@ def plot_mistakes(images: np.ndarray, true: np.ndarray, predicted: np.ndarray,
     elif pictures.ndim == 4 and pictures.shape[1] == 3:
         pictures = pictures.transpose(0, 2, 3, 1)
     if pictures.ndim != 3 and not (pictures.ndim == 4 and pictures.shape[3] == 3):
-        raise NetspecError(f"images must have shape (N, H, W) or (N, 1, H, W), or (N, 3, H, W) in colour, "
-                           f"got {np.asarray(images).shape}")
+        raise NetspecError(f"images must have shape (N, H, W) or (N, 1, H, W), or "
+                           f"(N, 3, H, W) in colour, got {np.asarray(images).shape}")
     true, predicted = np.asarray(true).reshape(-1), np.asarray(predicted).reshape(-1)
     if not len(pictures) == len(true) == len(predicted):
         raise NetspecError(f"{len(pictures)} images, {len(true)} true labels and "

@@ -12,6 +12,7 @@ from netspec.compiler import Plan
 from netspec.data.choice import (
     MNIST,
     DataChoice,
+    check_data_dir,
     choose_data,
     data_info,
     load_data,
@@ -89,6 +90,7 @@ def prepare_data(plan: Plan, choice: DataChoice, *, data_dir: str | os.PathLike[
                  = None, download: bool = True, progress: Progress | None = None) -> Dataset:
     """The data of ``choice``, checked against ``plan`` before and after it is read."""
     channels = input_channels(plan)
+    check_data_dir(choice, data_dir)
     check_fits(plan, data_info(choice, channels))
     data = load_data(choice, channels, data_dir=data_dir, download=download, progress=progress)
     # the files may say otherwise than their headers or the catalogue promised
