@@ -491,6 +491,19 @@ def test_a_test_split_may_lack_a_class(tmp_path):
     assert data.class_names == ("cat", "dog", "fox") and set(data.test_labels) == {0, 1}
 
 
+def test_jpeg_pictures_are_read_and_links_out_of_the_folder_refused(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    root = write_folder(tmp_path / "pets")
+    Image.new("RGB", (12, 10), (200, 10, 10)).save(root / "train" / "cat" / "red.jpg")
+    data = load_folder(root, 3)
+    assert len(data.train_images) == 7 and abs(int(data.train_images[3, 0].mean()) - 200) < 4
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (12, 10)).save(outside)
+    (root / "test" / "dog" / "link.png").symlink_to(outside)
+    with pytest.raises(DataError, match=r"link.png: a link to .*outside.png, outside "):
+        load_folder(root, 3)
+
+
 def _empty_class(root: Path) -> Path:
     for file in (root / "train" / "dog").iterdir():
         file.unlink()

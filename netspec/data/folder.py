@@ -65,6 +65,7 @@ def scan_folder(root: str | Path, channels: int) -> FolderScan:
         raise DataError(f"{root / 'train'}: no class folders; put each class's pictures in a "
                         "sub-directory named after the class")
     Image = _pillow()
+    inside = root.resolve()
     files: dict[str, list[tuple[Path, int]]] = {}
     size: tuple[int, int] | None = None
     first: Path | None = None
@@ -83,6 +84,9 @@ def scan_folder(root: str | Path, channels: int) -> FolderScan:
                                 "pictures)")
             label = class_names.index(entry.name)
             for picture in pictures:
+                if not picture.resolve().is_relative_to(inside):
+                    raise DataError(f"{picture}: a link to {picture.resolve()}, outside "
+                                    f"{root}; copy the picture into the folder")
                 found = _picture_size(Image, picture)
                 if size is None:
                     size, first = found, picture
