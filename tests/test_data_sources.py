@@ -962,3 +962,42 @@ def test_an_npz_of_mnist_trains_exactly_as_the_idx_files_do(tmp_path, mnist_dir)
     assert from_npz.test.accuracy == from_idx.test.accuracy
     assert_same_arrays(weights(tmp_path / "npz" / "best.npz"),
                        weights(tmp_path / "idx" / "best.npz"))
+
+
+def test_a_corrupt_recorded_data_choice_is_named(tmp_path, colour_npz):
+    from test_train import start_stopping_at
+
+    from netspec.train.loop import TrainingInterrupted, resume_run
+
+    trainer = start_stopping_at(1, 2, colour_spec(tmp_path), tmp_path / "run",
+                                data=str(colour_npz))
+    with pytest.raises(TrainingInterrupted):
+        trainer.run()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    for bad in ({"kind": "pickle", "source": "x"}, {"kind": "named", "source": "imagenet"}, 3):
+        config["data"] = bad
+        (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+        with pytest.raises(DataError, match=r"config.json: (the recorded data choice is corrupt"
+                                            r"|records an unknown data set 'imagenet')"):
+            resume_run(tmp_path / "run")
+
+
+def test_weights_that_record_no_data_are_mnist_weights(tmp_path, mnist_dir):
+    from test_train import TINY, write_spec
+
+    from netspec.executor import compile
+    from netspec.train.checkpoint import load_weights, save_checkpoint
+    from netspec.train.loop import start_run
+
+    spec = write_spec(tmp_path, TINY.replace("epochs = 2", "epochs = 1"))
+    start_run(spec, tmp_path / "run", data_dir=mnist_dir).run()
+    net = compile(spec)
+    meta = load_weights(tmp_path / "run" / "best.npz", net).meta
+    assert meta["data"] == {"kind": "named", "source": "mnist"} and isinstance(meta["mean"], float)
+    old = {k: v for k, v in meta.items() if k not in ("data", "class_names", "format", "spec",
+                                                      "spec_hash")}
+    save_checkpoint(tmp_path / "old.npz", net, meta=old)
+    code, out, err = run_cli("evaluate", spec, "--weights", tmp_path / "old.npz", "--data-dir",
+                             mnist_dir)
+    assert (code, err) == (0, "")
+    assert "(10,000 images)" in out.splitlines()[0]
