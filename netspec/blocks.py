@@ -12,8 +12,9 @@ Names follow PyTorch's module paths: an instance ``layer2`` with ``repeat`` make
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netspec.errors import Diagnostic, did_you_mean
@@ -22,6 +23,7 @@ from netspec.ops import REGISTRY
 from netspec.sourcemap import KeyPath, SourceMap
 
 MAX_NODES = 100_000
+MAX_NESTING = 32
 INDEX = "index"
 DEFAULT_ENTRY = "x"
 INSTANCE_KEYS = ("block", "repeat", "inputs", "if")
@@ -72,6 +74,7 @@ class Instance:
     line: int | None
     args: Mapping[str, Any]
     output: str = ""
+    group: str | None = None  # the instance id of a repeat ("layer1" of "layer1.0")
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class _Scope:
     block: str | None
     names: dict[str, str | _Ref] = field(default_factory=dict)
     absent: dict[str, int | None] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)  # instances reported already
     parent: _Scope | None = None
 
     def flat(self, local: str) -> str:
@@ -208,6 +212,9 @@ class _Expander:
         self.refs: list[_Ref] = []
         self.count_cache: dict[tuple[str, str], int] = {}
         self.size_is_lower_bound = False
+        self.said: set[tuple] = set()
+        self.index_users: dict[str, bool] = {}
+        self.recursive: set[str] = set()  # blocks on a cycle, reported once and never expanded
         self.instance_outputs: dict[str, _Ref] = {}
 
     # -- reporting -------------------------------------------------------------------------
@@ -242,6 +249,7 @@ class _Expander:
                                 f"{did_you_mean(key, BLOCK_KEYS)} (block keys: "
                                 f"{', '.join(BLOCK_KEYS)})", block.file, block.path + (key,))
         for cycle in self._block_cycles():
+            self.recursive.update(cycle)
             block = self.blocks[cycle[0]]
             chain = " -> ".join([*cycle, cycle[0]])
             user = next(node for node, raw in _block_nodes(block.raw).items()
@@ -291,8 +299,11 @@ class _Expander:
                 scope.absent[local] = file.line(path + ("if",))
                 continue
             if "block" in raw:
+                before = len(self.out.problems)
                 self._expand_instance(local, raw, scope, path, file, values, previous,
                                       origin_of_instance)
+                if len(self.out.problems) > before and local not in scope.names:
+                    scope.failed.add(local)
             else:
                 body = {key: value for key, value in raw.items() if key != "if"}
                 self._add_node(flat_id, self._substituted(body, values, flat_id, origin),
@@ -326,6 +337,12 @@ class _Expander:
 
     def _field_problem(self, message: str, node: str, origin: NodeOrigin, key: str | None,
                        op: str | None = None) -> None:
+        if origin.block is not None:
+            # every instance of a block repeats the same mistake in its text: say it once
+            said = (origin.file.name, origin.key_line(key), key, message)
+            if said in self.said:
+                return
+            self.said.add(said)
         self.out.problems.append(Diagnostic(message, file=origin.file.name,
                                             line=origin.key_line(key), node=node, op=op,
                                             context=origin.field_context()))
@@ -431,7 +448,11 @@ class _Expander:
             self._field_problem(message, flat_id, origin, "block")
             return
         block = self.blocks[block_name]
-        if not isinstance(block.raw, Mapping):
+        if not isinstance(block.raw, Mapping) or block_name in self.recursive:
+            return
+        if scope.block is not None and len(self._enclosing(scope)) >= MAX_NESTING:
+            self._field_problem(f"blocks nest more than {MAX_NESTING} deep here; that is the "
+                                f"limit", flat_id, origin, "block")
             return
         count = self._repeat(raw, values, flat_id, origin)
         if count is None:
@@ -500,8 +521,9 @@ class _Expander:
             for entry, ref in zip(entries, bound):
                 inner.names[entry] = ref
             self.out.instances[instance_id] = Instance(
-                path=instance_id, block=block_name,
-                parent=scope.prefix or None, file=file.name, line=file.line(path), args=args)
+                path=instance_id, block=block_name, parent=scope.prefix or None,
+                file=file.name, line=file.line(path), args=args,
+                group=flat_id if "repeat" in raw else None)
             last = self._expand_body(_block_nodes(block.raw), inner, block.path + ("nodes",),
                                      block.file, {**self.variables, **args, INDEX: index},
                                      outer, entries[0])
@@ -514,6 +536,14 @@ class _Expander:
             bound = [output]
         if output is not None:
             self._register(scope, local, output)
+
+    @staticmethod
+    def _enclosing(scope: _Scope) -> list[_Scope]:
+        chain = []
+        while scope.parent is not None:
+            chain.append(scope)
+            scope = scope.parent
+        return chain
 
     def _repeat(self, raw: Mapping[str, Any], values: Mapping[str, Any], node: str,
                 origin: NodeOrigin) -> int | None:
@@ -632,6 +662,10 @@ class _Expander:
         room = self.limit - len(self.out.nodes)
         if count > room:
             total, self.size_is_lower_bound = count, True
+        elif not self._uses_index(block) and INDEX not in repr(arguments):
+            # every instance is alike: count one
+            total = count * self._size(block, _evaluated_loosely(
+                arguments, {**values, INDEX: 0}), 0)
         else:
             total = 0
             for index in range(count):
@@ -647,10 +681,22 @@ class _Expander:
                                 node, origin, "repeat" if count > 1 else None)
             raise _Abort
 
+    def _uses_index(self, block: BlockDef) -> bool:
+        """Whether anything in a block (or the blocks it uses) may read ``index``; a
+        conservative textual test, so that counting alike instances counts one."""
+        if block.name not in self.index_users:
+            self.index_users[block.name] = True  # a cycle reads as "uses it"
+            text = repr(block.raw)
+            inner = [self.blocks[b] for raw in _block_nodes(block.raw).values()
+                     if (b := _block_name(raw)) in self.blocks]
+            self.index_users[block.name] = INDEX in text or any(
+                self._uses_index(b) for b in inner)
+        return self.index_users[block.name]
+
     def _size(self, block: BlockDef, args: Mapping[str, Any], index: int) -> int:
         """How many nodes one instance makes; a nested repeat beyond the limit counts as its
         repeat alone and marks the total as a lower bound."""
-        key = (block.name, repr({**args, INDEX: index}))
+        key = (block.name, repr({**args, INDEX: index if self._uses_index(block) else 0}))
         if key in self.count_cache:
             return self.count_cache[key]
         values = {**self.variables, **_defaults(block), **args, INDEX: index}
@@ -665,7 +711,7 @@ class _Expander:
             except ExpressionError:
                 pass
             name = _block_name(raw)
-            if name is None or name not in self.blocks or name == block.name:
+            if name is None or name not in self.blocks or name in self.recursive:
                 total += 1
                 continue
             try:
@@ -678,6 +724,12 @@ class _Expander:
                 total += repeat
                 continue
             inner_args = {k: v for k, v in raw.items() if k not in INSTANCE_KEYS}
+            if not self._uses_index(self.blocks[name]) and INDEX not in repr(inner_args):
+                total += repeat * self._size(self.blocks[name], _evaluated_loosely(
+                    inner_args, {**values, INDEX: 0}), 0)
+                if total > self.limit:
+                    self.size_is_lower_bound = True
+                continue
             for inner_index in range(repeat):
                 total += self._size(self.blocks[name], _evaluated_loosely(
                     inner_args, {**values, INDEX: inner_index}), inner_index)
@@ -703,9 +755,8 @@ class _Expander:
             out.previous[node_id] = self._target(previous) if previous is not None else None
         for path, ref in self.instance_outputs.items():
             instance = out.instances[path]
-            out.instances[path] = Instance(instance.path, instance.block, instance.parent,
-                                           instance.file, instance.line, instance.args,
-                                           self._lookup(ref.scope, ref.name) or "")
+            out.instances[path] = replace(instance,
+                                          output=self._lookup(ref.scope, ref.name) or "")
         out.top_names = {name: target for name in top.names
                          if (target := self._lookup(top, name)) is not None}
 
@@ -731,6 +782,8 @@ class _Expander:
         return None
 
     def _unknown(self, scope: _Scope, name: str, ref: _Ref) -> None:
+        if name in scope.failed or name.split(".")[0] in scope.failed:
+            return  # the instance's own error says why; the node is left uncompiled
         origin = ref.origin
         op = None
         raw = self.out.nodes.get(ref.node)
@@ -799,7 +852,8 @@ def _same_type(value: Any, like: Any) -> bool:
 
 
 def _show(value: Any) -> str:
+    """A value as TOML would write it, near enough for a message."""
     if isinstance(value, bool):
         return str(value).lower()
-    text = repr(value)
+    text = json.dumps(value) if isinstance(value, str | list) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

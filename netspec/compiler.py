@@ -3,8 +3,9 @@ shapes and FLOPs, all worked out from the input shapes alone. Nothing is run her
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import networkx as nx
 import numpy as np
 
 from netspec.errors import Diagnostic, NetspecError, ShapeError, SpecError
+from netspec.hierarchy import Container, node_chains
 from netspec.ops import REGISTRY, NodeParams, Op, ParamSpec
 from netspec.shapes import Shape, format_shape, numel
 from netspec.spec import CheckedSpec, Spec, check_spec_file
@@ -92,6 +94,11 @@ class Plan:
     def total_params(self) -> int:
         return sum(node.n_params for node in self.nodes.values())
 
+    @cached_property
+    def chains(self) -> dict[str, tuple[Container, ...]]:
+        """Each node's block instances, outermost first (see :mod:`netspec.hierarchy`)."""
+        return spec_chains(self.spec, self.nodes)
+
     @property
     def total_flops(self) -> int:
         return sum(node.flops for node in self.nodes.values())
@@ -108,6 +115,8 @@ class Plan:
                 {
                     "id": node.id,
                     "op": node.op_name,
+                    **({"block": chain[-1].block, "instance": chain[-1].id}
+                       if (chain := self.chains[node.id]) else {}),
                     "inputs": list(node.inputs),
                     "shape": list(node.shape),
                     "params": node.n_params,
@@ -131,6 +140,13 @@ class CompileError(SpecError):
         self.partial = partial
         self.failed = failed
         self.order = tuple(order)
+
+
+def spec_chains(spec: Spec, node_ids: Iterable[str]) -> dict[str, tuple[Container, ...]]:
+    """The block instances of each of ``node_ids``, outermost first."""
+    origins = spec.origins
+    return node_chains({node_id: origins[node_id].instance if node_id in origins else None
+                        for node_id in node_ids}, spec.instances)
 
 
 def compile_plan(spec_or_path: Spec | str | Path,

@@ -10,6 +10,7 @@ cannot ask for a billion-element list or a thousand-digit number.
 from __future__ import annotations
 
 import ast
+import json
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -287,5 +288,10 @@ def _source(node: ast.AST) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, bool) else str(value).lower()
+    if isinstance(value, bool):
+        return str(value).lower()
+    try:
+        text = json.dumps(value) if isinstance(value, str | list) else repr(value)
+    except (TypeError, ValueError):
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
