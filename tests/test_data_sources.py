@@ -1001,3 +1001,32 @@ def test_weights_that_record_no_data_are_mnist_weights(tmp_path, mnist_dir):
                              mnist_dir)
     assert (code, err) == (0, "")
     assert "(10,000 images)" in out.splitlines()[0]
+
+
+def test_a_folder_copy_of_mnist_trains_and_evaluates_with_its_class_names(tmp_path, mnist_dir):
+    pytest.importorskip("PIL")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        from mnist_copies import WORDS
+        from mnist_copies import write_folder as write_mnist_folder
+    finally:
+        sys.path.pop(0)
+    from test_train import TINY, write_spec
+
+    write_mnist_folder(tmp_path / "digits", str(mnist_dir), 30, 5)
+    picture = tmp_path / "digits" / "test" / "seven" / "00000.png"
+    assert np.asarray(__import__("PIL.Image").Image.open(picture))[0, 0] == 255  # dark on white
+    spec = write_spec(tmp_path, TINY.replace("limit = 700", "limit = 0"))
+    run = tmp_path / "run"
+    code, out, err = run_cli("train", spec, "--data", tmp_path / "digits", "--out", run,
+                             "--no-plots")
+    assert code == 0, err
+    assert "200 training / 100 validation images of" in out.splitlines()[0]
+    code, out, err = run_cli("evaluate", spec, "--weights", run / "best.npz")
+    assert (code, err) == (0, "")
+    assert "(50 images of" in out.splitlines()[0]
+    names = sorted(WORDS)
+    assert [line.split()[:2] for line in out.splitlines()[4:14]] == [
+        [str(i), name] for i, name in enumerate(names)]
