@@ -214,6 +214,7 @@ class _Expander:
         self.size_is_lower_bound = False
         self.said: set[tuple] = set()
         self.index_users: dict[str, bool] = {}
+        self.fixed_sizes: dict[str, bool] = {}
         self.recursive: set[str] = set()  # blocks on a cycle, reported once and never expanded
         self.instance_outputs: dict[str, _Ref] = {}
 
@@ -644,6 +645,8 @@ class _Expander:
             self.report(f"block '{block.name}': output must be a node id, got "
                         f"{_show(output)}", block.file, where)
             return None
+        if output in inner.failed:
+            return None  # its own error says why
         if output in inner.absent:
             self._field_problem(f"the output '{output}' of block '{block.name}' is left out "
                                 f"by its condition here", instance_id, origin, None)
@@ -658,21 +661,13 @@ class _Expander:
                     values: Mapping[str, Any], count: int, node: str,
                     origin: NodeOrigin) -> None:
         """Refuse an instance that would push the network past the node limit, counting
-        before building anything."""
+        before building anything (and no further than the limit)."""
         room = self.limit - len(self.out.nodes)
+        self.size_is_lower_bound = False
         if count > room:
             total, self.size_is_lower_bound = count, True
-        elif not self._uses_index(block) and INDEX not in repr(arguments):
-            # every instance is alike: count one
-            total = count * self._size(block, _evaluated_loosely(
-                arguments, {**values, INDEX: 0}), 0)
         else:
-            total = 0
-            for index in range(count):
-                scope_values = {**values, INDEX: index}
-                total += self._size(block, _evaluated_loosely(arguments, scope_values), index)
-                if total > self.limit and self.size_is_lower_bound:
-                    break
+            total = self._repeated_size(block, arguments, values, count, room)
         if total > room:
             at_least = "at least " if self.size_is_lower_bound else ""
             self._field_problem(f"this instance of block '{block.name}' would make "
@@ -680,6 +675,44 @@ class _Expander:
                                 f"{self.limit:,}, so it is refused before it is built",
                                 node, origin, "repeat" if count > 1 else None)
             raise _Abort
+
+    def _repeated_size(self, block: BlockDef, arguments: Mapping[str, Any],
+                       values: Mapping[str, Any], count: int, room: int) -> int:
+        """Nodes made by ``count`` chained instances; counting stops (and the total becomes a
+        lower bound) once it passes ``room``."""
+        if self._fixed_size(block):
+            return count * self._size(block, {}, 0, room)
+        if not self._uses_index(block) and INDEX not in repr(arguments):
+            # every instance is alike: count one
+            return count * self._size(block, _evaluated_loosely(
+                arguments, {**values, INDEX: 0}), 0, room)
+        total = 0
+        for index in range(count):
+            total += self._size(block, _evaluated_loosely(arguments, {**values, INDEX: index}),
+                                index, room - total)
+            if total > room:
+                if index + 1 < count:
+                    self.size_is_lower_bound = True
+                break
+        return total
+
+    def _fixed_size(self, block: BlockDef) -> bool:
+        """Whether every instance of a block makes the same number of nodes whatever its
+        arguments: no condition and no computed repeat in it or in the blocks it uses."""
+        if block.name not in self.fixed_sizes:
+            self.fixed_sizes[block.name] = False  # a cycle reads as "not fixed"
+            fixed = True
+            for raw in _block_nodes(block.raw).values():
+                if not isinstance(raw, Mapping):
+                    continue
+                name = _block_name(raw)
+                if "if" in raw or (name is not None and (
+                        not isinstance(raw.get("repeat", 1), int)
+                        or name not in self.blocks or not self._fixed_size(self.blocks[name]))):
+                    fixed = False
+                    break
+            self.fixed_sizes[block.name] = fixed
+        return self.fixed_sizes[block.name]
 
     def _uses_index(self, block: BlockDef) -> bool:
         """Whether anything in a block (or the blocks it uses) may read ``index``; a
@@ -693,15 +726,18 @@ class _Expander:
                 self._uses_index(b) for b in inner)
         return self.index_users[block.name]
 
-    def _size(self, block: BlockDef, args: Mapping[str, Any], index: int) -> int:
-        """How many nodes one instance makes; a nested repeat beyond the limit counts as its
-        repeat alone and marks the total as a lower bound."""
-        key = (block.name, repr({**args, INDEX: index if self._uses_index(block) else 0}))
+    def _size(self, block: BlockDef, args: Mapping[str, Any], index: int, room: int) -> int:
+        """How many nodes one instance makes, counting no further than past ``room``."""
+        key = (block.name, "" if self._fixed_size(block) else repr(
+            {**args, INDEX: index if self._uses_index(block) else 0}))
         if key in self.count_cache:
             return self.count_cache[key]
         values = {**self.variables, **_defaults(block), **args, INDEX: index}
         total = 0
         for raw in _block_nodes(block.raw).values():
+            if total > room:
+                self.size_is_lower_bound = True
+                return total  # cut short: not cached
             if not isinstance(raw, Mapping):
                 total += 1
                 continue
@@ -719,24 +755,16 @@ class _Expander:
             except ExpressionError:
                 repeat = 1
             repeat = repeat if isinstance(repeat, int) and repeat > 0 else 1
-            if repeat > self.limit:
+            if repeat > room - total:
                 self.size_is_lower_bound = True
-                total += repeat
-                continue
+                return total + repeat
             inner_args = {k: v for k, v in raw.items() if k not in INSTANCE_KEYS}
-            if not self._uses_index(self.blocks[name]) and INDEX not in repr(inner_args):
-                total += repeat * self._size(self.blocks[name], _evaluated_loosely(
-                    inner_args, {**values, INDEX: 0}), 0)
-                if total > self.limit:
-                    self.size_is_lower_bound = True
-                continue
-            for inner_index in range(repeat):
-                total += self._size(self.blocks[name], _evaluated_loosely(
-                    inner_args, {**values, INDEX: inner_index}), inner_index)
-                if total > self.limit:
-                    self.size_is_lower_bound = True
-                    break
-        self.count_cache[key] = total
+            total += self._repeated_size(self.blocks[name], inner_args, values, repeat,
+                                         room - total)
+        if total > room:
+            self.size_is_lower_bound = True
+        else:
+            self.count_cache[key] = total
         return total
 
     # -- resolving names ---------------------------------------------------------------------

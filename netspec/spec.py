@@ -230,7 +230,8 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
     network = _validate_network(document.get("network", {}), report)
     raw_nodes = document.get("nodes")
     if not isinstance(raw_nodes, Mapping) or not raw_nodes:
-        report("no nodes: add tables like [nodes.image] with op = \"input\"", path=("nodes",))
+        report("no nodes: add tables like [nodes.image] with op = \"input\"", path=("nodes",),
+               line=source.locate(("nodes",)) or 1)
         raise fail()
 
     included: dict[str, str] = {}

@@ -824,24 +824,17 @@ def test_large_expressions_are_bounded(text: str) -> None:
 # Bugs found by these properties: each fails today, and passes once fixed
 
 
-@pytest.mark.xfail(strict=True, reason="'~x' (ast.Invert) is evaluated as '+x' instead of being "
-                                       "refused: _UnaryOp treats every non-USub op as UAdd")
 def test_bitwise_invert_is_refused() -> None:
     with pytest.raises(ExpressionError):
         evaluate("= ~5", {})
 
 
-@pytest.mark.xfail(strict=True, reason="'is' / 'is not' comparisons raise KeyError (ast.Is is "
-                                       "not in _COMPARISONS) instead of ExpressionError")
 @pytest.mark.parametrize("text", ["= 1 is 1", "= n is not 2"])
 def test_identity_comparisons_are_refused(text: str) -> None:
     with pytest.raises(ExpressionError):
         evaluate(text, {"n": 1})
 
 
-@pytest.mark.xfail(strict=True, reason="a chain of 900 unary minus signs (under the 1000 "
-                                       "character limit) raises RecursionError from the "
-                                       "evaluator, which check_spec lets through")
 def test_deeply_nested_unary_operators_are_refused_not_recursed() -> None:
     text = '[vars]\nv = "= ' + "-" * 900 + '1"\n[nodes]\nx = { op = "input", shape = [2] }\n'
     try:
@@ -851,9 +844,6 @@ def test_deeply_nested_unary_operators_are_refused_not_recursed() -> None:
     assert problems and all(d.line == 2 for d in problems)
 
 
-@pytest.mark.xfail(strict=True, reason="round(5, -N) computes 10**N: 'round(5, "
-                                       "-9223372036854775807)' in a spec never finishes "
-                                       "(ndigits is not bounded)")
 def test_round_with_huge_negative_digits_finishes() -> None:
     child = textwrap.dedent("""
         import resource
@@ -875,9 +865,6 @@ def test_round_with_huge_negative_digits_finishes() -> None:
     assert result.stdout.strip() == "finished", result.stderr[-500:]
 
 
-@pytest.mark.xfail(strict=True, reason="a spec whose text has no [nodes] table (here: its "
-                                       "header deleted, so the nodes became variables) is "
-                                       "reported with line None")
 def test_a_spec_without_nodes_is_reported_at_a_line() -> None:
     text = '[vars]\nclasses = 3\nx0 = { op = "input", shape = [2] }\n'
     with pytest.raises(SpecError) as caught:
@@ -885,10 +872,6 @@ def test_a_spec_without_nodes_is_reported_at_a_line() -> None:
     assert all(d.line is not None for d in caught.value.diagnostics), caught.value
 
 
-@pytest.mark.xfail(strict=True, reason="blocks nested past the nesting limit: besides the "
-                                       "limit's own diagnostic, every enclosing block gets "
-                                       "a false \"output 'n' names no node of the block; did "
-                                       "you mean 'n'?\"")
 def test_nesting_past_the_limit_is_reported_once() -> None:
     depth = 40
     text = "\n".join(f'[blocks.b{i}.nodes]\nn = {{ block = "b{i + 1}" }}' for i in range(depth))
@@ -899,9 +882,6 @@ def test_nesting_past_the_limit_is_reported_once() -> None:
     assert all("nest" in d.message for d in problems), [str(d) for d in problems[:3]]
 
 
-@pytest.mark.xfail(strict=True, reason="counting a repeat of a repeat whose inner block uses "
-                                       "index goes on through every index after the total "
-                                       "has passed the node limit (1000 x 1000: ~25 s)")
 def test_nested_repeats_past_the_limit_are_refused_fast() -> None:
     text = textwrap.dedent("""
         [blocks.unit.nodes]

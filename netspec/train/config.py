@@ -157,10 +157,22 @@ class EarlyStoppingConfig(_Table):
 
 
 class AugmentConfig(_Table):
-    """Random shifts and rotations of training images; all zero (the default) means none."""
+    """Random changes to training images; the defaults change nothing.
+
+    Shifts and rotations suit digits; a horizontal flip and padded random crops suit natural
+    images (a flipped digit is another glyph, so flips are never on unless asked for).
+    """
 
     max_shift: NonNegativeInt = 0
     max_rotation: Annotated[float, Field(ge=0, le=180)] = 0.0
+    horizontal_flip: bool = False
+    crop_padding: Annotated[int, Field(ge=0, le=64)] = 0
+    pad_mode: Literal["zeros", "reflect"] = "zeros"
+
+    @property
+    def any(self) -> bool:
+        return bool(self.max_shift or self.max_rotation or self.horizontal_flip
+                    or self.crop_padding)
 
 
 class TrainConfig(_Table):
