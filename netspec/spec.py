@@ -13,6 +13,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from netspec.catalog import SHIPPED_DIR, shipped_architectures
 from netspec.errors import Diagnostic, NetspecError, SpecError, closest, did_you_mean
 from netspec.ops import REGISTRY, NodeParams, Op
 
@@ -23,7 +24,6 @@ else:  # pragma: no cover - exercised only on Python 3.10
 
 KeyPath = tuple[str, ...]
 TOP_LEVEL_TABLES = ("network", "nodes", "train")
-SHIPPED_DIR = Path(__file__).resolve().parent / "architectures"
 
 # One alternative per TOML token class that matters for locating keys; strings and comments
 # are consumed whole so that brackets, '=' or '#' inside them are never mistaken for structure.
@@ -201,11 +201,6 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
     if path.exists():
         raise NetspecError(f"{name_or_path}: a directory, not a spec file")
     raise NetspecError(f"{name_or_path}: no such file")
-
-
-def shipped_architectures() -> list[Path]:
-    """The architecture files that ship with netspec, sorted by name."""
-    return sorted(SHIPPED_DIR.glob("*.toml"))
 
 
 @dataclass(frozen=True)

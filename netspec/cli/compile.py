@@ -1,4 +1,9 @@
-"""``netspec compile`` and ``netspec list``."""
+"""``netspec compile`` and ``netspec list``.
+
+Like every command module, this one imports only the standard library and light netspec
+modules at the top; each handler imports what it needs, so that ``netspec --help`` and argument
+errors start at once (tests/test_startup.py checks it).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,6 @@ import argparse
 import json
 import sys
 
-from netspec.budget import check_memory
-from netspec.compiler import CompileError, compile_plan
-from netspec.errors import NetspecError
-from netspec.spec import shipped_architectures
-from netspec.summary import partial_summary, summary_table
 from netspec.tables import Column, human_count, render_table
 
 
@@ -41,6 +41,10 @@ def _positive(text: str) -> int:
 
 
 def run_compile(args: argparse.Namespace) -> int:
+    from netspec.budget import check_memory
+    from netspec.compiler import CompileError, compile_plan
+    from netspec.summary import partial_summary, summary_table
+
     try:
         plan = compile_plan(args.spec)
     except CompileError as exc:
@@ -69,15 +73,15 @@ def run_compile(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from netspec.catalog import listing
+
     rows = []
-    for path in shipped_architectures():
-        try:
-            plan = compile_plan(path)
-            rows.append([path.stem, f"{plan.total_params:,}", human_count(plan.total_flops),
-                         plan.spec.description])
-        except NetspecError as exc:  # one broken file must not hide the others
-            first = str(exc).splitlines()[0]
-            rows.append([path.stem, "-", "-", f"does not compile: {first}"])
+    for entry in listing():
+        if entry.error is not None:
+            rows.append([entry.name, "-", "-", entry.error])
+        else:
+            rows.append([entry.name, f"{entry.params:,}", human_count(entry.flops),
+                         entry.description])
     print(render_table([Column("name", "<"), Column("params"), Column("FLOPs"),
                         Column("description", "<")], rows))
     return 0

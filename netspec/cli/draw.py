@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from netspec.pictures.dot import RANKDIRS
-from netspec.pictures.render import FORMATS, draw
+from netspec.diagram_formats import FORMATS, RANKDIRS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_draw(args: argparse.Namespace) -> int:
+    from netspec.pictures.render import draw
+
     drawn_by = draw(args.spec, args.output, args.rankdir)
     how = "Graphviz" if drawn_by == "graphviz" else "netspec"
     print(f"wrote {args.output} (drawn by {how})")

@@ -6,33 +6,15 @@ import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from netspec.budget import check_memory
 from netspec.cli.progress import ProgressLine, download_progress
-from netspec.compiler import compile_plan
-from netspec.data import load_mnist
 from netspec.errors import NetspecError
-from netspec.executor import Network
-from netspec.pictures.plots import PlotsUnavailable
-from netspec.spec import load_spec
 from netspec.tables import Column, render_table
-from netspec.train.checkpoint import load_weights
-from netspec.train.evaluate import (
-    EVALUATION_BATCH,
-    evaluate,
-    normalise_images,
-    predict_logits,
-)
-from netspec.train.loop import (
-    BatchProgress,
-    Callbacks,
-    TrainingInterrupted,
-    resume_run,
-    start_run,
-)
-from netspec.train.report import plot_run
+
+if TYPE_CHECKING:
+    from netspec.executor import Network
+    from netspec.train.loop import BatchProgress, Callbacks
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _callbacks(progress: ProgressLine) -> Callbacks:
+    from netspec.train.loop import Callbacks
+
     def on_batch(p: BatchProgress) -> None:
         progress.update(p.batch, p.batches,
                         f"epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches} "
@@ -95,6 +79,9 @@ def _callbacks(progress: ProgressLine) -> Callbacks:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from netspec.spec import load_spec
+    from netspec.train.loop import TrainingInterrupted, resume_run, start_run
+
     progress = ProgressLine()
     callbacks = _callbacks(progress)
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -147,6 +134,9 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _write_plots(run_dir: Path, data_dir: str | None) -> None:
+    from netspec.pictures.plots import PlotsUnavailable
+    from netspec.train.report import plot_run
+
     try:
         written = plot_run(run_dir, data_dir)
     except PlotsUnavailable as exc:
@@ -156,6 +146,12 @@ def _write_plots(run_dir: Path, data_dir: str | None) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from netspec.data import load_mnist
+    from netspec.train.checkpoint import load_weights
+    from netspec.train.evaluate import EVALUATION_BATCH, evaluate, normalise_images
+
     net = _inference_network(args.spec, EVALUATION_BATCH)
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)
@@ -172,12 +168,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _inference_network(spec: str, batch_size: int) -> Network:
-    plan = compile_plan(spec)
-    check_memory(plan, batch_size, training=False)
-    return Network(plan)
+    from netspec.budget import check_memory
+    from netspec.compiler import compile_plan
+    from netspec.executor import Network
 
-
-def _inference_network(spec: str, batch_size: int) -> Network:
     plan = compile_plan(spec)
     check_memory(plan, batch_size, training=False)
     return Network(plan)
@@ -192,7 +186,11 @@ def _normalisation(meta: dict, path: str) -> tuple[float, float]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from netspec.data.images import load_digit_images
+    from netspec.train.checkpoint import load_weights
+    from netspec.train.evaluate import EVALUATION_BATCH, normalise_images, predict_logits
 
     net = _inference_network(args.spec, EVALUATION_BATCH)
     checkpoint = load_weights(args.weights, net)

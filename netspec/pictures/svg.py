@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from html import escape
 
 from netspec.compiler import Plan
+from netspec.diagram_formats import RANKDIRS
 from netspec.pictures import NodeLabel, edges, node_label, title
-from netspec.pictures.dot import RANKDIRS
 
 FONT = "DejaVu Sans Mono, Menlo, Consolas, Liberation Mono, monospace"
 FONT_SIZE = 12.0
