@@ -30,7 +30,18 @@ _HOMES = {
     "parse_spec": "netspec.spec",
     "softmax_cross_entropy": "netspec.losses",
 }
-__all__ = sorted(_HOMES)
+__all__ = [
+    "Network",
+    "NetspecError",
+    "Plan",
+    "Spec",
+    "SpecError",
+    "compile",
+    "compile_plan",
+    "load_spec",
+    "parse_spec",
+    "softmax_cross_entropy",
+]
 __version__ = "0.1.0"
 
 

@@ -147,9 +147,11 @@ class SourceMap:
 class NetworkInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str | None = Field(default=None, min_length=1)
-    description: str = ""
-    output: str | None = Field(default=None, min_length=1)
+    name: str | None = Field(default=None, min_length=1,
+                             description="The network's name; default the file's stem.")
+    description: str = Field(default="", description="One line about the network.")
+    output: str | None = Field(default=None, min_length=1,
+                               description="The output node's id; default the last node.")
 
 
 @cache

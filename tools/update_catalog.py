@@ -3,7 +3,7 @@ netspec/architectures/netspec.schema.json (the JSON Schema of the spec language)
 to the shipped architectures, the ops or the spec models. Tests fail while either is stale."""
 
 from netspec.catalog import CATALOG_FILE, write_catalog
-from netspec.jsonschema import SCHEMA_FILE, write_schema
+from netspec.schema import SCHEMA_FILE, write_schema
 
 if __name__ == "__main__":
     write_schema()

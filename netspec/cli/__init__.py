@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 from netspec.errors import NetspecError
 
-COMMAND_MODULES = ("compile", "gradcheck", "train", "draw", "plot", "bench", "doctor")
+# A command module imports only the standard library and light netspec modules at its top;
+# its handler imports the rest, so that --help and argument errors start at once.
+COMMAND_MODULES = ("compile", "gradcheck", "train", "draw", "plot", "bench", "doctor", "schema")
 
 
 def build_parser() -> argparse.ArgumentParser:
