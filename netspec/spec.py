@@ -7,11 +7,10 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from netspec.catalog import SHIPPED_DIR, shipped_architectures
 from netspec.errors import Diagnostic, NetspecError, SpecError, closest, did_you_mean
@@ -152,13 +151,6 @@ class NetworkInfo(BaseModel):
     description: str = Field(default="", description="One line about the network.")
     output: str | None = Field(default=None, min_length=1,
                                description="The output node's id; default the last node.")
-
-
-@cache
-def node_adapter() -> TypeAdapter:
-    """The discriminated union of every registered op's params model, selected by ``op``."""
-    models = tuple(op.Params for op in REGISTRY.values())
-    return TypeAdapter(Annotated[Union[models], Field(discriminator="op")])  # noqa: UP007
 
 
 @dataclass(frozen=True)
@@ -451,11 +443,12 @@ def _validate_node(node_id: str, raw: Any, report) -> NodeParams | None:
                path=path + ("op",), node=node_id)
         return None
     try:
-        # strict: TOML values are typed, so "5" for a size or 1 for a flag is a mistake
-        return node_adapter().validate_python(dict(raw), strict=True)
+        # strict: TOML values are typed, so "5" for a size or 1 for a flag is a mistake.
+        # The op's own model, not a union of all: a model is built on its first use
+        # (defer_build), so a spec pays only for the ops it uses.
+        return REGISTRY[op].Params.model_validate(dict(raw), strict=True)
     except ValidationError as exc:
-        # the union's discriminator value leads every location; drop it
-        errors = [{**error, "loc": error["loc"][1:]} for error in exc.errors()]
+        errors = exc.errors()
         for key, message in _field_problems(errors, list(REGISTRY[op].Params.model_fields)):
             report(message, path=path + ((key,) if key else ()), node=node_id, op=op)
         return None
