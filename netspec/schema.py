@@ -33,9 +33,12 @@ DRAFT = "http://json-schema.org/draft-07/schema#"
 REF_PREFIX = "#/definitions/"
 EXPRESSION = {
     "type": "string",
-    "pattern": r"^\s*=",
-    "description": "An expression: a string starting with '=', e.g. \"= planes * 2\".",
+    # netspec.expressions.is_expression: "=" starts an expression, "==" a literal "="
+    "pattern": "^=([^=]|$)",
+    "description": "An expression over [vars], a block's arguments and index: a string "
+                   "starting with '=', e.g. \"= planes * 2\".",
 }
+IDENTIFIER = "^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def op_definition(name: str) -> str:
@@ -57,11 +60,26 @@ def spec_schema() -> dict[str, Any]:
     for name in ops:
         node = definitions[op_definition(name)]
         node["description"] = _op_description(name)
-        node["properties"]["op"]["description"] = f"op = \"{name}\": {node['description']}"
         node.setdefault("required", [])
         if "op" not in node["required"]:
             node["required"].insert(0, "op")
-    definitions["node"] = _node_union(ops)
+        node["properties"] = {
+            key: (prop if key in ("op", "inputs") else _or_expression(_draft07(prop)))
+            for key, prop in node["properties"].items()}
+        node["properties"]["op"] = {"const": name, "description": f"op = \"{name}\": "
+                                                               f"{node['description']}"}
+        node["properties"]["if"] = CONDITION
+    definitions["expression"] = EXPRESSION
+    definitions["op_node"] = _node_union(ops)
+    definitions["instance"] = INSTANCE
+    definitions["node"] = {
+        "type": "object",
+        "description": "A node: an op and its fields, or an instance of a block (block = ...).",
+        "if": {"required": ["block"]},
+        "then": {"$ref": REF_PREFIX + "instance"},
+        "else": {"$ref": REF_PREFIX + "op_node"},
+    }
+    definitions["block"] = BLOCK
     definitions["TrainConfig"] = _with_default_members(definitions["TrainConfig"], TrainConfig)
     for definition in definitions.values():
         tag = definition.get("properties", {}).get("type", {})
@@ -72,10 +90,35 @@ def spec_schema() -> dict[str, Any]:
         "$schema": DRAFT,
         "title": "netspec architecture",
         "description": "A neural network as TOML: [network], one [nodes.ID] table per node, "
-                       "and the training recipe in [train].",
+                       "blocks and variables that nodes use, and the training recipe in "
+                       "[train].",
         "type": "object",
         "additionalProperties": False,
         "properties": {
+            "include": {
+                "description": "Files of blocks, relative to this file and inside its "
+                               "directory, e.g. include = [\"blocks/resnet.toml\"].",
+                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            },
+            "vars": {
+                "type": "object",
+                "description": "Variables nodes and blocks use in expressions (\"= depth * "
+                               "2\"); a value may be an expression over earlier ones and "
+                               "--set NAME=VALUE overrides it.",
+                "propertyNames": {"pattern": IDENTIFIER},
+                "additionalProperties": {
+                    "type": ["boolean", "integer", "number", "string", "array"]},
+            },
+            "blocks": {
+                "type": "object",
+                "description": "Reusable groups of nodes with arguments, used by nodes with "
+                               "block = \"name\".",
+                "additionalProperties": {"$ref": REF_PREFIX + "block"},
+            },
+            "data": {
+                "type": "object",
+                "description": "The data set a training run reads.",
+            },
             "network": {"$ref": REF_PREFIX + "NetworkInfo",
                         "description": "The network's name, description and output node."},
             "nodes": {
@@ -89,13 +132,86 @@ def spec_schema() -> dict[str, Any]:
                       "description": "The training recipe: epochs, batch size, optimizer, "
                                      "schedule, augmentation."},
         },
-        "required": ["nodes"],
+        # no "required": a file of blocks (an include) has no [nodes]
         "definitions": dict(sorted(definitions.items())),
     }
     missing = set(TOP_LEVEL_TABLES) - set(schema["properties"])
     if missing:
         raise RuntimeError(f"the schema does not describe [{', '.join(sorted(missing))}]")
     return _draft07(schema)
+
+
+CONDITION = {
+    "description": "A condition: the node exists only where it holds, e.g. "
+                   "if = \"= stride != 1\".",
+    "if": {"$ref": REF_PREFIX + "expression"},
+    "then": {},
+    "else": {"type": "boolean"},
+}
+INSTANCE = {
+    "type": "object",
+    "description": "An instance of a block: block = \"name\" and the block's arguments as "
+                   "fields; its nodes are named <id>.<node> (with repeat: <id>.<index>.<node>).",
+    "required": ["block"],
+    "properties": {
+        "block": {"type": "string", "description": "The block this node instantiates."},
+        "repeat": {
+            "description": "Chain this many instances, output to input; each sees index "
+                           "(0-based).",
+            "if": {"$ref": REF_PREFIX + "expression"},
+            "then": {},
+            "else": {"type": "integer", "minimum": 1},
+        },
+        "inputs": {"description": "The node(s) feeding the block's input(s); omitted means "
+                                  "the node defined just before.",
+                   "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "if": CONDITION,
+    },
+    "additionalProperties": {
+        "description": "An argument of the block (a value or an expression)."},
+}
+BLOCK = {
+    "type": "object",
+    "description": "A block: nodes written like top-level nodes, whose fields may be "
+                   "expressions over the block's arguments.",
+    "additionalProperties": False,
+    "properties": {
+        "description": {"type": "string", "description": "One line about the block."},
+        "args": {"type": "array", "items": {"type": "string", "pattern": IDENTIFIER},
+                 "description": "Required arguments, e.g. args = [\"planes\"]."},
+        "defaults": {"type": "object", "propertyNames": {"pattern": IDENTIFIER},
+                     "description": "Optional arguments with their defaults, e.g. "
+                                    "defaults = { stride = 1 }."},
+        "inputs": {"description": "Names of the block's entries, which its nodes read "
+                                  "(default [\"x\"]).",
+                   "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "output": {"type": "string",
+                   "description": "The node whose output is the block's (default the last)."},
+        "nodes": {"type": "object", "description": "The block's nodes, in order.",
+                  "additionalProperties": {"$ref": REF_PREFIX + "node"}},
+    },
+}
+
+
+def _or_expression(schema: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema that also accepts an expression, as every node field does (and every
+    item of a list). The value is checked against the field's own schema unless it is an
+    expression, so that a validator's message stays the field's ("not of type integer")."""
+    inner = dict(schema)
+    shown = {key: inner.pop(key) for key in ("description", "default") if key in inner}
+    return {**shown, "if": {"$ref": REF_PREFIX + "expression"}, "then": {},
+            "else": _items_or_expression(inner)}
+
+
+def _items_or_expression(schema: dict[str, Any]) -> dict[str, Any]:
+    schema = dict(schema)
+    if isinstance(schema.get("items"), dict) and schema["items"]:
+        schema["items"] = _or_expression(schema["items"])
+    elif isinstance(schema.get("items"), list):
+        schema["items"] = [_or_expression(item) for item in schema["items"]]
+    if "anyOf" in schema:
+        schema["anyOf"] = [_items_or_expression(member) for member in schema["anyOf"]]
+    return schema
 
 
 def _op_description(name: str) -> str:
@@ -110,8 +226,9 @@ def _node_union(ops: list[str]) -> dict[str, Any]:
         "type": "object",
         "description": "A node: its op and that op's fields.",
         "required": ["op"],
-        "properties": {"op": {"type": "string", "enum": ops,
-                              "description": "What the node computes."}},
+        "properties": {"op": {"description": "What the node computes.",
+                              "if": {"$ref": REF_PREFIX + "expression"}, "then": {},
+                              "else": {"type": "string", "enum": ops}}},
         "allOf": [{"if": {"properties": {"op": {"const": name}}, "required": ["op"]},
                    "then": {"$ref": REF_PREFIX + op_definition(name)}} for name in ops],
     }

@@ -72,7 +72,7 @@ def test_every_op_and_field_is_described_with_its_type_default_and_bounds():
     schema = spec_schema()
     definitions = schema["definitions"]
     assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
-    assert definitions["node"]["properties"]["op"]["enum"] == sorted(REGISTRY)
+    assert definitions["op_node"]["properties"]["op"]["else"]["enum"] == sorted(REGISTRY)
     for name, op_class in REGISTRY.items():
         node = definitions[op_definition(name)]
         assert node["additionalProperties"] is False
@@ -81,7 +81,9 @@ def test_every_op_and_field_is_described_with_its_type_default_and_bounds():
         for field, info in op_class.Params.model_fields.items():
             prop = node["properties"][field]
             assert prop.get("description"), (name, field)
-            assert "type" in prop or "anyOf" in prop or "enum" in prop, (name, field)
+            # every field but op and inputs may also be an expression ("= planes * 2")
+            typed = prop if field in ("op", "inputs") else prop["else"]
+            assert "type" in typed or "anyOf" in typed or "const" in typed, (name, field)
             if info.is_required():
                 assert field in node["required"], (name, field)
             elif info.default is not None:
@@ -90,8 +92,8 @@ def test_every_op_and_field_is_described_with_its_type_default_and_bounds():
         for field, prop in definition.get("properties", {}).items():
             assert prop.get("description"), (name, field)
     conv = definitions[op_definition("conv2d")]["properties"]
-    assert conv["out_channels"]["exclusiveMinimum"] == 0
-    assert conv["kernel_size"]["anyOf"][1]["minItems"] == 2
+    assert conv["out_channels"]["else"]["exclusiveMinimum"] == 0
+    assert conv["kernel_size"]["else"]["anyOf"][1]["minItems"] == 2
     assert definitions["TrainConfig"]["properties"]["epochs"]["default"] == 10
 
 
@@ -262,3 +264,75 @@ def test_mistake_table_lines_are_the_lines_of_the_changed_text():
         changed = new.strip().splitlines()[0] if new.strip() else None
         if changed is not None:
             assert text.splitlines()[line - 1] == changed, what
+
+
+BLOCKS = """\
+[vars]
+width = 8
+depth = 2
+
+[blocks.unit]
+args = ["planes"]
+defaults = { stride = 1 }
+
+[blocks.unit.nodes.conv]
+op = "conv2d"
+out_channels = "= planes"
+kernel_size = [3, "= 1 + 2"]
+stride = "= stride"
+padding = 1
+
+[blocks.unit.nodes.skip]
+if = "= stride != 1"
+op = "avgpool2d"
+inputs = "x"
+kernel_size = 1
+stride = "= stride"
+
+[nodes.image]
+op = "input"
+shape = [1, 8, 8]
+
+[nodes.stage]
+block = "unit"
+repeat = "= depth"
+planes = "= width * 2"
+stride = "= 2 if index == 0 else 1"
+
+[nodes.last]
+block = "unit"
+planes = 4
+"""
+
+BLOCK_MISTAKES = [
+    ("unknown block key", 'args = ["planes"]', 'arg = ["planes"]', 6, "arg"),
+    ("unknown field in a block's node", "padding = 1", "paddin = 1", 14, "paddin"),
+    ("wrong type in a block's node", "kernel_size = 1\n", "kernel_size = true\n", 20, ""),
+    ("repeat below 1", 'repeat = "= depth"', "repeat = 0", 29, "minimum"),
+    ("condition not a bool", 'if = "= stride != 1"', 'if = "stride"', 17, "boolean"),
+    ("variable that is not a name", "depth = 2", '"two words" = 2', 3, "two words"),
+]
+
+
+@needs_taplo
+def test_taplo_accepts_blocks_variables_and_expressions(tmp_path):
+    spec = compile_plan(parse_spec(BLOCKS, file="blocks.toml"))
+    assert spec.total_params > 0
+    code, errors = taplo(beside_schema(tmp_path, "blocks.toml", BLOCKS))
+    assert code == 0 and not errors, errors
+
+
+@needs_taplo
+@pytest.mark.parametrize("what, old, new, line, words", BLOCK_MISTAKES,
+                         ids=[m[0] for m in BLOCK_MISTAKES])
+def test_taplo_flags_block_mistakes_at_their_line(tmp_path, what, old, new, line, words):
+    assert BLOCKS.count(old) == 1
+    text = BLOCKS.replace(old, new)
+    assert text.splitlines()[line - 1].startswith(new.strip().split(" ")[0])
+    code, errors = taplo(beside_schema(tmp_path, "bad.toml", text))
+    assert code != 0
+    at_line = [message for message, where in errors if where == line + 1]
+    assert at_line, (what, errors)
+    assert any(words in message for message in at_line), (what, at_line)
+    with pytest.raises(NetspecError):
+        compile_plan(parse_spec(text, file="bad.toml"))

@@ -16,7 +16,8 @@ from netspec.errors import NetspecError
 
 # A command module imports only the standard library and light netspec modules at its top;
 # its handler imports the rest, so that --help and argument errors start at once.
-COMMAND_MODULES = ("compile", "gradcheck", "train", "draw", "plot", "bench", "doctor", "schema")
+COMMAND_MODULES = ("compile", "expand", "gradcheck", "train", "draw", "plot", "bench", "doctor",
+                   "schema", "lsp")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from netspec.cli.common import add_set_option, overrides
+from netspec.errors import NetspecError
 from netspec.tables import Column, human_count, render_table
 
 
@@ -21,9 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "every node's shape, and print parameters, FLOPs and activation memory per node.")
     parser.add_argument("spec", help="a .toml file or a shipped name such as lenet5")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--depth", type=_positive, metavar="N",
+                        help="fold block instances nested deeper than N levels into one row "
+                        "with their totals (1: top-level rows only)")
     parser.add_argument("--batch-size", type=_positive, default=1,
                         help="batch size for the FLOPs (table and --json) and activation "
                         "memory (default 1)")
+    add_set_option(parser)
     parser.set_defaults(handler=run_compile)
 
     listing = subparsers.add_parser("list", help="list the shipped architectures")
@@ -46,12 +53,18 @@ def run_compile(args: argparse.Namespace) -> int:
     from netspec.summary import partial_summary, summary_table
 
     try:
-        plan = compile_plan(args.spec)
+        plan = compile_plan(args.spec, overrides(args))
     except CompileError as exc:
-        if not args.json and exc.partial:
+        if args.json:
+            return _print_errors(args.spec, exc, exc.spec.included)
+        if exc.partial:
             print(f"{exc.spec.name}: compiled up to the failing node(s)\n")
-            print(partial_summary(exc, args.batch_size))
+            print(partial_summary(exc, args.batch_size, args.depth))
             print()
+        raise
+    except NetspecError as exc:
+        if args.json:
+            return _print_errors(args.spec, exc, {})
         raise
     spec = plan.spec
     unused = [node_id for node_id in spec.nodes if node_id not in plan.nodes]
@@ -63,13 +76,32 @@ def run_compile(args: argparse.Namespace) -> int:
         print()
         return 0
     print(f"{plan.name}" + (f": {spec.description}" if spec.description else ""))
-    print(summary_table(plan.nodes, args.batch_size))
+    print(summary_table(plan.nodes, args.batch_size, chains=plan.chains, depth=args.depth))
     per_batch = (f", {human_count(plan.total_flops * args.batch_size)} per batch of "
                  f"{args.batch_size}" if args.batch_size > 1 else "")
     print(f"\n{plan.total_params:,} trainable parameters, {human_count(plan.total_flops)} "
           f"FLOPs per sample (forward){per_batch}")
     print(f"memory: {check_memory(plan, args.batch_size, training=True).describe()}")
     return 0
+
+
+def _print_errors(source: str, exc: NetspecError, included: dict[str, str]) -> int:
+    """``--json`` on a spec that does not compile: {"errors": [record, ...]} on stdout (the
+    records of netspec.diagnostics, with stable codes), exit status 1."""
+    from netspec.diagnostics import records
+    from netspec.errors import Diagnostic
+    from netspec.spec import resolve_spec_path
+
+    diagnostics = getattr(exc, "diagnostics", None) or [Diagnostic(str(exc))]
+    texts = dict(included)
+    try:
+        path = resolve_spec_path(source)
+        texts[source if Path(source).exists() else path.name] = path.read_text(encoding="utf-8")
+    except (NetspecError, OSError, UnicodeDecodeError):
+        pass  # the records say what is wrong with the file; columns need its text only
+    json.dump({"errors": records(diagnostics, texts)}, sys.stdout, indent=2)
+    print()
+    return 1
 
 
 def run_list(args: argparse.Namespace) -> int:

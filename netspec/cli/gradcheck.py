@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from netspec.cli.common import add_set_option, overrides
 from netspec.tables import Column, render_table
 
 
@@ -20,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="entries checked per tensor (default 20)")
     parser.add_argument("--batch", type=_at_least(1), default=4,
                         help="batch size of the random input")
+    add_set_option(parser)
     parser.set_defaults(handler=run_gradcheck)
 
 
@@ -44,7 +46,7 @@ def run_gradcheck(args: argparse.Namespace) -> int:
     from netspec.executor import compile
     from netspec.gradcheck import TOLERANCE, check_network
 
-    net = compile(args.spec, seed=args.seed, dtype="float64")
+    net = compile(args.spec, seed=args.seed, dtype="float64", overrides=overrides(args))
     rng = np.random.default_rng(args.seed)
     x = {key: rng.normal(size=(args.batch, *net.shapes[key])) for key in net.plan.inputs}
     results = check_network(net, x, samples=args.samples, seed=args.seed)

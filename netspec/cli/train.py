@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from netspec.cli.common import add_set_option
+from netspec.cli.common import overrides as spec_settings
 from netspec.cli.progress import ProgressLine, download_progress
 from netspec.errors import NetspecError
 from netspec.tables import Column, render_table
@@ -40,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--limit", type=int, help="train on the first N images only")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--no-plots", action="store_true", help="do not write plot images")
+    add_set_option(train)
     train.set_defaults(handler=run_train)
 
     evaluate_parser = subparsers.add_parser(
@@ -47,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate_parser.add_argument("spec")
     evaluate_parser.add_argument("--weights", required=True, help="a .npz from a run")
     evaluate_parser.add_argument("--data-dir")
+    add_set_option(evaluate_parser)
     evaluate_parser.set_defaults(handler=run_evaluate)
 
     predict = subparsers.add_parser(
@@ -54,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("spec")
     predict.add_argument("--weights", required=True)
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    add_set_option(predict)
     predict.set_defaults(handler=run_predict)
 
 
@@ -89,7 +94,8 @@ def run_train(args: argparse.Namespace) -> int:
                  "optimizer": args.optimizer, "seed": args.seed,
                  "validation": args.validation, "limit": args.limit}
     if args.resume:
-        ignored = (["the spec"] if args.spec else []) + (["--out"] if args.out else []) + [
+        ignored = (["the spec"] if args.spec else []) + (["--out"] if args.out else []) + (
+            ["--set"] if args.set else []) + [
             "--" + name.replace("_", "-") for name, value in overrides.items()
             if value is not None]
         if ignored:
@@ -101,10 +107,12 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         if not args.spec:
             raise NetspecError("give a spec to train, or --resume RUN_DIR")
-        out = args.out or Path("runs") / (f"{load_spec(args.spec).name}-"
-                                          f"{datetime.now():%Y%m%d-%H%M%S}")
+        spec_overrides = spec_settings(args)
+        name = load_spec(args.spec, spec_overrides).name
+        out = args.out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
         trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
-                            dtype=args.dtype, callbacks=callbacks)
+                            dtype=args.dtype, callbacks=callbacks,
+                            spec_overrides=spec_overrides)
         config = trainer.config
         print(f"training {trainer.net.plan.name} ({trainer.net.plan.total_params:,} params) "
               f"for {_plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
@@ -152,7 +160,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from netspec.train.checkpoint import load_weights
     from netspec.train.evaluate import EVALUATION_BATCH, evaluate, normalise_images
 
-    net = _inference_network(args.spec, EVALUATION_BATCH)
+    net = _inference_network(args.spec, EVALUATION_BATCH, _settings_for(args))
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)
     data = load_mnist(args.data_dir, progress=download_progress(ProgressLine()))
@@ -167,14 +175,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inference_network(spec: str, batch_size: int) -> Network:
+def _inference_network(spec: str, batch_size: int, settings: dict) -> Network:
     from netspec.budget import check_memory
     from netspec.compiler import compile_plan
     from netspec.executor import Network
 
-    plan = compile_plan(spec)
+    plan = compile_plan(spec, settings)
     check_memory(plan, batch_size, training=False)
     return Network(plan)
+
+
+def _settings_for(args: argparse.Namespace) -> dict:
+    """The command line's --set, else those recorded by the run the weights come from (so
+    that a run trained with --set is evaluated as the same network)."""
+    from netspec.train.loop import recorded_overrides
+
+    given = spec_settings(args)
+    if given:
+        return given
+    recorded = recorded_overrides(Path(args.weights).parent)
+    if recorded:
+        shown = " ".join(f"--set {name}={value!r}" for name, value in recorded.items())
+        print(f"using the overrides recorded by the run: {shown}", file=sys.stderr)
+    return recorded
 
 
 def _normalisation(meta: dict, path: str) -> tuple[float, float]:
@@ -192,7 +215,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from netspec.train.checkpoint import load_weights
     from netspec.train.evaluate import EVALUATION_BATCH, normalise_images, predict_logits
 
-    net = _inference_network(args.spec, EVALUATION_BATCH)
+    net = _inference_network(args.spec, EVALUATION_BATCH, _settings_for(args))
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)
     # one file may hold a stack of images: each row names the image it is about
