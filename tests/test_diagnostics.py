@@ -117,7 +117,7 @@ def test_compile_json_prints_the_records_with_exit_status_1(tmp_path, capsys, mo
     Path("bad.toml").write_text(text, encoding="utf-8")
     assert main(["compile", "bad.toml", "--json"]) == 1
     out, err = capsys.readouterr()
-    assert err == ""
+    assert err.startswith("netspec compile: ") and "kernal_size" in err
     errors = json.loads(out)["errors"]
     assert errors[0] == {
         "file": "bad.toml", "line": 8, "column": 1, "node": "conv", "op": "conv2d",

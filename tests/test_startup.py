@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,9 +91,7 @@ def test_list_compiles_only_when_the_stored_figures_are_stale(tmp_path, capsys, 
     from netspec.cli import main
 
     shipped = tmp_path / "architectures"
-    shipped.mkdir()
-    for path in catalog.shipped_architectures():
-        (shipped / path.name).write_bytes(path.read_bytes())
+    shutil.copytree(catalog.SHIPPED_DIR, shipped)
     stored = tmp_path / "catalog.json"
     stored.write_text(catalog.CATALOG_FILE.read_text(encoding="utf-8"), encoding="utf-8")
     assert catalog.stored_entries(shipped, stored) is not None

@@ -101,6 +101,8 @@ def _print_errors(source: str, exc: NetspecError, included: dict[str, str]) -> i
         pass  # the records say what is wrong with the file; columns need its text only
     json.dump({"errors": records(diagnostics, texts)}, sys.stdout, indent=2)
     print()
+    # and for a person at the terminal, as without --json
+    print(f"netspec compile: {exc}", file=sys.stderr)
     return 1
 
 
