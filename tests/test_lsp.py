@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_properties import examples
 
 from netspec.editor import analyse, complete, cursor_at, definition, hover
-
-pytest.importorskip("pygls")
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60.0
@@ -154,6 +155,7 @@ class Client:
 
 @pytest.fixture
 def client(tmp_path):
+    pytest.importorskip("pygls")
     client = Client(tmp_path)
     client.request("initialize", {"processId": os.getpid(), "rootUri": tmp_path.as_uri(),
                                   "capabilities": {}})
@@ -285,3 +287,20 @@ def test_completion_offers_block_arguments_with_defaults(tmp_path):
     items = {item.label: item for item in complete(analysis, line, 0)}
     assert items["stride"].insert == "stride = 1"
     assert "planes" not in items and "repeat" in items
+
+
+@examples(150)
+@given(st.sampled_from([SHAPE_ERROR, FIXED, BLOCKS]), st.data())
+def test_any_buffer_and_cursor_gets_an_answer_not_an_exception(text, data):
+    """A buffer being typed is anything: cut, with stray characters, the cursor anywhere."""
+    cut = data.draw(st.integers(0, len(text)))
+    noise = data.draw(st.text(alphabet='[]{}="\'.,=# \nabcop_0123', max_size=12))
+    buffer = text[:cut] + noise + text[cut:]
+    analysis = analyse(buffer, Path("/nonexistent-dir/spec.toml"))
+    assert all(d.line is None or d.line >= 1 for d in analysis.diagnostics)
+    lines = buffer.splitlines() or [""]
+    line = data.draw(st.integers(0, len(lines)))
+    character = data.draw(st.integers(0, len(lines[min(line, len(lines) - 1)]) + 2))
+    hover(analysis, line, character)
+    complete(analysis, line, character)
+    definition(analysis, line, character)
