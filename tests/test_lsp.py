@@ -304,3 +304,13 @@ def test_any_buffer_and_cursor_gets_an_answer_not_an_exception(text, data):
     hover(analysis, line, character)
     complete(analysis, line, character)
     definition(analysis, line, character)
+
+
+def test_without_pygls_the_command_says_what_to_install(monkeypatch, capsys):
+    from netspec.cli import main
+
+    for name in ("pygls", "pygls.lsp.server", "lsprotocol", "lsprotocol.types"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "netspec.lsp", raising=False)
+    assert main(["lsp", "--stdio"]) == 1
+    assert "pip install 'netspec[lsp]'" in capsys.readouterr().err
