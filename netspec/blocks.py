@@ -12,6 +12,7 @@ Names follow PyTorch's module paths: an instance ``layer2`` with ``repeat`` make
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,6 +23,7 @@ from netspec.ops import REGISTRY
 from netspec.sourcemap import KeyPath, SourceMap
 
 MAX_NODES = 100_000
+MAX_NESTING = 32
 INDEX = "index"
 DEFAULT_ENTRY = "x"
 INSTANCE_KEYS = ("block", "repeat", "inputs", "if")
@@ -127,6 +129,7 @@ class _Scope:
     block: str | None
     names: dict[str, str | _Ref] = field(default_factory=dict)
     absent: dict[str, int | None] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)  # instances reported already
     parent: _Scope | None = None
 
     def flat(self, local: str) -> str:
@@ -210,6 +213,10 @@ class _Expander:
         self.refs: list[_Ref] = []
         self.count_cache: dict[tuple[str, str], int] = {}
         self.size_is_lower_bound = False
+        self.said: set[tuple] = set()
+        self.index_users: dict[str, bool] = {}
+        self.fixed_sizes: dict[str, bool] = {}
+        self.recursive: set[str] = set()  # blocks on a cycle, reported once and never expanded
         self.instance_outputs: dict[str, _Ref] = {}
 
     # -- reporting -------------------------------------------------------------------------
@@ -245,6 +252,7 @@ class _Expander:
                                 f"{did_you_mean(key, BLOCK_KEYS)} (block keys: "
                                 f"{', '.join(BLOCK_KEYS)})", block.file, block.path + (key,))
         for cycle in self._block_cycles():
+            self.recursive.update(cycle)
             block = self.blocks[cycle[0]]
             chain = " -> ".join([*cycle, cycle[0]])
             user = next(node for node, raw in _block_nodes(block.raw).items()
@@ -294,8 +302,11 @@ class _Expander:
                 scope.absent[local] = file.line(path + ("if",))
                 continue
             if "block" in raw:
+                before = len(self.out.problems)
                 self._expand_instance(local, raw, scope, path, file, values, previous,
                                       origin_of_instance)
+                if len(self.out.problems) > before and local not in scope.names:
+                    scope.failed.add(local)
             else:
                 body = {key: value for key, value in raw.items() if key != "if"}
                 self._add_node(flat_id, self._substituted(body, values, flat_id, origin),
@@ -329,6 +340,12 @@ class _Expander:
 
     def _field_problem(self, message: str, node: str, origin: NodeOrigin, key: str | None,
                        op: str | None = None, code: str | None = None) -> None:
+        if origin.block is not None:
+            # every instance of a block repeats the same mistake in its text: say it once
+            said = (origin.file.name, origin.key_line(key), key, message)
+            if said in self.said:
+                return
+            self.said.add(said)
         self.out.problems.append(Diagnostic(message, file=origin.file.name,
                                             line=origin.key_line(key), node=node, op=op,
                                             context=origin.field_context(), code=code))
@@ -435,7 +452,11 @@ class _Expander:
             self._field_problem(message, flat_id, origin, "block")
             return
         block = self.blocks[block_name]
-        if not isinstance(block.raw, Mapping):
+        if not isinstance(block.raw, Mapping) or block_name in self.recursive:
+            return
+        if scope.block is not None and len(self._enclosing(scope)) >= MAX_NESTING:
+            self._field_problem(f"blocks nest more than {MAX_NESTING} deep here; that is the "
+                                f"limit", flat_id, origin, "block")
             return
         count = self._repeat(raw, values, flat_id, origin)
         if count is None:
@@ -519,6 +540,14 @@ class _Expander:
             bound = [output]
         if output is not None:
             self._register(scope, local, output)
+
+    @staticmethod
+    def _enclosing(scope: _Scope) -> list[_Scope]:
+        chain = []
+        while scope.parent is not None:
+            chain.append(scope)
+            scope = scope.parent
+        return chain
 
     def _repeat(self, raw: Mapping[str, Any], values: Mapping[str, Any], node: str,
                 origin: NodeOrigin) -> int | None:
@@ -621,6 +650,8 @@ class _Expander:
             self.report(f"block '{block.name}': output must be a node id, got "
                         f"{_show(output)}", block.file, where)
             return None
+        if output in inner.failed:
+            return None  # its own error says why
         if output in inner.absent:
             self._field_problem(f"the output '{output}' of block '{block.name}' is left out "
                                 f"by its condition here", instance_id, origin, None)
@@ -635,17 +666,13 @@ class _Expander:
                     values: Mapping[str, Any], count: int, node: str,
                     origin: NodeOrigin) -> None:
         """Refuse an instance that would push the network past the node limit, counting
-        before building anything."""
+        before building anything (and no further than the limit)."""
         room = self.limit - len(self.out.nodes)
+        self.size_is_lower_bound = False
         if count > room:
             total, self.size_is_lower_bound = count, True
         else:
-            total = 0
-            for index in range(count):
-                scope_values = {**values, INDEX: index}
-                total += self._size(block, _evaluated_loosely(arguments, scope_values), index)
-                if total > self.limit and self.size_is_lower_bound:
-                    break
+            total = self._repeated_size(block, arguments, values, count, room)
         if total > room:
             at_least = "at least " if self.size_is_lower_bound else ""
             self._field_problem(f"this instance of block '{block.name}' would make "
@@ -654,15 +681,68 @@ class _Expander:
                                 node, origin, "repeat" if count > 1 else None)
             raise _Abort
 
-    def _size(self, block: BlockDef, args: Mapping[str, Any], index: int) -> int:
-        """How many nodes one instance makes; a nested repeat beyond the limit counts as its
-        repeat alone and marks the total as a lower bound."""
-        key = (block.name, repr({**args, INDEX: index}))
+    def _repeated_size(self, block: BlockDef, arguments: Mapping[str, Any],
+                       values: Mapping[str, Any], count: int, room: int) -> int:
+        """Nodes made by ``count`` chained instances; counting stops (and the total becomes a
+        lower bound) once it passes ``room``."""
+        if self._fixed_size(block):
+            return count * self._size(block, {}, 0, room)
+        if not self._uses_index(block) and INDEX not in repr(arguments):
+            # every instance is alike: count one
+            return count * self._size(block, _evaluated_loosely(
+                arguments, {**values, INDEX: 0}), 0, room)
+        total = 0
+        for index in range(count):
+            total += self._size(block, _evaluated_loosely(arguments, {**values, INDEX: index}),
+                                index, room - total)
+            if total > room:
+                if index + 1 < count:
+                    self.size_is_lower_bound = True
+                break
+        return total
+
+    def _fixed_size(self, block: BlockDef) -> bool:
+        """Whether every instance of a block makes the same number of nodes whatever its
+        arguments: no condition and no computed repeat in it or in the blocks it uses."""
+        if block.name not in self.fixed_sizes:
+            self.fixed_sizes[block.name] = False  # a cycle reads as "not fixed"
+            fixed = True
+            for raw in _block_nodes(block.raw).values():
+                if not isinstance(raw, Mapping):
+                    continue
+                name = _block_name(raw)
+                if "if" in raw or (name is not None and (
+                        not isinstance(raw.get("repeat", 1), int)
+                        or name not in self.blocks or not self._fixed_size(self.blocks[name]))):
+                    fixed = False
+                    break
+            self.fixed_sizes[block.name] = fixed
+        return self.fixed_sizes[block.name]
+
+    def _uses_index(self, block: BlockDef) -> bool:
+        """Whether anything in a block (or the blocks it uses) may read ``index``; a
+        conservative textual test, so that counting alike instances counts one."""
+        if block.name not in self.index_users:
+            self.index_users[block.name] = True  # a cycle reads as "uses it"
+            text = repr(block.raw)
+            inner = [self.blocks[b] for raw in _block_nodes(block.raw).values()
+                     if (b := _block_name(raw)) in self.blocks]
+            self.index_users[block.name] = INDEX in text or any(
+                self._uses_index(b) for b in inner)
+        return self.index_users[block.name]
+
+    def _size(self, block: BlockDef, args: Mapping[str, Any], index: int, room: int) -> int:
+        """How many nodes one instance makes, counting no further than past ``room``."""
+        key = (block.name, "" if self._fixed_size(block) else repr(
+            {**args, INDEX: index if self._uses_index(block) else 0}))
         if key in self.count_cache:
             return self.count_cache[key]
         values = {**self.variables, **_defaults(block), **args, INDEX: index}
         total = 0
         for raw in _block_nodes(block.raw).values():
+            if total > room:
+                self.size_is_lower_bound = True
+                return total  # cut short: not cached
             if not isinstance(raw, Mapping):
                 total += 1
                 continue
@@ -672,7 +752,7 @@ class _Expander:
             except ExpressionError:
                 pass
             name = _block_name(raw)
-            if name is None or name not in self.blocks or name == block.name:
+            if name is None or name not in self.blocks or name in self.recursive:
                 total += 1
                 continue
             try:
@@ -680,18 +760,16 @@ class _Expander:
             except ExpressionError:
                 repeat = 1
             repeat = repeat if isinstance(repeat, int) and repeat > 0 else 1
-            if repeat > self.limit:
+            if repeat > room - total:
                 self.size_is_lower_bound = True
-                total += repeat
-                continue
+                return total + repeat
             inner_args = {k: v for k, v in raw.items() if k not in INSTANCE_KEYS}
-            for inner_index in range(repeat):
-                total += self._size(self.blocks[name], _evaluated_loosely(
-                    inner_args, {**values, INDEX: inner_index}), inner_index)
-                if total > self.limit:
-                    self.size_is_lower_bound = True
-                    break
-        self.count_cache[key] = total
+            total += self._repeated_size(self.blocks[name], inner_args, values, repeat,
+                                         room - total)
+        if total > room:
+            self.size_is_lower_bound = True
+        else:
+            self.count_cache[key] = total
         return total
 
     # -- resolving names ---------------------------------------------------------------------
@@ -737,6 +815,8 @@ class _Expander:
         return None
 
     def _unknown(self, scope: _Scope, name: str, ref: _Ref) -> None:
+        if name in scope.failed or name.split(".")[0] in scope.failed:
+            return  # the instance's own error says why; the node is left uncompiled
         origin = ref.origin
         op = None
         raw = self.out.nodes.get(ref.node)
@@ -805,7 +885,8 @@ def _same_type(value: Any, like: Any) -> bool:
 
 
 def _show(value: Any) -> str:
+    """A value as TOML would write it, near enough for a message."""
     if isinstance(value, bool):
         return str(value).lower()
-    text = repr(value)
+    text = json.dumps(value) if isinstance(value, str | list) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -10,6 +10,7 @@ cannot ask for a billion-element list or a thousand-digit number.
 from __future__ import annotations
 
 import ast
+import json
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ MAX_TEXT = 1000
 MAX_LIST = 10_000
 MAX_STRING = 10_000
 MAX_INT = 2**63 - 1
+MAX_ROUND_DIGITS = 30
 FUNCTIONS = ("abs", "float", "int", "len", "max", "min", "round")
 Value = int | float | bool | str | list
 
@@ -55,7 +57,11 @@ def evaluate(text: str, scope: Mapping[str, Any]) -> Value:
     """
     body = text[1:] if is_expression(text) else text
     tree = _parse(body.strip())
-    return _Evaluator(scope).value(tree.body)
+    try:
+        return _Evaluator(scope).value(tree.body)
+    except RecursionError:
+        raise ExpressionError(f"expression '{body.strip()[:40]}...' is nested too "
+                              f"deeply") from None
 
 
 def substitute(value: Any, scope: Mapping[str, Any]) -> Any:
@@ -170,6 +176,9 @@ class _Evaluator:
         return [self.value(item) for item in node.elts]
 
     def _UnaryOp(self, node: ast.UnaryOp) -> Value:
+        if isinstance(node.op, ast.Invert):
+            raise ExpressionError(f"operator '~' in '{_source(node)}' is not allowed (allowed: "
+                                  f"- + not)")
         operand = self.value(node.operand)
         if isinstance(node.op, ast.Not):
             return not self._truth(operand, "not")
@@ -206,6 +215,9 @@ class _Evaluator:
     def _Compare(self, node: ast.Compare) -> Value:
         left = self.value(node.left)
         for op, right_node in zip(node.ops, node.comparators):
+            if type(op) not in _COMPARISONS:
+                raise ExpressionError(f"'is' in '{_source(node)}' is not allowed; compare "
+                                      f"values with == or !=")
             right = self.value(right_node)
             try:
                 holds = _COMPARISONS[type(op)](left, right)
@@ -270,8 +282,10 @@ def _call(name: str, args: list[Value]) -> Value:
         return len(args[0])
     if name == "round":
         if not 1 <= len(args) <= 2 or not _number(args[0]) or (
-                len(args) == 2 and not isinstance(args[1], int)):
-            raise ExpressionError(f"round() needs a number and optional digits, got "
+                len(args) == 2 and (not isinstance(args[1], int) or isinstance(args[1], bool)
+                                    or abs(args[1]) > MAX_ROUND_DIGITS)):
+            raise ExpressionError(f"round() needs a number and optional digits between "
+                                  f"-{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}, got "
                                   f"{_show(args)}")
         return round(*args)
     if len(args) != 1 or not _number(args[0]):
@@ -287,5 +301,10 @@ def _source(node: ast.AST) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, bool) else str(value).lower()
+    if isinstance(value, bool):
+        return str(value).lower()
+    try:
+        text = json.dumps(value) if isinstance(value, str | list) else repr(value)
+    except (TypeError, ValueError):
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -219,7 +219,8 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
     network = _validate_network(document.get("network", {}), report)
     raw_nodes = document.get("nodes")
     if not isinstance(raw_nodes, Mapping) or not raw_nodes:
-        report("no nodes: add tables like [nodes.image] with op = \"input\"", path=("nodes",))
+        report("no nodes: add tables like [nodes.image] with op = \"input\"", path=("nodes",),
+               line=source.locate(("nodes",)) or 1)
         raise fail()
 
     included: dict[str, str] = {}
@@ -254,13 +255,13 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
     for node_id, raw in expansion.nodes.items():
         origin = expansion.origins[node_id]
 
+        # a node's own fields are checked where they are written (in a block's text, naming
+        # the instance)
         def report_node(message: str, key: str | None = None, op: str | None = None,
                         node_id: str = node_id, origin: NodeOrigin = origin) -> None:
-            context = origin.field_context() if key or origin.block is None else None
-            where = origin.key_line(key) if key or origin.block is None else origin.line
-            problems.append(Diagnostic(message, file=origin.file.name, line=where,
-                                       node=node_id, op=op,
-                                       context=context or origin.field_context()))
+            problems.append(Diagnostic(message, file=origin.file.name,
+                                       line=origin.key_line(key), node=node_id, op=op,
+                                       context=origin.field_context()))
 
         params = _validate_node(node_id, raw, report_node)
         resolved = None if params is None else _resolve_inputs(

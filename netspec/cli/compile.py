@@ -50,7 +50,9 @@ def _positive(text: str) -> int:
 def run_compile(args: argparse.Namespace) -> int:
     from netspec.budget import check_memory
     from netspec.compiler import CompileError, compile_plan
+    from netspec.shapes import format_shape
     from netspec.summary import partial_summary, summary_table
+    from netspec.train.data import check_spec_data
 
     try:
         plan = compile_plan(args.spec, overrides(args))
@@ -67,6 +69,8 @@ def run_compile(args: argparse.Namespace) -> int:
             return _print_errors(args.spec, exc, {})
         raise
     spec = plan.spec
+    # shapes are checked before any number is computed: the data's too, when the spec names it
+    data = check_spec_data(plan)
     unused = [node_id for node_id in spec.nodes if node_id not in plan.nodes]
     if unused:
         print(f"netspec compile: note: {', '.join(unused)} not used by the output "
@@ -82,6 +86,9 @@ def run_compile(args: argparse.Namespace) -> int:
     print(f"\n{plan.total_params:,} trainable parameters, {human_count(plan.total_flops)} "
           f"FLOPs per sample (forward){per_batch}")
     print(f"memory: {check_memory(plan, args.batch_size, training=True).describe()}")
+    if data is not None:
+        print(f"data: {data.label} gives {format_shape(data.sample_shape)} in "
+              f"{data.classes} classes, as the network takes them")
     return 0
 
 

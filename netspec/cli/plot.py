@@ -11,7 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write curves.png, confusion.png, filters.png and mistakes.png into "
         "RUN_DIR (needs matplotlib: pip install netspec[plot]).")
     parser.add_argument("run_dir")
-    parser.add_argument("--data-dir", help="directory holding the MNIST IDX files")
+    parser.add_argument("--data-dir", help="directory holding the files of the run's named "
+                        "data set (MNIST's IDX files, say)")
     parser.set_defaults(handler=run_plot)
 
 

@@ -6,7 +6,6 @@ import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from netspec.cli.common import add_set_option
 from netspec.cli.common import overrides as spec_settings
@@ -14,23 +13,60 @@ from netspec.cli.progress import ProgressLine, download_progress
 from netspec.errors import NetspecError
 from netspec.tables import Column, render_table
 
-if TYPE_CHECKING:
-    from netspec.executor import Network
-    from netspec.train.loop import BatchProgress, Callbacks
 
+def _load() -> None:
+    """Import what the commands of this module run on. They are imported when a command runs,
+    not when the parser is built: --help and argument errors must not load NumPy, pydantic or
+    networkx (tests/test_startup.py)."""
+    global np, EVALUATION_BATCH, evaluate, normalise_images, predict_logits, BatchProgress
+    global Callbacks, TrainingInterrupted, recorded_overrides, resume_run, start_run, check_memory
+    global compile_plan, DIGITS, data_info, Dataset, load_images, Network, PlotsUnavailable
+    global format_shape, load_spec, load_weights, data_choice, input_channels, prepare_data
+    global recorded_choice, plot_run
+    import numpy as np
+
+    from netspec.budget import check_memory
+    from netspec.compiler import compile_plan
+    from netspec.data.catalog import DIGITS
+    from netspec.data.choice import data_info
+    from netspec.data.dataset import Dataset
+    from netspec.data.images import load_images
+    from netspec.executor import Network
+    from netspec.pictures.plots import PlotsUnavailable
+    from netspec.shapes import format_shape
+    from netspec.spec import load_spec
+    from netspec.train.checkpoint import load_weights
+    from netspec.train.data import data_choice, input_channels, prepare_data, recorded_choice
+    from netspec.train.evaluate import (
+        EVALUATION_BATCH,
+        evaluate,
+        normalise_images,
+        predict_logits,
+    )
+    from netspec.train.loop import (
+        BatchProgress,
+        Callbacks,
+        TrainingInterrupted,
+        recorded_overrides,
+        resume_run,
+        start_run,
+    )
+    from netspec.train.report import plot_run
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
-        "train", help="train a network on MNIST with the recipe in its [train] table",
+        "train", help="train a network with the recipe in its [train] table",
         description="Train SPEC on MNIST. The recipe comes from the spec's [train] table; "
         "options override it. A run directory keeps the spec, config, history, best.npz and "
-        "last.npz; Ctrl-C saves last.npz and --resume continues exactly.")
+        "last.npz; Ctrl-C saves last.npz and --resume continues exactly. Other data: "
+        "[data] in the spec, or --data.")
     train.add_argument("spec", nargs="?", help="a .toml file or a shipped name (omit with "
                        "--resume)")
     train.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    train.add_argument("--data-dir", help="directory holding the MNIST IDX files "
-                       "(default: $NETSPEC_DATA_DIR, else the cache, else download)")
+    train.add_argument("--data", metavar="SOURCE", help=DATA_HELP)
+    train.add_argument("--data-dir", help="directory holding the files of a named data set "
+                       "(default for MNIST: $NETSPEC_DATA_DIR; else the cache, else download)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
@@ -49,22 +85,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="test accuracy, per-class accuracy and confusion matrix")
     evaluate_parser.add_argument("spec")
     evaluate_parser.add_argument("--weights", required=True, help="a .npz from a run")
-    evaluate_parser.add_argument("--data-dir")
+    evaluate_parser.add_argument("--data", metavar="SOURCE", help=DATA_HELP + " (default: "
+                                 "the data the weights were trained on)")
+    evaluate_parser.add_argument("--data-dir", help="directory holding the files of a named "
+                                 "data set")
     add_set_option(evaluate_parser)
     evaluate_parser.set_defaults(handler=run_evaluate)
 
     predict = subparsers.add_parser(
-        "predict", help="classify 28x28 greyscale images (.png or .npy)")
+        "predict", help="classify images (.png, .jpg or .npy) with trained weights")
     predict.add_argument("spec")
     predict.add_argument("--weights", required=True)
+    predict.add_argument("--data", metavar="SOURCE", help="the data whose class names and "
+                         "drawing convention apply (default: the data the weights were "
+                         "trained on)")
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
     add_set_option(predict)
     predict.set_defaults(handler=run_predict)
 
 
-def _callbacks(progress: ProgressLine) -> Callbacks:
-    from netspec.train.loop import Callbacks
+DATA_HELP = ("the data: mnist, fashion-mnist, kmnist, cifar10, a Keras-layout .npz file, or a "
+             "directory with train/ and test/ holding one folder per class (default: the "
+             "spec's [data], else mnist)")
 
+
+def _callbacks(progress: ProgressLine) -> Callbacks:
     def on_batch(p: BatchProgress) -> None:
         progress.update(p.batch, p.batches,
                         f"epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches} "
@@ -84,9 +129,7 @@ def _callbacks(progress: ProgressLine) -> Callbacks:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from netspec.spec import load_spec
-    from netspec.train.loop import TrainingInterrupted, resume_run, start_run
-
+    _load()
     progress = ProgressLine()
     callbacks = _callbacks(progress)
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -95,7 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
                  "validation": args.validation, "limit": args.limit}
     if args.resume:
         ignored = (["the spec"] if args.spec else []) + (["--out"] if args.out else []) + (
-            ["--set"] if args.set else []) + [
+            ["--data"] if args.data else []) + (["--set"] if args.set else []) + [
             "--" + name.replace("_", "-") for name, value in overrides.items()
             if value is not None]
         if ignored:
@@ -112,13 +155,14 @@ def run_train(args: argparse.Namespace) -> int:
         out = args.out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
         trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
                             dtype=args.dtype, callbacks=callbacks,
-                            spec_overrides=spec_overrides)
+                            spec_overrides=spec_overrides, data=args.data)
         config = trainer.config
         print(f"training {trainer.net.plan.name} ({trainer.net.plan.total_params:,} params) "
               f"for {_plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
               f"{config.optimizer.type} lr {config.optimizer.lr:g}, "
               f"{len(trainer.splits.train_images):,} training / "
-              f"{len(trainer.splits.val_images):,} validation images -> {trainer.run_dir}")
+              f"{len(trainer.splits.val_images):,} validation images{_of(trainer.data)} -> "
+              f"{trainer.run_dir}")
     try:
         result = trainer.run()
     except TrainingInterrupted as exc:
@@ -138,13 +182,17 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
+    return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("s") else "s")
+
+
+def _of(data: Dataset) -> str:
+    """Which data, said when it is not the default MNIST."""
+    if data.label == "mnist":
+        return ""
+    return f" of {data.label} ({_plural(len(data.class_names), 'class')})"
 
 
 def _write_plots(run_dir: Path, data_dir: str | None) -> None:
-    from netspec.pictures.plots import PlotsUnavailable
-    from netspec.train.report import plot_run
-
     try:
         written = plot_run(run_dir, data_dir)
     except PlotsUnavailable as exc:
@@ -154,32 +202,36 @@ def _write_plots(run_dir: Path, data_dir: str | None) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from netspec.data import load_mnist
-    from netspec.train.checkpoint import load_weights
-    from netspec.train.evaluate import EVALUATION_BATCH, evaluate, normalise_images
-
+    _load()
     net = _inference_network(args.spec, EVALUATION_BATCH, _settings_for(args))
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)
-    data = load_mnist(args.data_dir, progress=download_progress(ProgressLine()))
+    choice = data_choice(net.plan.spec, args.data, recorded_choice(checkpoint.meta,
+                                                                    args.weights))
+    data = prepare_data(net.plan, choice, data_dir=args.data_dir,
+                        progress=download_progress(ProgressLine()))
     x = normalise_images(data.test_images, mean, std)
     result = evaluate(net, x, data.test_labels.astype(np.int64))
     print(f"test accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
-          f"({len(result.labels):,} images)\n")
-    rows = [[digit, f"{acc:.4f}", *result.confusion[digit]]
-            for digit, acc in enumerate(result.per_class_accuracy)]
-    columns = [Column("true"), Column("accuracy")] + [Column(f"p{d}") for d in range(10)]
+          f"({len(result.labels):,} images{_of(data)})\n")
+    names = _row_names(data.class_names)
+    rows = [[names[index], f"{acc:.4f}", *result.confusion[index]]
+            for index, acc in enumerate(result.per_class_accuracy)]
+    columns = [Column("true", "<" if names != list(DIGITS) else ">"), Column("accuracy")] + [
+        Column(f"p{d}") for d in range(len(names))]
     print(render_table(columns, rows))
     return 0
 
 
-def _inference_network(spec: str, batch_size: int, settings: dict) -> Network:
-    from netspec.budget import check_memory
-    from netspec.compiler import compile_plan
-    from netspec.executor import Network
+def _row_names(class_names: tuple[str, ...]) -> list[str]:
+    """Class names as table rows: MNIST's are their indices; others carry the index, which
+    the columns p0, p1, ... refer to."""
+    if list(class_names) == [str(i) for i in range(len(class_names))]:
+        return list(class_names)
+    return [f"{index} {name}" for index, name in enumerate(class_names)]
 
+
+def _inference_network(spec: str, batch_size: int, settings: dict) -> Network:
     plan = compile_plan(spec, settings)
     check_memory(plan, batch_size, training=False)
     return Network(plan)
@@ -188,8 +240,6 @@ def _inference_network(spec: str, batch_size: int, settings: dict) -> Network:
 def _settings_for(args: argparse.Namespace) -> dict:
     """The command line's --set, else those recorded by the run the weights come from (so
     that a run trained with --set is evaluated as the same network)."""
-    from netspec.train.loop import recorded_overrides
-
     given = spec_settings(args)
     if given:
         return given
@@ -200,37 +250,58 @@ def _settings_for(args: argparse.Namespace) -> dict:
     return recorded
 
 
-def _normalisation(meta: dict, path: str) -> tuple[float, float]:
+def _normalisation(meta: dict, path: str) -> tuple[list[float], list[float]]:
+    def channels(value: object) -> list[float]:
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 for v in values):
+            raise ValueError
+        return [float(v) for v in values]
+
     try:
-        return float(meta["mean"]), float(meta["std"])
+        mean, std = channels(meta["mean"]), channels(meta["std"])
     except (KeyError, TypeError, ValueError):
         raise NetspecError(f"{path}: holds no normalisation (mean/std); was it written by "
                            f"netspec train?") from None
+    if len(mean) != len(std) or not all(s > 0 for s in std):
+        raise NetspecError(f"{path}: its normalisation (mean/std) is corrupt")
+    return mean, std
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from netspec.data.images import load_digit_images
-    from netspec.train.checkpoint import load_weights
-    from netspec.train.evaluate import EVALUATION_BATCH, normalise_images, predict_logits
-
+    _load()
     net = _inference_network(args.spec, EVALUATION_BATCH, _settings_for(args))
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)
+    recorded = recorded_choice(checkpoint.meta, args.weights)
+    choice = data_choice(net.plan.spec, args.data, recorded)
+    names = checkpoint.meta.get("class_names") if args.data is None and recorded else None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        names = list(data_info(choice, input_channels(net.plan)).class_names)
+    shape = net.plan.nodes[net.plan.inputs[0]].shape if len(net.plan.inputs) == 1 else ()
+    if len(shape) != 3:
+        raise NetspecError(f"{net.plan.name} does not take images: its input takes "
+                           f"{format_shape(shape) if shape else 'several inputs'}")
+    if len(names) != net.output_shape[0]:
+        raise NetspecError(f"{choice.describe()} has {len(names)} classes; {net.plan.name} "
+                           f"gives {net.output_shape[0]} outputs")
     # one file may hold a stack of images: each row names the image it is about
-    names: list[str] = []
+    labels: list[str] = []
     stacks = []
     for path in args.inputs:
-        stack = load_digit_images([path])
+        stack = load_images([path], tuple(shape), light_on_dark=choice.light_on_dark)
         stacks.append(stack)
-        names += [path] if len(stack) == 1 else [f"{path}[{i}]" for i in range(len(stack))]
+        labels += [path] if len(stack) == 1 else [f"{path}[{i}]" for i in range(len(stack))]
     x = normalise_images(np.concatenate(stacks), mean, std)
     logits = predict_logits(net, x, EVALUATION_BATCH).astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    rows = [[name, int(p.argmax()), f"{p.max():.3f}", " ".join(f"{v:.2f}" for v in p)]
-            for name, p in zip(names, probs, strict=True)]
-    print(render_table([Column("input", "<"), Column("digit"), Column("confidence"),
-                        Column("probabilities 0..9", "<")], rows))
+    digits = names == list(DIGITS)
+    shown = _row_names(tuple(names))
+    rows = [[label, shown[int(p.argmax())], f"{p.max():.3f}", " ".join(f"{v:.2f}" for v in p)]
+            for label, p in zip(labels, probs, strict=True)]
+    print(render_table([Column("input", "<"),
+                        Column("digit", ">") if digits else Column("class", "<"),
+                        Column("confidence"),
+                        Column(f"probabilities 0..{len(names) - 1}", "<")], rows))
     return 0

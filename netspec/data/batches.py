@@ -137,3 +137,45 @@ def shift_rotate(images: np.ndarray, shifts: np.ndarray, angles_deg: np.ndarray)
         values = np.take_along_axis(flat, index, axis=2)
         out += values * (weight * inside).reshape(n, 1, h * w)
     return out.reshape(n, channels, h, w).astype(dtype, copy=False)
+
+
+PAD_MODES = ("zeros", "reflect")
+
+
+def random_crop(images: np.ndarray, rng: np.random.Generator, padding: int,
+                pad_mode: str = "zeros") -> np.ndarray:
+    """Each image of ``(N, C, H, W)`` padded by ``padding`` on every side, then cut back to
+    ``H x W`` at its own random offset: the standard augmentation for natural images.
+
+    ``pad_mode`` "zeros" pads with 0 (black), "reflect" mirrors the border. The crops of the
+    whole batch are one gather.
+    """
+    batch = np.asarray(images)
+    if batch.ndim != 4:
+        raise DataError(f"cropping needs images shaped (N, C, H, W), got {batch.shape}")
+    if padding < 0 or pad_mode not in PAD_MODES:
+        raise DataError(f"crop padding must be >= 0 with a pad mode of {', '.join(PAD_MODES)}; "
+                        f"got {padding}, {pad_mode!r}")
+    n, _, h, w = batch.shape
+    offsets = rng.integers(0, 2 * padding, size=(n, 2), endpoint=True)
+    if padding == 0:
+        return batch
+    if pad_mode == "reflect" and padding >= min(h, w):
+        raise DataError(f"reflect padding of {padding} needs images larger than that, got "
+                        f"{h}x{w}")
+    widths = ((0, 0), (0, 0), (padding, padding), (padding, padding))
+    padded = np.pad(batch, widths, mode="constant" if pad_mode == "zeros" else "reflect")
+    rows = offsets[:, 0, None] + np.arange(h)
+    cols = offsets[:, 1, None] + np.arange(w)
+    picked = padded.transpose(0, 2, 3, 1)[np.arange(n)[:, None, None], rows[:, :, None],
+                                          cols[:, None, :]]
+    return np.ascontiguousarray(picked.transpose(0, 3, 1, 2))
+
+
+def random_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each image of ``(N, C, H, W)`` mirrored left to right with probability 1/2."""
+    batch = np.asarray(images)
+    if batch.ndim != 4:
+        raise DataError(f"flipping needs images shaped (N, C, H, W), got {batch.shape}")
+    flip = rng.random(len(batch)) < 0.5
+    return np.where(flip[:, None, None, None], batch[..., ::-1], batch)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from netspec.atomic import atomic_path, atomic_write_bytes
-from netspec.data.idx import check_sha256, decode
+from netspec.data.idx import check_file_sha256, check_sha256, decode
 from netspec.errors import DataError
 
 MIRRORS: tuple[str, ...] = (
@@ -35,6 +35,8 @@ RETRY_DELAY_S = 1.0
 TIMEOUT_S = 30.0
 NPM_TIMEOUT_S = 600.0
 CHUNK_BYTES = 1 << 16
+# the largest file fetched, CIFAR-10's archive, is 170,052,171 bytes
+MAX_DOWNLOAD_BYTES = 512 * 2**20
 
 Progress = Callable[[str, int, "int | None"], None]
 """``progress(name, done_bytes, total_bytes)``; ``total_bytes`` is None if the size is unknown."""
@@ -109,7 +111,8 @@ def _fetch_from_mirrors(
         url = f"{mirror.rstrip('/')}/{name}.gz"
         for attempt in range(1, ATTEMPTS_PER_MIRROR + 1):
             try:
-                _download(url, name, sha, dest / f"{name}.gz", opener, report)
+                _download(url, name, dest / f"{name}.gz", opener, report,
+                          _decoded_hash_check(url, sha))
                 return mirror
             except DataError as error:
                 failures.append(str(error))  # wrong content: asking again gives the same
@@ -123,10 +126,13 @@ def _fetch_from_mirrors(
     return None
 
 
-def _download(
-    url: str, name: str, sha: str, target: Path, opener: Opener, report: Progress
-) -> None:
-    """Stream ``url`` to a temporary file beside ``target``; rename only if the hash matches."""
+def _download(url: str, name: str, target: Path, opener: Opener, report: Progress,
+              verify: Callable[[Path], None]) -> None:
+    """Stream ``url`` to a temporary file beside ``target``; rename only once ``verify`` passed.
+
+    A server that sends more than :data:`MAX_DOWNLOAD_BYTES` is cut off: no published file is
+    that large, and an endless response must not fill the disk.
+    """
     with atomic_path(target) as tmp:
         with opener(url, TIMEOUT_S) as response, open(tmp, "wb") as out:
             headers = getattr(response, "headers", None)
@@ -137,10 +143,66 @@ def _download(
             while chunk := response.read(CHUNK_BYTES):
                 out.write(chunk)
                 done += len(chunk)
+                if done > MAX_DOWNLOAD_BYTES:
+                    raise DataError(f"{url}: more than {MAX_DOWNLOAD_BYTES // 2**20} MiB, "
+                                    "larger than the file it should be")
                 report(name, done, total)
-        check_sha256(
-            decode(tmp.read_bytes(), url), sha, url, advice="the mirror serves a different file"
-        )
+        verify(tmp)
+
+
+def _decoded_hash_check(url: str, sha: str) -> Callable[[Path], None]:
+    def verify(tmp: Path) -> None:
+        check_sha256(decode(tmp.read_bytes(), url), sha, url,
+                     advice="the mirror serves a different file")
+    return verify
+
+
+def download_published(
+    files: Mapping[str, str],
+    dest: Path,
+    mirrors: Sequence[str],
+    *,
+    what: str,
+    opener: Opener | None = None,
+    progress: Progress | None = None,
+) -> None:
+    """Put each file of ``files`` (name as published -> SHA-256 of the file as published) into
+    ``dest``, from the first of ``mirrors`` that delivers it intact.
+
+    Transient failures are retried; every file is verified before it appears under its name.
+    Raises :class:`DataError` naming ``what`` and everything that was tried.
+    """
+    report = progress or _no_progress
+    fetch_with = opener or urlopen
+    for name, sha in files.items():
+        failures: list[str] = []
+        if not _fetch_published(name, sha, dest, mirrors, fetch_with, report, failures):
+            tried = "\n".join(f"  {failure}" for failure in failures)
+            raise DataError(f"could not download {what}; tried:\n{tried}")
+
+
+def _fetch_published(name: str, sha: str, dest: Path, mirrors: Sequence[str], opener: Opener,
+                     report: Progress, failures: list[str]) -> bool:
+    for mirror in mirrors:
+        url = f"{mirror.rstrip('/')}/{name}"
+
+        def verify(tmp: Path, url: str = url) -> None:
+            check_file_sha256(tmp, sha, url, advice="the server sends a different file")
+
+        for attempt in range(1, ATTEMPTS_PER_MIRROR + 1):
+            try:
+                _download(url, name, dest / name, opener, report, verify)
+                return True
+            except DataError as error:
+                failures.append(str(error))
+                break
+            except (OSError, http.client.HTTPException) as error:
+                if attempt < ATTEMPTS_PER_MIRROR and _is_transient(error):
+                    time.sleep(RETRY_DELAY_S)
+                    continue
+                failures.append(f"{url}: {_describe(error)}")
+                break
+    return False
 
 
 def _is_transient(error: Exception) -> bool:

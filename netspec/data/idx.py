@@ -127,3 +127,30 @@ def check_sha256(
             f"{source}: SHA-256 of the decoded data is {actual}, expected {expected}: the file "
             f"is damaged or not the original; {advice}"
         )
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks: archives are too large to hold twice."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError as error:
+        raise DataError(f"{path}: cannot read: {error.strerror or error}") from None
+    return digest.hexdigest()
+
+
+def check_file_sha256(
+    path: Path,
+    expected: str,
+    source: str | os.PathLike[str],
+    advice: str = "delete it and run again to download a fresh copy",
+) -> None:
+    """Raise unless the file at ``path`` hashes, as it is, to ``expected``."""
+    actual = file_sha256(path)
+    if actual != expected:
+        raise DataError(
+            f"{source}: SHA-256 is {actual}, expected {expected}: the file is damaged or not "
+            f"the original; {advice}"
+        )

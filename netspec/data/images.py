@@ -1,4 +1,5 @@
-"""Digit images from files for prediction: 28x28 greyscale, white digit on black like MNIST."""
+"""Images from files for prediction: shaped as the network's input takes them, and for digits
+drawn light on dark like MNIST (a dark digit on white paper is inverted)."""
 
 from __future__ import annotations
 
@@ -19,21 +20,42 @@ def load_digit_images(paths: Sequence[str | Path]) -> np.ndarray:
     Each file holds one image (a ``.npy`` may hold a stack ``(K, 28, 28)``). Images whose
     background is light are inverted, since MNIST digits are light on dark.
     """
+    return load_images(paths, (1, SIDE, SIDE), light_on_dark=True)[:, 0]
+
+
+def load_images(paths: Sequence[str | Path], sample_shape: tuple[int, int, int],
+                light_on_dark: bool = False) -> np.ndarray:
+    """uint8 ``(N, C, H, W)`` images from pictures (needs Pillow) or ``.npy`` files.
+
+    A picture is converted to greyscale (C = 1) or colour (C = 3) and resized to H x W. A
+    ``.npy`` holds one image or a stack: ``(H, W)`` / ``(K, H, W)`` for greyscale, ``(H, W, 3)``
+    / ``(K, H, W, 3)`` for colour, as Keras lays them out. With ``light_on_dark`` greyscale
+    images with a light border are inverted, to match training data drawn light on dark.
+    """
+    channels, height, width = sample_shape
+    if channels not in (1, 3):
+        raise DataError(f"images for prediction are greyscale or colour; this input takes "
+                        f"{channels} channels")
     if not paths:
         raise DataError("no image files given")
     images = []
     for path in map(Path, paths):
         if not path.is_file():
             raise DataError(f"{path}: no such file")
-        loaded = _read_npy(path) if path.suffix.lower() == ".npy" else _read_picture(path)
+        loaded = (_read_npy(path, sample_shape) if path.suffix.lower() == ".npy"
+                  else _read_picture(path, sample_shape))
         images.extend(loaded)
-    return np.stack([_mnist_polarity(image) for image in images])
+    stack = np.stack(images)
+    if light_on_dark and channels == 1:
+        stack = np.stack([_mnist_polarity(image[0])[None] for image in stack])
+    return stack
 
 
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def _read_npy(path: Path) -> list[np.ndarray]:
+def _read_npy(path: Path, sample_shape: tuple[int, int, int]) -> list[np.ndarray]:
+    channels, height, width = sample_shape
     try:
         # np.load takes anything else for a pickle and advises loading it unsafely
         with open(path, "rb") as handle:
@@ -45,34 +67,40 @@ def _read_npy(path: Path) -> list[np.ndarray]:
     except (OSError, ValueError, EOFError, MemoryError) as exc:
         raise DataError(f"{path}: not a readable .npy array: {exc}") from None
     shape = array.shape
-    if array.ndim == 2:
+    one = (height, width) if channels == 1 else (height, width, channels)
+    if array.shape == one:
         array = array[None]
-    if array.ndim != 3 or array.shape[1:] != (SIDE, SIDE) or len(array) == 0:
-        raise DataError(f"{path}: expected a 28x28 image (or a stack K x 28 x 28), "
-                        f"got shape {shape}")
+    if array.shape[1:] != one or len(array) == 0:
+        size = "x".join(str(d) for d in one)
+        raise DataError(f"{path}: expected a {size} image (or a stack K x "
+                        f"{size.replace('x', ' x ')}), got shape {shape}")
     if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
         raise DataError(f"{path}: image values must be finite numbers")
     if array.dtype != np.uint8:
         # floats in [0, 1] are intensities; anything larger is taken as 0..255
         scale = 255.0 if array.max() <= 1.0 else 1.0
         array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
-    return list(array)
+    if channels == 1:
+        return list(array[:, None])
+    return list(array.transpose(0, 3, 1, 2))
 
 
-def _read_picture(path: Path) -> list[np.ndarray]:
+def _read_picture(path: Path, sample_shape: tuple[int, int, int]) -> list[np.ndarray]:
+    channels, height, width = sample_shape
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise DataError(f"{path}: reading pictures needs Pillow: pip install netspec[image] "
-                        f"(or save the image as a 28x28 .npy)") from None
+                        f"(or save the image as a .npy)") from None
     try:
         with Image.open(path) as picture:
             if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
                 picture = _on_contrasting_background(picture)
-            grey = picture.convert("L")
-            if grey.size != (SIDE, SIDE):
-                grey = grey.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
-            return [np.asarray(grey, dtype=np.uint8)]
+            converted = picture.convert("L" if channels == 1 else "RGB")
+            if converted.size != (width, height):
+                converted = converted.resize((width, height), Image.Resampling.LANCZOS)
+            array = np.asarray(converted, dtype=np.uint8)
+            return [array[None] if channels == 1 else array.transpose(2, 0, 1)]
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
         raise DataError(f"{path}: not a readable image: {exc}") from None
 

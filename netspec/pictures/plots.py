@@ -141,8 +141,9 @@ def plot_confusion(matrix: np.ndarray, path: str | os.PathLike[str],
 def _scaled(tiles: np.ndarray) -> np.ndarray:
     """Each tile stretched to [0, 1] on its own; a constant tile has no contrast to show
     and becomes mid-grey rather than a division by zero."""
-    low = tiles.min(axis=(1, 2), keepdims=True)
-    span = tiles.max(axis=(1, 2), keepdims=True) - low
+    axes = tuple(range(1, tiles.ndim))
+    low = tiles.min(axis=axes, keepdims=True)
+    span = tiles.max(axis=axes, keepdims=True) - low
     return np.divide(tiles - low, span, out=np.full(tiles.shape, 0.5), where=span > 0)
 
 
@@ -152,7 +153,7 @@ def _tile_figure(plt: Any, tiles: np.ndarray, titles: Sequence[str], heading: st
     axes costs seconds to lay out, a mosaic costs milliseconds."""
     from matplotlib import patches
 
-    count, height, width = tiles.shape
+    count, height, width = tiles.shape[:3]
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     inches = 1.2 * columns + 0.3           # a column is about 1.2 inches wide
@@ -161,7 +162,9 @@ def _tile_figure(plt: Any, tiles: np.ndarray, titles: Sequence[str], heading: st
     head = math.ceil(0.24 * cell_w / 1.2)  # about 0.24 inches above each tile for its title
     cell_h = height + head
     # one blank pixel around the mosaic keeps the frames of edge tiles inside the picture
-    canvas = np.full((rows * cell_h + 1, columns * cell_w - gap + 2), np.nan)
+    # colour tiles sit on a white canvas; greyscale ones on NaN, which the colour map draws white
+    canvas = np.full((rows * cell_h + 1, columns * cell_w - gap + 2, *tiles.shape[3:]),
+                     1.0 if tiles.ndim == 4 else np.nan)
     for index in range(count):
         row, column = divmod(index, columns)
         top, left = row * cell_h + head, column * cell_w + 1
@@ -203,14 +206,23 @@ def plot_filters(weight: np.ndarray, path: str | os.PathLike[str]) -> None:
 
 
 def plot_mistakes(images: np.ndarray, true: np.ndarray, predicted: np.ndarray,
-                  path: str | os.PathLike[str], max_items: int = 36) -> None:
-    """Misclassified images in a grid titled ``true→predicted`` (the first ``max_items``)."""
+                  path: str | os.PathLike[str], max_items: int = 36,
+                  class_names: Sequence[str] | None = None,
+                  light_on_dark: bool = True) -> None:
+    """Misclassified images in a grid titled ``true→predicted`` (the first ``max_items``).
+
+    Images are ``(N, H, W)``, ``(N, 1, H, W)`` or colour ``(N, 3, H, W)``; titles use
+    ``class_names`` when given. Greyscale drawn ``light_on_dark`` (MNIST) is shown as dark ink
+    on white; other pictures as they are.
+    """
     pictures = np.asarray(images, dtype=np.float64)
     if pictures.ndim == 4 and pictures.shape[1] == 1:
         pictures = pictures[:, 0]
-    if pictures.ndim != 3:
-        raise NetspecError(f"images must have shape (N, H, W) or (N, 1, H, W), got "
-                           f"{np.asarray(images).shape}")
+    elif pictures.ndim == 4 and pictures.shape[1] == 3:
+        pictures = pictures.transpose(0, 2, 3, 1)
+    if pictures.ndim != 3 and not (pictures.ndim == 4 and pictures.shape[3] == 3):
+        raise NetspecError(f"images must have shape (N, H, W) or (N, 1, H, W), or "
+                           f"(N, 3, H, W) in colour, got {np.asarray(images).shape}")
     true, predicted = np.asarray(true).reshape(-1), np.asarray(predicted).reshape(-1)
     if not len(pictures) == len(true) == len(predicted):
         raise NetspecError(f"{len(pictures)} images, {len(true)} true labels and "
@@ -226,8 +238,15 @@ def plot_mistakes(images: np.ndarray, true: np.ndarray, predicted: np.ndarray,
         _save(plt, figure, path)
         return
     more = f" (first {shown} of {len(pictures)})" if shown < len(pictures) else ""
-    titles = [f"{t}→{p}" for t, p in zip(true[:shown], predicted[:shown])]
+
+    def name(index: int) -> str:
+        if class_names is None or not 0 <= index < len(class_names):
+            return str(index)
+        return str(class_names[index])
+
+    titles = [f"{name(int(t))}→{name(int(p))}" for t, p in zip(true[:shown], predicted[:shown])]
     # MNIST digits are white on black; ink reads better dark on white
     figure = _tile_figure(plt, _scaled(pictures[:shown]), titles,
-                          f"mistakes, true→predicted{more}", "gray_r", "#b83d4f")
+                          f"mistakes, true→predicted{more}",
+                          "gray_r" if light_on_dark else "gray", "#b83d4f")
     _save(plt, figure, path)

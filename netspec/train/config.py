@@ -161,11 +161,26 @@ class EarlyStoppingConfig(_Table):
 
 
 class AugmentConfig(_Table):
-    """Random shifts and rotations of training images; all zero (the default) means none."""
+    """Random changes to training images; the defaults change nothing.
+
+    Shifts and rotations suit digits; a horizontal flip and padded random crops suit natural
+    images (a flipped digit is another glyph, so flips are never on unless asked for).
+    """
 
     max_shift: NonNegativeInt = Field(0, description="Largest random shift, in pixels.")
     max_rotation: Annotated[float, Field(ge=0, le=180)] = Field(
         0.0, description="Largest random rotation, in degrees.")
+    horizontal_flip: bool = Field(False, description="Flip images left-right at random "
+                                                     "(natural images; never digits).")
+    crop_padding: Annotated[int, Field(ge=0, le=64)] = Field(
+        0, description="Pad by this many pixels, then crop back at a random offset.")
+    pad_mode: Literal["zeros", "reflect"] = Field(
+        "zeros", description="How crop_padding fills the border.")
+
+    @property
+    def any(self) -> bool:
+        return bool(self.max_shift or self.max_rotation or self.horizontal_flip
+                    or self.crop_padding)
 
 
 class TrainConfig(_Table):

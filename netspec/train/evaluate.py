@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from netspec.data.dataset import unit_scale
+from netspec.errors import NetspecError
 from netspec.executor import Network
 from netspec.losses import softmax_cross_entropy
 
@@ -35,12 +38,28 @@ class Evaluation:
                 "confusion": self.confusion.tolist()}
 
 
-def normalise_images(images: np.ndarray, mean: float, std: float,
-                     dtype: np.dtype = np.float32) -> np.ndarray:
-    """uint8 (N, H, W) images -> standardised (N, 1, H, W) floats."""
-    scaled = images.astype(dtype)[:, None] / dtype(255.0) if images.ndim == 3 else \
-        images.astype(dtype) / dtype(255.0)
-    return (scaled - dtype(mean)) / dtype(std)
+def standardise(images: np.ndarray, mean: float | Sequence[float],
+                std: float | Sequence[float]) -> np.ndarray:
+    """Images ``(N, C, H, W)`` on the [0, 1] scale, standardised channel by channel."""
+    dtype = images.dtype.type
+    channels = images.shape[1]
+    means = np.asarray(mean, dtype=np.float64).reshape(-1)
+    stds = np.asarray(std, dtype=np.float64).reshape(-1)
+    if len(means) == 1 and len(stds) == 1:
+        # one channel: the scalar arithmetic every run before colour data used, bit for bit
+        return (images - dtype(means[0])) / dtype(stds[0])
+    if len(means) != channels or len(stds) != channels:
+        raise NetspecError(f"normalisation for {len(means)} channel(s), images have {channels}")
+    return (images - means.astype(dtype).reshape(1, -1, 1, 1)) / stds.astype(dtype).reshape(
+        1, -1, 1, 1)
+
+
+def normalise_images(images: np.ndarray, mean: float | Sequence[float],
+                     std: float | Sequence[float], dtype: np.dtype = np.float32) -> np.ndarray:
+    """Images -> standardised ``(N, C, H, W)`` floats: uint8 ``(N, H, W)`` (a channel is added)
+    or ``(N, C, H, W)`` uint8 0..255 or floats 0..1."""
+    batch = images[:, None] if images.ndim == 3 else images
+    return standardise(unit_scale(batch, dtype), mean, std)
 
 
 def predict_logits(net: Network, x: np.ndarray, batch_size: int = EVALUATION_BATCH) -> np.ndarray:

@@ -1,10 +1,10 @@
-"""The training loop: mini-batch SGD-family training on MNIST with a resumable run directory.
+"""The training loop: mini-batch SGD-family training on image data with a resumable run directory.
 
 Every random choice of a batch (shuffling, augmentation, dropout) is drawn from a generator
 seeded by ``(seed, epoch, batch)``, so a run resumed at any batch boundary continues exactly as
 the uninterrupted run would have. A run directory holds:
 
-``spec.toml``, ``config.json``   the spec text and the resolved ``[train]`` config
+``spec.toml``, ``config.json``   the spec text, the resolved ``[train]`` config and the data
 ``history.json``                 one record per finished epoch
 ``last.npz``, ``best.npz``       weights, buffers, optimizer state and the loop's position
 ``result.json``                  the final test evaluation with the best weights
@@ -28,15 +28,18 @@ import numpy as np
 from netspec.atomic import atomic_write_text
 from netspec.budget import check_memory
 from netspec.compiler import compile_plan
-from netspec.data import MnistData, load_mnist, normalisation_stats, split_train_validation
-from netspec.data.batches import augment_batch
-from netspec.errors import NetspecError, SpecError, TrainingError, WeightsError
+from netspec.data import split_train_validation
+from netspec.data.batches import augment_batch, random_crop, random_flip
+from netspec.data.choice import MNIST, DataChoice
+from netspec.data.dataset import Dataset, channel_stats, unit_scale
+from netspec.errors import DataError, NetspecError, SpecError, TrainingError, WeightsError
 from netspec.executor import Network
 from netspec.losses import softmax_cross_entropy
 from netspec.spec import load_spec, parse_spec, resolve_spec_path
 from netspec.train.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from netspec.train.config import TrainConfig, parse_train_config
-from netspec.train.evaluate import Evaluation, evaluate, normalise_images
+from netspec.train.data import data_choice, prepare_data, recorded_choice
+from netspec.train.evaluate import Evaluation, evaluate, normalise_images, standardise
 from netspec.train.health import (
     describe_node,
     first_nonfinite_gradient,
@@ -103,17 +106,18 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class Splits:
-    """Training and validation images (uint8) with labels, and the normalisation."""
+    """Training and validation images ``(N, C, H, W)`` with labels, and the per-channel
+    normalisation computed from the training split."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
     val_images: np.ndarray
     val_labels: np.ndarray
-    mean: float
-    std: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
 
-def make_splits(data: MnistData, config: TrainConfig) -> Splits:
+def make_splits(data: Dataset, config: TrainConfig) -> Splits:
     images, labels = data.train_images, data.train_labels
     if config.limit:
         images, labels = images[: config.limit], labels[: config.limit]
@@ -121,21 +125,33 @@ def make_splits(data: MnistData, config: TrainConfig) -> Splits:
         raise TrainingError(f"validation = {config.validation} leaves no training images out "
                             f"of {len(images)}; lower it (or raise limit)")
     train_idx, val_idx = split_train_validation(len(images), config.validation, config.seed)
-    mean, std = normalisation_stats(images[train_idx])
+    mean, std = channel_stats(images[train_idx])
+    flat = [c for c, s in enumerate(std) if s == 0]
+    if flat:
+        raise DataError(f"{data.label}: channel {flat[0]} has the same value in every training "
+                        "image; there is nothing to learn from it")
     return Splits(images[train_idx], labels[train_idx].astype(np.int64), images[val_idx],
                   labels[val_idx].astype(np.int64), mean, std)
+
+
+def stats_meta(values: tuple[float, ...]) -> float | list[float]:
+    """Per-channel statistics as a weights file stores them: a number for one channel (as
+    before colour data existed), a list otherwise."""
+    return values[0] if len(values) == 1 else list(values)
 
 
 class Trainer:
     """Trains one network in one run directory; :meth:`run` returns when training is done."""
 
-    def __init__(self, net: Network, config: TrainConfig, run_dir: Path, data: MnistData,
+    def __init__(self, net: Network, config: TrainConfig, run_dir: Path, data: Dataset,
                  callbacks: Callbacks | None = None, state: LoopState | None = None,
-                 optimizer_state: dict[str, np.ndarray] | None = None):
+                 optimizer_state: dict[str, np.ndarray] | None = None,
+                 choice: DataChoice | None = None):
         self.net = net
         self.config = config
         self.run_dir = run_dir
         self.data = data
+        self.choice = choice
         self.callbacks = callbacks or Callbacks()
         self.state = state or LoopState()
         self.splits = make_splits(data, config)
@@ -195,12 +211,18 @@ class Trainer:
 
     def _batch_inputs(self, idx: np.ndarray, epoch: int, batch: int) -> np.ndarray:
         dtype = self.net.dtype.type
-        images = self.splits.train_images[idx].astype(dtype)[:, None] / dtype(255.0)
+        images = unit_scale(self.splits.train_images[idx], dtype)
         augment = self.config.augment
-        if augment.max_shift or augment.max_rotation:
+        if augment.any:
+            # one generator, drawn from in a fixed order: shifts and rotations, crops, flips
             rng = np.random.default_rng([self.config.seed, _AUGMENT, epoch, batch])
-            images = augment_batch(images, rng, augment.max_shift, augment.max_rotation)
-        return (images - dtype(self.splits.mean)) / dtype(self.splits.std)
+            if augment.max_shift or augment.max_rotation:
+                images = augment_batch(images, rng, augment.max_shift, augment.max_rotation)
+            if augment.crop_padding:
+                images = random_crop(images, rng, augment.crop_padding, augment.pad_mode)
+            if augment.horizontal_flip:
+                images = random_flip(images, rng)
+        return standardise(images, self.splits.mean, self.splits.std)
 
     def _step(self, x: np.ndarray, labels: np.ndarray, lr: float, epoch: int,
               batch: int) -> tuple[float, int]:
@@ -283,7 +305,11 @@ class Trainer:
         return record["val_accuracy"] > best + delta
 
     def _meta(self) -> dict[str, Any]:
-        return {"state": self.state.__dict__, "mean": self.splits.mean, "std": self.splits.std}
+        meta = {"state": self.state.__dict__, "mean": stats_meta(self.splits.mean),
+                "std": stats_meta(self.splits.std)}
+        if self.choice is not None:
+            meta |= {"data": self.choice.as_json(), "class_names": list(self.data.class_names)}
+        return meta
 
     def _save_last(self) -> None:
         save_checkpoint(self.run_dir / "last.npz", self.net,
@@ -295,7 +321,8 @@ class Trainer:
         test_x = normalise_images(self.data.test_images, self.splits.mean, self.splits.std,
                                   self.net.dtype.type)
         test = evaluate(self.net, test_x, self.data.test_labels.astype(np.int64))
-        result = {"test": test.as_dict(), "best_epoch": self.state.best_epoch,
+        result = {"test": test.as_dict(), "class_names": list(self.data.class_names),
+                  "best_epoch": self.state.best_epoch,
                   "epochs_run": self.state.epoch, "stopped_early": self.state.stopped_early,
                   "train_seconds": sum(r["seconds"] for r in self.state.history)}
         # a kill after the last epoch's last.npz but before its history.json is only mended here
@@ -329,11 +356,12 @@ class Trainer:
 def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str, Any] | None
               = None, data_dir: str | Path | None = None, dtype: str = "float32",
               callbacks: Callbacks | None = None,
-              spec_overrides: dict[str, Any] | None = None) -> Trainer:
+              spec_overrides: dict[str, Any] | None = None, data: str | None = None) -> Trainer:
     """Set up a new run directory for ``spec_path`` and return its trainer. ``overrides`` are
     the command line's recipe options; ``spec_overrides`` its ``--set`` (variables and
     ``train.`` keys), recorded in the run so that --resume and evaluate rebuild the same
-    network."""
+    network. ``data`` (``--data``) overrides the spec's ``[data]`` table; the data is loaded
+    and checked against the network before anything is written to ``run_dir``."""
     from netspec.train.config import apply_overrides
 
     spec = load_spec(spec_path, spec_overrides)
@@ -348,10 +376,11 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
     # refuse a batch that cannot fit before allocating anything, not by an out-of-memory kill
     check_memory(plan, config.batch_size, training=True, dtype=dtype)
     callbacks = callbacks or Callbacks()
-    data = load_mnist(data_dir, progress=callbacks.on_download)
+    choice = data_choice(spec, data)
+    dataset = prepare_data(plan, choice, data_dir=data_dir, progress=callbacks.on_download)
     # the trainer checks the data split, so a bad [train] table leaves no half-made run behind
-    trainer = Trainer(Network(plan, seed=config.seed, dtype=dtype), config, run_dir, data,
-                      callbacks)
+    trainer = Trainer(Network(plan, seed=config.seed, dtype=dtype), config, run_dir, dataset,
+                      callbacks, choice=choice)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -367,7 +396,7 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
     atomic_write_text(run_dir / "config.json", json.dumps(
         {"config": config.model_dump(mode="json"), "dtype": dtype,
          "spec_dir": str(spec.directory) if spec.directory else None,
-         "set": spec.overrides}, indent=1))
+         "set": spec.overrides, "data": choice.as_json()}, indent=1))
     return trainer
 
 
@@ -401,12 +430,20 @@ def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
     except TypeError:
         raise NetspecError(f"{run_dir / 'last.npz'} holds no training position") from None
     callbacks = callbacks or Callbacks()
-    data = load_mnist(data_dir, progress=callbacks.on_download)
+    # a run that predates the choice of data was trained on MNIST
+    choice = recorded_choice(saved, str(run_dir / "config.json")) or MNIST
+    dataset = prepare_data(plan, choice, data_dir=data_dir, progress=callbacks.on_download)
     try:
-        return Trainer(net, config, run_dir, data, callbacks, state=state,
-                       optimizer_state=checkpoint.optimizer)
+        trainer = Trainer(net, config, run_dir, dataset, callbacks, state=state,
+                          optimizer_state=checkpoint.optimizer, choice=choice)
     except WeightsError as exc:
         raise WeightsError(f"{run_dir / 'last.npz'}: {exc}") from None
+    saved_stats = (checkpoint.meta.get("mean"), checkpoint.meta.get("std"))
+    if saved_stats != (stats_meta(trainer.splits.mean), stats_meta(trainer.splits.std)):
+        raise DataError(f"{dataset.label} is not the data this run started with (its training "
+                        f"images have other statistics than {run_dir / 'last.npz'} records); "
+                        "resume with the same files")
+    return trainer
 
 
 def recorded_overrides(run_dir: str | Path) -> dict[str, Any]:

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from netspec.compiler import compile_plan
-from netspec.data import load_mnist
+from netspec.data.choice import MNIST
 from netspec.errors import NetspecError
 from netspec.executor import Network
 from netspec.pictures.plots import plot_confusion, plot_curves, plot_filters, plot_mistakes
 from netspec.spec import parse_spec
 from netspec.train.checkpoint import load_weights
+from netspec.train.data import prepare_data, recorded_choice
 from netspec.train.evaluate import evaluate, normalise_images
 from netspec.train.loop import read_history
 
@@ -23,7 +24,8 @@ def plot_run(run_dir: str | Path, data_dir: str | Path | None = None) -> list[Pa
     directory and return their paths.
 
     The test set is evaluated again with ``best.npz`` (a couple of seconds), so the pictures
-    need nothing but the run directory and MNIST. Raises PlotsUnavailable without matplotlib.
+    need nothing but the run directory and its data (as recorded in the run; never downloaded
+    here). Raises PlotsUnavailable without matplotlib.
     """
     run_dir = Path(run_dir)
     written = []
@@ -33,26 +35,28 @@ def plot_run(run_dir: str | Path, data_dir: str | Path | None = None) -> list[Pa
     weights = run_dir / "best.npz"
     if not weights.exists():
         return written
-    net = _network(run_dir)
+    net, saved = _network(run_dir)
     checkpoint = load_weights(weights, net)
     first_conv = next((key for key, value in net.params.items() if value.ndim == 4), None)
     if first_conv is not None:
         plot_filters(net.params[first_conv], run_dir / "filters.png")
         written.append(run_dir / "filters.png")
 
-    data = load_mnist(data_dir, download=False)
+    choice = recorded_choice(saved, str(run_dir / "config.json")) or MNIST
+    data = prepare_data(net.plan, choice, data_dir=data_dir, download=False)
     x = normalise_images(data.test_images, checkpoint.meta["mean"], checkpoint.meta["std"])
     labels = data.test_labels.astype(np.int64)
     result = evaluate(net, x, labels)
-    plot_confusion(result.confusion, run_dir / "confusion.png")
+    plot_confusion(result.confusion, run_dir / "confusion.png", data.class_names)
     wrong = np.flatnonzero(result.predictions != labels)
     plot_mistakes(data.test_images[wrong], labels[wrong], result.predictions[wrong],
-                  run_dir / "mistakes.png")
+                  run_dir / "mistakes.png", class_names=data.class_names,
+                  light_on_dark=choice.light_on_dark)
     written += [run_dir / "confusion.png", run_dir / "mistakes.png"]
     return written
 
 
-def _network(run_dir: Path) -> Network:
+def _network(run_dir: Path) -> tuple[Network, dict]:
     try:
         saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
         text = (run_dir / "spec.toml").read_text(encoding="utf-8")
@@ -61,4 +65,4 @@ def _network(run_dir: Path) -> Network:
     spec_dir = Path(saved["spec_dir"]) if saved.get("spec_dir") else run_dir
     spec = parse_spec(text, file=str(run_dir / "spec.toml"), directory=spec_dir,
                       overrides=saved.get("set") or {})
-    return Network(compile_plan(spec), dtype=saved.get("dtype", "float32"))
+    return Network(compile_plan(spec), dtype=saved.get("dtype", "float32")), saved

@@ -1,0 +1,66 @@
+"""Write MNIST in the other layouts netspec reads, to check that they train alike.
+
+    python tools/mnist_copies.py --npz mnist.npz            # Keras's layout, all 70,000 images
+    python tools/mnist_copies.py --folder digits --train-per-class 500 --test-per-class 100
+
+The folder holds dark digits on white (the opposite of MNIST), as PNG files in class folders
+named after the digits' words (``train/seven/00017.png``), so that a run shows the names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from netspec.atomic import atomic_path
+from netspec.data import load_mnist
+
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def write_npz(path: Path, data_dir: str | None) -> None:
+    mnist = load_mnist(data_dir, download=False)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, x_train=mnist.train_images, y_train=mnist.train_labels,
+                            x_test=mnist.test_images, y_test=mnist.test_labels,
+                            class_names=np.array([str(d) for d in range(10)]))
+
+
+def write_folder(root: Path, data_dir: str | None, train_per_class: int,
+                 test_per_class: int) -> None:
+    from PIL import Image
+
+    mnist = load_mnist(data_dir, download=False)
+    splits = (("train", mnist.train_images, mnist.train_labels, train_per_class),
+              ("test", mnist.test_images, mnist.test_labels, test_per_class))
+    for split, images, labels, per_class in splits:
+        for digit, word in enumerate(WORDS):
+            folder = root / split / word
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in np.flatnonzero(labels == digit)[:per_class]:
+                with atomic_path(folder / f"{index:05d}.png") as tmp:
+                    Image.fromarray(255 - images[index]).save(tmp, format="PNG")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="the MNIST IDX files (default: as netspec finds them)")
+    parser.add_argument("--npz", type=Path, help="write a Keras-layout .npz here")
+    parser.add_argument("--folder", type=Path, help="write a folder of PNG pictures here")
+    parser.add_argument("--train-per-class", type=int, default=500)
+    parser.add_argument("--test-per-class", type=int, default=100)
+    args = parser.parse_args(argv)
+    if not args.npz and not args.folder:
+        parser.error("give --npz, --folder or both")
+    if args.npz:
+        write_npz(args.npz, args.data_dir)
+    if args.folder:
+        write_folder(args.folder, args.data_dir, args.train_per_class, args.test_per_class)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
