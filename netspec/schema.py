@@ -25,6 +25,7 @@ from pydantic.json_schema import models_json_schema
 
 from netspec.atomic import atomic_write_text
 from netspec.catalog import SCHEMA_FILE
+from netspec.data.choice import DataConfig
 from netspec.ops import REGISTRY
 from netspec.spec import TOP_LEVEL_TABLES, NetworkInfo
 from netspec.train.config import TrainConfig
@@ -49,7 +50,7 @@ def spec_schema() -> dict[str, Any]:
     """The JSON Schema (draft 07) of a whole spec file."""
     ops = sorted(REGISTRY)
     models: list[type[BaseModel]] = [REGISTRY[name].Params for name in ops]
-    models += [NetworkInfo, TrainConfig]
+    models += [NetworkInfo, TrainConfig, DataConfig]
     _, generated = models_json_schema([(model, "validation") for model in models],
                                       ref_template=REF_PREFIX + "{model}")
     definitions: dict[str, Any] = generated.get("$defs", {})
@@ -115,10 +116,8 @@ def spec_schema() -> dict[str, Any]:
                                "block = \"name\".",
                 "additionalProperties": {"$ref": REF_PREFIX + "block"},
             },
-            "data": {
-                "type": "object",
-                "description": "The data set a training run reads.",
-            },
+            "data": {"$ref": REF_PREFIX + "DataConfig",
+                     "description": "The data a training run reads (default MNIST)."},
             "network": {"$ref": REF_PREFIX + "NetworkInfo",
                         "description": "The network's name, description and output node."},
             "nodes": {
