@@ -82,7 +82,7 @@ def test_compile_loads_the_compiler_but_nothing_it_does_not_use():
     assert code == 0, err
     assert {"numpy", "networkx", "pydantic"} <= modules
     for unused in ("matplotlib", "PIL", "torch", "onnx", "pygls", "netspec.executor",
-                   "netspec.train.loop", "netspec.pictures", "netspec.data"):
+                   "netspec.train.loop", "netspec.pictures"):
         assert unused not in modules, unused
 
 
