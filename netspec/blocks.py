@@ -163,9 +163,10 @@ def evaluate_variables(raw: Mapping[str, Any], file: SourceFile,
         path = ("vars", name)
         where = file.line(path)
 
-        def report(message: str, where: int | None = where) -> None:
+        def report(message: str, where: int | None = where, code: str | None = None) -> None:
             # a --set problem is on the command line, not in the file
-            problems.append(Diagnostic(message, file=file.name if where else None, line=where))
+            problems.append(Diagnostic(message, file=file.name if where else None, line=where,
+                                       code=code))
 
         if not name.isidentifier():
             report(f"variable name '{name}' must be a plain name (letters, digits, _)")
@@ -176,7 +177,7 @@ def evaluate_variables(raw: Mapping[str, Any], file: SourceFile,
         try:
             value = substitute(value, values)
         except ExpressionError as exc:
-            report(f"[vars] {name}: {exc}")
+            report(f"[vars] {name}: {exc}", code="expression")
             continue
         if not _plain_value(value):
             report(f"[vars] {name} must be an int, float, bool, string or list, got "
@@ -221,9 +222,10 @@ class _Expander:
     # -- reporting -------------------------------------------------------------------------
 
     def report(self, message: str, file: SourceFile, path: KeyPath, node: str | None = None,
-               op: str | None = None, context: str | None = None) -> None:
+               op: str | None = None, context: str | None = None,
+               code: str | None = None) -> None:
         self.out.problems.append(Diagnostic(message, file=file.name, line=file.line(path),
-                                            node=node, op=op, context=context))
+                                            node=node, op=op, context=context, code=code))
 
     # -- the top level -------------------------------------------------------------------
 
@@ -328,7 +330,7 @@ class _Expander:
         try:
             value = substitute(condition, values)
         except ExpressionError as exc:
-            self._field_problem(f"if: {exc}", node, origin, "if")
+            self._field_problem(f"if: {exc}", node, origin, "if", code="expression")
             return False
         if not isinstance(value, bool):
             self._field_problem(f"if must be a bool (true/false), got {type_name(value)} "
@@ -337,7 +339,7 @@ class _Expander:
         return value
 
     def _field_problem(self, message: str, node: str, origin: NodeOrigin, key: str | None,
-                       op: str | None = None) -> None:
+                       op: str | None = None, code: str | None = None) -> None:
         if origin.block is not None:
             # every instance of a block repeats the same mistake in its text: say it once
             said = (origin.file.name, origin.key_line(key), key, message)
@@ -346,7 +348,7 @@ class _Expander:
             self.said.add(said)
         self.out.problems.append(Diagnostic(message, file=origin.file.name,
                                             line=origin.key_line(key), node=node, op=op,
-                                            context=origin.field_context()))
+                                            context=origin.field_context(), code=code))
 
     def _substituted(self, raw: Mapping[str, Any], values: Mapping[str, Any], node: str,
                      origin: NodeOrigin) -> dict[str, Any]:
@@ -359,7 +361,7 @@ class _Expander:
             try:
                 result[key] = substitute(value, values)
             except ExpressionError as exc:
-                self._field_problem(f"{key}: {exc}", node, origin, key, op)
+                self._field_problem(f"{key}: {exc}", node, origin, key, op, code="expression")
                 result[key] = UNEVALUATED
         if "inputs" in result:
             result["inputs"] = self._input_names(result["inputs"], values, node, origin, op)
@@ -376,7 +378,8 @@ class _Expander:
             try:
                 value = substitute(entry, values)
             except ExpressionError as exc:
-                self._field_problem(f"inputs: {exc}", node, origin, "inputs", op)
+                self._field_problem(f"inputs: {exc}", node, origin, "inputs", op,
+                                    code="expression")
                 return UNEVALUATED
             names += value if is_expression(entry) and isinstance(value, list) else [value]
         if computed and not names:
@@ -553,7 +556,8 @@ class _Expander:
         try:
             count = substitute(raw["repeat"], values)
         except ExpressionError as exc:
-            self._field_problem(f"repeat: {exc}", node, origin, "repeat")
+            self._field_problem(f"repeat: {exc}", node, origin, "repeat",
+                                    code="expression")
             return None
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             self._field_problem(f"repeat must be a whole number of at least 1, got "
@@ -615,13 +619,14 @@ class _Expander:
                 args[name] = substitute(default, self.variables)
             except ExpressionError as exc:
                 self.report(f"block '{block.name}': default of '{name}': {exc}", block.file,
-                            block.path + ("defaults", name))
+                            block.path + ("defaults", name), code="expression")
                 return None
         for name, written in arguments.items():
             try:
                 value = substitute(written, values)
             except ExpressionError as exc:
-                self._field_problem(f"argument '{name}': {exc}", node, origin, name)
+                self._field_problem(f"argument '{name}': {exc}", node, origin, name,
+                                    code="expression")
                 return None
             if name in defaults and not _same_type(value, args[name]):
                 self._field_problem(

@@ -149,11 +149,14 @@ def spec_chains(spec: Spec, node_ids: Iterable[str]) -> dict[str, tuple[Containe
                         for node_id in node_ids}, spec.instances)
 
 
-def compile_plan(spec_or_path: Spec | str | Path,
+def compile_plan(spec_or_path: Spec | CheckedSpec | str | Path,
                  overrides: Mapping[str, Any] | None = None) -> Plan:
     """Build the DAG of a spec and infer every shape; raise CompileError listing every problem.
-    ``overrides`` (``--set``) apply when the spec is read here, not to a Spec given."""
-    if isinstance(spec_or_path, Spec):
+    ``overrides`` (``--set``) apply when the spec is read here, not to a Spec given. A
+    CheckedSpec (``check_spec`` of an editor's buffer) keeps its problems in the report."""
+    if isinstance(spec_or_path, CheckedSpec):
+        checked = spec_or_path
+    elif isinstance(spec_or_path, Spec):
         checked = CheckedSpec(spec_or_path, {}, tuple(spec_or_path.nodes), ())
     else:
         checked = check_spec_file(spec_or_path, overrides)
@@ -161,13 +164,13 @@ def compile_plan(spec_or_path: Spec | str | Path,
     problems: list[Diagnostic] = list(checked.problems)
 
     def report(message: str, node: str | None = None, key: str | None = None,
-               line: int | None = None) -> None:
+               line: int | None = None, code: str | None = None) -> None:
         op = spec.nodes[node].op if node in spec.nodes else None
         file, context = spec.file, None
         if line is None and node is not None:
             file, line, context = spec.locate_node(node, key)
         problems.append(Diagnostic(message, file=file, line=line, node=node, op=op,
-                                   context=context))
+                                   context=context, code=code))
 
     # invalid nodes stay in the graph so that the nodes after them are known not to compile
     position = {node_id: index for index, node_id in enumerate(checked.node_ids)}
@@ -208,7 +211,7 @@ def compile_plan(spec_or_path: Spec | str | Path,
             compiled[node_id] = _compile_node(spec, node_id, params, sources, compiled,
                                               relu_after[node_id])
         except NetspecError as exc:
-            report(str(exc), node_id, _blamed_key(exc))
+            report(str(exc), node_id, _blamed_key(exc), code=_code_of(exc))
             failed[node_id] = str(exc)
     if problems:
         raise CompileError(problems, checked, compiled, failed, order)
@@ -238,6 +241,11 @@ class _KeyedError(NetspecError):
     def __init__(self, message: str, key: str):
         super().__init__(message)
         self.key = key
+
+
+def _code_of(exc: NetspecError) -> str:
+    """A node that does not compile: its shapes do not fit, or its weights do not."""
+    return "weights" if isinstance(exc, _KeyedError) else "shape-mismatch"
 
 
 def _blamed_key(exc: NetspecError) -> str | None:

@@ -18,6 +18,26 @@ class Diagnostic:
     op: str | None = None
     # where a node made by a block was written: "in block 'basic' defined at a.toml:12"
     context: str | None = None
+    # a stable code for tools (netspec.diagnostics.CODES); None: classified from the message
+    code: str | None = None
+    column: int | None = None  # 1-based, where the problem's text starts, when known
+
+    @property
+    def kind(self) -> str:
+        """The diagnostic's code: given, or the one its message is worded for."""
+        from netspec.diagnostics import classify
+
+        return self.code or classify(self.message)
+
+    def to_dict(self) -> dict[str, object]:
+        """The record of ``netspec compile --json`` and the language server: the problem and
+        the hint (what to do) apart, and the whole line as printed."""
+        from netspec.diagnostics import split_hint
+
+        problem, hint = split_hint(self.message)
+        return {"file": self.file, "line": self.line, "column": self.column, "node": self.node,
+                "op": self.op, "context": self.context, "code": self.kind,
+                "message": problem, "hint": hint, "text": str(self)}
 
     def __str__(self) -> str:
         where = ""

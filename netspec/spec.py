@@ -7,11 +7,10 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from netspec.blocks import (
     UNEVALUATED,
@@ -22,6 +21,7 @@ from netspec.blocks import (
     evaluate_variables,
     expand,
 )
+from netspec.catalog import SHIPPED_DIR, shipped_architectures
 from netspec.errors import Diagnostic, NetspecError, SpecError, closest, did_you_mean
 from netspec.ops import REGISTRY, NodeParams, Op
 from netspec.sourcemap import KeyPath, SourceMap
@@ -32,7 +32,6 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 TOP_LEVEL_TABLES = ("include", "network", "vars", "blocks", "nodes", "train", "data")
-SHIPPED_DIR = Path(__file__).resolve().parent / "architectures"
 MAX_SPEC_BYTES = 4 * 2**20
 MAX_INCLUDES = 64
 _TOML_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)")
@@ -42,16 +41,11 @@ _TOML_END = re.compile(r"\s*\(at end of document\)")
 class NetworkInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str | None = Field(default=None, min_length=1)
-    description: str = ""
-    output: str | None = Field(default=None, min_length=1)
-
-
-@cache
-def node_adapter() -> TypeAdapter:
-    """The discriminated union of every registered op's params model, selected by ``op``."""
-    models = tuple(op.Params for op in REGISTRY.values())
-    return TypeAdapter(Annotated[Union[models], Field(discriminator="op")])  # noqa: UP007
+    name: str | None = Field(default=None, min_length=1,
+                             description="The network's name; default the file's stem.")
+    description: str = Field(default="", description="One line about the network.")
+    output: str | None = Field(default=None, min_length=1,
+                               description="The output node's id; default the last node.")
 
 
 @dataclass(frozen=True)
@@ -116,11 +110,6 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
     if path.exists():
         raise NetspecError(f"{name_or_path}: a directory, not a spec file")
     raise NetspecError(f"{name_or_path}: no such file")
-
-
-def shipped_architectures() -> list[Path]:
-    """The architecture files that ship with netspec, sorted by name."""
-    return sorted(SHIPPED_DIR.glob("*.toml"))
 
 
 @dataclass(frozen=True)
@@ -548,12 +537,13 @@ def _validate_node(node_id: str, raw: Any, report) -> NodeParams | None:
                f"(known ops: {', '.join(sorted(REGISTRY))})", "op")
         return None
     try:
-        # strict: TOML values are typed, so "5" for a size or 1 for a flag is a mistake
-        params = node_adapter().validate_python(
+        # strict: TOML values are typed, so "5" for a size or 1 for a flag is a mistake.
+        # The op's own model, not a union of all: a model is built on its first use
+        # (defer_build), so a spec pays only for the ops it uses.
+        params = REGISTRY[op].Params.model_validate(
             {key: value for key, value in raw.items() if key not in unevaluated}, strict=True)
     except ValidationError as exc:
-        # the union's discriminator value leads every location; drop it
-        errors = [{**error, "loc": error["loc"][1:]} for error in exc.errors()]
+        errors = exc.errors()
         for key, message in _field_problems(errors, list(REGISTRY[op].Params.model_fields)):
             if key not in unevaluated:
                 report(message, key or None, op)

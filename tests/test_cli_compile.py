@@ -190,10 +190,11 @@ def test_errors_go_to_stderr_with_exit_1_after_the_partial_table(capsys, bad_spe
     assert rows["side"] == ["linear", "conv", "FAILED"]
 
 
-def test_json_mode_prints_nothing_on_stdout_when_the_spec_is_bad(capsys, bad_spec):
+def test_json_mode_prints_the_errors_as_json_when_the_spec_is_bad(capsys, bad_spec):
     code, out, err = run(capsys, "compile", bad_spec, "--json")
-    assert (code, out) == (1, "")
-    assert BAD_ERRORS[0] in err
+    assert code == 1
+    assert [e["text"] for e in json.loads(out)["errors"]] == BAD_ERRORS
+    assert BAD_ERRORS[0] in err  # and for a person reading the terminal, as without --json
 
 
 def test_one_error_is_printed_on_one_line(capsys, tmp_path, monkeypatch):

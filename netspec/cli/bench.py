@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 
 from netspec.cli.common import add_set_option, overrides
-from netspec.executor import compile
-from netspec.profile import profile_table, profile_training
-from netspec.train.optim import SGD
 
 LR = 0.01
 MOMENTUM = 0.9
@@ -50,6 +47,10 @@ def _non_negative(text: str) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from netspec.executor import compile
+    from netspec.profile import profile_table, profile_training
+    from netspec.train.optim import SGD
+
     net = compile(args.spec, seed=args.seed, dtype=args.dtype, overrides=overrides(args))
     profile = profile_training(net, SGD(lr=LR, momentum=MOMENTUM), args.batch_size,
                                steps=args.steps, warmup=args.warmup, seed=args.seed)

@@ -1,20 +1,20 @@
-"""``netspec compile`` and ``netspec list``."""
+"""``netspec compile`` and ``netspec list``.
+
+Like every command module, this one imports only the standard library and light netspec
+modules at the top; each handler imports what it needs, so that ``netspec --help`` and argument
+errors start at once (tests/test_startup.py checks it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from netspec.budget import check_memory
 from netspec.cli.common import add_set_option, overrides
-from netspec.compiler import CompileError, compile_plan
 from netspec.errors import NetspecError
-from netspec.shapes import format_shape
-from netspec.spec import shipped_architectures
-from netspec.summary import partial_summary, summary_table
 from netspec.tables import Column, human_count, render_table
-from netspec.train.data import check_spec_data
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,13 +48,25 @@ def _positive(text: str) -> int:
 
 
 def run_compile(args: argparse.Namespace) -> int:
+    from netspec.budget import check_memory
+    from netspec.compiler import CompileError, compile_plan
+    from netspec.shapes import format_shape
+    from netspec.summary import partial_summary, summary_table
+    from netspec.train.data import check_spec_data
+
     try:
         plan = compile_plan(args.spec, overrides(args))
     except CompileError as exc:
-        if not args.json and exc.partial:
+        if args.json:
+            return _print_errors(args.spec, exc, exc.spec.included)
+        if exc.partial:
             print(f"{exc.spec.name}: compiled up to the failing node(s)\n")
             print(partial_summary(exc, args.batch_size, args.depth))
             print()
+        raise
+    except NetspecError as exc:
+        if args.json:
+            return _print_errors(args.spec, exc, {})
         raise
     spec = plan.spec
     # shapes are checked before any number is computed: the data's too, when the spec names it
@@ -80,16 +92,37 @@ def run_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_errors(source: str, exc: NetspecError, included: dict[str, str]) -> int:
+    """``--json`` on a spec that does not compile: {"errors": [record, ...]} on stdout (the
+    records of netspec.diagnostics, with stable codes), exit status 1."""
+    from netspec.diagnostics import records
+    from netspec.errors import Diagnostic
+    from netspec.spec import resolve_spec_path
+
+    diagnostics = getattr(exc, "diagnostics", None) or [Diagnostic(str(exc))]
+    texts = dict(included)
+    try:
+        path = resolve_spec_path(source)
+        texts[source if Path(source).exists() else path.name] = path.read_text(encoding="utf-8")
+    except (NetspecError, OSError, UnicodeDecodeError):
+        pass  # the records say what is wrong with the file; columns need its text only
+    json.dump({"errors": records(diagnostics, texts)}, sys.stdout, indent=2)
+    print()
+    # and for a person at the terminal, as without --json
+    print(f"netspec compile: {exc}", file=sys.stderr)
+    return 1
+
+
 def run_list(args: argparse.Namespace) -> int:
+    from netspec.catalog import listing
+
     rows = []
-    for path in shipped_architectures():
-        try:
-            plan = compile_plan(path)
-            rows.append([path.stem, f"{plan.total_params:,}", human_count(plan.total_flops),
-                         plan.spec.description])
-        except NetspecError as exc:  # one broken file must not hide the others
-            first = str(exc).splitlines()[0]
-            rows.append([path.stem, "-", "-", f"does not compile: {first}"])
+    for entry in listing():
+        if entry.error is not None:
+            rows.append([entry.name, "-", "-", entry.error])
+        else:
+            rows.append([entry.name, f"{entry.params:,}", human_count(entry.flops),
+                         entry.description])
     print(render_table([Column("name", "<"), Column("params"), Column("FLOPs"),
                         Column("description", "<")], rows))
     return 0

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 
-from netspec.doctor import as_dicts, diagnose
 from netspec.tables import Column, render_table
 
 
@@ -25,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
+    from netspec.doctor import as_dicts, diagnose
+
     checks = diagnose(args.data_dir, verify_mnist=not args.quick)
     if args.json:
         json.dump(as_dicts(checks), sys.stdout, indent=2)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 
 from netspec.cli.common import add_set_option, overrides
-from netspec.compiler import compile_plan
-from netspec.pictures.dot import RANKDIRS
-from netspec.pictures.render import FORMATS, draw
+from netspec.diagram_formats import FORMATS, RANKDIRS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +39,9 @@ def _positive(text: str) -> int:
 
 
 def run_draw(args: argparse.Namespace) -> int:
+    from netspec.compiler import compile_plan
+    from netspec.pictures.render import draw
+
     drawn_by = draw(compile_plan(args.spec, overrides(args)), args.output, args.rankdir,
                     args.depth)
     how = "Graphviz" if drawn_by == "graphviz" else "netspec"

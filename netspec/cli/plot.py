@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from netspec.train.report import plot_run
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_plot(args: argparse.Namespace) -> int:
+    from netspec.train.report import plot_run
+
     for path in plot_run(args.run_dir, args.data_dir):
         print(path)
     return 0

@@ -7,41 +7,51 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
-from netspec.budget import check_memory
 from netspec.cli.common import add_set_option
 from netspec.cli.common import overrides as spec_settings
 from netspec.cli.progress import ProgressLine, download_progress
-from netspec.compiler import compile_plan
-from netspec.data.catalog import DIGITS
-from netspec.data.choice import data_info
-from netspec.data.dataset import Dataset
-from netspec.data.images import load_images
 from netspec.errors import NetspecError
-from netspec.executor import Network
-from netspec.pictures.plots import PlotsUnavailable
-from netspec.shapes import format_shape
-from netspec.spec import load_spec
 from netspec.tables import Column, render_table
-from netspec.train.checkpoint import load_weights
-from netspec.train.data import data_choice, input_channels, prepare_data, recorded_choice
-from netspec.train.evaluate import (
-    EVALUATION_BATCH,
-    evaluate,
-    normalise_images,
-    predict_logits,
-)
-from netspec.train.loop import (
-    BatchProgress,
-    Callbacks,
-    TrainingInterrupted,
-    recorded_overrides,
-    resume_run,
-    start_run,
-)
-from netspec.train.report import plot_run
 
+
+def _load() -> None:
+    """Import what the commands of this module run on. They are imported when a command runs,
+    not when the parser is built: --help and argument errors must not load NumPy, pydantic or
+    networkx (tests/test_startup.py)."""
+    global np, EVALUATION_BATCH, evaluate, normalise_images, predict_logits, BatchProgress
+    global Callbacks, TrainingInterrupted, recorded_overrides, resume_run, start_run, check_memory
+    global compile_plan, DIGITS, data_info, Dataset, load_images, Network, PlotsUnavailable
+    global format_shape, load_spec, load_weights, data_choice, input_channels, prepare_data
+    global recorded_choice, plot_run
+    import numpy as np
+
+    from netspec.budget import check_memory
+    from netspec.compiler import compile_plan
+    from netspec.data.catalog import DIGITS
+    from netspec.data.choice import data_info
+    from netspec.data.dataset import Dataset
+    from netspec.data.images import load_images
+    from netspec.executor import Network
+    from netspec.pictures.plots import PlotsUnavailable
+    from netspec.shapes import format_shape
+    from netspec.spec import load_spec
+    from netspec.train.checkpoint import load_weights
+    from netspec.train.data import data_choice, input_channels, prepare_data, recorded_choice
+    from netspec.train.evaluate import (
+        EVALUATION_BATCH,
+        evaluate,
+        normalise_images,
+        predict_logits,
+    )
+    from netspec.train.loop import (
+        BatchProgress,
+        Callbacks,
+        TrainingInterrupted,
+        recorded_overrides,
+        resume_run,
+        start_run,
+    )
+    from netspec.train.report import plot_run
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
@@ -121,6 +131,7 @@ def _callbacks(progress: ProgressLine) -> Callbacks:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    _load()
     progress = ProgressLine()
     callbacks = _callbacks(progress)
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -195,6 +206,7 @@ def _write_plots(run_dir: Path, data_dir: str | None) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    _load()
     net = _inference_network(args.spec, EVALUATION_BATCH, _settings_for(args))
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)
@@ -261,6 +273,7 @@ def _normalisation(meta: dict, path: str) -> tuple[list[float], list[float]]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    _load()
     net = _inference_network(args.spec, EVALUATION_BATCH, _settings_for(args))
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)

@@ -30,6 +30,8 @@ class ReluParams(NodeParams):
 
 @register
 class Relu(_Elementwise):
+    """max(x, 0), element-wise."""
+
     name = "relu"
     Params = ReluParams
     # relu is non-decreasing, and the only ties it makes are at 0, where its gradient is 0
@@ -48,11 +50,14 @@ class Relu(_Elementwise):
 
 class LeakyReluParams(NodeParams):
     op: Literal["leaky_relu"]
-    negative_slope: float = Field(default=0.01, ge=0, lt=1)
+    negative_slope: float = Field(default=0.01, ge=0, lt=1,
+                                  description="Slope for negative inputs.")
 
 
 @register
 class LeakyRelu(_Elementwise):
+    """x where x > 0, negative_slope * x elsewhere."""
+
     name = "leaky_relu"
     Params = LeakyReluParams
 
@@ -71,6 +76,8 @@ class SigmoidParams(NodeParams):
 
 @register
 class Sigmoid(_Elementwise):
+    """1 / (1 + exp(-x)), element-wise."""
+
     name = "sigmoid"
     Params = SigmoidParams
     flops_per_element = 4
@@ -91,6 +98,8 @@ class TanhParams(NodeParams):
 
 @register
 class Tanh(_Elementwise):
+    """tanh(x), element-wise."""
+
     name = "tanh"
     Params = TanhParams
     flops_per_element = 4

@@ -34,11 +34,13 @@ PaddingPair = conlist(NonNegativeSize, min_length=2, max_length=2)
 
 class Conv2dParams(WeightedParams):
     op: Literal["conv2d"]
-    out_channels: int = Field(gt=0, le=65536)
-    kernel_size: PositiveSize | SizePair
-    stride: PositiveSize | SizePair = 1
-    padding: NonNegativeSize | PaddingPair = 0
-    bias: bool = True
+    out_channels: int = Field(gt=0, le=65536, description="Number of output channels.")
+    kernel_size: PositiveSize | SizePair = Field(
+        description="Kernel size: n for n x n, or [kh, kw].")
+    stride: PositiveSize | SizePair = Field(default=1, description="Step: n, or [sh, sw].")
+    padding: NonNegativeSize | PaddingPair = Field(
+        default=0, description="Zeros added on each side: n, or [ph, pw].")
+    bias: bool = Field(default=True, description="Add a learnt bias per output channel.")
 
 
 class Workspace:
@@ -248,6 +250,8 @@ def _input_gradient_by_convolution(weight_shape: Shape, padded_shape: Shape, dy_
 
 @register
 class Conv2d(Op):
+    """2-D convolution of (C, H, W) inputs with out_channels kernels, PyTorch's layout."""
+
     name = "conv2d"
     Params = Conv2dParams
 

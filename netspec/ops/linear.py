@@ -14,12 +14,14 @@ from netspec.shapes import Shape, format_shape
 
 class LinearParams(WeightedParams):
     op: Literal["linear"]
-    out_features: int = Field(gt=0, le=1_000_000)
-    bias: bool = True
+    out_features: int = Field(gt=0, le=1_000_000, description="Number of outputs.")
+    bias: bool = Field(default=True, description="Add a learnt bias per output.")
 
 
 @register
 class Linear(Op):
+    """Fully connected layer on a 1-D input per sample: y = x W^T + b."""
+
     name = "linear"
     Params = LinearParams
 

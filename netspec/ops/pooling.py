@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from netspec.ops.base import Array, Context, Grads, NodeParams, Op, register
 from netspec.ops.conv import (
@@ -29,9 +29,12 @@ from netspec.shapes import Shape, numel, pair, require_rank, window_output_hw
 
 
 class _PoolParams(NodeParams):
-    kernel_size: PositiveSize | SizePair
-    stride: PositiveSize | SizePair | None = None
-    padding: NonNegativeSize | PaddingPair = 0
+    kernel_size: PositiveSize | SizePair = Field(
+        description="Window size: n for n x n, or [kh, kw].")
+    stride: PositiveSize | SizePair | None = Field(
+        default=None, description="Step: n, or [sh, sw]; default the kernel size.")
+    padding: NonNegativeSize | PaddingPair = Field(
+        default=0, description="Cells added on each side: n, or [ph, pw].")
 
     @model_validator(mode="after")
     def _padding_at_most_half_kernel(self) -> _PoolParams:

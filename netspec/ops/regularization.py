@@ -43,7 +43,8 @@ class Dropout(Op):
 
 class BatchNormParams(NodeParams):
     op: Literal["batchnorm"]
-    eps: float = Field(default=1e-5, gt=0, lt=1)
+    eps: float = Field(default=1e-5, gt=0, lt=1,
+                       description="Added to the variance before its square root.")
     momentum: float = Field(
         default=0.1, gt=0, le=1, description="Weight of the new batch in the running statistics."
     )

@@ -10,9 +10,8 @@ from __future__ import annotations
 from html import escape
 
 from netspec.compiler import Plan
+from netspec.diagram_formats import RANKDIRS
 from netspec.pictures import Cluster, diagram, printable
-
-RANKDIRS = ("TB", "LR")
 
 
 def _html(text: str) -> str:

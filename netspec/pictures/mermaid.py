@@ -11,8 +11,8 @@ import json
 import re
 
 from netspec.compiler import Plan
+from netspec.diagram_formats import RANKDIRS
 from netspec.pictures import Cluster, diagram, palette, printable
-from netspec.pictures.dot import RANKDIRS
 
 _ENTITIES = {'"': "#quot;", "#": "#35;", "&": "#amp;", "<": "#lt;", ">": "#gt;",
              "*": "#42;", "`": "#96;", "|": "#124;", "[": "#91;", "]": "#93;", "\\": "#92;"}

@@ -14,18 +14,13 @@ from pathlib import Path
 
 from netspec.atomic import atomic_write_bytes, atomic_write_text
 from netspec.compiler import Plan, compile_plan
+from netspec.diagram_formats import FORMATS, RANKDIRS
 from netspec.errors import NetspecError
-from netspec.pictures.dot import RANKDIRS, to_dot
+from netspec.pictures.dot import to_dot
 from netspec.pictures.mermaid import to_mermaid
 from netspec.pictures.svg import to_svg
 from netspec.spec import Spec
 
-FORMATS = {
-    ".dot": "Graphviz DOT text",
-    ".mmd": "Mermaid flowchart text",
-    ".svg": "SVG image (Graphviz, or netspec's own layout without it)",
-    ".png": "PNG image (needs Graphviz)",
-}
 GRAPHVIZ_TIMEOUT = 60.0
 INSTALL_HINT = ("install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew "
                 "install graphviz; conda: conda install graphviz) so that 'dot' is on PATH; "

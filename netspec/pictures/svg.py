@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from html import escape
 
 from netspec.compiler import Plan
+from netspec.diagram_formats import RANKDIRS
 from netspec.pictures import Cluster, Diagram, NodeLabel, diagram
-from netspec.pictures.dot import RANKDIRS
 
 FONT = "DejaVu Sans Mono, Menlo, Consolas, Liberation Mono, monospace"
 FONT_SIZE = 12.0

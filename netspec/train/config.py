@@ -52,10 +52,10 @@ class SGDConfig(_Table):
     """``torch.optim.SGD`` without dampening."""
 
     type: Literal["sgd"] = "sgd"
-    lr: _Rate = 0.01
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    nesterov: bool = False
-    weight_decay: NonNegativeFloat = 0.0
+    lr: _Rate = Field(0.01, description="Learning rate.")
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="Momentum factor.")
+    nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0).")
+    weight_decay: NonNegativeFloat = Field(0.0, description="L2 penalty added to the gradient.")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> SGDConfig:
@@ -65,24 +65,25 @@ class SGDConfig(_Table):
 
 
 class _AdamBase(_Table):
-    lr: _Rate = 1e-3
+    lr: _Rate = Field(1e-3, description="Learning rate.")
     # Strictness is lifted for the pair only, so a TOML array (a list) becomes a tuple.
-    betas: Annotated[tuple[_Beta, _Beta], Field(strict=False)] = (0.9, 0.999)
-    eps: _Rate = 1e-8
+    betas: Annotated[tuple[_Beta, _Beta], Field(strict=False)] = Field(
+        (0.9, 0.999), description="Decay rates of the gradient's mean and square, [b1, b2].")
+    eps: _Rate = Field(1e-8, description="Added to the denominator for stability.")
 
 
 class AdamConfig(_AdamBase):
     """``torch.optim.Adam``: weight decay is L2 added to the gradient."""
 
     type: Literal["adam"] = "adam"
-    weight_decay: NonNegativeFloat = 0.0
+    weight_decay: NonNegativeFloat = Field(0.0, description="L2 penalty added to the gradient.")
 
 
 class AdamWConfig(_AdamBase):
     """``torch.optim.AdamW``: weight decay is decoupled from the gradient."""
 
     type: Literal["adamw"] = "adamw"
-    weight_decay: NonNegativeFloat = 0.01
+    weight_decay: NonNegativeFloat = Field(0.01, description="Decoupled weight decay.")
 
 
 OptimizerConfig = Annotated[SGDConfig | AdamConfig | AdamWConfig, Field(discriminator="type")]
@@ -104,16 +105,17 @@ class StepScheduleConfig(_ScheduleBase):
     """Multiply the lr by ``gamma`` every ``step_size`` epochs after warmup."""
 
     type: Literal["step"] = "step"
-    step_size: PositiveInt
-    gamma: _Gamma = 0.1
+    step_size: PositiveInt = Field(description="Epochs between two decays.")
+    gamma: _Gamma = Field(0.1, description="Factor applied to the lr at each decay.")
 
 
 class MultiStepScheduleConfig(_ScheduleBase):
     """Multiply the lr by ``gamma`` at each milestone, counted in epochs after warmup."""
 
     type: Literal["multistep"] = "multistep"
-    milestones: Annotated[list[PositiveInt], Field(min_length=1)]
-    gamma: _Gamma = 0.1
+    milestones: Annotated[list[PositiveInt], Field(min_length=1)] = Field(
+        description="Epochs (after warmup) at which the lr decays, increasing.")
+    gamma: _Gamma = Field(0.1, description="Factor applied to the lr at each milestone.")
 
     @model_validator(mode="after")
     def _increasing(self) -> MultiStepScheduleConfig:
@@ -128,14 +130,14 @@ class ExponentialScheduleConfig(_ScheduleBase):
     """Multiply the lr by ``gamma`` every epoch after warmup."""
 
     type: Literal["exponential"] = "exponential"
-    gamma: _Gamma
+    gamma: _Gamma = Field(description="Factor applied to the lr every epoch.")
 
 
 class CosineScheduleConfig(_ScheduleBase):
     """Cosine annealing from the base lr to ``min_lr`` over the epochs after warmup."""
 
     type: Literal["cosine"] = "cosine"
-    min_lr: NonNegativeFloat = 0.0
+    min_lr: NonNegativeFloat = Field(0.0, description="The lr at the last epoch.")
 
 
 ScheduleConfig = Annotated[
@@ -151,9 +153,11 @@ ScheduleConfig = Annotated[
 class EarlyStoppingConfig(_Table):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs."""
 
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    patience: PositiveInt = 3
-    min_delta: NonNegativeFloat = 0.0
+    monitor: Literal["val_loss", "val_accuracy"] = Field(
+        "val_loss", description="The validation figure watched.")
+    patience: PositiveInt = Field(3, description="Epochs without improvement before stopping.")
+    min_delta: NonNegativeFloat = Field(0.0, description="Smallest change that counts as "
+                                                         "an improvement.")
 
 
 class AugmentConfig(_Table):
@@ -163,11 +167,15 @@ class AugmentConfig(_Table):
     images (a flipped digit is another glyph, so flips are never on unless asked for).
     """
 
-    max_shift: NonNegativeInt = 0
-    max_rotation: Annotated[float, Field(ge=0, le=180)] = 0.0
-    horizontal_flip: bool = False
-    crop_padding: Annotated[int, Field(ge=0, le=64)] = 0
-    pad_mode: Literal["zeros", "reflect"] = "zeros"
+    max_shift: NonNegativeInt = Field(0, description="Largest random shift, in pixels.")
+    max_rotation: Annotated[float, Field(ge=0, le=180)] = Field(
+        0.0, description="Largest random rotation, in degrees.")
+    horizontal_flip: bool = Field(False, description="Flip images left-right at random "
+                                                     "(natural images; never digits).")
+    crop_padding: Annotated[int, Field(ge=0, le=64)] = Field(
+        0, description="Pad by this many pixels, then crop back at a random offset.")
+    pad_mode: Literal["zeros", "reflect"] = Field(
+        "zeros", description="How crop_padding fills the border.")
 
     @property
     def any(self) -> bool:
@@ -178,17 +186,25 @@ class AugmentConfig(_Table):
 class TrainConfig(_Table):
     """The whole ``[train]`` table."""
 
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 64
-    seed: NonNegativeInt = 0
+    epochs: PositiveInt = Field(10, description="Passes over the training set.")
+    batch_size: PositiveInt = Field(64, description="Images per training step.")
+    seed: NonNegativeInt = Field(0, description="Drives every random choice of the run.")
     validation: NonNegativeInt = Field(5000, description="Images held out of the training set.")
     limit: NonNegativeInt = Field(0, description="Use only the first N training images; 0: all.")
-    clip_grad_norm: _Rate | None = None
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    optimizer: OptimizerConfig = Field(default_factory=SGDConfig)
-    schedule: ScheduleConfig = Field(default_factory=ConstantScheduleConfig)
-    early_stopping: EarlyStoppingConfig | None = None
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    clip_grad_norm: _Rate | None = Field(
+        None, description="Scale gradients down to this global norm; default no clipping.")
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0, description="Share of the target spread evenly over the classes.")
+    optimizer: OptimizerConfig = Field(
+        default_factory=SGDConfig, description="[train.optimizer]: type = sgd (default), adam "
+        "or adamw, and its settings.")
+    schedule: ScheduleConfig = Field(
+        default_factory=ConstantScheduleConfig, description="[train.schedule]: type = "
+        "constant (default), step, multistep, exponential or cosine, and its settings.")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="[train.early_stopping]: stop when validation stops improving.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig,
+                                   description="[train.augment]: random shifts and rotations.")
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,32 @@
+"""``netspec lsp``: the language server, for editors (see the README)."""
+
+from __future__ import annotations
+
+import argparse
+
+from netspec.errors import NetspecError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "lsp", help="run the language server (stdio) for editors: live shapes and errors",
+        description="Speak the Language Server Protocol on standard input and output: every "
+        "problem of the spec being edited at its line as you type, hover with output shapes, "
+        "parameters and FLOPs, completion of ops, fields, node ids and blocks, and go to "
+        "definition. Editors start it themselves; the README shows VS Code and Neovim.")
+    parser.add_argument("--stdio", action="store_true",
+                        help="accepted for editors that pass it; stdio is the only transport")
+    parser.set_defaults(handler=run_lsp)
+
+
+def run_lsp(args: argparse.Namespace) -> int:
+    try:
+        from netspec.lsp import serve
+    except ImportError as exc:
+        if exc.name not in ("pygls", "lsprotocol") and not str(exc.name).startswith(
+                ("pygls.", "lsprotocol.")):
+            raise
+        raise NetspecError("the language server needs pygls: pip install 'netspec[lsp]'"
+                           ) from None
+    serve()
+    return 0

@@ -1,0 +1,11 @@
+"""Rewrite netspec/catalog.json (the stored figures of ``netspec list``) and
+netspec/architectures/netspec.schema.json (the JSON Schema of the spec language) after a change
+to the shipped architectures, the ops or the spec models. Tests fail while either is stale."""
+
+from netspec.catalog import CATALOG_FILE, write_catalog
+from netspec.schema import SCHEMA_FILE, write_schema
+
+if __name__ == "__main__":
+    write_schema()
+    write_catalog()
+    print(f"wrote {CATALOG_FILE} and {SCHEMA_FILE}")
