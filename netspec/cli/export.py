@@ -7,13 +7,14 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from netspec.compiler import Plan, compile_plan
+from netspec.cli.common import add_set_option, overrides
 from netspec.errors import NetspecError
-from netspec.executor import Network
-from netspec.spec import load_spec
-from netspec.train.checkpoint import load_weights
-from netspec.train.config import parse_train_config
+
+if TYPE_CHECKING:
+    from netspec.compiler import Plan
+    from netspec.executor import Network
 
 
 @dataclass(frozen=True)
@@ -72,17 +73,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "netspec import")
     parser.add_argument("-o", "--output", required=True, metavar="FILE",
                         help=f"the file to write ({', '.join(FORMATS)})")
+    add_set_option(parser)
     parser.set_defaults(handler=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from netspec.compiler import compile_plan
+    from netspec.executor import Network
+    from netspec.spec import load_spec
+    from netspec.train.checkpoint import load_weights
+    from netspec.train.config import parse_train_config
+
     output = Path(args.output)
     suffix = output.suffix.lower()
     if suffix not in FORMATS:
         known = ", ".join(FORMATS)
         raise NetspecError(f"{output}: cannot tell the format from the suffix "
                            f"'{output.suffix}'; use one of {known}")
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, overrides(args))
     plan = compile_plan(spec)
     if args.weights:
         network = Network(plan)

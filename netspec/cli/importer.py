@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from netspec.atomic import atomic_write_text
 from netspec.errors import NetspecError
-from netspec.train.checkpoint import save_checkpoint
 
 if TYPE_CHECKING:
     from netspec.interchange.onnx_import import ImportedModel
@@ -48,6 +47,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def run_import(args: argparse.Namespace) -> int:
     from netspec.interchange.onnx_import import import_onnx
+    from netspec.train.checkpoint import save_checkpoint
 
     output = Path(args.output)
     if output.suffix != ".toml":
