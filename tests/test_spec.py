@@ -433,7 +433,7 @@ FILE_ERRORS = [
                   "net.toml:11: table [network] defined twice (first at line 10); merge them "
                   "into one"],
                  id="defined-twice"),
-    pytest.param('# nothing here\n', ['net.toml: no nodes: add tables like [nodes.image] with '
+    pytest.param('# nothing here\n', ['net.toml:1: no nodes: add tables like [nodes.image] with '
                                       'op = "input"'], id="no-nodes"),
     pytest.param('[trian]\nepochs = 1\n' + CHAIN,
                  ["net.toml:1: unknown top-level table [trian]; did you mean 'train'? "
