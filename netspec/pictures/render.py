@@ -1,8 +1,8 @@
 """Write a diagram in the format its file extension names, with Graphviz when it is there.
 
 ``.dot`` and ``.mmd`` are text netspec writes itself. ``.svg`` and ``.png`` are laid out by
-Graphviz's ``dot`` when it is on PATH; without it ``.svg`` is drawn by netspec's own layout
-(so ``.svg`` always works) and ``.png`` is an error that says how to get Graphviz.
+Graphviz's ``dot`` when it is on PATH; without it both are drawn by netspec's own layout
+(``.svg`` always works, ``.png`` needs Pillow, the ``plot`` extra).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from netspec.diagram_formats import FORMATS, RANKDIRS
 from netspec.errors import NetspecError
 from netspec.pictures.dot import to_dot
 from netspec.pictures.mermaid import to_mermaid
+from netspec.pictures.png import to_png
 from netspec.pictures.svg import to_svg
 from netspec.spec import Spec
 
@@ -85,5 +86,9 @@ def draw(network: Plan | Spec | str | os.PathLike[str], path: str | os.PathLike[
     if suffix == ".svg":
         atomic_write_text(target, to_svg(plan, rankdir, depth))
         return "netspec"
-    raise NetspecError(f"{target}: writing .png needs Graphviz, and 'dot' is not on PATH; "
-                       f"{INSTALL_HINT}")
+    try:
+        image = to_png(plan, rankdir, depth)
+    except NetspecError as exc:
+        raise NetspecError(f"{target}: {exc}; or {INSTALL_HINT}") from None
+    atomic_write_bytes(target, image)
+    return "netspec"

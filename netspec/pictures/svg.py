@@ -1,4 +1,4 @@
-"""netspec's own SVG diagram, for machines without Graphviz.
+"""netspec's own diagram layout, for machines without Graphviz, and its SVG writer.
 
 A layered (Sugiyama-style) drawing: each node's layer is its longest path from an input; an
 edge that skips layers is threaded through invisible waypoints, one per skipped layer, so it
@@ -7,6 +7,9 @@ barycentre sweeps (fewer crossings); then, layer by layer, each vertex goes as c
 mean of its neighbours as the no-overlap constraints allow (least squares, solved exactly
 by isotonic regression). Edges run straight through layers and bend only between them, and
 each shape label sits in a band of its own, so no line crosses a box or a label.
+
+``lay_out`` returns the finished geometry (a ``Scene``); ``to_svg`` writes it as SVG and
+``netspec.pictures.png`` rasterises it.
 
 Text is set in a monospace font so that box sizes follow from character counts: no font
 metrics are needed and no text can spill out of its box.
@@ -41,6 +44,8 @@ LABEL_PAD = 4.0
 MARGIN = 20.0
 SWEEPS = 8
 WAYPOINT_WEIGHT = 0.01
+EDGE_COLOR = "#56627a"
+FRAME_COLOR = "#8a6d2f"
 
 
 def text_width(text: str, size: float = FONT_SIZE) -> float:
@@ -239,13 +244,12 @@ def _fmt(value: float) -> str:
 
 @dataclass(frozen=True)
 class _Frame:
-    """Turns (along, across) layer coordinates into SVG (x, y) for TB or LR drawings."""
+    """Turns (along, across) layer coordinates into page (x, y) for TB or LR drawings."""
 
     horizontal: bool
 
-    def point(self, along: float, across: float) -> str:
-        x, y = (along, across) if self.horizontal else (across, along)
-        return f"{_fmt(x)},{_fmt(y)}"
+    def point(self, along: float, across: float) -> tuple[float, float]:
+        return (along, across) if self.horizontal else (across, along)
 
     def rect(self, along: float, across: float, depth: float, breadth: float
              ) -> tuple[float, float, float, float]:
@@ -277,103 +281,117 @@ def _ports(layout: _Layout, vertex: _Vertex) -> list[float]:
     return out
 
 
-def _edge_path(layout: _Layout, geometry: _Geometry, path: _Path, ports: list[float]) -> str:
+Point = tuple[float, float]
+Rect = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One piece of an edge's line: ``kind`` is "M" (move), "L" (line) or "C" (cubic Bézier
+    through two control points to the last point), as in an SVG path."""
+
+    kind: str
+    points: tuple[Point, ...]
+
+
+@dataclass(frozen=True)
+class Box:
+    key: int
+    rect: Rect
+    label: NodeLabel
+    is_output: bool
+
+
+@dataclass(frozen=True)
+class ShapeLabel:
+    centre: Point
+    size: tuple[float, float]
+    text: str
+
+
+@dataclass(frozen=True)
+class InstanceFrame:
+    rect: Rect
+    label: str
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The finished drawing in page coordinates (x right, y down), before any file format:
+    what both the SVG and the PNG writers draw, in the order listed, back to front."""
+
+    width: float
+    height: float
+    horizontal: bool
+    heading: str
+    heading_at: Point
+    frames: list[InstanceFrame]
+    edges: list[list[Step]]
+    shapes: list[ShapeLabel]
+    boxes: list[Box]
+
+
+def _edge_steps(layout: _Layout, geometry: _Geometry, path: _Path, ports: list[float]
+                ) -> list[Step]:
     """Straight through layers and label bands, an S-bend between layers, so a line never
     crosses a box or a label."""
     vs, frame = layout.vertices, geometry.frame
     first = vs[path.chain[0]]
-    steps = [f"M{frame.point(geometry.starts[first.layer] + first.depth, first.pos)}"]
+    steps = [Step("M", (frame.point(geometry.starts[first.layer] + first.depth, first.pos),))]
     for a_key, b_key in zip(path.chain, path.chain[1:]):
         a, b = vs[a_key], vs[b_key]
         bend, end = geometry.bend_start(a.layer), geometry.starts[b.layer]
         target = b.pos if b.label is None else ports[path.slot]
         middle = (bend + end) / 2
-        steps.append(f"L{frame.point(bend, a.pos)}")
+        steps.append(Step("L", (frame.point(bend, a.pos),)))
         if target == a.pos:
-            steps.append(f"L{frame.point(end, target)}")
+            steps.append(Step("L", (frame.point(end, target),)))
         else:
-            steps.append(f"C{frame.point(middle, a.pos)} {frame.point(middle, target)} "
-                         f"{frame.point(end, target)}")
+            steps.append(Step("C", (frame.point(middle, a.pos), frame.point(middle, target),
+                                    frame.point(end, target))))
         if b.label is None:
-            steps.append(f"L{frame.point(end + geometry.depths[b.layer], b.pos)}")
-    return " ".join(steps)
+            steps.append(Step("L", (frame.point(end + geometry.depths[b.layer], b.pos),)))
+    return steps
 
 
-def _text(x: float, y: float, content: str, **attributes: str) -> str:
-    extra = "".join(f' {name.rstrip("_").replace("_", "-")}="{value}"'
-                    for name, value in attributes.items())
-    return f'<text x="{_fmt(x)}" y="{_fmt(y)}"{extra}>{escape(content)}</text>'
+def _box_rect(vertex: _Vertex, geometry: _Geometry) -> Rect:
+    return geometry.frame.rect(geometry.starts[vertex.layer], vertex.pos - vertex.breadth / 2,
+                               vertex.depth, vertex.breadth)
 
 
-def _node_svg(vertex: _Vertex, geometry: _Geometry, is_output: bool) -> str:
-    label = vertex.label
-    x, y, width, height = geometry.frame.rect(geometry.starts[vertex.layer],
-                                              vertex.pos - vertex.breadth / 2,
-                                              vertex.depth, vertex.breadth)
-    fill, border = label.colors
-    stroke = "2.6" if is_output else "1.2"
-    parts = [f'<g class="node" id="node-{vertex.key}">',
-             f"<title>{escape(label.title)}</title>",
-             f'<rect x="{_fmt(x)}" y="{_fmt(y)}" width="{_fmt(width)}" height="{_fmt(height)}" '
-             f'rx="6" fill="{fill}" stroke="{border}" stroke-width="{stroke}"/>']
-    centre = x + width / 2
-    # a 12 px font in a 16 px line: the baseline sits about 12 px below the line's top
-    baseline = y + PAD_Y + 12.0
-    parts.append(_text(centre, baseline, label.title, text_anchor="middle",
-                       font_weight="bold", fill="#111111"))
-    for i, line in enumerate(label.details, start=1):
-        parts.append(_text(centre, baseline + i * LINE_HEIGHT, line, text_anchor="middle",
-                           fill="#222222" if i > 1 else border))
-    parts.append("</g>")
-    return "\n".join(parts)
-
-
-def _shape_label_svg(vertex: _Vertex, text: str, geometry: _Geometry) -> str:
-    """A shape on the edge trunk just after its box, on white so the line does not cross it."""
+def _shape_label(vertex: _Vertex, text: str, geometry: _Geometry) -> ShapeLabel:
+    """A shape on the edge trunk just after its box, in the band kept free for it."""
     layer = vertex.layer
     along = geometry.starts[layer] + geometry.depths[layer] + geometry.bands[layer] / 2
     width = text_width(text, SMALL_SIZE) + 2 * LABEL_PAD
     height = LINE_HEIGHT + 2 * LABEL_PAD - 4
     x, y, _, _ = geometry.frame.rect(along, vertex.pos, 0.0, 0.0)
-    return (f'<g class="shape">'
-            f'<rect x="{_fmt(x - width / 2)}" y="{_fmt(y - height / 2)}" width="{_fmt(width)}" '
-            f'height="{_fmt(height)}" rx="3" fill="#ffffff" fill-opacity="0.95"/>'
-            + _text(x, y + SMALL_SIZE * 0.36, text, text_anchor="middle",
-                    font_size=_fmt(SMALL_SIZE), fill="#333333")
-            + "</g>")
+    return ShapeLabel((x, y), (width, height), text)
 
 
-def _frame_svg(frame: Cluster, keys: dict[str, int], vertices: list[_Vertex],
-               geometry: _Geometry) -> tuple[tuple[float, float, float, float], list[str]]:
-    """A dashed frame around an instance's boxes and the frames inside it (drawn first, so
-    they sit on top), its label in the top-left corner. Returns its rectangle too."""
+def _instance_frames(frame: Cluster, keys: dict[str, int], vertices: list[_Vertex],
+                     geometry: _Geometry) -> tuple[Rect, list[InstanceFrame]]:
+    """A frame around an instance's boxes and the frames inside it (listed after it, so they
+    are drawn on top), room for its label at the top. Returns its rectangle too."""
     rects, inner = [], []
     for child in frame.children:
-        rect, drawn = _frame_svg(child, keys, vertices, geometry)
+        rect, drawn = _instance_frames(child, keys, vertices, geometry)
         rects.append(rect)
         inner += drawn
     for box in frame.boxes:
-        vertex = vertices[keys[box]]
-        rects.append(geometry.frame.rect(geometry.starts[vertex.layer],
-                                         vertex.pos - vertex.breadth / 2,
-                                         vertex.depth, vertex.breadth))
+        rects.append(_box_rect(vertices[keys[box]], geometry))
     x0 = min(r[0] for r in rects) - FRAME_PAD
     y0 = min(r[1] for r in rects) - FRAME_PAD - SMALL_SIZE
     x1 = max(r[0] + r[2] for r in rects) + FRAME_PAD
     y1 = max(r[1] + r[3] for r in rects) + FRAME_PAD
-    own = [f'<g class="instance"><rect x="{_fmt(x0)}" y="{_fmt(y0)}" width="{_fmt(x1 - x0)}" '
-           f'height="{_fmt(y1 - y0)}" rx="8" fill="none" stroke="#8a6d2f" '
-           f'stroke-dasharray="5 3" stroke-width="1"/>',
-           _text(x0 + 6, y0 + SMALL_SIZE + 2, frame.label, font_size=_fmt(SMALL_SIZE),
-                 fill="#8a6d2f") + "</g>"]
-    return (x0, y0, x1 - x0, y1 - y0), own + inner
+    rect = (x0, y0, x1 - x0, y1 - y0)
+    return rect, [InstanceFrame(rect, frame.label), *inner]
 
 
-def to_svg(plan: Plan, rankdir: str = "TB", depth: int | None = None) -> str:
-    """The network as a standalone SVG document, drawn without Graphviz: boxes with the same
-    label lines as the other formats, edges labelled with tensor shapes, branches side by
-    side and merges below them, block instances framed; with ``depth``, deeper instances are
-    folded into one box."""
+def lay_out(plan: Plan, rankdir: str = "TB", depth: int | None = None) -> Scene:
+    """Lay the network out: boxes with the same label lines as the other formats, edges
+    labelled with tensor shapes, branches side by side and merges below them, block instances
+    framed; with ``depth``, deeper instances are folded into one box."""
     if rankdir not in RANKDIRS:
         raise ValueError(f"rankdir must be one of {RANKDIRS}, got {rankdir!r}")
     horizontal = rankdir == "LR"
@@ -423,6 +441,80 @@ def to_svg(plan: Plan, rankdir: str = "TB", depth: int | None = None) -> str:
     for vertex in vs:
         vertex.pos += shift
 
+    output = list(picture.boxes).index(picture.output)
+    keys = {box: i for i, box in enumerate(picture.boxes)}
+    frames = [drawn for frame in picture.clusters
+              for drawn in _instance_frames(frame, keys, vs, geometry)[1]]
+    ports = {v.key: _ports(layout, v) for v in vs if v.label is not None and v.up}
+    edges = [_edge_steps(layout, geometry, path, ports[path.chain[-1]])
+             for path in layout.paths]
+    shapes = [_shape_label(vs[key], text, geometry) for key, text in shape_of.items()]
+    boxes = [Box(v.key, _box_rect(v, geometry), v.label, v.key == output)
+             for v in vs if v.label is not None]
+    heading_at = (width / 2 if not horizontal else MARGIN, MARGIN + TITLE_SIZE)
+    return Scene(width, height, horizontal, heading, heading_at, frames, edges, shapes, boxes)
+
+
+def _point(point: Point) -> str:
+    return f"{_fmt(point[0])},{_fmt(point[1])}"
+
+
+def _path_data(steps: list[Step]) -> str:
+    return " ".join(step.kind + " ".join(_point(p) for p in step.points) for step in steps)
+
+
+def _text(x: float, y: float, content: str, **attributes: str) -> str:
+    extra = "".join(f' {name.rstrip("_").replace("_", "-")}="{value}"'
+                    for name, value in attributes.items())
+    return f'<text x="{_fmt(x)}" y="{_fmt(y)}"{extra}>{escape(content)}</text>'
+
+
+def _node_svg(box: Box) -> str:
+    label = box.label
+    x, y, width, height = box.rect
+    fill, border = label.colors
+    stroke = "2.6" if box.is_output else "1.2"
+    parts = [f'<g class="node" id="node-{box.key}">',
+             f"<title>{escape(label.title)}</title>",
+             f'<rect x="{_fmt(x)}" y="{_fmt(y)}" width="{_fmt(width)}" height="{_fmt(height)}" '
+             f'rx="6" fill="{fill}" stroke="{border}" stroke-width="{stroke}"/>']
+    centre = x + width / 2
+    # a 12 px font in a 16 px line: the baseline sits about 12 px below the line's top
+    baseline = y + PAD_Y + 12.0
+    parts.append(_text(centre, baseline, label.title, text_anchor="middle",
+                       font_weight="bold", fill="#111111"))
+    for i, line in enumerate(label.details, start=1):
+        parts.append(_text(centre, baseline + i * LINE_HEIGHT, line, text_anchor="middle",
+                           fill="#222222" if i > 1 else border))
+    parts.append("</g>")
+    return "\n".join(parts)
+
+
+def _shape_label_svg(shape: ShapeLabel) -> str:
+    """On white, so the edge line does not cross the text."""
+    (x, y), (width, height) = shape.centre, shape.size
+    return (f'<g class="shape">'
+            f'<rect x="{_fmt(x - width / 2)}" y="{_fmt(y - height / 2)}" width="{_fmt(width)}" '
+            f'height="{_fmt(height)}" rx="3" fill="#ffffff" fill-opacity="0.95"/>'
+            + _text(x, y + SMALL_SIZE * 0.36, shape.text, text_anchor="middle",
+                    font_size=_fmt(SMALL_SIZE), fill="#333333")
+            + "</g>")
+
+
+def _frame_svg(frame: InstanceFrame) -> list[str]:
+    """Dashed, its label in the top-left corner."""
+    x0, y0, width, height = frame.rect
+    return [f'<g class="instance"><rect x="{_fmt(x0)}" y="{_fmt(y0)}" width="{_fmt(width)}" '
+            f'height="{_fmt(height)}" rx="8" fill="none" stroke="{FRAME_COLOR}" '
+            f'stroke-dasharray="5 3" stroke-width="1"/>',
+            _text(x0 + 6, y0 + SMALL_SIZE + 2, frame.label, font_size=_fmt(SMALL_SIZE),
+                  fill=FRAME_COLOR) + "</g>"]
+
+
+def to_svg(plan: Plan, rankdir: str = "TB", depth: int | None = None) -> str:
+    """The network as a standalone SVG document, drawn without Graphviz (see ``lay_out``)."""
+    scene = lay_out(plan, rankdir, depth)
+    width, height, horizontal = scene.width, scene.height, scene.horizontal
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_fmt(width)}" '
@@ -430,25 +522,18 @@ def to_svg(plan: Plan, rankdir: str = "TB", depth: int | None = None) -> str:
         f'font-family="{FONT}" font-size="{_fmt(FONT_SIZE)}">',
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
         'markerHeight="7" markerUnits="userSpaceOnUse" orient="auto">'
-        '<path d="M0,0 L10,5 L0,10 z" fill="#56627a"/></marker></defs>',
+        f'<path d="M0,0 L10,5 L0,10 z" fill="{EDGE_COLOR}"/></marker></defs>',
         '<rect width="100%" height="100%" fill="#ffffff"/>',
-        _text(width / 2 if not horizontal else MARGIN, MARGIN + TITLE_SIZE, heading,
+        _text(*scene.heading_at, scene.heading,
               text_anchor="middle" if not horizontal else "start", class_="title",
               font_size=_fmt(TITLE_SIZE), font_weight="bold", fill="#111111"),
     ]
-    output = list(picture.boxes).index(picture.output)
-    keys = {box: i for i, box in enumerate(picture.boxes)}
-    for frame in picture.clusters:
-        parts += _frame_svg(frame, keys, vs, geometry)[1]
-    ports = {v.key: _ports(layout, v) for v in vs if v.label is not None and v.up}
-    for path in layout.paths:
-        line = _edge_path(layout, geometry, path, ports[path.chain[-1]])
-        parts.append(f'<path class="edge" d="{line}" fill="none" stroke="#56627a" '
-                     'stroke-width="1.3" marker-end="url(#arrow)"/>')
-    for key, text in shape_of.items():
-        parts.append(_shape_label_svg(vs[key], text, geometry))
-    for vertex in vs:
-        if vertex.label is not None:
-            parts.append(_node_svg(vertex, geometry, vertex.key == output))
+    for frame in scene.frames:
+        parts += _frame_svg(frame)
+    for steps in scene.edges:
+        parts.append(f'<path class="edge" d="{_path_data(steps)}" fill="none" '
+                     f'stroke="{EDGE_COLOR}" stroke-width="1.3" marker-end="url(#arrow)"/>')
+    parts += [_shape_label_svg(shape) for shape in scene.shapes]
+    parts += [_node_svg(box) for box in scene.boxes]
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
