@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import numpy as np
 from netspec.budget import check_memory
 from netspec.cli.progress import ProgressLine, download_progress
 from netspec.compiler import compile_plan
-from netspec.data import load_mnist
+from netspec.data import MnistData, load_mnist
 from netspec.errors import NetspecError
 from netspec.executor import Network
+from netspec.interchange.torch_weights import is_torch_file
 from netspec.pictures.plots import PlotsUnavailable
 from netspec.spec import load_spec
 from netspec.tables import Column, render_table
@@ -29,6 +31,7 @@ from netspec.train.loop import (
     BatchProgress,
     Callbacks,
     TrainingInterrupted,
+    recipe_normalisation,
     resume_run,
     start_run,
 )
@@ -63,14 +66,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate_parser = subparsers.add_parser(
         "evaluate", help="test accuracy, per-class accuracy and confusion matrix")
     evaluate_parser.add_argument("spec")
-    evaluate_parser.add_argument("--weights", required=True, help="a .npz from a run")
+    evaluate_parser.add_argument("--weights", required=True,
+                                 help="a .npz from a run, or a PyTorch .pt/.pth state_dict")
     evaluate_parser.add_argument("--data-dir")
     evaluate_parser.set_defaults(handler=run_evaluate)
 
     predict = subparsers.add_parser(
         "predict", help="classify 28x28 greyscale images (.png or .npy)")
     predict.add_argument("spec")
-    predict.add_argument("--weights", required=True)
+    predict.add_argument("--weights", required=True,
+                         help="a .npz from a run, or a PyTorch .pt/.pth state_dict")
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
     predict.set_defaults(handler=run_predict)
 
@@ -158,8 +163,8 @@ def _write_plots(run_dir: Path, data_dir: str | None) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     net = _inference_network(args.spec, EVALUATION_BATCH)
     checkpoint = load_weights(args.weights, net)
-    mean, std = _normalisation(checkpoint.meta, args.weights)
     data = load_mnist(args.data_dir, progress=download_progress(ProgressLine()))
+    mean, std = _normalisation(checkpoint.meta, args.weights, args.spec, lambda: data)
     x = normalise_images(data.test_images, mean, std)
     result = evaluate(net, x, data.test_labels.astype(np.int64))
     print(f"test accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
@@ -177,13 +182,14 @@ def _inference_network(spec: str, batch_size: int) -> Network:
     return Network(plan)
 
 
-def _inference_network(spec: str, batch_size: int) -> Network:
-    plan = compile_plan(spec)
-    check_memory(plan, batch_size, training=False)
-    return Network(plan)
-
-
-def _normalisation(meta: dict, path: str) -> tuple[float, float]:
+def _normalisation(meta: dict, path: str, spec: str,
+                   data: Callable[[], MnistData]) -> tuple[float, float]:
+    if is_torch_file(path) and "mean" not in meta:
+        # a state_dict holds tensors only: use what a run of the spec's recipe computes
+        mean, std = recipe_normalisation(spec, data())
+        print(f"{path} holds no input normalisation; using the spec's [train] recipe's: "
+              f"mean {mean:.4f}, std {std:.4f} of its MNIST training images", file=sys.stderr)
+        return mean, std
     try:
         return float(meta["mean"]), float(meta["std"])
     except (KeyError, TypeError, ValueError):
@@ -196,7 +202,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     net = _inference_network(args.spec, EVALUATION_BATCH)
     checkpoint = load_weights(args.weights, net)
-    mean, std = _normalisation(checkpoint.meta, args.weights)
+    mean, std = _normalisation(checkpoint.meta, args.weights, args.spec,
+                               lambda: load_mnist(args.data_dir, download=False))
     # one file may hold a stack of images: each row names the image it is about
     names: list[str] = []
     stacks = []

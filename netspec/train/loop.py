@@ -126,6 +126,16 @@ def make_splits(data: MnistData, config: TrainConfig) -> Splits:
                   labels[val_idx].astype(np.int64), mean, std)
 
 
+def recipe_normalisation(spec_path: str | Path, data: MnistData) -> tuple[float, float]:
+    """The input normalisation a run of the spec's ``[train]`` recipe computes: for weights
+    that carry none (a PyTorch state_dict)."""
+    spec = load_spec(spec_path)
+    config = parse_train_config(spec.train or {}, file=spec.file,
+                                locate=lambda path: spec.source.locate(path))
+    splits = make_splits(data, config)
+    return splits.mean, splits.std
+
+
 class Trainer:
     """Trains one network in one run directory; :meth:`run` returns when training is done."""
 
