@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from netspec.errors import NetspecError
 
-COMMAND_MODULES = ("compile", "gradcheck", "train", "draw", "plot", "bench", "doctor")
+COMMAND_MODULES = ("compile", "gradcheck", "train", "draw", "plot", "bench", "doctor",
+                   "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

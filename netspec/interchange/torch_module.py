@@ -22,8 +22,10 @@ import keyword
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from netspec.atomic import atomic_write_text
 from netspec.compiler import Plan
 from netspec.errors import NetspecError
 from netspec.interchange.torch_ops import TRAINING, Call, Layer, refused_nodes, torch_form
@@ -296,3 +298,37 @@ def verify_source(source: str) -> None:
     if problems:
         raise NetspecError("internal error: the generated PyTorch source holds "
                            f"{', '.join(problems[:5])}; refusing to write it; please report it")
+
+
+def export_pytorch(spec: str | Path | Plan, out: str | Path,
+                   weights: str | Path | None = None) -> list[Path]:
+    """Write ``out`` (a ``.py`` module file) and, with ``weights`` (netspec ``.npz`` or a
+    PyTorch state_dict), ``model.pt`` beside it under ``out``'s stem. Returns the paths."""
+    from netspec.compiler import compile_plan
+    from netspec.executor import Network
+    from netspec.interchange.torch_paths import require_torch
+    from netspec.interchange.torch_weights import save_state_dict
+    from netspec.train.checkpoint import load_weights
+
+    require_torch("exporting to PyTorch")
+    plan = spec if isinstance(spec, Plan) else compile_plan(spec)
+    out = Path(out)
+    pt_path = out.with_suffix(".pt")
+    normalisation = None
+    arrays = None
+    if weights is not None:
+        net = Network(plan, dtype="float32")
+        meta = load_weights(weights, net).meta
+        arrays = net.state()
+        if "mean" in meta and "std" in meta:
+            normalisation = (float(meta["mean"]), float(meta["std"]))
+    source = generate_source(plan, normalisation=normalisation,
+                             weights_name=pt_path.name if weights is not None else None)
+    written = []
+    if arrays is not None:
+        batchnorms = [node.id for node in plan.nodes.values() if node.op_name == "batchnorm"]
+        save_state_dict(pt_path, arrays, batchnorms)
+        written.append(pt_path)
+    atomic_write_text(out, source)
+    written.insert(0, out)
+    return written
