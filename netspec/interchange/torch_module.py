@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from netspec.atomic import atomic_write_text
 from netspec.compiler import Plan
 from netspec.errors import NetspecError
@@ -317,9 +319,14 @@ def export_pytorch(spec: str | Path | Plan, out: str | Path,
     normalisation = None
     arrays = None
     if weights is not None:
-        net = Network(plan, dtype="float32")
-        meta = load_weights(weights, net).meta
-        arrays = net.state()
+        net = Network(plan, dtype="float64")
+        checkpoint = load_weights(weights, net)
+        meta = checkpoint.meta
+        # the file's precision: float64 weights stay float64, anything else is float32
+        stored = [*checkpoint.params.values(), *checkpoint.buffers.values()]
+        dtype = np.float64 if stored and all(a.dtype == np.float64 for a in stored) \
+            else np.float32
+        arrays = {key: value.astype(dtype) for key, value in net.state().items()}
         if "mean" in meta and "std" in meta:
             normalisation = (float(meta["mean"]), float(meta["std"]))
     source = generate_source(plan, normalisation=normalisation,

@@ -70,8 +70,7 @@ class PlanModule(nn.Module):
                 install(self, node.id, module)
                 program.append((node.id, module, node.inputs))
             else:
-                function = resolve_function(form.function) if form.function else None
-                program.append((node.id, (form, function), node.inputs))
+                program.append((node.id, form, node.inputs))
         # a plain attribute, not a module: it holds references to the modules installed above
         self.__dict__[PROGRAM_ATTRIBUTE] = (tuple(program), plan.inputs, plan.output)
 
@@ -88,14 +87,16 @@ class PlanModule(nn.Module):
             if isinstance(step, nn.Module):
                 values[node_id] = step(xs[0])
                 continue
-            form, function = step
-            values[node_id] = _call(form, function, xs, self.training)
+            values[node_id] = _call(step, xs, self.training)
         return values[output]
 
 
-def _call(form: Call, function: Any, xs: list[torch.Tensor], training: bool) -> torch.Tensor:
+def _call(form: Call, xs: list[torch.Tensor], training: bool) -> torch.Tensor:
+    if form.function is None:
+        return xs[0]
     if form.inputs == "sum":
         return reduce(add, xs)
+    function = resolve_function(form.function)
     kwargs = {key: (training if value == TRAINING else value)
               for key, value in form.kwargs.items()}
     if form.inputs == "list":

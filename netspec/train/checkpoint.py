@@ -110,9 +110,10 @@ def load_weights(path: str | Path, net: Network) -> Checkpoint:
     if is_torch_file(path):
         from netspec.interchange.torch_weights import fit_state_dict, read_state_dict
 
-        net.load_state(fit_state_dict(read_state_dict(path), net.state(), path))
-        return Checkpoint({key: net.params[key] for key in net.params},
-                          {key: net.buffers[key] for key in net.buffers}, meta={})
+        arrays = fit_state_dict(read_state_dict(path), net.state(), path)
+        net.load_state(arrays)
+        return Checkpoint({key: arrays[key] for key in net.params},
+                          {key: arrays[key] for key in net.buffers}, meta={})
     checkpoint = read_checkpoint(path)
     expected = spec_hash(net.plan)
     if checkpoint.meta.get("spec_hash") != expected:
