@@ -92,10 +92,10 @@ class PlanModule(nn.Module):
 
 
 def _call(form: Call, xs: list[torch.Tensor], training: bool) -> torch.Tensor:
-    if form.function is None:
-        return xs[0]
     if form.inputs == "sum":
         return reduce(add, xs)
+    if form.function is None:
+        return xs[0]
     function = resolve_function(form.function)
     kwargs = {key: (training if value == TRAINING else value)
               for key, value in form.kwargs.items()}
