@@ -259,7 +259,7 @@ class Trainer:
         }
         improved = True
         if len(self.val_x):
-            val = evaluate(self.net, self.val_x, self.splits.val_labels)
+            val = self._evaluate(self.val_x, self.splits.val_labels)
             record["val_loss"], record["val_accuracy"] = val.loss, val.accuracy
             improved = self._improved(record)
         state.history.append(record)
@@ -276,10 +276,12 @@ class Trainer:
         state.finished = state.stopped_early or state.epoch >= self.config.epochs
         # best.npz before last.npz: a kill between the two never leaves a last.npz that
         # claims a best epoch whose weights were not written
-        if improved:
+        if improved and self.writes_files:
             save_checkpoint(self.run_dir / "best.npz", self.net, meta=self._meta())
         self._save_last()
-        atomic_write_text(self.run_dir / "history.json", json.dumps(state.history, indent=1))
+        if self.writes_files:
+            atomic_write_text(self.run_dir / "history.json",
+                              json.dumps(state.history, indent=1))
         if self.callbacks.on_epoch:
             self.callbacks.on_epoch(record)
 
@@ -292,10 +294,27 @@ class Trainer:
             return record["val_loss"] < best - delta
         return record["val_accuracy"] > best + delta
 
+    @property
+    def writes_files(self) -> bool:
+        """Whether this trainer writes the run directory (one process of several does)."""
+        return True
+
+    def _evaluate(self, x: np.ndarray, labels: np.ndarray) -> Evaluation:
+        """Metrics of the current weights on standardised inputs (an engine may override)."""
+        return evaluate(self.net, x, labels)
+
+    def _request_stop(self) -> None:
+        """Ctrl-C or SIGTERM: stop at the next batch boundary; a second one stops now."""
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
     def _meta(self) -> dict[str, Any]:
         return {"state": self.state.__dict__, "mean": self.splits.mean, "std": self.splits.std}
 
     def _save_last(self) -> None:
+        if not self.writes_files:
+            return
         save_checkpoint(self.run_dir / "last.npz", self.net,
                         optimizer=self.optimizer.state_dict(), meta=self._meta())
 
@@ -304,13 +323,15 @@ class Trainer:
             load_weights(self.run_dir / "best.npz", self.net)
         test_x = normalise_images(self.data.test_images, self.splits.mean, self.splits.std,
                                   self.net.dtype.type)
-        test = evaluate(self.net, test_x, self.data.test_labels.astype(np.int64))
+        test = self._evaluate(test_x, self.data.test_labels.astype(np.int64))
         result = {"test": test.as_dict(), "best_epoch": self.state.best_epoch,
                   "epochs_run": self.state.epoch, "stopped_early": self.state.stopped_early,
                   "train_seconds": sum(r["seconds"] for r in self.state.history)}
         # a kill after the last epoch's last.npz but before its history.json is only mended here
-        atomic_write_text(self.run_dir / "history.json", json.dumps(self.state.history, indent=1))
-        atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1))
+        if self.writes_files:
+            atomic_write_text(self.run_dir / "history.json",
+                              json.dumps(self.state.history, indent=1))
+            atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1))
         return TrainResult(self.run_dir, self.state.history, test, self.state.best_epoch,
                            self.state.stopped_early)
 
@@ -323,9 +344,7 @@ class Trainer:
             return
 
         def request_stop(signum: int, frame: Any) -> None:
-            if self._stop_requested:  # a second Ctrl-C means now
-                raise KeyboardInterrupt
-            self._stop_requested = True
+            self._request_stop()
 
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT,
                                                                        signal.SIGTERM)}
@@ -338,8 +357,14 @@ class Trainer:
 
 def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str, Any] | None
               = None, data_dir: str | Path | None = None, dtype: str = "float32",
-              callbacks: Callbacks | None = None) -> Trainer:
-    """Set up a new run directory for ``spec_path`` and return its trainer."""
+              callbacks: Callbacks | None = None,
+              trainer_factory: Callable[..., Trainer] | None = None,
+              engine: dict[str, Any] | None = None) -> Trainer:
+    """Set up a new run directory for ``spec_path`` and return its trainer.
+
+    ``trainer_factory`` (default :class:`Trainer`) builds the trainer from the same arguments;
+    ``engine`` is recorded in ``config.json`` (the torch engine's name and device).
+    """
     from netspec.train.config import apply_overrides
 
     spec = load_spec(spec_path)
@@ -356,8 +381,10 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
     callbacks = callbacks or Callbacks()
     data = load_mnist(data_dir, progress=callbacks.on_download)
     # the trainer checks the data split, so a bad [train] table leaves no half-made run behind
-    trainer = Trainer(Network(plan, seed=config.seed, dtype=dtype), config, run_dir, data,
-                      callbacks)
+    trainer = (trainer_factory or Trainer)(Network(plan, seed=config.seed, dtype=dtype),
+                                           config, run_dir, data, callbacks)
+    if not trainer.writes_files:
+        return trainer
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -368,12 +395,14 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
     atomic_write_text(run_dir / "spec.toml", source_text)
     atomic_write_text(run_dir / "config.json", json.dumps(
         {"config": config.model_dump(mode="json"), "dtype": dtype,
-         "spec_dir": str(spec.directory) if spec.directory else None}, indent=1))
+         "spec_dir": str(spec.directory) if spec.directory else None, **(engine or {})},
+        indent=1))
     return trainer
 
 
 def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
-               callbacks: Callbacks | None = None) -> Trainer:
+               callbacks: Callbacks | None = None,
+               trainer_factory: Callable[..., Trainer] | None = None) -> Trainer:
     """The trainer of an interrupted run, positioned where ``last.npz`` left it."""
     run_dir = Path(run_dir)
     for name in ("spec.toml", "config.json", "last.npz"):
@@ -403,10 +432,19 @@ def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
     callbacks = callbacks or Callbacks()
     data = load_mnist(data_dir, progress=callbacks.on_download)
     try:
-        return Trainer(net, config, run_dir, data, callbacks, state=state,
-                       optimizer_state=checkpoint.optimizer)
+        return (trainer_factory or Trainer)(net, config, run_dir, data, callbacks,
+                                            state=state, optimizer_state=checkpoint.optimizer)
     except WeightsError as exc:
         raise WeightsError(f"{run_dir / 'last.npz'}: {exc}") from None
+
+
+def run_engine(run_dir: str | Path) -> str:
+    """The engine a run directory was trained with: ``"numpy"`` or ``"torch"``."""
+    try:
+        saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "numpy"  # resume_run reports what is wrong with the directory
+    return saved.get("engine", "numpy") if isinstance(saved, dict) else "numpy"
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
