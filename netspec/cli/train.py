@@ -33,9 +33,11 @@ from netspec.train.loop import (
     TrainingInterrupted,
     recipe_normalisation,
     resume_run,
+    run_engine,
     start_run,
 )
 from netspec.train.report import plot_run
+from netspec.train.torch_engine import launched_processes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--validation", type=int, help="images held out for validation")
     train.add_argument("--limit", type=int, help="train on the first N images only")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    train.add_argument("--engine", choices=["numpy", "torch"],
+                       help="who computes: netspec's NumPy executor (default) or PyTorch "
+                       "(pip install netspec[torch]); under torchrun, torch trains with "
+                       "DistributedDataParallel")
+    train.add_argument("--device", help="with --engine torch: cpu (default), cuda or cuda:N")
     train.add_argument("--no-plots", action="store_true", help="do not write plot images")
     train.set_defaults(handler=run_train)
 
@@ -100,8 +107,34 @@ def _callbacks(progress: ProgressLine) -> Callbacks:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    engine = args.engine
+    if args.resume:
+        recorded = run_engine(args.resume)
+        if engine is not None and engine != recorded:
+            raise NetspecError(f"{args.resume} was trained with the {recorded} engine; "
+                               f"--resume continues it so, drop --engine {engine}")
+        engine = recorded
+    if engine != "torch":
+        if args.device:
+            raise NetspecError("--device chooses where PyTorch trains; add --engine torch")
+        if launched_processes() > 1:
+            raise NetspecError(f"started as {launched_processes()} processes (torchrun): "
+                               f"add --engine torch to train with DistributedDataParallel")
+        return _train(args, None)
+    from netspec.train import torch_engine
+
+    placement = torch_engine.place(args.device)
+    try:
+        return _train(args, placement)
+    finally:
+        torch_engine.release(placement)
+
+
+def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torch Placement
+    main = placement is None or placement.main
+    say = print if main else _silent
     progress = ProgressLine()
-    callbacks = _callbacks(progress)
+    callbacks = _callbacks(progress) if main else None
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                  "momentum": args.momentum, "weight_decay": args.weight_decay,
                  "optimizer": args.optimizer, "seed": args.seed,
@@ -113,29 +146,51 @@ def run_train(args: argparse.Namespace) -> int:
         if ignored:
             raise NetspecError(f"--resume continues a run as it was set up; drop "
                                f"{', '.join(ignored)} (or start a new run with --out instead)")
-        trainer = resume_run(args.resume, data_dir=args.data_dir, callbacks=callbacks)
-        print(f"resuming {trainer.run_dir} at epoch {trainer.state.epoch + 1}, "
+        if placement is None:
+            trainer = resume_run(args.resume, data_dir=args.data_dir, callbacks=callbacks)
+        else:
+            from netspec.train.torch_engine import resume_torch_run
+
+            trainer = resume_torch_run(args.resume, placement=placement,
+                                       data_dir=args.data_dir, callbacks=callbacks)
+        say(f"resuming {trainer.run_dir} at epoch {trainer.state.epoch + 1}, "
               f"batch {trainer.state.batch}")
     else:
         if not args.spec:
             raise NetspecError("give a spec to train, or --resume RUN_DIR")
         out = args.out or Path("runs") / (f"{load_spec(args.spec).name}-"
                                           f"{datetime.now():%Y%m%d-%H%M%S}")
-        trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
-                            dtype=args.dtype, callbacks=callbacks)
+        if placement is None:
+            trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
+                                dtype=args.dtype, callbacks=callbacks)
+        else:
+            from netspec.train.torch_engine import agree, start_torch_run
+
+            # the processes of one run must name the same directory, whatever their clocks
+            out = Path(agree(placement, str(out)))
+            trainer = start_torch_run(args.spec, out, placement=placement, overrides=overrides,
+                                      data_dir=args.data_dir, dtype=args.dtype,
+                                      callbacks=callbacks)
         config = trainer.config
-        print(f"training {trainer.net.plan.name} ({trainer.net.plan.total_params:,} params) "
+        where = "" if placement is None else (
+            f" on PyTorch ({placement.device}"
+            + (f", {placement.world} processes" if placement.distributed else "") + ")")
+        say(f"training {trainer.net.plan.name} ({trainer.net.plan.total_params:,} params) "
               f"for {_plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
               f"{config.optimizer.type} lr {config.optimizer.lr:g}, "
               f"{len(trainer.splits.train_images):,} training / "
-              f"{len(trainer.splits.val_images):,} validation images -> {trainer.run_dir}")
+              f"{len(trainer.splits.val_images):,} validation images{where} -> "
+              f"{trainer.run_dir}")
     try:
         result = trainer.run()
     except TrainingInterrupted as exc:
         progress.clear()
-        print(f"\ninterrupted: {exc}", file=sys.stderr)
+        if main:
+            print(f"\ninterrupted: {exc}", file=sys.stderr)
         return 130
     progress.clear()
+    if not main:
+        return 0
     seconds = sum(r["seconds"] for r in result.history)
     stop = " (stopped early)" if result.stopped_early else ""
     print(f"\ntest accuracy {result.test.accuracy:.4f} (loss {result.test.loss:.4f}) with the "
@@ -145,6 +200,10 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.no_plots:
         _write_plots(result.run_dir, args.data_dir)
     return 0
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    """``print`` for the processes of a distributed run other than process 0."""
 
 
 def _plural(count: int, noun: str) -> str:
