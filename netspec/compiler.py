@@ -3,8 +3,9 @@ shapes and FLOPs, all worked out from the input shapes alone. Nothing is run her
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import networkx as nx
 import numpy as np
 
 from netspec.errors import Diagnostic, NetspecError, ShapeError, SpecError
+from netspec.hierarchy import Container, node_chains
 from netspec.ops import REGISTRY, NodeParams, Op, ParamSpec
 from netspec.shapes import Shape, format_shape, numel
 from netspec.spec import CheckedSpec, Spec, check_spec_file
@@ -92,6 +94,11 @@ class Plan:
     def total_params(self) -> int:
         return sum(node.n_params for node in self.nodes.values())
 
+    @cached_property
+    def chains(self) -> dict[str, tuple[Container, ...]]:
+        """Each node's block instances, outermost first (see :mod:`netspec.hierarchy`)."""
+        return spec_chains(self.spec, self.nodes)
+
     @property
     def total_flops(self) -> int:
         return sum(node.flops for node in self.nodes.values())
@@ -108,6 +115,8 @@ class Plan:
                 {
                     "id": node.id,
                     "op": node.op_name,
+                    **({"block": chain[-1].block, "instance": chain[-1].id}
+                       if (chain := self.chains[node.id]) else {}),
                     "inputs": list(node.inputs),
                     "shape": list(node.shape),
                     "params": node.n_params,
@@ -133,21 +142,32 @@ class CompileError(SpecError):
         self.order = tuple(order)
 
 
-def compile_plan(spec_or_path: Spec | str | Path) -> Plan:
-    """Build the DAG of a spec and infer every shape; raise CompileError listing every problem."""
+def spec_chains(spec: Spec, node_ids: Iterable[str]) -> dict[str, tuple[Container, ...]]:
+    """The block instances of each of ``node_ids``, outermost first."""
+    origins = spec.origins
+    return node_chains({node_id: origins[node_id].instance if node_id in origins else None
+                        for node_id in node_ids}, spec.instances)
+
+
+def compile_plan(spec_or_path: Spec | str | Path,
+                 overrides: Mapping[str, Any] | None = None) -> Plan:
+    """Build the DAG of a spec and infer every shape; raise CompileError listing every problem.
+    ``overrides`` (``--set``) apply when the spec is read here, not to a Spec given."""
     if isinstance(spec_or_path, Spec):
         checked = CheckedSpec(spec_or_path, {}, tuple(spec_or_path.nodes), ())
     else:
-        checked = check_spec_file(spec_or_path)
+        checked = check_spec_file(spec_or_path, overrides)
     spec, invalid = checked.spec, frozenset(checked.invalid)
     problems: list[Diagnostic] = list(checked.problems)
 
     def report(message: str, node: str | None = None, key: str | None = None,
                line: int | None = None) -> None:
         op = spec.nodes[node].op if node in spec.nodes else None
-        if line is None:
-            line = spec.node_line(node, key) if node else None
-        problems.append(Diagnostic(message, file=spec.file, line=line, node=node, op=op))
+        file, context = spec.file, None
+        if line is None and node is not None:
+            file, line, context = spec.locate_node(node, key)
+        problems.append(Diagnostic(message, file=file, line=line, node=node, op=op,
+                                   context=context))
 
     # invalid nodes stay in the graph so that the nodes after them are known not to compile
     position = {node_id: index for index, node_id in enumerate(checked.node_ids)}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from netspec.compiler import BYTES_PER_VALUE, UPSTREAM_FAILED, CompileError, PlanNode
+from netspec.compiler import BYTES_PER_VALUE, UPSTREAM_FAILED, CompileError, PlanNode, spec_chains
+from netspec.hierarchy import Container
 from netspec.shapes import format_shape
 from netspec.tables import Column, human_bytes, human_count, render_table
 
@@ -14,29 +15,56 @@ SKIPPED = "not compiled"
 
 def summary_table(nodes: Mapping[str, PlanNode], batch_size: int = 1,
                   failed: Mapping[str, Sequence[str]] | None = None,
-                  order: Sequence[str] | None = None) -> str:
+                  order: Sequence[str] | None = None,
+                  chains: Mapping[str, tuple[Container, ...]] | None = None,
+                  depth: int | None = None) -> str:
     """Node, op, inputs, output shape, params, FLOPs and activation memory at ``batch_size``,
     with each node's share of the total FLOPs.
 
     ``failed`` maps the nodes that did not compile to their (op, inputs, mark) cells; they are
     placed by ``order`` (default: after the compiled nodes) and totals count compiled nodes only.
+    ``chains`` gives each node's block instances: an instance gets a row with its subtotals
+    and its nodes are indented under it; below ``depth`` levels instances stay folded.
     """
     failed = failed or {}
+    chains = chains or {}
     total_params = sum(n.n_params for n in nodes.values())
     total_flops = sum(n.flops for n in nodes.values())
     total_activations = sum(n.activation_bytes for n in nodes.values()) * batch_size
+
+    def share(flops: int) -> str:
+        return f"{100.0 * flops / total_flops if total_flops else 0.0:.1f}%"
+
+    subtotals = _subtotals(nodes, chains)
     rows = []
+    opened: tuple[Container, ...] = ()
     for node_id in order if order is not None else [*nodes, *failed]:
+        chain = chains.get(node_id, ())
+        shown = chain if depth is None else chain[:depth]
+        common = 0
+        while (common < min(len(opened), len(shown))
+               and opened[common].id == shown[common].id):
+            common += 1
+        for level, container in enumerate(shown[common:], start=common):
+            params, flops, activations = subtotals[container.id]
+            output = nodes.get(container.output)
+            rows.append(["  " * level + container.id, container.kind, "",
+                         format_shape(output.shape) if output else "", f"{params:,}",
+                         human_count(flops * batch_size), share(flops),
+                         human_bytes(activations * batch_size)])
+        opened = shown
+        if len(chain) > len(shown):
+            continue  # folded into its container's row
+        indent = "  " * len(chain)
         if node_id in nodes:
             node = nodes[node_id]
-            share = 100.0 * node.flops / total_flops if total_flops else 0.0
-            rows.append([node.id, node.op_name, ", ".join(node.inputs) or "-",
+            rows.append([indent + node.id, node.op_name, ", ".join(node.inputs) or "-",
                          format_shape(node.shape), f"{node.n_params:,}",
-                         human_count(node.flops * batch_size), f"{share:.1f}%",
+                         human_count(node.flops * batch_size), share(node.flops),
                          human_bytes(node.activation_bytes * batch_size)])
         elif node_id in failed:
             op, inputs, mark = failed[node_id]
-            rows.append([node_id, op, inputs or "-", mark, "", "", "", ""])
+            rows.append([indent + node_id, op, inputs or "-", mark, "", "", "", ""])
     param_values = sum(n.n_param_values for n in nodes.values())
     footer = [["total", "", "", "", f"{total_params:,}", human_count(total_flops * batch_size),
                "100%", human_bytes(total_activations)],
@@ -48,7 +76,23 @@ def summary_table(nodes: Mapping[str, PlanNode], batch_size: int = 1,
     return render_table(columns, rows, footer)
 
 
-def partial_summary(error: CompileError, batch_size: int = 1) -> str:
+def _subtotals(nodes: Mapping[str, PlanNode], chains: Mapping[str, tuple[Container, ...]]
+               ) -> dict[str, tuple[int, int, int]]:
+    """(params, FLOPs, activation bytes per sample) of every container, over compiled nodes."""
+    totals: dict[str, tuple[int, int, int]] = {}
+    for node_id, chain in chains.items():
+        node = nodes.get(node_id)
+        for container in chain:
+            params, flops, activations = totals.get(container.id, (0, 0, 0))
+            if node is not None:
+                params += node.n_params
+                flops += node.flops
+                activations += node.activation_bytes
+            totals[container.id] = (params, flops, activations)
+    return totals
+
+
+def partial_summary(error: CompileError, batch_size: int = 1, depth: int | None = None) -> str:
     """The summary of a spec that failed to compile: every node in topological order, the
     ones that failed marked FAILED and the ones after them marked as not compiled."""
     spec = error.spec
@@ -58,4 +102,5 @@ def partial_summary(error: CompileError, batch_size: int = 1) -> str:
         # a node that failed validation has no resolved inputs, and maybe no valid op
         op = spec.nodes[node_id].op if node_id in spec.nodes else error.checked.invalid[node_id]
         failed[node_id] = (op, ", ".join(spec.inputs.get(node_id, ())), mark)
-    return summary_table(error.partial, batch_size, failed, error.order)
+    chains = spec_chains(spec, error.order or [*error.partial, *failed])
+    return summary_table(error.partial, batch_size, failed, error.order, chains, depth)

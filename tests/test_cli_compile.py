@@ -13,6 +13,7 @@ import pytest
 
 from netspec.cli import main
 from netspec.compiler import compile_plan
+from netspec.ops import REGISTRY
 from netspec.spec import shipped_architectures
 from netspec.tables import human_bytes, human_count
 
@@ -56,8 +57,10 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def table_rows(out: str) -> dict[str, list[str]]:
-    """The node rows of a summary table: id -> cells (cells are 2+ spaces apart)."""
+def table_rows(out: str, instances: bool = False) -> dict[str, list[str]]:
+    """The node rows of a summary table: id -> cells (cells are 2+ spaces apart), without
+    the rows of block instances (their op cell names the block: 'basic', 'basic ×2'), or
+    only those with ``instances``. Ids are indented by nesting; the indent is dropped."""
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("node ")) + 2
     rows = {}
@@ -65,7 +68,9 @@ def table_rows(out: str) -> dict[str, list[str]]:
         if line.startswith("-"):
             break
         cells = re.split(r"\s{2,}", line.strip())
-        rows[cells[0]] = cells[1:]
+        is_instance = cells[1] not in REGISTRY
+        if is_instance == instances:
+            rows[cells[0]] = cells[1:]
     return rows
 
 
@@ -113,6 +118,14 @@ def test_table_and_json_agree_for_every_shipped_architecture(capsys, name):
         assert flops == human_count(node["flops"])
     assert f"{data['total_params']:,} trainable parameters" in out
     assert f"{human_count(data['total_flops'])} FLOPs per sample" in out
+    # every block instance has a row with its subtotal, its nodes indented under it
+    instances = {node["instance"] for node in data["nodes"] if "instance" in node}
+    groups = {path.rsplit(".", 1)[0] for path in instances if path.rsplit(".", 1)[-1].isdigit()}
+    subtotals = table_rows(out, instances=True)
+    assert set(subtotals) == instances | groups
+    for path, cells in subtotals.items():
+        inside = [n for n in data["nodes"] if n.get("instance", "").startswith(path)]
+        assert cells[-4] == f"{sum(n['params'] for n in inside):,}", path
 
 
 def test_json_follows_the_contract(capsys):
@@ -123,13 +136,16 @@ def test_json_follows_the_contract(capsys):
     assert (data["name"], data["output"]) == ("resnet_mini", "fc")
     seen: set[str] = set()
     for node in data["nodes"]:
-        assert set(node) == {"id", "op", "inputs", "shape", "params", "flops"}
+        assert set(node) - {"block", "instance"} == {"id", "op", "inputs", "shape", "params",
+                                                      "flops"}
         assert all(isinstance(node[key], int) for key in ("params", "flops"))
         assert all(isinstance(d, int) and d > 0 for d in node["shape"])
         assert set(node["inputs"]) <= seen, f"{node['id']} comes before its inputs"
         seen.add(node["id"])
     assert data["total_params"] == sum(node["params"] for node in data["nodes"])
     assert data["total_flops"] == sum(node["flops"] for node in data["nodes"])
+    conv = next(node for node in data["nodes"] if node["id"] == "block1.conv1")
+    assert (conv["block"], conv["instance"], conv["inputs"]) == ("basic", "block1", ["stem_relu"])
     joined = next(node for node in data["nodes"] if node["id"] == "joined")
     assert (joined["op"], joined["inputs"], joined["shape"]) == (
         "concat", ["branch3x3", "branch5x5"], [32, 14, 14])

@@ -348,7 +348,7 @@ def test_own_svg_draws_branches_side_by_side_and_merges_below():
     for node in (pool, joined):
         assert abs((node[0] + node[2]) / 2 - centre) < 1.0
     # the residual block's skip edge runs beside the block, the block stays in line
-    chain = [box[n] for n in ("stem_relu", "block1_conv1", "block1_bn2", "block1_add")]
+    chain = [box[n] for n in ("stem_relu", "block1.conv1", "block1.bn2", "block1.add")]
     centres = [(b[0] + b[2]) / 2 for b in chain]
     assert max(centres) - min(centres) < 3.0
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from netspec.errors import NetspecError
 
-COMMAND_MODULES = ("compile", "gradcheck", "train", "draw", "plot", "bench", "doctor",
+COMMAND_MODULES = ("compile", "expand", "gradcheck", "train", "draw", "plot", "bench", "doctor",
                    "export")
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 
 from netspec.budget import check_memory
+from netspec.cli.common import add_set_option, overrides
 from netspec.compiler import CompileError, compile_plan
 from netspec.errors import NetspecError
 from netspec.spec import shipped_architectures
@@ -21,9 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "every node's shape, and print parameters, FLOPs and activation memory per node.")
     parser.add_argument("spec", help="a .toml file or a shipped name such as lenet5")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--depth", type=_positive, metavar="N",
+                        help="fold block instances nested deeper than N levels into one row "
+                        "with their totals (1: top-level rows only)")
     parser.add_argument("--batch-size", type=_positive, default=1,
                         help="batch size for the FLOPs (table and --json) and activation "
                         "memory (default 1)")
+    add_set_option(parser)
     parser.set_defaults(handler=run_compile)
 
     listing = subparsers.add_parser("list", help="list the shipped architectures")
@@ -42,11 +47,11 @@ def _positive(text: str) -> int:
 
 def run_compile(args: argparse.Namespace) -> int:
     try:
-        plan = compile_plan(args.spec)
+        plan = compile_plan(args.spec, overrides(args))
     except CompileError as exc:
         if not args.json and exc.partial:
             print(f"{exc.spec.name}: compiled up to the failing node(s)\n")
-            print(partial_summary(exc, args.batch_size))
+            print(partial_summary(exc, args.batch_size, args.depth))
             print()
         raise
     spec = plan.spec
@@ -59,7 +64,7 @@ def run_compile(args: argparse.Namespace) -> int:
         print()
         return 0
     print(f"{plan.name}" + (f": {spec.description}" if spec.description else ""))
-    print(summary_table(plan.nodes, args.batch_size))
+    print(summary_table(plan.nodes, args.batch_size, chains=plan.chains, depth=args.depth))
     per_batch = (f", {human_count(plan.total_flops * args.batch_size)} per batch of "
                  f"{args.batch_size}" if args.batch_size > 1 else "")
     print(f"\n{plan.total_params:,} trainable parameters, {human_count(plan.total_flops)} "

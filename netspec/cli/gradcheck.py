@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from netspec.cli.common import add_set_option, overrides
 from netspec.executor import compile
 from netspec.gradcheck import TOLERANCE, check_network
 from netspec.tables import Column, render_table
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="entries checked per tensor (default 20)")
     parser.add_argument("--batch", type=_at_least(1), default=4,
                         help="batch size of the random input")
+    add_set_option(parser)
     parser.set_defaults(handler=run_gradcheck)
 
 
@@ -43,7 +45,7 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 
 
 def run_gradcheck(args: argparse.Namespace) -> int:
-    net = compile(args.spec, seed=args.seed, dtype="float64")
+    net = compile(args.spec, seed=args.seed, dtype="float64", overrides=overrides(args))
     rng = np.random.default_rng(args.seed)
     x = {key: rng.normal(size=(args.batch, *net.shapes[key])) for key in net.plan.inputs}
     results = check_network(net, x, samples=args.samples, seed=args.seed)

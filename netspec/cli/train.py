@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from netspec.budget import check_memory
+from netspec.cli.common import add_set_option
+from netspec.cli.common import overrides as spec_settings
 from netspec.cli.progress import ProgressLine, download_progress
 from netspec.compiler import compile_plan
 from netspec.data import MnistData, load_mnist
@@ -32,6 +34,7 @@ from netspec.train.loop import (
     Callbacks,
     TrainingInterrupted,
     recipe_normalisation,
+    recorded_overrides,
     resume_run,
     run_engine,
     start_run,
@@ -68,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "DistributedDataParallel")
     train.add_argument("--device", help="with --engine torch: cpu (default), cuda or cuda:N")
     train.add_argument("--no-plots", action="store_true", help="do not write plot images")
+    add_set_option(train)
     train.set_defaults(handler=run_train)
 
     evaluate_parser = subparsers.add_parser(
@@ -76,6 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate_parser.add_argument("--weights", required=True,
                                  help="a .npz from a run, or a PyTorch .pt/.pth state_dict")
     evaluate_parser.add_argument("--data-dir")
+    add_set_option(evaluate_parser)
     evaluate_parser.set_defaults(handler=run_evaluate)
 
     predict = subparsers.add_parser(
@@ -84,6 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--weights", required=True,
                          help="a .npz from a run, or a PyTorch .pt/.pth state_dict")
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    add_set_option(predict)
     predict.set_defaults(handler=run_predict)
 
 
@@ -140,7 +146,8 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
                  "optimizer": args.optimizer, "seed": args.seed,
                  "validation": args.validation, "limit": args.limit}
     if args.resume:
-        ignored = (["the spec"] if args.spec else []) + (["--out"] if args.out else []) + [
+        ignored = (["the spec"] if args.spec else []) + (["--out"] if args.out else []) + (
+            ["--set"] if args.set else []) + [
             "--" + name.replace("_", "-") for name, value in overrides.items()
             if value is not None]
         if ignored:
@@ -158,11 +165,13 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
     else:
         if not args.spec:
             raise NetspecError("give a spec to train, or --resume RUN_DIR")
-        out = args.out or Path("runs") / (f"{load_spec(args.spec).name}-"
-                                          f"{datetime.now():%Y%m%d-%H%M%S}")
+        spec_overrides = spec_settings(args)
+        name = load_spec(args.spec, spec_overrides).name
+        out = args.out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
         if placement is None:
             trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
-                                dtype=args.dtype, callbacks=callbacks)
+                                dtype=args.dtype, callbacks=callbacks,
+                                spec_overrides=spec_overrides)
         else:
             from netspec.train.torch_engine import agree, start_torch_run
 
@@ -170,7 +179,7 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
             out = Path(agree(placement, str(out)))
             trainer = start_torch_run(args.spec, out, placement=placement, overrides=overrides,
                                       data_dir=args.data_dir, dtype=args.dtype,
-                                      callbacks=callbacks)
+                                      callbacks=callbacks, spec_overrides=spec_overrides)
         config = trainer.config
         where = "" if placement is None else (
             f" on PyTorch ({placement.device}"
@@ -220,10 +229,11 @@ def _write_plots(run_dir: Path, data_dir: str | None) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    net = _inference_network(args.spec, EVALUATION_BATCH)
+    settings = _settings_for(args)
+    net = _inference_network(args.spec, EVALUATION_BATCH, settings)
     checkpoint = load_weights(args.weights, net)
     data = load_mnist(args.data_dir, progress=download_progress(ProgressLine()))
-    mean, std = _normalisation(checkpoint.meta, args.weights, args.spec, lambda: data)
+    mean, std = _normalisation(checkpoint.meta, args.weights, args.spec, lambda: data, settings)
     x = normalise_images(data.test_images, mean, std)
     result = evaluate(net, x, data.test_labels.astype(np.int64))
     print(f"test accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
@@ -235,17 +245,30 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inference_network(spec: str, batch_size: int) -> Network:
-    plan = compile_plan(spec)
+def _inference_network(spec: str, batch_size: int, settings: dict) -> Network:
+    plan = compile_plan(spec, settings)
     check_memory(plan, batch_size, training=False)
     return Network(plan)
 
 
-def _normalisation(meta: dict, path: str, spec: str,
-                   data: Callable[[], MnistData]) -> tuple[float, float]:
+def _settings_for(args: argparse.Namespace) -> dict:
+    """The command line's --set, else those recorded by the run the weights come from (so
+    that a run trained with --set is evaluated as the same network)."""
+    given = spec_settings(args)
+    if given:
+        return given
+    recorded = recorded_overrides(Path(args.weights).parent)
+    if recorded:
+        shown = " ".join(f"--set {name}={value!r}" for name, value in recorded.items())
+        print(f"using the overrides recorded by the run: {shown}", file=sys.stderr)
+    return recorded
+
+
+def _normalisation(meta: dict, path: str, spec: str, data: Callable[[], MnistData],
+                   settings: dict | None = None) -> tuple[float, float]:
     if is_torch_file(path) and "mean" not in meta:
         # a state_dict holds tensors only: use what a run of the spec's recipe computes
-        mean, std = recipe_normalisation(spec, data())
+        mean, std = recipe_normalisation(spec, data(), settings)
         print(f"{path} holds no input normalisation; using the spec's [train] recipe's: "
               f"mean {mean:.4f}, std {std:.4f} of its MNIST training images", file=sys.stderr)
         return mean, std
@@ -259,10 +282,11 @@ def _normalisation(meta: dict, path: str, spec: str,
 def run_predict(args: argparse.Namespace) -> int:
     from netspec.data.images import load_digit_images
 
-    net = _inference_network(args.spec, EVALUATION_BATCH)
+    settings = _settings_for(args)
+    net = _inference_network(args.spec, EVALUATION_BATCH, settings)
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights, args.spec,
-                               lambda: load_mnist(args.data_dir, download=False))
+                               lambda: load_mnist(args.data_dir, download=False), settings)
     # one file may hold a stack of images: each row names the image it is about
     names: list[str] = []
     stacks = []

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from netspec.compiler import Plan, PlanNode
+from netspec.hierarchy import Container, members, visible
 from netspec.shapes import format_shape, pair
 from netspec.tables import human_count
 
@@ -23,6 +24,7 @@ _PALETTE = {
     "norm": ("#ece2f7", "#7a4fb0"),
     "merge": ("#fadadd", "#b83d4f"),
     "other": ("#eef0f3", "#66707f"),
+    "block": ("#f4efe1", "#8a6d2f"),
 }
 _FAMILY = {
     "input": "input",
@@ -148,11 +150,94 @@ def edges(plan: Plan) -> list[Edge]:
     ]
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """A block instance drawn as a frame around its boxes (and the frames nested in it)."""
+
+    id: str
+    label: str
+    boxes: tuple[str, ...]
+    children: tuple[Cluster, ...]
+
+
+@dataclass(frozen=True)
+class Diagram:
+    """What a picture of a plan shows: boxes in topological order, edges, the output box and
+    the frames of block instances. Instances deeper than a depth are folded into one box."""
+
+    title: str
+    boxes: dict[str, NodeLabel]
+    edges: list[Edge]
+    output: str
+    clusters: tuple[Cluster, ...]
+
+
+def diagram(plan: Plan, depth: int | None = None) -> Diagram:
+    """The boxes, edges and instance frames of ``plan``; with ``depth``, every instance at
+    that level of nesting is one box with its output shape and totals (1: top level only)."""
+    chains = plan.chains
+    shown: dict[str, str] = {}  # node -> the box it is drawn in
+    boxes: dict[str, NodeLabel] = {}
+    frames: dict[str, tuple[Container, ...]] = {}  # box -> the frames around it
+    for node_id, node in plan.nodes.items():
+        chain = chains[node_id]
+        folded = visible(chain, depth)
+        if folded is None:
+            shown[node_id] = node_id
+            boxes[node_id] = node_label(node)
+            frames[node_id] = chain
+            continue
+        shown[node_id] = folded.id
+        if folded.id not in boxes:
+            boxes[folded.id] = _folded_label(plan, folded)
+            frames[folded.id] = chain[:depth - 1] if depth else ()
+    drawn: list[Edge] = []
+    seen: set[tuple[str, str, str]] = set()
+    for node in plan.nodes.values():
+        for source in node.inputs:
+            key = (shown[source], shown[node.id], source)
+            # a folded box reads a tensor once however many of its nodes read it
+            folded = key[1] != node.id
+            if key[0] != key[1] and not (folded and key in seen):
+                seen.add(key)
+                drawn.append(Edge(key[0], key[1], format_shape(plan.nodes[source].shape)))
+    return Diagram(title(plan), boxes, drawn, shown[plan.output], _clusters(frames))
+
+
+def _folded_label(plan: Plan, container: Container) -> NodeLabel:
+    inside = [plan.nodes[n] for n in members(plan.chains, container.id) if n in plan.nodes]
+    params = sum(node.n_params for node in inside)
+    details = [f"block {container.kind}", f"out {format_shape(plan.nodes[container.output].shape)}"]
+    if params:
+        details.append(f"{params:,} params")
+    details.append(f"{human_count(sum(node.flops for node in inside))} FLOPs, "
+                   f"{len(inside)} nodes")
+    return NodeLabel(printable(container.id), tuple(details), "block")
+
+
+def _clusters(frames: dict[str, tuple[Container, ...]]) -> tuple[Cluster, ...]:
+    """The frames as a tree, in the order their first boxes appear."""
+    tree: dict[str, dict] = {}
+    labels: dict[str, str] = {}
+    for box, chain in frames.items():
+        level = tree
+        for container in chain:
+            labels[container.id] = f"{container.id} ({container.kind})"
+            level = level.setdefault(container.id, {"": []})
+        level.setdefault("", []).append(box)
+
+    def build(level: dict) -> tuple[Cluster, ...]:
+        return tuple(Cluster(name, labels[name], tuple(inner[""]), build(inner))
+                     for name, inner in level.items() if name)
+
+    return build(tree)
+
+
 def title(plan: Plan) -> str:
     """The heading of a diagram: name, trainable parameters and forward FLOPs per sample."""
     return (f"{printable(plan.name)} · {plan.total_params:,} params · "
             f"{human_count(plan.total_flops)} FLOPs")
 
 
-__all__ = ["Edge", "NodeLabel", "edges", "family", "node_attributes", "node_label", "palette",
-           "printable", "title"]
+__all__ = ["Cluster", "Diagram", "Edge", "NodeLabel", "diagram", "edges", "family",
+           "node_attributes", "node_label", "palette", "printable", "title"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 
 from netspec.compiler import Plan
-from netspec.pictures import edges, node_label, title
+from netspec.pictures import Cluster, diagram, printable
 
 RANKDIRS = ("TB", "LR")
 
@@ -35,26 +35,40 @@ def _node_statement(name: str, lines: tuple[str, ...], colors: tuple[str, str],
     return f'  {name} [label=<{body}>, fillcolor="{fill}", color="{border}"{width}];'
 
 
-def to_dot(plan: Plan, rankdir: str = "TB") -> str:
+def to_dot(plan: Plan, rankdir: str = "TB", depth: int | None = None) -> str:
     """The network as a DOT digraph: one box per node, one edge per input, edges labelled
-    with the shape of the tensor they carry; the output node has a thicker border."""
+    with the shape of the tensor they carry; the output node has a thicker border. Block
+    instances are clusters; with ``depth``, deeper instances are folded into one box."""
     if rankdir not in RANKDIRS:
         raise ValueError(f"rankdir must be one of {RANKDIRS}, got {rankdir!r}")
-    names = {node_id: f"n{index}" for index, node_id in enumerate(plan.nodes)}
+    picture = diagram(plan, depth)
+    names = {box: f"n{index}" for index, box in enumerate(picture.boxes)}
     out = [
         "digraph netspec {",
-        f'  graph [rankdir={rankdir}, label=<<B>{_html(title(plan))}</B>>, labelloc=t, '
+        f'  graph [rankdir={rankdir}, label=<<B>{_html(picture.title)}</B>>, labelloc=t, '
         'fontname="Helvetica", fontsize=14, nodesep=0.35, ranksep=0.45];',
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12, '
         'margin="0.18,0.08"];',
         '  edge [color="#56627a", arrowsize=0.7, fontname="Helvetica", fontsize=10, '
         'fontcolor="#222222"];',
     ]
-    for node_id, node in plan.nodes.items():
-        label = node_label(node)
-        out.append(_node_statement(names[node_id], label.lines, label.colors,
-                                   node_id == plan.output))
-    for edge in edges(plan):
+    for box, label in picture.boxes.items():
+        out.append(_node_statement(names[box], label.lines, label.colors, box == picture.output))
+    counter = iter(range(len(picture.boxes) * 2 + 1))
+
+    def cluster(frame: Cluster, indent: str) -> None:
+        out.append(f"{indent}subgraph cluster_{next(counter)} {{")
+        out.append(f'{indent}  label=<{_html(printable(frame.label))}>; labeljust=l; '
+                   f'style="rounded,dashed"; color="#8a6d2f"; fontname="Helvetica"; '
+                   f'fontsize=11;')
+        out.extend(f"{indent}  {names[box]};" for box in frame.boxes)
+        for child in frame.children:
+            cluster(child, indent + "  ")
+        out.append(f"{indent}}}")
+
+    for frame in picture.clusters:
+        cluster(frame, "  ")
+    for edge in picture.edges:
         out.append(f'  {names[edge.source]} -> {names[edge.target]} '
                    f'[label=<{_html(edge.label)}>];')
     out.append("}")

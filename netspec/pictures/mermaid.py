@@ -11,7 +11,7 @@ import json
 import re
 
 from netspec.compiler import Plan
-from netspec.pictures import edges, node_label, palette, title
+from netspec.pictures import Cluster, diagram, palette, printable
 from netspec.pictures.dot import RANKDIRS
 
 _ENTITIES = {'"': "#quot;", "#": "#35;", "&": "#amp;", "<": "#lt;", ">": "#gt;",
@@ -29,28 +29,40 @@ def escape(text: str) -> str:
     return _SPECIAL.sub(lambda m: _ENTITIES.get(m.group(), "#95;"), text)
 
 
-def to_mermaid(plan: Plan, rankdir: str = "TB") -> str:
+def to_mermaid(plan: Plan, rankdir: str = "TB", depth: int | None = None) -> str:
     """The network as a Mermaid flowchart: one box per node (id in bold, then op,
-    hyper-parameters, output shape, parameters), edges labelled with tensor shapes."""
+    hyper-parameters, output shape, parameters), edges labelled with tensor shapes, block
+    instances as subgraphs; with ``depth``, deeper instances are folded into one box."""
     if rankdir not in RANKDIRS:
         raise ValueError(f"rankdir must be one of {RANKDIRS}, got {rankdir!r}")
-    names = {node_id: f"n{index}" for index, node_id in enumerate(plan.nodes)}
+    picture = diagram(plan, depth)
+    names = {box: f"n{index}" for index, box in enumerate(picture.boxes)}
     # a JSON string is a valid YAML double-quoted scalar, so any name survives the front matter
-    out = ["---", f"title: {json.dumps(title(plan), ensure_ascii=False)}", "---",
+    out = ["---", f"title: {json.dumps(picture.title, ensure_ascii=False)}", "---",
            f"flowchart {rankdir}"]
     members: dict[str, list[str]] = {}
-    for node_id, node in plan.nodes.items():
-        label = node_label(node)
+    for box, label in picture.boxes.items():
         text = "<br/>".join([f"<b>{escape(label.title)}</b>",
                              *(escape(line) for line in label.details)])
-        out.append(f'  {names[node_id]}["{text}"]')
-        members.setdefault(label.family, []).append(names[node_id])
-    for edge in edges(plan):
+        out.append(f'  {names[box]}["{text}"]')
+        members.setdefault(label.family, []).append(names[box])
+    counter = iter(range(len(picture.boxes) * 2 + 1))
+
+    def subgraph(frame: Cluster, indent: str) -> None:
+        out.append(f'{indent}subgraph c{next(counter)}["{escape(printable(frame.label))}"]')
+        out.extend(f"{indent}  {names[box]}" for box in frame.boxes)
+        for child in frame.children:
+            subgraph(child, indent + "  ")
+        out.append(f"{indent}end")
+
+    for frame in picture.clusters:
+        subgraph(frame, "  ")
+    for edge in picture.edges:
         out.append(f'  {names[edge.source]} -->|"{escape(edge.label)}"| {names[edge.target]}')
     colors = palette()
     for name, nodes in members.items():
         fill, border = colors[name]
         out.append(f"  classDef {name} fill:{fill},stroke:{border},color:#111111")
         out.append(f"  class {','.join(nodes)} {name}")
-    out.append(f"  style {names[plan.output]} stroke-width:3px")
+    out.append(f"  style {names[picture.output]} stroke-width:3px")
     return "\n".join(out) + "\n"

@@ -67,9 +67,10 @@ def _format(path: Path) -> str:
 
 
 def draw(network: Plan | Spec | str | os.PathLike[str], path: str | os.PathLike[str],
-         rankdir: str = "TB") -> str:
+         rankdir: str = "TB", depth: int | None = None) -> str:
     """Write a diagram of ``network`` (a plan, a spec, a spec path or a shipped name) to
-    ``path`` in the format its extension names, atomically. Return what drew it:
+    ``path`` in the format its extension names, atomically; block instances are framed, and
+    with ``depth`` those nested deeper are folded into one box. Return what drew it:
     ``"netspec"`` or ``"graphviz"``."""
     target = Path(path)
     suffix = _format(target)
@@ -77,17 +78,17 @@ def draw(network: Plan | Spec | str | os.PathLike[str], path: str | os.PathLike[
         raise NetspecError(f"rankdir must be one of {', '.join(RANKDIRS)}, got '{rankdir}'")
     plan = network if isinstance(network, Plan) else compile_plan(network)
     if suffix == ".dot":
-        atomic_write_text(target, to_dot(plan, rankdir))
+        atomic_write_text(target, to_dot(plan, rankdir, depth))
         return "netspec"
     if suffix == ".mmd":
-        atomic_write_text(target, to_mermaid(plan, rankdir))
+        atomic_write_text(target, to_mermaid(plan, rankdir, depth))
         return "netspec"
     program = graphviz()
     if program is not None:
-        atomic_write_bytes(target, run_graphviz(to_dot(plan, rankdir), suffix[1:], program))
+        atomic_write_bytes(target, run_graphviz(to_dot(plan, rankdir, depth), suffix[1:], program))
         return "graphviz"
     if suffix == ".svg":
-        atomic_write_text(target, to_svg(plan, rankdir))
+        atomic_write_text(target, to_svg(plan, rankdir, depth))
         return "netspec"
     raise NetspecError(f"{target}: writing .png needs Graphviz, and 'dot' is not on PATH; "
                        f"{INSTALL_HINT}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from netspec.compiler import Plan
-from netspec.pictures import NodeLabel, edges, node_label, title
+from netspec.pictures import Cluster, Diagram, NodeLabel, diagram
 from netspec.pictures.dot import RANKDIRS
 
 FONT = "DejaVu Sans Mono, Menlo, Consolas, Liberation Mono, monospace"
@@ -33,6 +33,7 @@ LINE_HEIGHT = 16.0
 PAD_X, PAD_Y = 10.0, 7.0
 NODE_GAP = 30.0        # between neighbouring boxes of a layer
 LANE_GAP = 16.0        # between an edge's lane and its neighbours
+FRAME_PAD = 7.0       # room between an instance's frame and its boxes
 BEND_ZONE = 34.0       # least room between layers where edges change lanes
 BEND_SLOPE = 0.3       # the zone grows with the widest lane change in it, up to a limit,
 MAX_BEND_ZONE = 120.0  # so that a wide fan-out does not turn into near-flat lines
@@ -91,21 +92,23 @@ def _box_size(label: NodeLabel) -> tuple[float, float]:
     return width, height
 
 
-def _build(plan: Plan, horizontal: bool) -> _Layout:
-    """Vertices (boxes first, in plan order, so a box's key is its node's index), waypoints
-    for edges that skip layers, and a first order within each layer."""
+def _build(picture: Diagram, horizontal: bool) -> _Layout:
+    """Vertices (boxes first, in plan order, so a box's key is its index), waypoints for
+    edges that skip layers, and a first order within each layer."""
+    sources: dict[str, list[str]] = {box: [] for box in picture.boxes}
+    for edge in picture.edges:
+        sources[edge.target].append(edge.source)
     layer_of: dict[str, int] = {}
-    for node in plan.nodes.values():
-        layer_of[node.id] = 1 + max((layer_of[s] for s in node.inputs), default=-1)
-    index = {node_id: i for i, node_id in enumerate(plan.nodes)}
+    for box in picture.boxes:
+        layer_of[box] = 1 + max((layer_of[s] for s in sources[box]), default=-1)
+    index = {box: i for i, box in enumerate(picture.boxes)}
     vertices = []
-    for node in plan.nodes.values():
-        label = node_label(node)
+    for box, label in picture.boxes.items():
         width, height = _box_size(label)
         breadth, depth = (height, width) if horizontal else (width, height)
-        vertices.append(_Vertex(index[node.id], layer_of[node.id], label, breadth, depth))
+        vertices.append(_Vertex(index[box], layer_of[box], label, breadth, depth))
     paths = []
-    for edge in edges(plan):
+    for edge in picture.edges:
         chain = [index[edge.source]]
         for layer in range(layer_of[edge.source] + 1, layer_of[edge.target]):
             vertices.append(_Vertex(len(vertices), layer))
@@ -117,10 +120,10 @@ def _build(plan: Plan, horizontal: bool) -> _Layout:
         paths.append(_Path(tuple(chain), edge.label, len(vertices[chain[-1]].up) - 1))
     layers: list[list[int]] = [[] for _ in range(max(layer_of.values()) + 1)]
     # a waypoint starts out beside the box its edge leaves from
-    for node_id in plan.nodes:
-        layers[layer_of[node_id]].append(index[node_id])
+    for box in picture.boxes:
+        layers[layer_of[box]].append(index[box])
         for path in paths:
-            if path.chain[0] == index[node_id]:
+            if path.chain[0] == index[box]:
                 for key in path.chain[1:-1]:
                     layers[vertices[key].layer].append(key)
     return _Layout(vertices, layers, paths)
@@ -340,20 +343,48 @@ def _shape_label_svg(vertex: _Vertex, text: str, geometry: _Geometry) -> str:
             + "</g>")
 
 
-def to_svg(plan: Plan, rankdir: str = "TB") -> str:
+def _frame_svg(frame: Cluster, keys: dict[str, int], vertices: list[_Vertex],
+               geometry: _Geometry) -> tuple[tuple[float, float, float, float], list[str]]:
+    """A dashed frame around an instance's boxes and the frames inside it (drawn first, so
+    they sit on top), its label in the top-left corner. Returns its rectangle too."""
+    rects, inner = [], []
+    for child in frame.children:
+        rect, drawn = _frame_svg(child, keys, vertices, geometry)
+        rects.append(rect)
+        inner += drawn
+    for box in frame.boxes:
+        vertex = vertices[keys[box]]
+        rects.append(geometry.frame.rect(geometry.starts[vertex.layer],
+                                         vertex.pos - vertex.breadth / 2,
+                                         vertex.depth, vertex.breadth))
+    x0 = min(r[0] for r in rects) - FRAME_PAD
+    y0 = min(r[1] for r in rects) - FRAME_PAD - SMALL_SIZE
+    x1 = max(r[0] + r[2] for r in rects) + FRAME_PAD
+    y1 = max(r[1] + r[3] for r in rects) + FRAME_PAD
+    own = [f'<g class="instance"><rect x="{_fmt(x0)}" y="{_fmt(y0)}" width="{_fmt(x1 - x0)}" '
+           f'height="{_fmt(y1 - y0)}" rx="8" fill="none" stroke="#8a6d2f" '
+           f'stroke-dasharray="5 3" stroke-width="1"/>',
+           _text(x0 + 6, y0 + SMALL_SIZE + 2, frame.label, font_size=_fmt(SMALL_SIZE),
+                 fill="#8a6d2f") + "</g>"]
+    return (x0, y0, x1 - x0, y1 - y0), own + inner
+
+
+def to_svg(plan: Plan, rankdir: str = "TB", depth: int | None = None) -> str:
     """The network as a standalone SVG document, drawn without Graphviz: boxes with the same
     label lines as the other formats, edges labelled with tensor shapes, branches side by
-    side and merges below them."""
+    side and merges below them, block instances framed; with ``depth``, deeper instances are
+    folded into one box."""
     if rankdir not in RANKDIRS:
         raise ValueError(f"rankdir must be one of {RANKDIRS}, got {rankdir!r}")
     horizontal = rankdir == "LR"
-    layout = _build(plan, horizontal)
+    picture = diagram(plan, depth)
+    layout = _build(picture, horizontal)
     _order_layers(layout)
     _position(layout)
     vs = layout.vertices
     shape_of = {path.chain[0]: path.label for path in layout.paths}
 
-    heading = title(plan)
+    heading = picture.title
     heading_width = text_width(heading, TITLE_SIZE)
     heading_room = TITLE_SIZE + 16.0
     # along the layer axis each layer is as deep as its deepest box, then a band holds the
@@ -405,7 +436,10 @@ def to_svg(plan: Plan, rankdir: str = "TB") -> str:
               text_anchor="middle" if not horizontal else "start", class_="title",
               font_size=_fmt(TITLE_SIZE), font_weight="bold", fill="#111111"),
     ]
-    output = list(plan.nodes).index(plan.output)
+    output = list(picture.boxes).index(picture.output)
+    keys = {box: i for i, box in enumerate(picture.boxes)}
+    for frame in picture.clusters:
+        parts += _frame_svg(frame, keys, vs, geometry)[1]
     ports = {v.key: _ports(layout, v) for v in vs if v.label is not None and v.up}
     for path in layout.paths:
         line = _edge_path(layout, geometry, path, ports[path.chain[-1]])
