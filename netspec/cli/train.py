@@ -89,6 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--weights", required=True,
                          help="a .npz from a run, or a PyTorch .pt/.pth state_dict")
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    predict.add_argument("--data-dir", help="MNIST, for the normalisation of .pt weights "
+                         "(which carry none)")
     add_set_option(predict)
     predict.set_defaults(handler=run_predict)
 
