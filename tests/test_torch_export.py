@@ -137,6 +137,41 @@ op = "softmax"
 """
 
 
+# blocks nested three deep, two entries, a repeat inside a block, a conditional node that
+# changes another node's input, and a setting that differs between instances
+NESTED = """[network]
+name = "nested blocks"
+
+[blocks.unit]
+args = ["width"]
+defaults = { pool = false }
+
+[blocks.unit.nodes]
+conv = { op = "conv2d", out_channels = "= width", kernel_size = 3, padding = 1 }
+down = { if = "= pool", op = "maxpool2d", kernel_size = 2 }
+act = { op = "relu", inputs = "= 'down' if pool else 'conv'" }
+
+[blocks.pair]
+args = ["width"]
+inputs = ["a", "b"]
+
+[blocks.pair.nodes]
+left = { block = "unit", inputs = "a", width = "= width" }
+right = { block = "unit", inputs = "b", width = "= width" }
+sum = { op = "add", inputs = ["left", "right"] }
+chain = { block = "unit", repeat = 2, width = "= width", pool = "= index == 1" }
+
+[nodes]
+image = { op = "input", shape = [2, 8, 8] }
+stem = { op = "conv2d", out_channels = 3, kernel_size = 1 }
+p1 = { block = "pair", inputs = ["stem", "image"], width = 2 }
+pooled = { op = "maxpool2d", inputs = "image", kernel_size = 2 }
+p2 = { block = "pair", inputs = ["p1", "pooled"], width = 5 }
+gap = { op = "global_avgpool" }
+fc = { op = "linear", out_features = 3 }
+"""
+
+
 def _plan(text: str, tmp_path: Path):
     return compile_plan(parse_spec(text, file="net.toml", directory=tmp_path))
 
@@ -167,7 +202,29 @@ def _export(plan, net: Network, tmp_path: Path):
 def _shipped_and_test_plans(tmp_path: Path):
     plans = {path.stem: compile_plan(path) for path in shipped_architectures()}
     plans["every-op"] = _plan(EVERY_OP, tmp_path)
+    plans["nested"] = _plan(NESTED, tmp_path)
+    # one value feeding both entries of a block: written as one flat class
+    plans["nested-flat"] = _plan(NESTED.replace('inputs = ["p1", "pooled"]',
+                                                'inputs = ["p1", "p1"]').replace(
+        "width = 5 }", "width = 2 }"), tmp_path)
     return plans
+
+
+def test_blocks_become_nested_classes(tmp_path):
+    source = generate_source(_plan(NESTED, tmp_path))
+    tree = ast.parse(source)
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert list(classes) == ["Unit", "Pair", "NestedBlocks"]
+    assert "self.p1 = Pair(left_conv_in_channels=3, width=2)" in source
+    assert "Unit(conv_in_channels=width, width=width, with_down=True)," in source
+    assert "def __init__(self, conv_in_channels, width, with_down=False):" in source
+    assert "def forward(self, x0, x1):" in source
+    flat = generate_source(_plan(NESTED.replace('inputs = ["p1", "pooled"]',
+                                                'inputs = ["p1", "p1"]'), tmp_path))
+    assert "Written as one class, not one per block: instances of block 'pair' take " \
+        "different numbers of inputs" in flat
+    assert [n.name for n in ast.parse(flat).body if isinstance(n, ast.ClassDef)] == \
+        ["NestedBlocks"]
 
 
 def test_every_registered_op_has_a_form_or_a_refusal():
