@@ -441,7 +441,9 @@ class _Evil:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ({"conv1.weight": _Evil()}, "weights_only"),
+    ({"conv1.weight": _Evil()}, "never unpickles"),
+    ({"conv1.weight": torch.as_strided(torch.zeros(4), (10**6, 10**6), (0, 0))},
+     "claims 1,000,000,000,000 values"),
     ([1, 2, 3], "not a state_dict"),
     ({"conv1.weight": [1.0, 2.0]}, "'conv1.weight' is a list, not a tensor"),
     ({"conv1.weight": torch.full((6, 1, 5, 5), float("nan"))}, "NaN or infinite"),

@@ -50,9 +50,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         raise WeightsError(f"{path}: claims more memory than this machine has; not a "
                            f"state_dict this network can use") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds on foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{path}: not a PyTorch state_dict that loads safely "
-                           f"(weights_only=True refused or failed: {reason[:300]})") from None
+        raise WeightsError(f"{path}: {_load_failure(exc)}") from None
     state = _unwrap(loaded, path)
     arrays: dict[str, np.ndarray] = {}
     bad: list[str] = []
@@ -68,6 +66,11 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                 torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
             bad.append(f"{key!r} holds {value.dtype} values, not real numbers")
             continue
+        # a view may claim more values than its storage holds (stride 0): refuse before
+        # anything is allocated for it
+        if value.numel() * value.element_size() > value.untyped_storage().nbytes():
+            bad.append(f"{key!r} claims {value.numel():,} values but its data holds fewer")
+            continue
         array = value.detach().to(torch.float64 if value.dtype == torch.float64
                                   else torch.float32).numpy()
         if not np.all(np.isfinite(array)):
@@ -80,6 +83,22 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     if arrays and all(key.startswith(prefix) for key in arrays):
         arrays = {key[len(prefix):]: value for key, value in arrays.items()}
     return arrays
+
+
+def _load_failure(exc: Exception) -> str:
+    """What went wrong in ``torch.load(weights_only=True)``, without its advice to load the
+    file unsafely."""
+    text = str(exc).strip()
+    if "Weights only load failed" in text:
+        skipped = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        details = [line.strip().removeprefix("WeightsUnpickler error:").strip()
+                   for line in text.splitlines()]
+        details = [line for line in details if line and not line.startswith(skipped)]
+        return (f"holds something other than tensors and plain containers, which netspec "
+                f"never unpickles ({'; '.join(details)[:200] or 'refused'}); save the weights "
+                f"with torch.save(model.state_dict(), path)")
+    first = text.split(". ")[0].splitlines()[0] if text else type(exc).__name__
+    return f"not a readable PyTorch file (truncated, or another format: {first[:200]})"
 
 
 def _unwrap(loaded: Any, path: Path) -> Mapping[str, Any]:
