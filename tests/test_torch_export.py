@@ -37,6 +37,7 @@ from netspec.interchange.torch_ops import TORCH_FORMS, TORCH_REFUSED  # noqa: E4
 from netspec.interchange.torch_runtime import PlanModule, load_arrays  # noqa: E402
 
 TOLERANCE = 1e-9
+REPO = Path(__file__).resolve().parents[1]
 
 # every op, two inputs, dotted ids, concat on two axes, a frozen layer, 1-D batchnorm
 EVERY_OP = """
@@ -498,3 +499,19 @@ def test_without_torch_the_export_says_what_to_install(tmp_path, monkeypatch, ca
     (tmp_path / "w.pt").write_bytes(b"x")
     with pytest.raises(NetspecError, match=r"pip install netspec\[torch\]"):
         load_weights(tmp_path / "w.pt", Network(compile_plan("lenet5")))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34"])
+def test_exported_resnets_hold_torchvisions_state_dict(tmp_path, name):
+    """The exported module's keys and shapes are torchvision's, as recorded from it."""
+    reference = REPO.parent / "shared/reference" / f"torchvision_{name}_state_dict.tsv"
+    if not reference.is_file():
+        pytest.skip(f"no torchvision reference at {reference}")
+    rows = [line.split("\t") for line in reference.read_text().splitlines()
+            if line and not line.startswith("#")][1:]
+    expected = {key: tuple(int(d) for d in shape.strip("()").split(",") if d.strip())
+                for key, shape, _ in rows}
+    module = import_file(export_pytorch(name, tmp_path / f"{name}.py")[0])
+    model = getattr(module, class_name(name))()
+    got = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    assert got == expected
