@@ -363,6 +363,39 @@ def test_hostile_names_stay_data(tmp_path):
     assert max(errors.values()) < TOLERANCE, errors
 
 
+HOSTILE_BLOCKS = r"""[network]
+name = "hostile blocks"
+
+[blocks."b\"; import os; os.system('touch PWNED') #"]
+args = ["w"]
+[blocks."b\"; import os; os.system('touch PWNED') #".nodes]
+"c'\n" = { op = "conv2d", out_channels = "= w", kernel_size = 1 }
+r = { op = "relu" }
+
+[nodes]
+image = { op = "input", shape = [1, 4, 4] }
+"i\"x" = { block = "b\"; import os; os.system('touch PWNED') #", repeat = 2, w = "= 2 + index" }
+"j\n" = { block = "b\"; import os; os.system('touch PWNED') #", w = 2 }
+"""
+
+
+def test_hostile_block_and_instance_names_stay_data(tmp_path):
+    plan = _plan(HOSTILE_BLOCKS, tmp_path)
+    net = _trained_looking(plan)
+    module, model = _export(plan, net, tmp_path)
+    source = (tmp_path / "model.py").read_text()
+    tree = ast.parse(source)
+    assert [n.name for n in tree.body if isinstance(n, ast.ClassDef)] == \
+        ["BImportOsOsSystemTouchPWNED", "HostileBlocks"]
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert "os" not in names and all(name.isascii() for name in names)
+    assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
+    net64 = Network(plan, dtype="float64")
+    load_weights(tmp_path / "weights.npz", net64)
+    errors = compare_with_netspec(net64, model, True, lambda masks: None)
+    assert max(errors.values()) < TOLERANCE, errors
+
+
 def test_source_check_refuses_what_the_generator_does_not_write(tmp_path):
     from netspec.interchange.torch_module import verify_source
 

@@ -282,8 +282,7 @@ def _build_class(block: str | None, paths: list[str | None], context: _Context,
             if previous is not None:
                 precedence.add_edge(previous, key)
             previous = key
-        outputs.add(context.ref(scope, scope.output) if path is not None
-                    else ("node", scope.output))
+        outputs.add(context.ref(scope, scope.output))
     if len(outputs) != 1:
         raise Flatten(f"instances of block {block!r} end at different nodes")
     try:
