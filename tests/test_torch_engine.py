@@ -263,3 +263,14 @@ def test_torchrun_two_processes_train_the_global_batch_and_resume_after_a_kill(t
     config = json.loads((run / "config.json").read_text())
     assert config["engine"] == "torch" and config["processes"] == 2
     assert json.loads((run / "result.json").read_text())["epochs_run"] == 3
+
+
+def test_a_diverging_torch_run_says_so_and_keeps_its_last_checkpoint(tmp_path, mnist_dir):
+    from netspec.errors import TrainingError
+
+    spec = _spec(tmp_path, "adamw-step")
+    spec.write_text(spec.read_text().replace("lr = 0.003", "lr = 1e30"))
+    with pytest.raises(TrainingError, match="training diverged at epoch 1") as caught:
+        start_torch_run(spec, tmp_path / "run", placement=CPU, data_dir=mnist_dir).run()
+    assert "is not finite" in str(caught.value) or "the loss is" in str(caught.value)
+    assert "--lr" in str(caught.value)

@@ -235,13 +235,17 @@ class TorchTrainer(Trainer):
         loss = loss_total / count
         if not math.isfinite(loss):
             self._non_finite(f"the loss is {loss}", epoch, batch)
-        max_norm = self.config.clip_grad_norm or math.inf
-        norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, max_norm))
-        if not math.isfinite(norm):
+        total = torch.nn.utils.get_total_norm(
+            [p.grad for p in self.parameters if p.grad is not None])
+        if not math.isfinite(float(total)):
             bad = next((key for key, p in zip(self.keys, self.parameters)
                         if p.grad is not None and not bool(torch.isfinite(p.grad).all())), None)
             self._non_finite(f"the gradient of '{bad}' is not finite" if bad
                              else "a gradient is not finite", epoch, batch)
+        if self.config.clip_grad_norm:
+            # torch.nn.utils.clip_grad_norm_ in two steps, so a non-finite norm is named first
+            torch.nn.utils.clip_grads_with_norm_(self.parameters, self.config.clip_grad_norm,
+                                                 total)
         self.torch_optimizer.step()
         return loss, int(correct)
 
