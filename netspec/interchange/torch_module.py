@@ -1,17 +1,20 @@
 """``netspec export SPEC -o model.py``: a standalone PyTorch source file for a plan.
 
-The file imports torch only. It holds one ``nn.Module`` class whose modules sit at netspec's
-parameter keys (so ``model.pt`` loads with ``strict=True``) and whose ``forward`` follows the
-plan node by node, and a docstring with the spec's name, description, shapes and parameter
-count.
+The file imports torch only. It holds one ``nn.Module`` class per block of the spec and one for
+the network, nested as the instances are (:mod:`netspec.interchange.torch_classes`); modules
+sit at netspec's parameter keys (so ``model.pt`` loads with ``strict=True``), each ``forward``
+follows the plan node by node, and a docstring gives the spec's name, description, shapes and
+parameter count.
 
-Every string that comes from the spec (node ids, the network's name and description) is data
-in the file: it appears only inside string literals written by :func:`ascii` (printable ASCII,
-so no quote, newline or Unicode trick can end the literal), in ``#`` comments written the same
-way, or in the docstring, whose text is printable ASCII with backslashes and double quotes
-escaped. Python names in the file are netspec's own (``v3``) or node ids that are plain ASCII
-identifiers. Before the text is returned, :func:`verify_source` parses it and refuses anything
-but the statements and calls this generator writes.
+Every string that comes from the spec (node ids, block and instance names, the network's name
+and description, block arguments' values) is data in the file: it appears only inside string
+literals written by :func:`ascii` (printable ASCII, so no quote, newline or Unicode trick can
+end the literal), in ``#`` comments written the same way, or in docstrings, whose text is
+printable ASCII with backslashes and double quotes escaped. Python names in the file are
+netspec's own (``v3``, ``with_downsample``), spec names that are plain ASCII identifiers, or
+spec names reduced to letters, digits and underscores (class names, ``layer1_0``). Before the
+text is returned, :func:`verify_source` parses it and refuses anything but the statements and
+calls this generator writes.
 """
 
 from __future__ import annotations
