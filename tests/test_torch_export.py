@@ -173,6 +173,20 @@ fc = { op = "linear", out_features = 3 }
 """
 
 
+# function settings that differ between instances: kept on the module
+BLOCK_SETTINGS = """[blocks.down]
+args = ["k"]
+[blocks.down.nodes]
+conv = { op = "conv2d", out_channels = 2, kernel_size = 1 }
+pool = { op = "maxpool2d", kernel_size = "= k" }
+drop = { op = "dropout", p = "= 0.1 * k" }
+[nodes]
+image = { op = "input", shape = [1, 12, 12] }
+a = { block = "down", k = 2 }
+b = { block = "down", k = 3 }
+"""
+
+
 def _plan(text: str, tmp_path: Path):
     return compile_plan(parse_spec(text, file="net.toml", directory=tmp_path))
 
@@ -204,6 +218,7 @@ def _shipped_and_test_plans(tmp_path: Path):
     plans = {path.stem: compile_plan(path) for path in shipped_architectures()}
     plans["every-op"] = _plan(EVERY_OP, tmp_path)
     plans["nested"] = _plan(NESTED, tmp_path)
+    plans["block-settings"] = _plan(BLOCK_SETTINGS, tmp_path)
     # one value feeding both entries of a block: written as one flat class
     plans["nested-flat"] = _plan(NESTED.replace('inputs = ["p1", "pooled"]',
                                                 'inputs = ["p1", "p1"]').replace(

@@ -382,7 +382,7 @@ def _call_setting(model: ClassModel, entry: Entry, key: str) -> str:
     if param is None:
         return literal(_constant(entry, key))
     # a function's setting that varies between instances is kept on the module
-    return f"self.{param.name}"
+    return f"(self.{param.name}, self.{param.name})" if param.pair else f"self.{param.name}"
 
 
 # what the generated file may contain, checked on its syntax tree
