@@ -4,6 +4,7 @@ and torchrun with two gloo processes trains the single-process run and resumes a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -223,6 +224,24 @@ def _torchrun(args: list[str], mnist_dir: Path) -> subprocess.Popen:
         start_new_session=True)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit():
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _history(run: Path) -> list:
     try:
         return json.loads((run / "history.json").read_text())
@@ -230,6 +249,7 @@ def _history(run: Path) -> list:
         return []
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds torchrun's workers in /proc")
 def test_torchrun_two_processes_train_the_global_batch_and_resume_after_a_kill(tmp_path,
                                                                             mnist_dir):
     spec = tmp_path / "lenet.toml"
@@ -247,14 +267,23 @@ def test_torchrun_two_processes_train_the_global_batch_and_resume_after_a_kill(t
     while len(_history(run)) < 1 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(_history(run)) == 1, first.communicate()[0][-3000:]
-    os.killpg(first.pid, signal.SIGKILL)  # the launcher and both workers, mid-epoch 2
+    # the launcher and both workers, mid-epoch 2 (torchrun starts each worker in a session of
+    # its own: killing the launcher's group alone would leave them training)
+    workers = _descendants(first.pid)
+    assert len(workers) >= 2
+    for pid in [first.pid, *workers]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     first.wait()
-    assert not (run / "result.json").exists()
+    time.sleep(1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert len(_history(run)) < 3 and not (run / "result.json").exists()
 
     second = _torchrun(["--resume", str(run)], mnist_dir)
     output = second.communicate(timeout=600)[0]
     assert second.returncode == 0, output[-3000:]
     history = _history(run)
+    assert "resuming" in output
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert output.count("test accuracy") == 1  # process 0 alone reports
     for ours, theirs in zip(single.history, history):
