@@ -242,6 +242,15 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _history(run: Path) -> list:
     try:
         return json.loads((run / "history.json").read_text())
@@ -275,8 +284,10 @@ def test_torchrun_two_processes_train_the_global_batch_and_resume_after_a_kill(t
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     first.wait()
-    time.sleep(1)
-    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers)
     assert len(_history(run)) < 3 and not (run / "result.json").exists()
 
     second = _torchrun(["--resume", str(run)], mnist_dir)
