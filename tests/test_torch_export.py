@@ -518,13 +518,16 @@ def test_truncated_and_foreign_pt_files_are_refused(tmp_path):
 
 def test_cli_export_and_evaluate_with_pt(tmp_path, capsys, mnist_dir):
     from netspec.cli import main
-    from netspec.data import load_mnist
-    from netspec.train.loop import recipe_normalisation
+    from netspec.data.choice import MNIST
+    from netspec.train.data import prepare_data
+    from netspec.train.loop import recipe_normalisation, stats_meta
 
-    net = Network(compile_plan("lenet5"), seed=2)
+    plan = compile_plan("lenet5")
+    net = Network(plan, seed=2)
     # a .pt holds no normalisation: evaluate uses the recipe's, which a run would have saved
-    mean, std = recipe_normalisation("lenet5", load_mnist(mnist_dir, download=False))
-    save_checkpoint(tmp_path / "w.npz", net, meta={"mean": mean, "std": std})
+    mean, std = recipe_normalisation("lenet5", prepare_data(plan, MNIST, data_dir=mnist_dir))
+    save_checkpoint(tmp_path / "w.npz", net, meta={"mean": stats_meta(mean),
+                                                   "std": stats_meta(std)})
     assert main(["export", "lenet5", "--weights", str(tmp_path / "w.npz"),
                  "-o", str(tmp_path / "lenet.py")]) == 0
     assert (tmp_path / "lenet.pt").exists()
@@ -535,7 +538,7 @@ def test_cli_export_and_evaluate_with_pt(tmp_path, capsys, mnist_dir):
                  "--data-dir", str(mnist_dir)]) == 0
     assert capsys.readouterr().out.splitlines()[-14] == from_pt
     assert main(["export", "lenet5", "-o", str(tmp_path / "x.weird")]) == 1
-    assert "use one of .py" in capsys.readouterr().err
+    assert "use one of .onnx, .py" in capsys.readouterr().err
 
 
 def test_without_torch_the_export_says_what_to_install(tmp_path, monkeypatch, capsys):

@@ -141,7 +141,8 @@ def stats_meta(values: tuple[float, ...]) -> float | list[float]:
 
 
 def recipe_normalisation(spec_path: str | Path, data: Dataset,
-                         spec_overrides: dict[str, Any] | None = None) -> tuple[float, float]:
+                         spec_overrides: dict[str, Any] | None = None
+                         ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The input normalisation a run of the spec's ``[train]`` recipe computes: for weights
     that carry none (a PyTorch state_dict)."""
     spec = load_spec(spec_path, spec_overrides)
