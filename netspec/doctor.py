@@ -34,6 +34,8 @@ EXTRAS = {
     "Pillow": "netspec predict on .png pictures (pip install netspec[image])",
     "torch": "PyTorch parity tests (pip install netspec[torch])",
     "hypothesis": "property tests (pip install netspec[test])",
+    "threadpoolctl": "--threads and sharing the cores between netspec processes "
+                     "(pip install netspec[threads])",
 }
 _MODULES = {"Pillow": "PIL"}
 

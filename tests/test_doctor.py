@@ -15,7 +15,7 @@ from netspec.doctor import MISSING, OK, diagnose
 
 NAMES = ["python", "platform", "netspec", "numpy", "pydantic", "networkx", "BLAS",
          "BLAS threads", "CPUs", "memory", "MNIST", "matplotlib", "Pillow", "torch",
-         "hypothesis", "graphviz"]
+         "hypothesis", "threadpoolctl", "graphviz"]
 
 
 def by_name(checks) -> dict:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from netspec.errors import NetspecError
+from netspec.threads import BlasThreads
 
 COMMAND_MODULES = ("compile", "gradcheck", "train", "draw", "plot", "bench", "doctor")
 
@@ -32,7 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        if not hasattr(args, "threads"):
+            return int(args.handler(args) or 0)
+        # a command that computes: its BLAS threads are limited while it runs
+        with BlasThreads(args.threads) as threads:
+            args.blas_threads = threads
+            return int(args.handler(args) or 0)
     except NetspecError as exc:
         print(_describe_error(args.command, exc), file=sys.stderr)
         return 1

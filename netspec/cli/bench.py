@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from netspec.cli.threads import add_threads_option, threads_note
 from netspec.executor import compile
 from netspec.profile import profile_table, profile_training
 from netspec.train.optim import SGD
@@ -27,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="untimed steps first (default 3)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--seed", type=int, default=0)
+    add_threads_option(parser)
     parser.set_defaults(handler=run_bench)
 
 
@@ -52,6 +54,6 @@ def run_bench(args: argparse.Namespace) -> int:
     profile = profile_training(net, SGD(lr=LR, momentum=MOMENTUM), args.batch_size,
                                steps=args.steps, warmup=args.warmup, seed=args.seed)
     print(f"{net.plan.name}: training step per node, batch {args.batch_size}, {args.dtype}, "
-          f"median of {args.steps} steps")
+          f"median of {args.steps} steps{threads_note(args.blas_threads)}")
     print(profile_table(profile))
     return 0

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from netspec.cli.threads import add_threads_option
 from netspec.executor import compile
 from netspec.gradcheck import TOLERANCE, check_network
 from netspec.tables import Column, render_table
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="entries checked per tensor (default 20)")
     parser.add_argument("--batch", type=_at_least(1), default=4,
                         help="batch size of the random input")
+    add_threads_option(parser)
     parser.set_defaults(handler=run_gradcheck)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from netspec.budget import check_memory
 from netspec.cli.progress import ProgressLine, download_progress
+from netspec.cli.threads import add_threads_option, threads_note
 from netspec.compiler import compile_plan
 from netspec.data import load_mnist
 from netspec.errors import NetspecError
@@ -18,6 +19,7 @@ from netspec.executor import Network
 from netspec.pictures.plots import PlotsUnavailable
 from netspec.spec import load_spec
 from netspec.tables import Column, render_table
+from netspec.threads import BlasThreads
 from netspec.train.checkpoint import load_weights
 from netspec.train.evaluate import (
     EVALUATION_BATCH,
@@ -58,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--limit", type=int, help="train on the first N images only")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--no-plots", action="store_true", help="do not write plot images")
+    add_threads_option(train)
     train.set_defaults(handler=run_train)
 
     evaluate_parser = subparsers.add_parser(
@@ -65,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate_parser.add_argument("spec")
     evaluate_parser.add_argument("--weights", required=True, help="a .npz from a run")
     evaluate_parser.add_argument("--data-dir")
+    add_threads_option(evaluate_parser)
     evaluate_parser.set_defaults(handler=run_evaluate)
 
     predict = subparsers.add_parser(
@@ -72,11 +76,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("spec")
     predict.add_argument("--weights", required=True)
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    add_threads_option(predict)
     predict.set_defaults(handler=run_predict)
 
 
-def _callbacks(progress: ProgressLine) -> Callbacks:
+def _callbacks(progress: ProgressLine, threads: BlasThreads) -> Callbacks:
     def on_batch(p: BatchProgress) -> None:
+        # a netspec process started beside this one since: give it its share of the cores
+        threads.refresh()
         progress.update(p.batch, p.batches,
                         f"epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches} "
                         f"loss {p.loss:.4f} acc {p.accuracy:.4f} "
@@ -96,7 +103,7 @@ def _callbacks(progress: ProgressLine) -> Callbacks:
 
 def run_train(args: argparse.Namespace) -> int:
     progress = ProgressLine()
-    callbacks = _callbacks(progress)
+    callbacks = _callbacks(progress, args.blas_threads)
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                  "momentum": args.momentum, "weight_decay": args.weight_decay,
                  "optimizer": args.optimizer, "seed": args.seed,
@@ -123,7 +130,8 @@ def run_train(args: argparse.Namespace) -> int:
               f"for {_plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
               f"{config.optimizer.type} lr {config.optimizer.lr:g}, "
               f"{len(trainer.splits.train_images):,} training / "
-              f"{len(trainer.splits.val_images):,} validation images -> {trainer.run_dir}")
+              f"{len(trainer.splits.val_images):,} validation images -> {trainer.run_dir}"
+              f"{threads_note(args.blas_threads)}")
     try:
         result = trainer.run()
     except TrainingInterrupted as exc:
@@ -169,12 +177,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     columns = [Column("true"), Column("accuracy")] + [Column(f"p{d}") for d in range(10)]
     print(render_table(columns, rows))
     return 0
-
-
-def _inference_network(spec: str, batch_size: int) -> Network:
-    plan = compile_plan(spec)
-    check_memory(plan, batch_size, training=False)
-    return Network(plan)
 
 
 def _inference_network(spec: str, batch_size: int) -> Network:
