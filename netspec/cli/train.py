@@ -130,8 +130,8 @@ def run_train(args: argparse.Namespace) -> int:
               f"for {_plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
               f"{config.optimizer.type} lr {config.optimizer.lr:g}, "
               f"{len(trainer.splits.train_images):,} training / "
-              f"{len(trainer.splits.val_images):,} validation images -> {trainer.run_dir}"
-              f"{threads_note(args.blas_threads)}")
+              f"{len(trainer.splits.val_images):,} validation images"
+              f"{threads_note(args.blas_threads)} -> {trainer.run_dir}")
     try:
         result = trainer.run()
     except TrainingInterrupted as exc:
