@@ -3,7 +3,7 @@ shapes and FLOPs, all worked out from the input shapes alone. Nothing is run her
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,21 +133,25 @@ class CompileError(SpecError):
         self.order = tuple(order)
 
 
-def compile_plan(spec_or_path: Spec | str | Path) -> Plan:
-    """Build the DAG of a spec and infer every shape; raise CompileError listing every problem."""
+def compile_plan(spec_or_path: Spec | str | Path,
+                 overrides: Mapping[str, Any] | None = None) -> Plan:
+    """Build the DAG of a spec and infer every shape; raise CompileError listing every problem.
+    ``overrides`` (``--set``) apply when the spec is read here, not to a Spec given."""
     if isinstance(spec_or_path, Spec):
         checked = CheckedSpec(spec_or_path, {}, tuple(spec_or_path.nodes), ())
     else:
-        checked = check_spec_file(spec_or_path)
+        checked = check_spec_file(spec_or_path, overrides)
     spec, invalid = checked.spec, frozenset(checked.invalid)
     problems: list[Diagnostic] = list(checked.problems)
 
     def report(message: str, node: str | None = None, key: str | None = None,
                line: int | None = None) -> None:
         op = spec.nodes[node].op if node in spec.nodes else None
-        if line is None:
-            line = spec.node_line(node, key) if node else None
-        problems.append(Diagnostic(message, file=spec.file, line=line, node=node, op=op))
+        file, context = spec.file, None
+        if line is None and node is not None:
+            file, line, context = spec.locate_node(node, key)
+        problems.append(Diagnostic(message, file=file, line=line, node=node, op=op,
+                                   context=context))
 
     # invalid nodes stay in the graph so that the nodes after them are known not to compile
     position = {node_id: index for index, node_id in enumerate(checked.node_ids)}

@@ -16,13 +16,16 @@ class Diagnostic:
     line: int | None = None
     node: str | None = None
     op: str | None = None
+    # where a node made by a block was written: "in block 'basic' defined at a.toml:12"
+    context: str | None = None
 
     def __str__(self) -> str:
         where = ""
         if self.file:
             where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
         if self.node is not None:
-            subject = f"node '{self.node}'" + (f" ({self.op})" if self.op else "")
+            about = ", ".join(part for part in (self.op, self.context) if part)
+            subject = f"node '{self.node}'" + (f" ({about})" if about else "")
             return f"{where}{subject}: {self.message}"
         return f"{where}{self.message}"
 

@@ -377,7 +377,9 @@ class Network:
 
 
 def compile(source: str | Path | Spec | Plan, seed: int = 0,  # noqa: A001 - public API name
-            dtype: str = "float32", fuse: bool = True) -> Network:
-    """Compile a spec (path, shipped name, Spec or Plan) into a runnable :class:`Network`."""
-    plan = source if isinstance(source, Plan) else compile_plan(source)
+            dtype: str = "float32", overrides: Mapping[str, Any] | None = None,
+            fuse: bool = True) -> Network:
+    """Compile a spec (path, shipped name, Spec or Plan) into a runnable :class:`Network`,
+    with ``--set`` overrides applied to a spec read from a file."""
+    plan = source if isinstance(source, Plan) else compile_plan(source, overrides)
     return Network(plan, seed=seed, dtype=dtype, fuse=fuse)

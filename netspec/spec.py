@@ -13,135 +13,30 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from netspec.blocks import (
+    UNEVALUATED,
+    BlockDef,
+    Instance,
+    NodeOrigin,
+    SourceFile,
+    evaluate_variables,
+    expand,
+)
 from netspec.errors import Diagnostic, NetspecError, SpecError, closest, did_you_mean
 from netspec.ops import REGISTRY, NodeParams, Op
+from netspec.sourcemap import KeyPath, SourceMap
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-KeyPath = tuple[str, ...]
-TOP_LEVEL_TABLES = ("network", "nodes", "train")
+TOP_LEVEL_TABLES = ("include", "network", "vars", "blocks", "nodes", "train", "data")
 SHIPPED_DIR = Path(__file__).resolve().parent / "architectures"
-
-# One alternative per TOML token class that matters for locating keys; strings and comments
-# are consumed whole so that brackets, '=' or '#' inside them are never mistaken for structure.
-_TOKEN = re.compile(
-    r'(?P<mlstring>"""(?:\\.|[^\\])*?"{3,5}|\'\'\'.*?\'{3,5})'
-    r'|(?P<string>"(?:\\.|[^"\\\n])*"|\'[^\'\n]*\')'
-    r"|(?P<comment>#[^\n]*)"
-    r"|(?P<newline>\n)"
-    r"|(?P<punct>\[\[|\]\]|[\[\]{}=.])"
-    r"|(?P<blank>[ \t\r,]+)"
-    r"|(?P<bare>[^\s\"'#\[\]{}=.,]+)"
-    r"|(?P<other>.)",
-    re.DOTALL,
-)
+MAX_SPEC_BYTES = 4 * 2**20
+MAX_INCLUDES = 64
 _TOML_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)")
 _TOML_END = re.compile(r"\s*\(at end of document\)")
-_DEPTH_CHANGE = {"[": 1, "{": 1, "[[": 2, "]": -1, "}": -1, "]]": -2}
-
-
-def _key_part(token: str) -> str:
-    """A bare or quoted key segment as tomllib reads it."""
-    if token[0] not in "\"'":
-        return token
-    if token[0] == '"' and "\\" in token:
-        try:
-            return tomllib.loads(f"k = {token}")["k"]
-        except tomllib.TOMLDecodeError:
-            pass
-    return token[1:-1]
-
-
-@dataclass
-class SourceMap:
-    """Where each table header and key stands in the TOML text (1-based lines)."""
-
-    tables: dict[KeyPath, int] = field(default_factory=dict)
-    keys: dict[KeyPath, int] = field(default_factory=dict)
-    duplicate_tables: list[tuple[KeyPath, int, int]] = field(default_factory=list)
-    headers: dict[KeyPath, int] = field(default_factory=dict)
-
-    @classmethod
-    def scan(cls, text: str) -> SourceMap:
-        """Find every table header and key with a small tokenizer, so that errors can point at
-        lines tomllib does not give. Strings (one-line and multi-line), comments, and the
-        insides of arrays and inline tables are skipped; malformed text never raises."""
-        source = cls()
-        table: KeyPath = ()
-        line = 1
-        depth = 0  # brackets and braces open in the current value
-        state = "start"  # start of a line, inside a header, inside a key, or in a value
-        parts: list[str] = []
-        first_line = 1
-        array_header = False
-        for match in _TOKEN.finditer(text):
-            kind, token = match.lastgroup, match.group()
-            if kind == "newline":
-                line += 1
-                if depth == 0:
-                    state = "start"
-                continue
-            if kind == "mlstring":
-                line += token.count("\n")
-                state = "value"
-                continue
-            if kind in ("blank", "comment"):
-                continue
-            if state == "start":
-                first_line, parts = line, []
-                if token in ("[", "[["):
-                    state, array_header = "header", token == "[["
-                elif kind in ("bare", "string"):
-                    state, parts = "key", [_key_part(token)]
-                else:
-                    state = "value"
-                continue
-            if state in ("header", "key"):
-                if kind in ("bare", "string"):
-                    parts.append(_key_part(token))
-                elif token == ".":
-                    pass
-                elif state == "header" and token in ("]", "]]"):
-                    table = tuple(parts)
-                    source._add_table(table, first_line, array_header)
-                    state = "value"
-                elif state == "key" and token == "=":
-                    source._add_key(table + tuple(parts), len(table), first_line)
-                    state = "value"
-                else:
-                    state = "value"
-                continue
-            depth = max(0, depth + _DEPTH_CHANGE.get(token, 0)) if kind == "punct" else depth
-        return source
-
-    def _add_table(self, table: KeyPath, line: int, array: bool) -> None:
-        for depth in range(1, len(table) + 1):
-            self.tables.setdefault(table[:depth], line)
-        if array:
-            return
-        if table in self.headers:
-            self.duplicate_tables.append((table, line, self.headers[table]))
-        else:
-            self.headers[table] = line
-
-    def _add_key(self, path: KeyPath, table_depth: int, line: int) -> None:
-        self.keys.setdefault(path, line)
-        # a dotted key (conv1.op = ...) also opens the tables it passes through
-        for depth in range(table_depth + 1, len(path)):
-            self.tables.setdefault(path[:depth], line)
-
-    def locate(self, path: KeyPath) -> int | None:
-        """The line of a key, else of its closest enclosing table that the text names."""
-        for depth in range(len(path), 0, -1):
-            prefix = path[:depth]
-            if prefix in self.keys:
-                return self.keys[prefix]
-            if prefix in self.tables:
-                return self.tables[prefix]
-        return None
 
 
 class NetworkInfo(BaseModel):
@@ -161,7 +56,8 @@ def node_adapter() -> TypeAdapter:
 
 @dataclass(frozen=True)
 class Spec:
-    """A validated spec: nodes in file order with resolved inputs, plus where each key stands."""
+    """A validated spec: flat nodes in order with resolved inputs, where each was written,
+    the block instances they belong to, and the ``--set`` overrides applied."""
 
     name: str
     description: str
@@ -172,13 +68,32 @@ class Spec:
     train: dict[str, Any] | None
     source: SourceMap
     directory: Path | None = None
+    origins: dict[str, NodeOrigin] = field(default_factory=dict)
+    instances: dict[str, Instance] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] | None = None
+    # the text of every included file, by its path relative to the spec's directory
+    included: dict[str, str] = field(default_factory=dict)
 
     def line(self, *path: str) -> int | None:
         return self.source.locate(tuple(path))
 
     def node_line(self, node_id: str, key: str | None = None) -> int | None:
-        path = ("nodes", node_id) + ((key,) if key else ())
-        return self.source.locate(path)
+        return self.locate_node(node_id, key)[1]
+
+    def locate_node(self, node_id: str, key: str | None = None
+                    ) -> tuple[str, int | None, str | None]:
+        """(file, line, context) of a problem with a node: a field's own line, or for the
+        node as a whole the line of the instance that made it, naming the block's line."""
+        origin = self.origins.get(node_id)
+        if origin is None:
+            path = ("nodes", node_id) + ((key,) if key else ())
+            return self.file, self.source.locate(path), None
+        if origin.block is None:
+            return origin.file.name, origin.key_line(key), None
+        if key is not None:
+            return origin.file.name, origin.key_line(key), origin.field_context()
+        return origin.instance_file or self.file, origin.instance_line, origin.node_context()
 
 
 def resolve_spec_path(name_or_path: str | Path) -> Path:
@@ -221,14 +136,42 @@ class CheckedSpec:
     problems: tuple[Diagnostic, ...]
 
 
-def load_spec(source: str | Path) -> Spec:
-    """Read and validate a spec file (a path, or a bare shipped name)."""
-    return _valid(check_spec_file(source))
+def parse_override(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` from ``--set``, the value read as TOML (``3``, ``0.1``, ``[3, 4, 6, 3]``,
+    ``true``, ``"relu"``); a bare word that is not TOML is taken as a string.
+
+    >>> parse_override("depths=[3,4,6,3]"), parse_override("train.optimizer.lr=0.1")
+    (('depths', [3, 4, 6, 3]), ('train.optimizer.lr', 0.1))
+    """
+    name, equals, value = text.partition("=")
+    name = name.strip()
+    if not equals or not name:
+        raise NetspecError(f"--set {text}: write NAME=VALUE, e.g. --set depths=[3,4,6,3] or "
+                           f"--set train.optimizer.lr=0.1")
+    try:
+        return name, tomllib.loads(f"value = {value.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        if re.fullmatch(r"[\w.+-]+", value.strip()):
+            return name, value.strip()
+        raise NetspecError(f"--set {text}: '{value}' is not a TOML value; quote a string "
+                           f"('\"text\"') and write lists as [1, 2]") from None
 
 
-def parse_spec(text: str, *, file: str = "<spec>", directory: Path | None = None) -> Spec:
+def parse_overrides(texts: list[str] | None) -> dict[str, Any]:
+    """Every ``--set`` of a command line, later ones winning."""
+    return dict(parse_override(text) for text in texts or [])
+
+
+def load_spec(source: str | Path, overrides: Mapping[str, Any] | None = None) -> Spec:
+    """Read and validate a spec file (a path, or a bare shipped name), with ``--set``
+    overrides (variable or ``train.``-dotted key -> value) applied."""
+    return _valid(check_spec_file(source, overrides))
+
+
+def parse_spec(text: str, *, file: str = "<spec>", directory: Path | None = None,
+               overrides: Mapping[str, Any] | None = None) -> Spec:
     """Validate spec text, reporting every independent problem at once (sorted by line)."""
-    return _valid(check_spec(text, file=file, directory=directory))
+    return _valid(check_spec(text, file=file, directory=directory, overrides=overrides))
 
 
 def _valid(checked: CheckedSpec) -> Spec:
@@ -237,22 +180,35 @@ def _valid(checked: CheckedSpec) -> Spec:
     return checked.spec
 
 
-def check_spec_file(source: str | Path) -> CheckedSpec:
+def check_spec_file(source: str | Path,
+                    overrides: Mapping[str, Any] | None = None) -> CheckedSpec:
     """Read a spec file (a path, or a bare shipped name) and validate what can be validated."""
     path = resolve_spec_path(source)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NetspecError(f"{path}: cannot read the spec: {exc}") from None
+    text = _read_text(path, "the spec")
     return check_spec(text, file=str(source) if Path(source).exists() else path.name,
-                      directory=path.resolve().parent)
+                      directory=path.resolve().parent, overrides=overrides)
 
 
-def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None) -> CheckedSpec:
-    """Validate spec text node by node. Raises SpecError only when no node can be read at all
-    (malformed TOML, a table defined twice, no nodes); other problems are returned."""
+def _read_text(path: Path, what: str) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise NetspecError(f"{path}: {what} is {size:,} bytes; a spec file may have at most "
+                               f"{MAX_SPEC_BYTES:,}")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NetspecError(f"{path}: cannot read {what}: {exc}") from None
+
+
+def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None,
+               overrides: Mapping[str, Any] | None = None) -> CheckedSpec:
+    """Validate spec text node by node, after reading its includes and expanding its blocks.
+    Raises SpecError only when no node can be read at all (malformed TOML, a table defined
+    twice, no nodes); other problems are returned."""
     source = SourceMap.scan(text)
+    main = SourceFile(file, source)
     problems: list[Diagnostic] = []
+    overrides = dict(overrides or {})
 
     def report(message: str, path: KeyPath = (), node: str | None = None, op: str | None = None,
                line: int | None = None) -> None:
@@ -262,28 +218,9 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
     def fail() -> SpecError:
         return SpecError(_by_line(problems))
 
-    # tomllib stops at the first duplicate; the scan finds them all, with both lines
-    for table, line, first in source.duplicate_tables:
-        if len(table) == 2 and table[0] == "nodes":
-            report(f"defined twice (first at line {first}); rename one of them",
-                   node=table[1], line=line)
-        else:
-            report(f"table [{'.'.join(table)}] defined twice (first at line {first}); "
-                   f"merge them into one", line=line)
-    if problems:
+    document = _read_document(text, main, problems)
+    if document is None:
         raise fail()
-
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        report(*_toml_problem(str(exc), text))
-        raise fail() from None
-    except RecursionError:
-        # tomllib recurses once per nested array or inline table; blame the most nested line
-        lines = text.splitlines() or [""]
-        deepest = max(range(len(lines)), key=lambda i: lines[i].count("[") + lines[i].count("{"))
-        report("invalid TOML: arrays or inline tables nested too deeply", line=deepest + 1)
-        raise fail() from None
 
     for key in document:
         if key not in TOP_LEVEL_TABLES:
@@ -295,25 +232,59 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
     if not isinstance(raw_nodes, Mapping) or not raw_nodes:
         report("no nodes: add tables like [nodes.image] with op = \"input\"", path=("nodes",))
         raise fail()
-    if network is not None and network.output is not None and network.output not in raw_nodes:
-        report(f"[network] output '{network.output}' names no node"
-               f"{did_you_mean(network.output, raw_nodes)}", path=("network", "output"))
+
+    included: dict[str, str] = {}
+    blocks = _collect_blocks(document, main, directory, problems, included)
+    raw_vars = document.get("vars", {})
+    if not isinstance(raw_vars, Mapping):
+        report("[vars] must be a table of name = value", path=("vars",))
+        raw_vars = {}
+    train = document.get("train")
+    train = _apply_overrides(overrides, raw_vars, train, problems)
+    variables = evaluate_variables(raw_vars, main, overrides, problems)
+    expansion = expand(raw_nodes, blocks, variables, main)
+    problems += expansion.problems
+
+    output = network.output if network is not None else None
+    if output is None:
+        # the last top-level entry is the output; an instance's is its output node, which
+        # need not be the last node it makes
+        last = next((expansion.top_names[key] for key in reversed(list(raw_nodes))
+                     if key in expansion.top_names), None)
+        if last is not None and expansion.nodes and last != list(expansion.nodes)[-1]:
+            output = last
+    elif output is not None:
+        if output in expansion.top_names:
+            output = expansion.top_names[output]
+        elif output not in expansion.nodes:
+            report(f"[network] output '{output}' names no node"
+                   f"{did_you_mean(output, expansion.top_names)}", path=("network", "output"))
 
     nodes: dict[str, NodeParams] = {}
     inputs: dict[str, tuple[str, ...]] = {}
-    previous: str | None = None
-    for node_id, raw in raw_nodes.items():
-        params = _validate_node(node_id, raw, report)
-        resolved = None if params is None else _resolve_inputs(node_id, params, previous, report)
+    for node_id, raw in expansion.nodes.items():
+        origin = expansion.origins[node_id]
+
+        def report_node(message: str, key: str | None = None, op: str | None = None,
+                        node_id: str = node_id, origin: NodeOrigin = origin) -> None:
+            context = origin.field_context() if key or origin.block is None else None
+            where = origin.key_line(key) if key or origin.block is None else origin.line
+            problems.append(Diagnostic(message, file=origin.file.name, line=where,
+                                       node=node_id, op=op,
+                                       context=context or origin.field_context()))
+
+        params = _validate_node(node_id, raw, report_node)
+        resolved = None if params is None else _resolve_inputs(
+            node_id, params, expansion.previous[node_id], report_node)
         if params is not None and resolved is not None:
             nodes[node_id] = params
             inputs[node_id] = resolved
-        _check_references(node_id, raw, params, raw_nodes, report)
-        previous = node_id
 
-    train = document.get("train")
     if train is not None and not isinstance(train, Mapping):
         report("[train] must be a table", path=("train",))
+    data = document.get("data")
+    if data is not None and not isinstance(data, Mapping):
+        report("[data] must be a table", path=("data",))
     name = network.name if network and network.name else Path(file).stem
     spec = Spec(
         name=name,
@@ -321,15 +292,161 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
         file=file,
         nodes=nodes,
         inputs=inputs,
-        output=network.output if network else None,
+        output=output,
         train=dict(train) if isinstance(train, Mapping) else None,
         source=source,
         directory=directory,
+        origins=expansion.origins,
+        instances=expansion.instances,
+        overrides=overrides,
+        data=dict(data) if isinstance(data, Mapping) else None,
+        included=included,
     )
-    invalid = {node_id: _written_op(raw) for node_id, raw in raw_nodes.items()
+    invalid = {node_id: _written_op(raw) for node_id, raw in expansion.nodes.items()
                if node_id not in nodes}
     return CheckedSpec(spec=spec, invalid=invalid,
-                       node_ids=tuple(raw_nodes), problems=tuple(_by_line(problems)))
+                       node_ids=tuple(expansion.nodes), problems=tuple(_by_line(problems)))
+
+
+def _read_document(text: str, file: SourceFile, problems: list[Diagnostic]
+                   ) -> dict[str, Any] | None:
+    """The TOML document, or None with its problems reported (every duplicated table at
+    once: tomllib stops at the first, the scan finds them all with both lines)."""
+    def report(message: str, line: int | None, node: str | None = None) -> None:
+        problems.append(Diagnostic(message, file=file.name, line=line, node=node))
+
+    for table, line, first in file.source.duplicate_tables:
+        if len(table) == 2 and table[0] == "nodes":
+            report(f"defined twice (first at line {first}); rename one of them", line,
+                   node=table[1])
+        else:
+            report(f"table [{'.'.join(table)}] defined twice (first at line {first}); "
+                   f"merge them into one", line)
+    if problems:
+        return None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message, _, _, _, line = _toml_problem(str(exc), text)
+        report(message, line)
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table; blame the most nested line
+        lines = text.splitlines() or [""]
+        deepest = max(range(len(lines)), key=lambda i: lines[i].count("[") + lines[i].count("{"))
+        report("invalid TOML: arrays or inline tables nested too deeply", deepest + 1)
+    return None
+
+
+def _collect_blocks(document: Mapping[str, Any], main: SourceFile, directory: Path | None,
+                    problems: list[Diagnostic], included: dict[str, str]
+                    ) -> dict[str, BlockDef]:
+    """The blocks of the spec and of every file it includes, transitively. An include is
+    relative to the file that names it and must stay inside that file's directory."""
+    blocks: dict[str, BlockDef] = {}
+    base = (directory or Path.cwd()).resolve()
+    pending = [(document, main, base, (main.name,))]
+    read = 0
+    while pending:
+        current, file, folder, chain = pending.pop(0)
+
+        def report(message: str, path: KeyPath, file: SourceFile = file) -> None:
+            problems.append(Diagnostic(message, file=file.name, line=file.line(path)))
+
+        raw_blocks = current.get("blocks", {})
+        if not isinstance(raw_blocks, Mapping):
+            report("[blocks] must hold tables like [blocks.basic]", ("blocks",))
+            raw_blocks = {}
+        for name, raw in raw_blocks.items():
+            if name in blocks:
+                first = blocks[name]
+                report(f"block '{name}' is defined twice (first at {first.file.at(first.path)})"
+                       f"; rename one of them", ("blocks", name))
+                continue
+            blocks[name] = BlockDef(name, raw, file)
+        includes = current.get("include", [])
+        includes = [includes] if isinstance(includes, str) else includes
+        if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+            report("include must be a list of file paths, e.g. include = [\"blocks.toml\"]",
+                   ("include",))
+            continue
+        for written in includes:
+            path = (folder / written).resolve()
+            shown = _shown_path(path, base)
+            if not path.is_relative_to(folder):
+                report(f"include '{written}' points outside {folder}; an included file must "
+                       f"lie in the including file's directory or below it", ("include",))
+                continue
+            if shown in chain:
+                report(f"include '{written}' includes itself: {' -> '.join([*chain, shown])}",
+                       ("include",))
+                continue
+            read += 1
+            if read > MAX_INCLUDES:
+                report(f"more than {MAX_INCLUDES} included files; that is the limit",
+                       ("include",))
+                return blocks
+            if not path.is_file():
+                report(f"include '{written}' not found (looked for {path})", ("include",))
+                continue
+            try:
+                text = _read_text(path, "the included file")
+            except NetspecError as exc:
+                report(f"include '{written}': {exc}", ("include",))
+                continue
+            included[shown] = text
+            library = SourceFile(shown, SourceMap.scan(text))
+            before = len(problems)
+            content = _read_document(text, library, problems)
+            if content is None:
+                problems.insert(before, Diagnostic(f"include '{written}' is not a valid spec "
+                                                   f"file (the errors follow)", file=file.name,
+                                                   line=file.line(("include",))))
+                continue
+            strays = [key for key in content if key not in ("include", "blocks")]
+            for key in strays:
+                problems.append(Diagnostic(
+                    f"an included file holds blocks and includes only, not [{key}]; move it "
+                    f"to the spec", file=shown, line=library.line((key,))))
+            pending.append((content, library, path.parent, (*chain, shown)))
+    return blocks
+
+
+def _shown_path(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def _apply_overrides(overrides: dict[str, Any], variables: Mapping[str, Any], train: Any,
+                     problems: list[Diagnostic]) -> Any:
+    """The [train] table with its ``train.``-dotted overrides applied; variable overrides
+    are applied when the variables are evaluated. Unknown names are reported here."""
+    def report(message: str) -> None:
+        problems.append(Diagnostic(message))
+
+    for name, value in overrides.items():
+        if name.startswith("train."):
+            keys = name.split(".")[1:]
+            if not all(keys):
+                report(f"--set {name}: a dotted path like train.optimizer.lr")
+                continue
+            train = dict(train) if isinstance(train, Mapping) else {}
+            table = train
+            for key in keys[:-1]:
+                inner = table.get(key, {})
+                if not isinstance(inner, Mapping):
+                    report(f"--set {name}: [train] {key} is not a table")
+                    break
+                table[key] = dict(inner)
+                table = table[key]
+            else:
+                table[keys[-1]] = value
+        elif name not in variables:
+            known = [*variables, "train.<key>"]
+            report(f"--set {name}: no variable of that name{did_you_mean(name, variables)} "
+                   f"(variables: {', '.join(known)})")
+    return train
 
 
 def _written_op(raw: Any) -> str:
@@ -361,24 +478,23 @@ def _resolve_inputs(node_id: str, params: NodeParams, previous: str | None,
     """Declared inputs, or the node defined just before; None when their number does not fit
     the op."""
     op_class = REGISTRY[params.op]
-    path = ("nodes", node_id)
     declared = params.inputs
+    key = None
     if declared is None:
         if op_class.min_inputs == 0:
             return ()
         if previous is None:
             report("has no inputs and no node is defined before it; set inputs = \"...\"",
-                   path=path, node=node_id, op=params.op)
+                   op=params.op)
             return None
         resolved: tuple[str, ...] = (previous,)
     else:
         resolved = (declared,) if isinstance(declared, str) else tuple(declared)
-        path += ("inputs",)
+        key = "inputs"
     count = len(resolved)
     if count < op_class.min_inputs or (op_class.max_inputs is not None
                                        and count > op_class.max_inputs):
-        report(_arity_message(op_class, count, declared is None), path=path, node=node_id,
-               op=params.op)
+        report(_arity_message(op_class, count, declared is None), key, params.op)
         return None
     return resolved
 
@@ -396,28 +512,6 @@ def _arity_message(op_class: type[Op], count: int, implicit: bool) -> str:
             f"inputs = [\"a\", \"b\"]")
 
 
-def _check_references(node_id: str, raw: Any, params: NodeParams | None,
-                      raw_nodes: Mapping[str, Any], report) -> None:
-    """Every input a node names must be a node, even when the node itself is invalid."""
-    if params is not None:
-        declared = params.inputs
-        op = params.op
-    elif isinstance(raw, Mapping):
-        declared = raw.get("inputs")
-        op = _written_op(raw)
-        op = op if op in REGISTRY else None
-    else:
-        return
-    names = [declared] if isinstance(declared, str) else declared
-    if not isinstance(names, list):
-        return
-    for name in names:
-        if isinstance(name, str) and name not in raw_nodes:
-            others = [n for n in raw_nodes if n != node_id]
-            report(f"input '{name}' names no node{did_you_mean(name, others)}",
-                   path=("nodes", node_id, "inputs"), node=node_id, op=op)
-
-
 def _validate_network(raw: Any, report) -> NetworkInfo | None:
     if not isinstance(raw, Mapping):
         report("[network] must be a table", path=("network",))
@@ -431,37 +525,39 @@ def _validate_network(raw: Any, report) -> NetworkInfo | None:
 
 
 def _validate_node(node_id: str, raw: Any, report) -> NodeParams | None:
-    path = ("nodes", node_id)
     if not node_id.strip():
-        report("a node id must not be empty or blank; name the table like [nodes.conv1]",
-               path=path, node=node_id)
+        report("a node id must not be empty or blank; name the table like [nodes.conv1]")
         return None
     if not isinstance(raw, Mapping):
-        report(f"must be a table like [nodes.{node_id}] with an op", path=path, node=node_id)
+        report(f"must be a table like [nodes.{node_id}] with an op")
         return None
+    # a field whose expression failed has been reported; validate the others
+    unevaluated = {key for key, value in raw.items() if value is UNEVALUATED}
     op = raw.get("op")
+    if "op" in unevaluated:
+        return None
     if op is None:
-        report(f"missing 'op'; add op = \"...\" (one of: {', '.join(sorted(REGISTRY))})",
-               path=path, node=node_id)
+        report(f"missing 'op'; add op = \"...\" (one of: {', '.join(sorted(REGISTRY))})")
         return None
     if not isinstance(op, str):
-        report(f"op must be a string such as \"conv2d\", got {_show(op)}", path=path + ("op",),
-               node=node_id)
+        report(f"op must be a string such as \"conv2d\", got {_show(op)}", "op")
         return None
     if op not in REGISTRY:
         report(f"unknown op '{op}'{did_you_mean(op, REGISTRY)} "
-               f"(known ops: {', '.join(sorted(REGISTRY))})",
-               path=path + ("op",), node=node_id)
+               f"(known ops: {', '.join(sorted(REGISTRY))})", "op")
         return None
     try:
         # strict: TOML values are typed, so "5" for a size or 1 for a flag is a mistake
-        return node_adapter().validate_python(dict(raw), strict=True)
+        params = node_adapter().validate_python(
+            {key: value for key, value in raw.items() if key not in unevaluated}, strict=True)
     except ValidationError as exc:
         # the union's discriminator value leads every location; drop it
         errors = [{**error, "loc": error["loc"][1:]} for error in exc.errors()]
         for key, message in _field_problems(errors, list(REGISTRY[op].Params.model_fields)):
-            report(message, path=path + ((key,) if key else ()), node=node_id, op=op)
+            if key not in unevaluated:
+                report(message, key or None, op)
         return None
+    return None if unevaluated else params
 
 
 # pydantic's "Input should be ...", "String should have ..." read as "<field> must ..."

@@ -286,6 +286,12 @@ def single_input_op(draw: Callable, shape: tuple[int, ...]) -> tuple[dict[str, A
     return fields, shape
 
 
+def written(node_id: str) -> str:
+    """A node id as an ``inputs`` entry names it: a leading '=' marks an expression, so an id
+    that starts with one is written with the '==' escape."""
+    return "=" + node_id if node_id.startswith("=") else node_id
+
+
 def node_names(draw: Callable, count: int) -> list[str]:
     """``count`` distinct ids: mostly bare words, sometimes any non-blank text (quoted keys
     with dots, spaces, quotes, emoji); blank ids are refused by the loader."""
@@ -324,7 +330,7 @@ def networks(draw: Callable, max_nodes: int = 10) -> Network:
             same = [n for n in nodes if n.shape == source.shape]
             others = draw(st.lists(st.sampled_from(same), min_size=1, max_size=3))
             sources = [source, *others]
-            fields, shape = {"op": "add", "inputs": [n.id for n in sources]}, source.shape
+            fields, shape = {"op": "add", "inputs": [written(n.id) for n in sources]}, source.shape
         elif kind == "concat":
             axis = draw(st.integers(0, len(source.shape) - 1))
             rest = source.shape[:axis] + source.shape[axis + 1:]
@@ -334,7 +340,7 @@ def networks(draw: Callable, max_nodes: int = 10) -> Network:
             sources = [source, *others]
             joined = sum(n.shape[axis] for n in sources)
             shape = source.shape[:axis] + (joined,) + source.shape[axis + 1:]
-            fields = {"op": "concat", "inputs": [n.id for n in sources]}
+            fields = {"op": "concat", "inputs": [written(n.id) for n in sources]}
             if axis or draw(st.booleans()):
                 fields["axis"] = axis
         if fields is None or math.prod(shape) > MAX_VALUES:
@@ -344,7 +350,8 @@ def networks(draw: Callable, max_nodes: int = 10) -> Network:
                 if shape[0] > MAX_VALUES:
                     fields, shape = {"op": "relu"}, source.shape
             if source is not previous or draw(st.booleans()):
-                fields["inputs"] = source.id if draw(st.booleans()) else [source.id]
+                fields["inputs"] = (written(source.id) if draw(st.booleans())
+                                    else [written(source.id)])
         nodes.append(Node(names[index], fields, shape))
     net = Network(nodes, style=draw(st.sampled_from(["tables", "tables", "dotted", "inline"])),
                   comments=draw(st.booleans()))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from netspec.errors import NetspecError
 from netspec.threads import BlasThreads
 
-COMMAND_MODULES = ("compile", "gradcheck", "train", "draw", "plot", "bench", "doctor")
+COMMAND_MODULES = ("compile", "expand", "gradcheck", "train", "draw", "plot", "bench", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from netspec.cli.common import add_set_option, overrides
 from netspec.cli.threads import add_threads_option, threads_note
 from netspec.executor import compile
 from netspec.profile import profile_table, profile_training
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--seed", type=int, default=0)
     add_threads_option(parser)
+    add_set_option(parser)
     parser.set_defaults(handler=run_bench)
 
 
@@ -50,7 +52,7 @@ def _non_negative(text: str) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    net = compile(args.spec, seed=args.seed, dtype=args.dtype)
+    net = compile(args.spec, seed=args.seed, dtype=args.dtype, overrides=overrides(args))
     profile = profile_training(net, SGD(lr=LR, momentum=MOMENTUM), args.batch_size,
                                steps=args.steps, warmup=args.warmup, seed=args.seed)
     print(f"{net.plan.name}: training step per node, batch {args.batch_size}, {args.dtype}, "

@@ -7,6 +7,7 @@ import json
 import sys
 
 from netspec.budget import check_memory
+from netspec.cli.common import add_set_option, overrides
 from netspec.compiler import CompileError, compile_plan
 from netspec.errors import NetspecError
 from netspec.spec import shipped_architectures
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=_positive, default=1,
                         help="batch size for the FLOPs (table and --json) and activation "
                         "memory (default 1)")
+    add_set_option(parser)
     parser.set_defaults(handler=run_compile)
 
     listing = subparsers.add_parser("list", help="list the shipped architectures")
@@ -42,7 +44,7 @@ def _positive(text: str) -> int:
 
 def run_compile(args: argparse.Namespace) -> int:
     try:
-        plan = compile_plan(args.spec)
+        plan = compile_plan(args.spec, overrides(args))
     except CompileError as exc:
         if not args.json and exc.partial:
             print(f"{exc.spec.name}: compiled up to the failing node(s)\n")

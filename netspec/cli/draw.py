@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from netspec.cli.common import add_set_option, overrides
+from netspec.compiler import compile_plan
 from netspec.pictures.dot import RANKDIRS
 from netspec.pictures.render import FORMATS, draw
 
@@ -21,11 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where to write the diagram (.svg, .png, .dot or .mmd)")
     parser.add_argument("--rankdir", choices=RANKDIRS, default="TB",
                         help="TB: inputs at the top (default); LR: inputs on the left")
+    add_set_option(parser)
     parser.set_defaults(handler=run_draw)
 
 
 def run_draw(args: argparse.Namespace) -> int:
-    drawn_by = draw(args.spec, args.output, args.rankdir)
+    drawn_by = draw(compile_plan(args.spec, overrides(args)), args.output, args.rankdir)
     how = "Graphviz" if drawn_by == "graphviz" else "netspec"
     print(f"wrote {args.output} (drawn by {how})")
     return 0

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from netspec.cli.common import add_set_option, overrides
 from netspec.cli.threads import add_threads_option
 from netspec.executor import compile
 from netspec.gradcheck import TOLERANCE, check_network
@@ -26,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=_at_least(1), default=4,
                         help="batch size of the random input")
     add_threads_option(parser)
+    add_set_option(parser)
     parser.set_defaults(handler=run_gradcheck)
 
 
@@ -45,7 +47,7 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 
 
 def run_gradcheck(args: argparse.Namespace) -> int:
-    net = compile(args.spec, seed=args.seed, dtype="float64")
+    net = compile(args.spec, seed=args.seed, dtype="float64", overrides=overrides(args))
     rng = np.random.default_rng(args.seed)
     x = {key: rng.normal(size=(args.batch, *net.shapes[key])) for key in net.plan.inputs}
     results = check_network(net, x, samples=args.samples, seed=args.seed)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from netspec.budget import check_memory
+from netspec.cli.common import add_set_option
+from netspec.cli.common import overrides as spec_settings
 from netspec.cli.progress import ProgressLine, download_progress
 from netspec.cli.threads import add_threads_option, threads_note
 from netspec.compiler import compile_plan
@@ -31,6 +33,7 @@ from netspec.train.loop import (
     BatchProgress,
     Callbacks,
     TrainingInterrupted,
+    recorded_overrides,
     resume_run,
     start_run,
 )
@@ -61,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--no-plots", action="store_true", help="do not write plot images")
     add_threads_option(train)
+    add_set_option(train)
     train.set_defaults(handler=run_train)
 
     evaluate_parser = subparsers.add_parser(
@@ -69,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate_parser.add_argument("--weights", required=True, help="a .npz from a run")
     evaluate_parser.add_argument("--data-dir")
     add_threads_option(evaluate_parser)
+    add_set_option(evaluate_parser)
     evaluate_parser.set_defaults(handler=run_evaluate)
 
     predict = subparsers.add_parser(
@@ -77,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--weights", required=True)
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
     add_threads_option(predict)
+    add_set_option(predict)
     predict.set_defaults(handler=run_predict)
 
 
@@ -109,7 +115,8 @@ def run_train(args: argparse.Namespace) -> int:
                  "optimizer": args.optimizer, "seed": args.seed,
                  "validation": args.validation, "limit": args.limit}
     if args.resume:
-        ignored = (["the spec"] if args.spec else []) + (["--out"] if args.out else []) + [
+        ignored = (["the spec"] if args.spec else []) + (["--out"] if args.out else []) + (
+            ["--set"] if args.set else []) + [
             "--" + name.replace("_", "-") for name, value in overrides.items()
             if value is not None]
         if ignored:
@@ -121,10 +128,12 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         if not args.spec:
             raise NetspecError("give a spec to train, or --resume RUN_DIR")
-        out = args.out or Path("runs") / (f"{load_spec(args.spec).name}-"
-                                          f"{datetime.now():%Y%m%d-%H%M%S}")
+        spec_overrides = spec_settings(args)
+        name = load_spec(args.spec, spec_overrides).name
+        out = args.out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
         trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
-                            dtype=args.dtype, callbacks=callbacks)
+                            dtype=args.dtype, callbacks=callbacks,
+                            spec_overrides=spec_overrides)
         config = trainer.config
         print(f"training {trainer.net.plan.name} ({trainer.net.plan.total_params:,} params) "
               f"for {_plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
@@ -164,7 +173,7 @@ def _write_plots(run_dir: Path, data_dir: str | None) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    net = _inference_network(args.spec, EVALUATION_BATCH)
+    net = _inference_network(args.spec, EVALUATION_BATCH, _settings_for(args))
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)
     data = load_mnist(args.data_dir, progress=download_progress(ProgressLine()))
@@ -179,10 +188,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inference_network(spec: str, batch_size: int) -> Network:
-    plan = compile_plan(spec)
+def _inference_network(spec: str, batch_size: int, settings: dict) -> Network:
+    plan = compile_plan(spec, settings)
     check_memory(plan, batch_size, training=False)
     return Network(plan)
+
+
+def _settings_for(args: argparse.Namespace) -> dict:
+    """The command line's --set, else those recorded by the run the weights come from (so
+    that a run trained with --set is evaluated as the same network)."""
+    given = spec_settings(args)
+    if given:
+        return given
+    recorded = recorded_overrides(Path(args.weights).parent)
+    if recorded:
+        shown = " ".join(f"--set {name}={value!r}" for name, value in recorded.items())
+        print(f"using the overrides recorded by the run: {shown}", file=sys.stderr)
+    return recorded
 
 
 def _normalisation(meta: dict, path: str) -> tuple[float, float]:
@@ -196,7 +218,7 @@ def _normalisation(meta: dict, path: str) -> tuple[float, float]:
 def run_predict(args: argparse.Namespace) -> int:
     from netspec.data.images import load_digit_images
 
-    net = _inference_network(args.spec, EVALUATION_BATCH)
+    net = _inference_network(args.spec, EVALUATION_BATCH, _settings_for(args))
     checkpoint = load_weights(args.weights, net)
     mean, std = _normalisation(checkpoint.meta, args.weights)
     # one file may hold a stack of images: each row names the image it is about

@@ -328,11 +328,15 @@ class Trainer:
 
 def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str, Any] | None
               = None, data_dir: str | Path | None = None, dtype: str = "float32",
-              callbacks: Callbacks | None = None) -> Trainer:
-    """Set up a new run directory for ``spec_path`` and return its trainer."""
+              callbacks: Callbacks | None = None,
+              spec_overrides: dict[str, Any] | None = None) -> Trainer:
+    """Set up a new run directory for ``spec_path`` and return its trainer. ``overrides`` are
+    the command line's recipe options; ``spec_overrides`` its ``--set`` (variables and
+    ``train.`` keys), recorded in the run so that --resume and evaluate rebuild the same
+    network."""
     from netspec.train.config import apply_overrides
 
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path, spec_overrides)
     plan = compile_plan(spec)
     config = parse_train_config(spec.train or {}, file=spec.file,
                                 locate=lambda path: spec.source.locate(path))
@@ -356,9 +360,14 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
     # the spec's own text, read through any symlink, so that --resume parses the same spec
     source_text = resolve_spec_path(spec_path).read_text(encoding="utf-8")
     atomic_write_text(run_dir / "spec.toml", source_text)
+    # the included block libraries beside it, so that the run's spec.toml reads on its own
+    for relative, text in spec.included.items():
+        (run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / relative, text)
     atomic_write_text(run_dir / "config.json", json.dumps(
         {"config": config.model_dump(mode="json"), "dtype": dtype,
-         "spec_dir": str(spec.directory) if spec.directory else None}, indent=1))
+         "spec_dir": str(spec.directory) if spec.directory else None,
+         "set": spec.overrides}, indent=1))
     return trainer
 
 
@@ -379,7 +388,8 @@ def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
         raise NetspecError(f"{run_dir / 'config.json'} is corrupt: {exc}") from None
     spec_dir = Path(saved["spec_dir"]) if saved.get("spec_dir") else run_dir
     spec = parse_spec((run_dir / "spec.toml").read_text(encoding="utf-8"),
-                      file=str(run_dir / "spec.toml"), directory=spec_dir)
+                      file=str(run_dir / "spec.toml"), directory=spec_dir,
+                      overrides=_recorded(saved, run_dir))
     plan = compile_plan(spec)
     dtype = saved.get("dtype", "float32")
     check_memory(plan, config.batch_size, training=True, dtype=dtype)
@@ -399,6 +409,25 @@ def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
         raise WeightsError(f"{run_dir / 'last.npz'}: {exc}") from None
 
 
+def recorded_overrides(run_dir: str | Path) -> dict[str, Any]:
+    """The ``--set`` overrides a run directory was started with ({} when it is none)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return _recorded(saved, Path(run_dir)) if isinstance(saved, dict) else {}
+
+
+def _recorded(saved: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    overrides = saved.get("set") or {}
+    if not isinstance(overrides, dict):
+        raise NetspecError(f"{run_dir / 'config.json'} is corrupt: 'set' is not a table")
+    return overrides
+
+
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "history.json"
     try:
@@ -410,4 +439,4 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 __all__ = ["Callbacks", "LoopState", "TrainResult", "Trainer", "TrainingInterrupted",
-           "read_checkpoint", "read_history", "resume_run", "start_run"]
+           "read_checkpoint", "read_history", "recorded_overrides", "resume_run", "start_run"]

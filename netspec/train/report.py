@@ -59,5 +59,6 @@ def _network(run_dir: Path) -> Network:
     except (OSError, ValueError) as exc:
         raise NetspecError(f"{run_dir} is not a complete run directory: {exc}") from None
     spec_dir = Path(saved["spec_dir"]) if saved.get("spec_dir") else run_dir
-    spec = parse_spec(text, file=str(run_dir / "spec.toml"), directory=spec_dir)
+    spec = parse_spec(text, file=str(run_dir / "spec.toml"), directory=spec_dir,
+                      overrides=saved.get("set") or {})
     return Network(compile_plan(spec), dtype=saved.get("dtype", "float32"))

@@ -1,0 +1,805 @@
+"""Block expansion: a spec with blocks, ``repeat``, variables and conditions -> flat nodes.
+
+A pure step between reading a spec and compiling it. Every flat node keeps where it was
+written (file, key path, instance path, block), so that errors point at the block's field and
+at the instance. References between nodes are resolved only after everything is expanded, so
+a node may name one that a later instance creates.
+
+Names follow PyTorch's module paths: an instance ``layer2`` with ``repeat`` makes ``layer2.0``,
+``layer2.1``, ..., whose nodes are ``layer2.0.conv1``; without ``repeat`` they are
+``layer2.conv1``. Naming an instance means its output node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from netspec.errors import Diagnostic, did_you_mean
+from netspec.expressions import ExpressionError, is_expression, substitute, type_name
+from netspec.ops import REGISTRY
+from netspec.sourcemap import KeyPath, SourceMap
+
+MAX_NODES = 100_000
+INDEX = "index"
+DEFAULT_ENTRY = "x"
+INSTANCE_KEYS = ("block", "repeat", "inputs", "if")
+BLOCK_KEYS = ("args", "defaults", "inputs", "output", "nodes", "description")
+VARIABLE_TYPES = (bool, int, float, str, list)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One TOML file of a spec (the spec or an include), as errors name it."""
+
+    name: str
+    source: SourceMap
+
+    def line(self, path: KeyPath) -> int | None:
+        return self.source.locate(path)
+
+    def at(self, path: KeyPath) -> str:
+        line = self.line(path)
+        return f"{self.name}:{line}" if line else self.name
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    """A block as written: its raw table and where it stands."""
+
+    name: str
+    raw: Mapping[str, Any]
+    file: SourceFile
+
+    @property
+    def path(self) -> KeyPath:
+        return ("blocks", self.name)
+
+    @property
+    def line(self) -> int | None:
+        return self.file.line(self.path)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance of a block in the expanded network (``layer2.0``)."""
+
+    path: str
+    block: str
+    parent: str | None
+    file: str
+    line: int | None
+    args: Mapping[str, Any]
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class NodeOrigin:
+    """Where a flat node was written. Top-level nodes have no block or instance; a block's
+    nodes name the innermost instance and the outermost instantiation, which is the line a
+    user of the block edits."""
+
+    file: SourceFile
+    path: KeyPath
+    block: str | None = None
+    instance: str | None = None
+    instance_at: str | None = None  # "file:line" of the outermost instantiation
+    instance_file: str | None = None
+    instance_line: int | None = None
+
+    @property
+    def line(self) -> int | None:
+        return self.file.line(self.path)
+
+    def key_line(self, key: str | None) -> int | None:
+        return self.file.line(self.path + ((key,) if key else ()))
+
+    def field_context(self) -> str | None:
+        """For a problem in one of the node's fields (located in the block's text)."""
+        if self.block is None:
+            return None
+        return f"in block '{self.block}' instantiated at {self.instance_at}"
+
+    def node_context(self) -> str | None:
+        """For a problem of the node as a whole (located at the instance)."""
+        if self.block is None:
+            return None
+        return f"in block '{self.block}' defined at {self.file.at(self.path)}"
+
+
+class _Ref:
+    """A name used in a scope, resolved once the whole network is expanded."""
+
+    __slots__ = ("scope", "name", "node", "origin", "key")
+
+    def __init__(self, scope: _Scope, name: str, node: str, origin: NodeOrigin, key: str):
+        self.scope, self.name, self.node, self.origin, self.key = scope, name, node, origin, key
+
+
+@dataclass
+class _Scope:
+    """The names visible inside one instance (or at the top level): local node ids, instance
+    ids (meaning their outputs), the block's entries, and descendants by relative path."""
+
+    prefix: str
+    block: str | None
+    names: dict[str, str | _Ref] = field(default_factory=dict)
+    absent: dict[str, int | None] = field(default_factory=dict)
+    parent: _Scope | None = None
+
+    def flat(self, local: str) -> str:
+        return f"{self.prefix}.{local}" if self.prefix else local
+
+
+@dataclass
+class Expansion:
+    """The flat network: raw node tables in order, where each came from, the instance tree,
+    each node's implicit input (the node before it) and every problem found."""
+
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    origins: dict[str, NodeOrigin] = field(default_factory=dict)
+    previous: dict[str, str | None] = field(default_factory=dict)
+    instances: dict[str, Instance] = field(default_factory=dict)
+    top_names: dict[str, str] = field(default_factory=dict)
+    problems: list[Diagnostic] = field(default_factory=list)
+
+
+class _Abort(Exception):
+    """The expansion cannot go on (a bound exceeded); its problem is already reported."""
+
+
+def evaluate_variables(raw: Mapping[str, Any], file: SourceFile,
+                       overrides: Mapping[str, Any], problems: list[Diagnostic]
+                       ) -> dict[str, Any]:
+    """The ``[vars]`` table in order, each value possibly an expression over earlier ones;
+    an override replaces a variable's value and must have its type."""
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        path = ("vars", name)
+        where = file.line(path)
+
+        def report(message: str, where: int | None = where) -> None:
+            # a --set problem is on the command line, not in the file
+            problems.append(Diagnostic(message, file=file.name if where else None, line=where))
+
+        if not name.isidentifier():
+            report(f"variable name '{name}' must be a plain name (letters, digits, _)")
+            continue
+        if name == INDEX:
+            report(f"variable name '{INDEX}' is reserved for the instance index of a repeat")
+            continue
+        try:
+            value = substitute(value, values)
+        except ExpressionError as exc:
+            report(f"[vars] {name}: {exc}")
+            continue
+        if not _plain_value(value):
+            report(f"[vars] {name} must be an int, float, bool, string or list, got "
+                   f"{type_name(value)}")
+            continue
+        if name in overrides:
+            override = overrides[name]
+            if not _same_type(override, value):
+                report(f"--set {name}: must be {type_name(value)} like the spec's value "
+                       f"{_show(value)}, got {type_name(override)} {_show(override)}",
+                       where=None)
+            else:
+                value = float(override) if isinstance(value, float) else override
+        values[name] = value
+    return values
+
+
+def expand(nodes: Mapping[str, Any], blocks: Mapping[str, BlockDef],
+           variables: Mapping[str, Any], file: SourceFile,
+           limit: int = MAX_NODES) -> Expansion:
+    """Expand the top-level ``[nodes]`` table of ``file`` into flat nodes."""
+    return _Expander(blocks, variables, file, limit).run(nodes)
+
+
+class _Expander:
+    def __init__(self, blocks: Mapping[str, BlockDef], variables: Mapping[str, Any],
+                 file: SourceFile, limit: int):
+        self.blocks = blocks
+        self.variables = dict(variables)
+        self.file = file
+        self.limit = limit
+        self.out = Expansion()
+        self.refs: list[_Ref] = []
+        self.count_cache: dict[tuple[str, str], int] = {}
+        self.size_is_lower_bound = False
+        self.instance_outputs: dict[str, _Ref] = {}
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def report(self, message: str, file: SourceFile, path: KeyPath, node: str | None = None,
+               op: str | None = None, context: str | None = None) -> None:
+        self.out.problems.append(Diagnostic(message, file=file.name, line=file.line(path),
+                                            node=node, op=op, context=context))
+
+    # -- the top level -------------------------------------------------------------------
+
+    def run(self, nodes: Mapping[str, Any]) -> Expansion:
+        self._check_block_definitions()
+        top = _Scope(prefix="", block=None)
+        try:
+            self._expand_body(nodes, top, ("nodes",), self.file, self.variables, None)
+        except _Abort:
+            return self.out
+        self._resolve(top)
+        return self.out
+
+    def _check_block_definitions(self) -> None:
+        for name, block in self.blocks.items():
+            raw = block.raw
+            if not isinstance(raw, Mapping):
+                self.report(f"block '{name}' must be a table with nodes", block.file,
+                            block.path)
+                continue
+            for key in raw:
+                if key not in BLOCK_KEYS:
+                    self.report(f"block '{name}': unknown key '{key}'"
+                                f"{did_you_mean(key, BLOCK_KEYS)} (block keys: "
+                                f"{', '.join(BLOCK_KEYS)})", block.file, block.path + (key,))
+        for cycle in self._block_cycles():
+            block = self.blocks[cycle[0]]
+            chain = " -> ".join([*cycle, cycle[0]])
+            user = next(node for node, raw in _block_nodes(block.raw).items()
+                        if _block_name(raw) == cycle[1 % len(cycle)])
+            self.report(f"block '{cycle[0]}' reaches itself: {chain}; a block cannot contain "
+                        f"itself", block.file, block.path + ("nodes", user, "block"))
+
+    def _block_cycles(self) -> list[list[str]]:
+        uses = {name: [b for raw in _block_nodes(block.raw).values()
+                       if (b := _block_name(raw)) in self.blocks]
+                for name, block in self.blocks.items()}
+        cycles: list[list[str]] = []
+        seen: set[str] = set()
+        for start in uses:
+            stack = [(start, [start])]
+            while stack:
+                current, chain = stack.pop()
+                for used in uses[current]:
+                    if used == start:
+                        if not seen.intersection(chain):
+                            cycles.append(chain)
+                        continue
+                    if used not in chain and used not in seen:
+                        stack.append((used, [*chain, used]))
+            seen.add(start)
+        return cycles
+
+    # -- a body: the top-level nodes or a block's nodes ----------------------------------
+
+    def _expand_body(self, nodes: Mapping[str, Any], scope: _Scope, table: KeyPath,
+                     file: SourceFile, values: Mapping[str, Any],
+                     origin_of_instance: dict[str, Any] | None,
+                     entry: str | None = None) -> str | None:
+        """Expand the nodes of one scope; return the local name of the last present node.
+        A node without inputs reads the one before it, the first one the block's entry."""
+        previous: str | None = entry
+        for local, raw in nodes.items():
+            path = table + (local,)
+            flat_id = scope.flat(local)
+            origin = self._origin(file, path, scope, origin_of_instance)
+            if not isinstance(raw, Mapping):
+                # the spec's own checks word this; keep the node so they see it
+                self._add_node(flat_id, raw, origin, scope, local, previous)
+                previous = local
+                continue
+            if not self._present(raw, values, flat_id, origin):
+                scope.absent[local] = file.line(path + ("if",))
+                continue
+            if "block" in raw:
+                self._expand_instance(local, raw, scope, path, file, values, previous,
+                                      origin_of_instance)
+            else:
+                body = {key: value for key, value in raw.items() if key != "if"}
+                self._add_node(flat_id, self._substituted(body, values, flat_id, origin),
+                               origin, scope, local, previous)
+            previous = local
+        return previous if previous != entry else None
+
+    def _origin(self, file: SourceFile, path: KeyPath, scope: _Scope,
+                outer: dict[str, Any] | None) -> NodeOrigin:
+        if outer is None:
+            return NodeOrigin(file=file, path=path)
+        return NodeOrigin(file=file, path=path, block=scope.block, instance=scope.prefix,
+                          instance_at=outer["at"], instance_file=outer["file"],
+                          instance_line=outer["line"])
+
+    def _present(self, raw: Mapping[str, Any], values: Mapping[str, Any], node: str,
+                 origin: NodeOrigin) -> bool:
+        if "if" not in raw:
+            return True
+        condition = raw["if"]
+        try:
+            value = substitute(condition, values)
+        except ExpressionError as exc:
+            self._field_problem(f"if: {exc}", node, origin, "if")
+            return False
+        if not isinstance(value, bool):
+            self._field_problem(f"if must be a bool (true/false), got {type_name(value)} "
+                                f"{_show(value)}", node, origin, "if")
+            return False
+        return value
+
+    def _field_problem(self, message: str, node: str, origin: NodeOrigin, key: str | None,
+                       op: str | None = None) -> None:
+        self.out.problems.append(Diagnostic(message, file=origin.file.name,
+                                            line=origin.key_line(key), node=node, op=op,
+                                            context=origin.field_context()))
+
+    def _substituted(self, raw: Mapping[str, Any], values: Mapping[str, Any], node: str,
+                     origin: NodeOrigin) -> dict[str, Any]:
+        op = raw.get("op") if isinstance(raw.get("op"), str) else None
+        result: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key == "inputs":
+                result[key] = value  # names are resolved with the scope, below
+                continue
+            try:
+                result[key] = substitute(value, values)
+            except ExpressionError as exc:
+                self._field_problem(f"{key}: {exc}", node, origin, key, op)
+                result[key] = UNEVALUATED
+        if "inputs" in result:
+            result["inputs"] = self._input_names(result["inputs"], values, node, origin, op)
+        return result
+
+    def _input_names(self, declared: Any, values: Mapping[str, Any], node: str,
+                     origin: NodeOrigin, op: str | None) -> Any:
+        """Evaluate expressions among the names a node lists; an entry may evaluate to a
+        name or a list of names (empty when a condition leaves it out)."""
+        entries = declared if isinstance(declared, list) else [declared]
+        computed = [entry for entry in entries if is_expression(entry)]
+        names: list[Any] = []
+        for entry in entries:
+            try:
+                value = substitute(entry, values)
+            except ExpressionError as exc:
+                self._field_problem(f"inputs: {exc}", node, origin, "inputs", op)
+                return UNEVALUATED
+            names += value if is_expression(entry) and isinstance(value, list) else [value]
+        if computed and not names:
+            self._field_problem("its conditional inputs leave it without input; make sure "
+                                "every case names at least one node", node, origin, "inputs", op)
+            return UNEVALUATED
+        return names if isinstance(declared, list) or len(names) != 1 else names[0]
+
+    def _add_node(self, flat_id: str, raw: Any, origin: NodeOrigin, scope: _Scope,
+                  local: str, previous: str | None) -> None:
+        out = self.out
+        if flat_id in out.nodes:
+            first = out.origins[flat_id]
+            self.report(f"node id '{flat_id}' is made twice (first by {first.file.at(first.path)}"
+                        f"); rename one of them", origin.file, origin.path, node=flat_id,
+                        context=origin.field_context())
+            return
+        if len(out.nodes) >= self.limit:
+            self.report(f"the network expands to more than {self.limit:,} nodes; that is "
+                        f"the limit", origin.file, origin.path)
+            raise _Abort
+        if isinstance(raw, dict) and "inputs" in raw:
+            raw["inputs"] = self._refs(raw["inputs"], scope, flat_id, origin)
+        out.nodes[flat_id] = raw
+        out.origins[flat_id] = origin
+        out.previous[flat_id] = (self._ref(scope, previous, flat_id, origin, "")
+                                 if previous is not None else None)
+        self._register(scope, local, flat_id)
+
+    def _refs(self, declared: Any, scope: _Scope, node: str, origin: NodeOrigin) -> Any:
+        if isinstance(declared, str):
+            return self._ref(scope, declared, node, origin, "inputs")
+        if isinstance(declared, list):
+            return [self._ref(scope, name, node, origin, "inputs") if isinstance(name, str)
+                    else name for name in declared]
+        return declared
+
+    def _ref(self, scope: _Scope, name: str, node: str, origin: NodeOrigin,
+             key: str) -> _Ref:
+        ref = _Ref(scope, name, node, origin, key)
+        self.refs.append(ref)
+        return ref
+
+    def _register(self, scope: _Scope, local: str, target: str | _Ref) -> None:
+        """Make ``local`` name ``target`` in its scope, and its relative path in every
+        enclosing scope (``layer1.0.conv1`` from the top)."""
+        scope.names.setdefault(local, target)
+        relative, current = local, scope
+        while current.parent is not None:
+            step = current.prefix[len(current.parent.prefix):].lstrip(".")
+            relative = f"{step}.{relative}"
+            current = current.parent
+            current.names.setdefault(relative, target)
+
+    # -- instances --------------------------------------------------------------------------
+
+    def _expand_instance(self, local: str, raw: Mapping[str, Any], scope: _Scope,
+                         path: KeyPath, file: SourceFile, values: Mapping[str, Any],
+                         previous: str | None, outer: dict[str, Any] | None) -> None:
+        flat_id = scope.flat(local)
+        origin = self._origin(file, path, scope, outer)
+        block_name = raw["block"]
+        if not isinstance(block_name, str) or block_name not in self.blocks:
+            shown = block_name if isinstance(block_name, str) else _show(block_name)
+            known = ", ".join(sorted(self.blocks)) or "none defined"
+            message = (f"block must be a block's name, got {_show(block_name)}"
+                       if not isinstance(block_name, str) else
+                       f"unknown block '{shown}'{did_you_mean(shown, self.blocks)} "
+                       f"(blocks: {known})")
+            self._field_problem(message, flat_id, origin, "block")
+            return
+        block = self.blocks[block_name]
+        if not isinstance(block.raw, Mapping):
+            return
+        count = self._repeat(raw, values, flat_id, origin)
+        if count is None:
+            return
+        parameters = self._parameters(block, flat_id, origin)
+        if parameters is None:
+            return
+        required, defaults = parameters
+        arguments = {k: v for k, v in raw.items() if k not in INSTANCE_KEYS}
+        for name in arguments:
+            if name not in required and name not in defaults:
+                known = [*required, *defaults]
+                self._field_problem(
+                    f"unknown argument '{name}' for block '{block_name}'"
+                    f"{did_you_mean(name, known)} (arguments: {', '.join(known) or 'none'})",
+                    flat_id, origin, name)
+                return
+        missing = [name for name in required if name not in arguments]
+        if missing:
+            self._field_problem(f"block '{block_name}' needs argument(s) "
+                                f"{', '.join(repr(m) for m in missing)}; add "
+                                f"{missing[0]} = ... to the instance", flat_id, origin, None)
+            return
+        entries = self._entries(block, flat_id, origin)
+        if entries is None:
+            return
+        declared = raw.get("inputs")
+        if declared is not None:
+            declared = self._input_names(declared, values, flat_id, origin, None)
+            if declared is UNEVALUATED:
+                return
+            names = [declared] if isinstance(declared, str) else declared
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                self._field_problem(f"inputs must be a node id or a list of node ids, got "
+                                    f"{_show(declared)}", flat_id, origin, "inputs")
+                return
+            bound: list[_Ref] = [self._ref(scope, n, flat_id, origin, "inputs") for n in names]
+        elif previous is not None:
+            bound = [self._ref(scope, previous, flat_id, origin, "inputs")]
+        else:
+            self._field_problem(f"instance of block '{block_name}' has no inputs and no node "
+                                f"is defined before it; set inputs = \"...\"", flat_id, origin,
+                                None)
+            return
+        if len(bound) != len(entries):
+            self._field_problem(f"block '{block_name}' takes {len(entries)} input(s) "
+                                f"({', '.join(entries)}), got {len(bound)}", flat_id, origin,
+                                "inputs" if declared is not None else None)
+            return
+        if "repeat" in raw and len(entries) != 1:
+            self._field_problem(f"repeat chains instances output to input, so block "
+                                f"'{block_name}' needs exactly one input, not {len(entries)}",
+                                flat_id, origin, "repeat")
+            return
+        self._check_size(block, arguments, values, count, flat_id, origin)
+        if outer is None:
+            outer = {"at": file.at(path), "file": file.name, "line": file.line(path)}
+        output: _Ref | None = None
+        for index in range(count):
+            instance_id = f"{flat_id}.{index}" if "repeat" in raw else flat_id
+            scope_values = {**values, INDEX: index}
+            args = self._arguments(block, arguments, defaults, scope_values, flat_id, origin)
+            if args is None:
+                return
+            inner = _Scope(prefix=instance_id, block=block_name, parent=scope)
+            for entry, ref in zip(entries, bound):
+                inner.names[entry] = ref
+            self.out.instances[instance_id] = Instance(
+                path=instance_id, block=block_name,
+                parent=scope.prefix or None, file=file.name, line=file.line(path), args=args)
+            last = self._expand_body(_block_nodes(block.raw), inner, block.path + ("nodes",),
+                                     block.file, {**self.variables, **args, INDEX: index},
+                                     outer, entries[0])
+            output = self._block_output(block, inner, last, instance_id, origin)
+            if output is None:
+                return
+            self.instance_outputs[instance_id] = output
+            if "repeat" in raw:
+                self._register(scope, f"{local}.{index}", output)
+            bound = [output]
+        if output is not None:
+            self._register(scope, local, output)
+
+    def _repeat(self, raw: Mapping[str, Any], values: Mapping[str, Any], node: str,
+                origin: NodeOrigin) -> int | None:
+        if "repeat" not in raw:
+            return 1
+        try:
+            count = substitute(raw["repeat"], values)
+        except ExpressionError as exc:
+            self._field_problem(f"repeat: {exc}", node, origin, "repeat")
+            return None
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            self._field_problem(f"repeat must be a whole number of at least 1, got "
+                                f"{_show(count)}", node, origin, "repeat")
+            return None
+        return count
+
+    def _parameters(self, block: BlockDef, node: str, origin: NodeOrigin
+                    ) -> tuple[list[str], dict[str, Any]] | None:
+        required = block.raw.get("args", [])
+        defaults = block.raw.get("defaults", {})
+        where = block.path
+        if not isinstance(required, list) or not all(isinstance(a, str) for a in required):
+            self.report(f"block '{block.name}': args must be a list of argument names, got "
+                        f"{_show(required)}", block.file, where + ("args",))
+            return None
+        if not isinstance(defaults, Mapping):
+            self.report(f"block '{block.name}': defaults must be a table of argument = value, "
+                        f"got {_show(defaults)}", block.file, where + ("defaults",))
+            return None
+        for name in [*required, *defaults]:
+            if not name.isidentifier() or name in INSTANCE_KEYS or name == INDEX:
+                self.report(f"block '{block.name}': '{name}' cannot name an argument (a plain "
+                            f"name other than {', '.join(INSTANCE_KEYS)} and {INDEX})",
+                            block.file, where + ("args",))
+                return None
+        both = set(required) & set(defaults)
+        if both:
+            self.report(f"block '{block.name}': argument '{sorted(both)[0]}' is both required "
+                        f"(args) and has a default; keep one", block.file, where + ("defaults",))
+            return None
+        return list(required), dict(defaults)
+
+    def _entries(self, block: BlockDef, node: str, origin: NodeOrigin) -> list[str] | None:
+        entries = block.raw.get("inputs", [DEFAULT_ENTRY])
+        entries = [entries] if isinstance(entries, str) else entries
+        if (not isinstance(entries, list) or not entries
+                or not all(isinstance(e, str) and e for e in entries)):
+            self.report(f"block '{block.name}': inputs must name the block's input(s), e.g. "
+                        f"inputs = [\"x\"]", block.file, block.path + ("inputs",))
+            return None
+        clash = [e for e in entries if e in _block_nodes(block.raw)]
+        if clash:
+            self.report(f"block '{block.name}': '{clash[0]}' names both an input and a node",
+                        block.file, block.path + ("inputs",))
+            return None
+        if not _block_nodes(block.raw):
+            self.report(f"block '{block.name}' has no nodes; add [blocks.{block.name}.nodes."
+                        f"<id>] tables", block.file, block.path)
+            return None
+        return entries
+
+    def _arguments(self, block: BlockDef, arguments: Mapping[str, Any],
+                   defaults: Mapping[str, Any], values: Mapping[str, Any], node: str,
+                   origin: NodeOrigin) -> dict[str, Any] | None:
+        args: dict[str, Any] = {}
+        for name, default in defaults.items():
+            try:
+                args[name] = substitute(default, self.variables)
+            except ExpressionError as exc:
+                self.report(f"block '{block.name}': default of '{name}': {exc}", block.file,
+                            block.path + ("defaults", name))
+                return None
+        for name, written in arguments.items():
+            try:
+                value = substitute(written, values)
+            except ExpressionError as exc:
+                self._field_problem(f"argument '{name}': {exc}", node, origin, name)
+                return None
+            if name in defaults and not _same_type(value, args[name]):
+                self._field_problem(
+                    f"argument '{name}' of block '{block.name}' must be "
+                    f"{type_name(args[name])} like its default {_show(args[name])}, got "
+                    f"{type_name(value)} {_show(value)}", node, origin, name)
+                return None
+            args[name] = value
+        return args
+
+    def _block_output(self, block: BlockDef, inner: _Scope, last: str | None,
+                      instance_id: str, origin: NodeOrigin) -> _Ref | None:
+        output = block.raw.get("output", last)
+        where = block.path + ("output",)
+        if output is None:
+            self._field_problem(f"every node of block '{block.name}' is left out by its "
+                                f"condition here; the instance has no output", instance_id,
+                                origin, None)
+            return None
+        if not isinstance(output, str):
+            self.report(f"block '{block.name}': output must be a node id, got "
+                        f"{_show(output)}", block.file, where)
+            return None
+        if output in inner.absent:
+            self._field_problem(f"the output '{output}' of block '{block.name}' is left out "
+                                f"by its condition here", instance_id, origin, None)
+            return None
+        if output not in inner.names or output in _entries_of(block):
+            self.report(f"block '{block.name}': output '{output}' names no node of the block"
+                        f"{did_you_mean(output, _block_nodes(block.raw))}", block.file, where)
+            return None
+        return _Ref(inner, output, instance_id, origin, "output")
+
+    def _check_size(self, block: BlockDef, arguments: Mapping[str, Any],
+                    values: Mapping[str, Any], count: int, node: str,
+                    origin: NodeOrigin) -> None:
+        """Refuse an instance that would push the network past the node limit, counting
+        before building anything."""
+        room = self.limit - len(self.out.nodes)
+        if count > room:
+            total, self.size_is_lower_bound = count, True
+        else:
+            total = 0
+            for index in range(count):
+                scope_values = {**values, INDEX: index}
+                total += self._size(block, _evaluated_loosely(arguments, scope_values), index)
+                if total > self.limit and self.size_is_lower_bound:
+                    break
+        if total > room:
+            at_least = "at least " if self.size_is_lower_bound else ""
+            self._field_problem(f"this instance of block '{block.name}' would make "
+                                f"{at_least}{total:,} nodes; a network may have at most "
+                                f"{self.limit:,}, so it is refused before it is built",
+                                node, origin, "repeat" if count > 1 else None)
+            raise _Abort
+
+    def _size(self, block: BlockDef, args: Mapping[str, Any], index: int) -> int:
+        """How many nodes one instance makes; a nested repeat beyond the limit counts as its
+        repeat alone and marks the total as a lower bound."""
+        key = (block.name, repr({**args, INDEX: index}))
+        if key in self.count_cache:
+            return self.count_cache[key]
+        values = {**self.variables, **_defaults(block), **args, INDEX: index}
+        total = 0
+        for raw in _block_nodes(block.raw).values():
+            if not isinstance(raw, Mapping):
+                total += 1
+                continue
+            try:
+                if "if" in raw and substitute(raw["if"], values) is False:
+                    continue
+            except ExpressionError:
+                pass
+            name = _block_name(raw)
+            if name is None or name not in self.blocks or name == block.name:
+                total += 1
+                continue
+            try:
+                repeat = substitute(raw.get("repeat", 1), values)
+            except ExpressionError:
+                repeat = 1
+            repeat = repeat if isinstance(repeat, int) and repeat > 0 else 1
+            if repeat > self.limit:
+                self.size_is_lower_bound = True
+                total += repeat
+                continue
+            inner_args = {k: v for k, v in raw.items() if k not in INSTANCE_KEYS}
+            for inner_index in range(repeat):
+                total += self._size(self.blocks[name], _evaluated_loosely(
+                    inner_args, {**values, INDEX: inner_index}), inner_index)
+                if total > self.limit:
+                    self.size_is_lower_bound = True
+                    break
+        self.count_cache[key] = total
+        return total
+
+    # -- resolving names ---------------------------------------------------------------------
+
+    def _resolve(self, top: _Scope) -> None:
+        out = self.out
+        for node_id, raw in out.nodes.items():
+            if isinstance(raw, dict) and "inputs" in raw:
+                declared = raw["inputs"]
+                if isinstance(declared, _Ref):
+                    raw["inputs"] = self._target(declared)
+                elif isinstance(declared, list):
+                    raw["inputs"] = [self._target(r) if isinstance(r, _Ref) else r
+                                     for r in declared]
+            previous = out.previous[node_id]
+            out.previous[node_id] = self._target(previous) if previous is not None else None
+        for path, ref in self.instance_outputs.items():
+            instance = out.instances[path]
+            out.instances[path] = Instance(instance.path, instance.block, instance.parent,
+                                           instance.file, instance.line, instance.args,
+                                           self._lookup(ref.scope, ref.name) or "")
+        out.top_names = {name: target for name in top.names
+                         if (target := self._lookup(top, name)) is not None}
+
+    def _target(self, ref: _Ref) -> str:
+        """The flat id a reference names; unknown names are reported and kept as written,
+        so that the graph leaves that edge out."""
+        found = self._lookup(ref.scope, ref.name, ref)
+        return found if found is not None else ref.name
+
+    def _lookup(self, scope: _Scope | None, name: str, ref: _Ref | None = None,
+                depth: int = 0) -> str | None:
+        if scope is None:
+            return None
+        target = scope.names.get(name)
+        if isinstance(target, _Ref):
+            if depth > 10_000:
+                return None
+            return self._lookup(target.scope, target.name, ref, depth + 1)
+        if target is not None:
+            return target
+        if ref is not None:
+            self._unknown(scope, name, ref)
+        return None
+
+    def _unknown(self, scope: _Scope, name: str, ref: _Ref) -> None:
+        origin = ref.origin
+        op = None
+        raw = self.out.nodes.get(ref.node)
+        if isinstance(raw, dict) and raw.get("op") in REGISTRY:
+            op = raw["op"]
+        if name in scope.absent:
+            line = scope.absent[name]
+            where = f" (its if at line {line})" if line else ""
+            message = (f"input '{name}' names a node left out by its condition{where}; make "
+                       f"the input conditional too")
+        else:
+            others = [n for n in scope.names if n != ref.node]
+            message = f"input '{name}' names no node{did_you_mean(name, others)}"
+        self._field_problem(message, ref.node, origin, ref.key or "inputs", op)
+
+
+# a field whose expression failed (and was reported): the spec's checks skip it
+UNEVALUATED = object()
+
+
+def _block_nodes(raw: Any) -> Mapping[str, Any]:
+    nodes = raw.get("nodes") if isinstance(raw, Mapping) else None
+    return nodes if isinstance(nodes, Mapping) else {}
+
+
+def _block_name(raw: Any) -> str | None:
+    name = raw.get("block") if isinstance(raw, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
+def _entries_of(block: BlockDef) -> list[str]:
+    entries = block.raw.get("inputs", [DEFAULT_ENTRY])
+    return [entries] if isinstance(entries, str) else list(entries) if isinstance(
+        entries, list) else []
+
+
+def _evaluated_loosely(arguments: Mapping[str, Any], values: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+    """Arguments evaluated where they can be (for counting; the expansion reports errors)."""
+    result = {}
+    for name, written in arguments.items():
+        try:
+            result[name] = substitute(written, values)
+        except ExpressionError:
+            result[name] = written
+    return result
+
+
+def _defaults(block: BlockDef) -> dict[str, Any]:
+    defaults = block.raw.get("defaults", {}) if isinstance(block.raw, Mapping) else {}
+    return dict(defaults) if isinstance(defaults, Mapping) else {}
+
+
+def _plain_value(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_plain_value(item) for item in value)
+    return isinstance(value, VARIABLE_TYPES)
+
+
+def _same_type(value: Any, like: Any) -> bool:
+    if isinstance(like, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(like, bool)
+    if isinstance(like, float):
+        return isinstance(value, int | float)
+    return type(value) is type(like)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

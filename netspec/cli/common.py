@@ -1,0 +1,20 @@
+"""Options shared by the commands that read a spec."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="override a [vars] variable or a [train] key by dotted path, the value read as "
+        "TOML: --set depths=[3,4,6,3], --set train.optimizer.lr=0.1 (repeatable)")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--set`` overrides of a command line."""
+    from netspec.spec import parse_overrides
+
+    return parse_overrides(getattr(args, "set", None))
