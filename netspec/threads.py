@@ -4,7 +4,8 @@ OpenBLAS starts one thread per core, and its idle threads spin for a while befor
 Two processes that each run a thread on every core then take turns on the cores at every
 matrix product: training steps were measured 10-20x slower that way. With threadpoolctl
 installed (``pip install netspec[threads]``), a computing command uses ``--threads N`` BLAS
-threads, or by default its share of the cores: every such process registers itself in a
+threads, or by default its share of the cores (never more than the BLAS was set to use, say
+by ``OPENBLAS_NUM_THREADS``): every such process registers itself in a
 per-user directory under the system's temporary directory, and the processes that did not
 ask for a number divide between them the cores the others did not claim. A long run
 re-counts its neighbours as it goes (:meth:`BlasThreads.refresh`), so one that started
@@ -103,6 +104,7 @@ class BlasThreads:
         self._lock_file: Any = None
         self._entry: Path | None = None
         self._checked = 0.0
+        self._ceiling = MAX_THREADS
 
     def __enter__(self) -> BlasThreads:
         if not threadpoolctl_available():
@@ -110,8 +112,13 @@ class BlasThreads:
                 raise NetspecError(f"--threads needs threadpoolctl: {INSTALL_HINT}")
             return self
         self._register()
-        self._apply(self.requested or fair_share(self.cores, self.neighbours()))
+        self._ceiling = _blas_threads_now()
+        self._apply(self.requested or self._share())
         return self
+
+    def _share(self) -> int:
+        # never more than the BLAS had when we came (OPENBLAS_NUM_THREADS=1 stays 1)
+        return max(1, min(fair_share(self.cores, self.neighbours()), self._ceiling))
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
@@ -127,7 +134,7 @@ class BlasThreads:
             return self.threads
         now = time.monotonic()
         if now - self._checked >= self.refresh_seconds:
-            share = fair_share(self.cores, self.neighbours())
+            share = self._share()
             if share != self.threads:
                 self._apply(share)
         return self.threads
@@ -191,6 +198,15 @@ class BlasThreads:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+
+def _blas_threads_now() -> int:
+    """The most threads any BLAS in this process is set to use now."""
+    from threadpoolctl import threadpool_info
+
+    counts = [pool.get("num_threads") or 1 for pool in threadpool_info()
+              if pool.get("user_api") == "blas"]
+    return max(counts, default=MAX_THREADS)
 
 
 def _live_neighbour(path: Path) -> Neighbour | None:

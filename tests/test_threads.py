@@ -75,7 +75,9 @@ class RegisteredProcess:
 def test_processes_that_ask_for_nothing_split_the_cores(tmp_path: Path) -> None:
     other = RegisteredProcess(tmp_path, None)
     try:
-        with BlasThreads(registry=tmp_path, cores=4) as limit:
+        # a BLAS that may use 4 threads, as on a 4-core machine
+        with threadpoolctl.threadpool_limits(4, user_api="blas"), \
+                BlasThreads(registry=tmp_path, cores=4) as limit:
             assert limit.neighbours() == [Neighbour(other.pid, None)]
             assert limit.threads == 2
             assert blas_threads() == 2
@@ -172,3 +174,12 @@ def test_cli_threads_bad_values(value, capsys) -> None:
         main(["bench", "mlp", "--threads", value])
     assert exit_info.value.code == 2
     assert "--threads" in capsys.readouterr().err
+
+
+def test_the_default_never_raises_what_the_environment_set(tmp_path: Path) -> None:
+    # as OPENBLAS_NUM_THREADS=1 leaves it
+    with threadpoolctl.threadpool_limits(1, user_api="blas"), \
+            BlasThreads(registry=tmp_path, cores=4) as limit:
+        assert limit.threads == 1 and blas_threads() == 1
+        limit.refresh_seconds = 0
+        assert limit.refresh() == 1
