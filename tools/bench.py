@@ -225,6 +225,8 @@ def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[
 
     flops_factor = {"train": 3, "infer": 1, "infer_big": 1, "infer_large": 1}
     for mode, frameworks in runs.items():
+        if args.modes and mode not in args.modes and mode != "infer_large":
+            continue
         for _ in range(args.warmup):
             for run in frameworks.values():
                 run()
@@ -242,7 +244,7 @@ def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[
             entry["ratio"] = seconds["netspec"] / seconds["torch"]
         entry["netspec"]["peak_mib"] = traced_peak_mib(frameworks["netspec"])
         result[mode] = entry
-    if not large:
+    if not large and args.profile_steps:
         profile = profile_training(compile(name, seed=args.seed), make_optimizer(),
                                    args.batch_size, steps=args.profile_steps, seed=args.seed)
         result["profile"] = profile_dict(profile)
@@ -454,7 +456,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="approximate length of one timed repetition")
     parser.add_argument("--pause", type=float, default=0.1,
                         help="seconds of idle before each timed repetition")
-    parser.add_argument("--profile-steps", type=int, default=30)
+    parser.add_argument("--profile-steps", type=int, default=30,
+                        help="steps of the per-node table (0: no table)")
+    parser.add_argument("--modes", type=lambda text: text.split(","), default=None,
+                        help="only these of train, infer, infer_big (comma-separated; "
+                        "ImageNet-sized architectures always run their inference)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-torch", action="store_true", help="skip the torch comparison")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
