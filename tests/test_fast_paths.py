@@ -365,28 +365,3 @@ def test_input_gradient_by_convolution_equals_col2im(params, shape,
     by_col2im = _run(op, x, weights, batch_last, dy)[1]
     np.testing.assert_allclose(by_convolution, by_col2im, rtol=0, atol=1e-12)
 
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("op_name,params,shape", [c for c in CASES if c[0] == "conv2d"])
-def test_convolution_by_rows_and_by_whole_windows_agree(
-        op_name: str, params: dict, shape: tuple, dtype: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Narrow output rows copy the windows out whole for one product (NARROW_ROW); the
-    forward, the input gradient and the parameter gradients match the row-by-row path."""
-    rng = np.random.default_rng(5)
-    x = rng.normal(size=shape).astype(dtype)
-    op = build_op(op_name, params)
-    param_values = {name: rng.normal(size=spec.shape).astype(dtype)
-                    for name, spec in op.param_specs([shape[1:]]).items()}
-    results = {}
-    for narrow_row in (0, 10**9):
-        monkeypatch.setattr(netspec.ops.conv, "NARROW_ROW", narrow_row)
-        y, cache = op.forward([x], param_values, {}, Context(True, np.random.default_rng(0)))
-        assert cache[0].ndim == (5 if narrow_row == 0 else 2) or y.shape[2] == 1
-        dy = np.random.default_rng(6).normal(size=y.shape).astype(dtype)
-        dxs, grads = op.backward(cache, dy)
-        results[narrow_row] = [np.array(y), np.array(dxs[0]), *grads.values()]
-    tolerance = {"float32": 1e-5, "float64": 1e-12}[dtype]
-    for rows, whole in zip(results[0], results[10**9]):
-        np.testing.assert_allclose(whole, rows, rtol=tolerance,
-                                   atol=tolerance * np.abs(rows).max())

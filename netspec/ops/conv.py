@@ -214,30 +214,16 @@ def _scatter(dcols: Array, padded_shape: Shape, kernel: tuple[int, int],
     return dx[:, pad_h : padded_h - pad_h, pad_w : padded_w - pad_w].transpose(3, 0, 1, 2)
 
 
-# below this many columns (OW*N) per output row, one matrix product per row leaves the BLAS
-# too little work per call (deep ResNet layers at 7x7, small inference chunks): the windows
-# are then copied out whole (im2col) for a single product
-NARROW_ROW = 256
-
-
 def _convolve(x: Array, weight: Array, kernel: tuple[int, int], stride: tuple[int, int],
               padding: tuple[int, int], workspace: Workspace | None) -> tuple[Array, Array]:
     """The convolution of ``x`` with ``weight``, no bias, as an (N, O, OH, OW) view of
-    batch-innermost memory, and the windows it was computed from: lowered along rows
-    (5-D, see :func:`_gather_rows`) or, for narrow rows, whole (K, OH*OW*N)."""
+    batch-innermost memory, and the lowered windows it was computed from."""
     n, out_c = x.shape[0], weight.shape[0]
     out_hw = window_output_hw(x.shape[2:], kernel, stride, padding)
     padded = pad_hw(x, padding, order=BATCH_LAST, workspace=workspace)
     y = empty((out_c, n * out_hw[0] * out_hw[1]), np.result_type(weight, padded), workspace)
     lowered = _gather_rows(padded, kernel, stride, out_hw, workspace)
     windows = _row_windows(lowered, kernel[0], stride[0], out_hw[0])
-    if out_hw[0] > 1 and out_hw[1] * n < NARROW_ROW:
-        columns = empty((windows.shape[1], out_hw[0], windows.shape[2]), windows.dtype,
-                        workspace)
-        np.copyto(columns, windows.transpose(1, 0, 2))
-        columns = columns.reshape(windows.shape[1], -1)
-        np.matmul(_lowered_weight(weight), columns, out=y)
-        return y.reshape(out_c, *out_hw, n).transpose(3, 0, 1, 2), columns
     np.matmul(_lowered_weight(weight), windows,
               out=y.reshape(out_c, out_hw[0], -1).transpose(1, 0, 2))
     return y.reshape(out_c, *out_hw, n).transpose(3, 0, 1, 2), lowered
@@ -336,16 +322,12 @@ class Conv2d(Op):
         out_c = weight.shape[0]
         dy_t = in_order(dy, BATCH_LAST, workspace).transpose(1, 2, 3, 0).reshape(out_c, -1)
         out_h = dy.shape[2]
-        if lowered.ndim == 2:
-            # the windows were copied out whole (narrow rows): one product
-            dweight = (dy_t @ lowered.T).reshape(out_c, kernel[0], -1, kernel[1])
-        else:
-            # one product per output row, summed; reading the windows in their stored order
-            # is 1.1-2x faster than transposing them
-            windows = _row_windows(lowered, kernel[0], stride[0], out_h)
-            by_row = np.matmul(windows, dy_t.reshape(out_c, out_h, -1).transpose(1, 2, 0))
-            # (O, KH*C*KW) in the windows' (kh, c, kw) order, back to PyTorch's (O, C, KH, KW)
-            dweight = by_row.sum(axis=0).T.reshape(out_c, kernel[0], -1, kernel[1])
+        # one product per output row, summed; reading the windows in their stored order is
+        # 1.1-2x faster than transposing them
+        windows = _row_windows(lowered, kernel[0], stride[0], out_h)
+        by_row = np.matmul(windows, dy_t.reshape(out_c, out_h, -1).transpose(1, 2, 0))
+        # (O, KH*C*KW) in the windows' (kh, c, kw) order, back to PyTorch's (O, C, KH, KW)
+        dweight = by_row.sum(axis=0).T.reshape(out_c, kernel[0], -1, kernel[1])
         grads = {"weight": np.ascontiguousarray(dweight.transpose(0, 2, 1, 3))}
         if self.p.bias:
             grads["bias"] = row_sums(dy_t)
