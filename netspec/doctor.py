@@ -38,6 +38,8 @@ EXTRAS = {
     "hypothesis": "property tests (pip install netspec[test])",
     "onnx": "netspec export to .onnx and netspec import (pip install netspec[onnx])",
     "onnxruntime": "checking ONNX exports against onnxruntime (pip install netspec[test])",
+    "threadpoolctl": "--threads and sharing the cores between netspec processes "
+                     "(pip install netspec[threads])",
 }
 _MODULES = {"Pillow": "PIL"}
 

@@ -18,7 +18,7 @@ from netspec.doctor import MISSING, OK, diagnose
 TORCH_LINES = ["torch CUDA", "torch distributed"] if importlib.util.find_spec("torch") else []
 NAMES = ["python", "platform", "netspec", "numpy", "pydantic", "networkx", "BLAS",
          "BLAS threads", "CPUs", "memory", "MNIST", "matplotlib", "Pillow", "torch",
-         "hypothesis", "onnx", "onnxruntime", *TORCH_LINES, "graphviz"]
+         "hypothesis", "onnx", "onnxruntime", "threadpoolctl", *TORCH_LINES, "graphviz"]
 
 
 def by_name(checks) -> dict:

@@ -11,8 +11,10 @@ from pathlib import Path
 from netspec.cli.common import add_set_option
 from netspec.cli.common import overrides as spec_settings
 from netspec.cli.progress import ProgressLine, download_progress
+from netspec.cli.threads import add_threads_option, threads_note
 from netspec.errors import NetspecError
 from netspec.tables import Column, render_table
+from netspec.threads import BlasThreads
 
 
 def _load() -> None:
@@ -91,6 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--no-plots", action="store_true", help="do not write plot images")
     train.add_argument("--weights", metavar="W.npz", help="start from these weights "
                        "(fine-tuning): a .npz of the same spec, from a run or netspec import")
+    add_threads_option(train)
     add_set_option(train)
     train.set_defaults(handler=run_train)
 
@@ -103,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                  "the data the weights were trained on)")
     evaluate_parser.add_argument("--data-dir", help="directory holding the files of a named "
                                  "data set")
+    add_threads_option(evaluate_parser)
     add_set_option(evaluate_parser)
     evaluate_parser.set_defaults(handler=run_evaluate)
 
@@ -117,6 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
     predict.add_argument("--data-dir", help="the files of a named data set, for the "
                          "normalisation of .pt weights (which carry none)")
+    add_threads_option(predict)
     add_set_option(predict)
     predict.set_defaults(handler=run_predict)
 
@@ -126,8 +131,10 @@ DATA_HELP = ("the data: mnist, fashion-mnist, kmnist, cifar10, a Keras-layout .n
              "spec's [data], else mnist)")
 
 
-def _callbacks(progress: ProgressLine) -> Callbacks:
+def _callbacks(progress: ProgressLine, threads: BlasThreads) -> Callbacks:
     def on_batch(p: BatchProgress) -> None:
+        # a netspec process started beside this one since: give it its share of the cores
+        threads.refresh()
         progress.update(p.batch, p.batches,
                         f"epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches} "
                         f"loss {p.loss:.4f} acc {p.accuracy:.4f} "
@@ -174,7 +181,7 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
     main = placement is None or placement.main
     say = print if main else _silent
     progress = ProgressLine()
-    callbacks = _callbacks(progress) if main else None
+    callbacks = _callbacks(progress, args.blas_threads) if main else None
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                  "momentum": args.momentum, "weight_decay": args.weight_decay,
                  "optimizer": args.optimizer, "seed": args.seed,
@@ -228,8 +235,9 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
               f"for {_plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
               f"{config.optimizer.type} lr {config.optimizer.lr:g}, "
               f"{len(trainer.splits.train_images):,} training / "
-              f"{len(trainer.splits.val_images):,} validation images{_of(trainer.data)}{where} -> "
-              f"{trainer.run_dir}" + (f", starting from {args.weights}" if args.weights else ""))
+              f"{len(trainer.splits.val_images):,} validation images{_of(trainer.data)}{where}"
+              f"{threads_note(args.blas_threads)} -> {trainer.run_dir}"
+              + (f", starting from {args.weights}" if args.weights else ""))
     try:
         result = trainer.run()
     except TrainingInterrupted as exc:
