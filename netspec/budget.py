@@ -9,7 +9,8 @@ follows the executor's memory use per op, in bytes:
   (padded copies, gradient arrays) on top;
 * inference frees each output once its last consumer has run, so what counts is the largest set
   of outputs alive at once, plus the scratch space of the node running; a large batch runs in
-  chunks of ``INFERENCE_CHUNK_BYTES`` of that, so only its inputs and outputs grow with it;
+  chunks of ``INFERENCE_CHUNK_BYTES`` of that (at least ``MIN_INFERENCE_CHUNK`` samples), so
+  only its inputs and outputs grow with it;
 * parameters count once for inference; training adds their gradients and the optimizer's
   state (``optimizer_slots`` arrays per parameter: 2 for Adam, an upper bound for SGD).
 
@@ -32,6 +33,9 @@ DTYPE_BYTES = {"float32": 4, "float64": 8}
 # inference splits a large batch so that each part's activations and scratch arrays fit in
 # about this much memory: measured 1.5-2x faster than one pass for the LeNets at batch 1000
 INFERENCE_CHUNK_BYTES = 12 * 2**20
+# but never fewer samples than this: each layer's weights are read once per chunk, and a
+# ResNet-18 in chunks of one sample (what 12 MiB allows it) spent most of its time there
+MIN_INFERENCE_CHUNK = 16
 MEMINFO = Path("/proc/meminfo")
 # cgroup v2 limits of the container the process runs in, when there is one
 CGROUP_MAX = Path("/sys/fs/cgroup/memory.max")
@@ -264,7 +268,7 @@ def _peak_inference(plan: Plan, item: int) -> tuple[int, int]:
 def inference_chunk(plan: Plan, dtype: str = "float32") -> int:
     """How many samples inference runs through ``plan`` at once (see ``INFERENCE_CHUNK_BYTES``)."""
     live, scratch = _peak_inference(plan, DTYPE_BYTES[dtype])
-    return max(1, INFERENCE_CHUNK_BYTES // max(1, live + scratch))
+    return max(MIN_INFERENCE_CHUNK, INFERENCE_CHUNK_BYTES // max(1, live + scratch))
 
 
 def estimate_memory(plan: Plan, batch_size: int, *, training: bool, dtype: str = "float32",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import shutil
@@ -32,10 +33,13 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 EXTRAS = {
     "matplotlib": "training plots (pip install netspec[plot])",
     "Pillow": "netspec predict on .png pictures (pip install netspec[image])",
-    "torch": "PyTorch parity tests (pip install netspec[torch])",
+    "torch": "--engine torch, .py/.pt export, .pt weights and parity tests "
+             "(pip install netspec[torch])",
     "hypothesis": "property tests (pip install netspec[test])",
     "onnx": "netspec export to .onnx and netspec import (pip install netspec[onnx])",
     "onnxruntime": "checking ONNX exports against onnxruntime (pip install netspec[test])",
+    "threadpoolctl": "--threads and sharing the cores between netspec processes "
+                     "(pip install netspec[threads])",
 }
 _MODULES = {"Pillow": "PIL"}
 
@@ -63,6 +67,7 @@ def diagnose(data_dir: str | os.PathLike[str] | None = None, *,
     checks.append(_memory())
     checks.append(_mnist(data_dir, verify_mnist))
     checks += [_extra(name, use) for name, use in EXTRAS.items()]
+    checks += _torch_devices()
     checks.append(_graphviz())
     return checks
 
@@ -90,6 +95,52 @@ def _extra(name: str, use: str) -> Check:
     if version is None:
         return Check(name, MISSING, f"optional, for {use}")
     return Check(name, OK, f"{version}, for {use.split(' (')[0]}")
+
+
+# run in a child process: importing torch takes seconds, and a broken install must not take
+# the report down with it
+_TORCH_PROBE = """
+import json, torch, torch.distributed as dist
+cuda = torch.cuda.is_available()
+devices = [[torch.cuda.get_device_name(i), torch.cuda.get_device_properties(i).total_memory]
+           for i in range(torch.cuda.device_count())] if cuda else []
+print(json.dumps({"cuda_build": torch.version.cuda, "devices": devices,
+                  "distributed": dist.is_available(),
+                  "gloo": dist.is_available() and dist.is_gloo_available(),
+                  "nccl": dist.is_available() and dist.is_nccl_available()}))
+"""
+
+
+def _torch_devices() -> list[Check]:
+    """What the torch engine can use: CUDA devices and the distributed backends."""
+    if importlib.util.find_spec("torch") is None:
+        return []
+    try:
+        done = subprocess.run([sys.executable, "-c", _TORCH_PROBE], capture_output=True,
+                              text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [Check("torch devices", PROBLEM, f"importing torch failed: {exc}")]
+    try:
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return [Check("torch devices", PROBLEM, f"importing torch failed: {reason}")]
+    devices = found["devices"]
+    if devices:
+        listed = ", ".join(f"cuda:{i} {name} ({human_bytes(memory)})"
+                           for i, (name, memory) in enumerate(devices))
+        cuda = Check("torch CUDA", OK, f"{len(devices)} device(s): {listed}")
+    else:
+        build = f"CUDA {found['cuda_build']} build" if found["cuda_build"] else "a CPU-only build"
+        cuda = Check("torch CUDA", INFO, f"no CUDA device ({build}); --engine torch trains "
+                                         f"on --device cpu")
+    backends = [f"gloo (CPU) {'available' if found['gloo'] else 'missing'}",
+                f"nccl (CUDA) {'available' if found['nccl'] else 'missing'}"]
+    status = OK if found["gloo"] or found["nccl"] else MISSING
+    detail = "; ".join(backends) if found["distributed"] else \
+        "torch.distributed is not built in: torchrun cannot train"
+    return [cuda, Check("torch distributed", status, f"{detail} (for torchrun ... "
+                                                     f"--engine torch)")]
 
 
 def _graphviz() -> Check:

@@ -14,6 +14,7 @@ from netspec.compiler import Plan, compile_plan
 from netspec.errors import NetspecError
 from netspec.initializers import initialise
 from netspec.ops import Context
+from netspec.ops.base import NO_FUSION, Fusion
 from netspec.shapes import format_shape
 from netspec.spec import Spec
 
@@ -28,9 +29,13 @@ class Network:
     keys as ``params``; ``trainable`` lists the keys an optimizer should update.
     ``node_timer``, when set, is called with (node id, ``"forward"`` or ``"backward"``,
     seconds) after every node runs (:mod:`netspec.profile` times nodes with it).
+
+    ``fuse`` (default) lets adjacent nodes run as one where the graph allows it, in training
+    and in inference without kept caches (see :meth:`_plan_fusions`): the same values, bit for
+    bit, except the batchnorms folded into convolutions in inference (equal up to rounding).
     """
 
-    def __init__(self, plan: Plan, seed: int = 0, dtype: str = "float32"):
+    def __init__(self, plan: Plan, seed: int = 0, dtype: str = "float32", fuse: bool = True):
         if dtype not in DTYPES:
             raise NetspecError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
         self.plan = plan
@@ -67,6 +72,9 @@ class Network:
                 self._consumers[source].append(node_id)
         self._after_pool = self._activations_after_pool()
         self._moved = frozenset(self._after_pool.values())
+        self.fuse = fuse
+        self._plan_fusions()
+        self._caches_fused = False
 
     def _activations_after_pool(self) -> dict[str, str]:
         """Max poolings, by id, mapped to the activation that feeds them and that runs after
@@ -79,6 +87,49 @@ class Network:
                     and len(users) == 1 and self.plan.nodes[users[0]].op.is_max_pool):
                 moved[users[0]] = node_id
         return moved
+
+    def _plan_fusions(self) -> None:
+        """Which nodes run as one, decided once from the graph.
+
+        * A ReLU that is the only consumer of a batchnorm or an add runs inside it, in place
+          on its output (``_absorbed``, by the ReLU's id, and ``_fusions[...].relu``); a ReLU
+          that runs behind a max pooling stays there.
+        * A node that is the only reader of an array nobody else refers to (a convolution's,
+          a linear layer's, an add's or a concat's output) may work in that array's memory
+          (``_fusions[...].overwrite_input``): a batchnorm centres it in place, a ReLU clips
+          it in place.
+        * In inference, a batchnorm that is a convolution's only consumer is folded into the
+          convolution's weight and bias (``_folded``: convolution id -> batchnorm id).
+        """
+        plan, nodes = self.plan, self.plan.nodes
+
+        def only_consumer(node_id: str) -> str | None:
+            users = self._consumers[node_id]
+            return users[0] if len(users) == 1 and node_id != plan.output else None
+
+        relu_into: dict[str, str] = {}
+        for node_id, node in nodes.items():
+            user = only_consumer(node_id)
+            if (node.op.absorbs_relu and user is not None and nodes[user].op_name == "relu"
+                    and user not in self._moved):
+                relu_into[node_id] = user
+        self._absorbed = frozenset(relu_into.values())
+        self._fusions: dict[str, Fusion] = {}
+        for node_id, node in nodes.items():
+            source = node.inputs[0] if node.inputs else None
+            overwrite = (source is not None and nodes[source].op.fresh_output
+                         and only_consumer(source) == node_id
+                         and node_id not in self._moved and node_id not in self._absorbed)
+            if overwrite or node_id in relu_into:
+                self._fusions[node_id] = Fusion(relu=node_id in relu_into,
+                                                overwrite_input=overwrite)
+        self._folded: dict[str, str] = {}
+        for node_id, node in nodes.items():
+            user = only_consumer(node_id)
+            if (user is not None and hasattr(node.op, "infer_scaled")
+                    and hasattr(nodes[user].op, "inference_affine")):
+                self._folded[node_id] = user
+        self._folded_into = frozenset(self._folded.values())
 
     @property
     def order(self) -> list[str]:
@@ -167,14 +218,23 @@ class Network:
         values: dict[str, np.ndarray] = {}
         caches: dict[str, Any] = {}
         remaining_uses = {node_id: len(users) for node_id, users in self._consumers.items()}
+        # an inference whose caches are kept (for a backward through it) runs node by node
+        fused = self.fuse and (train or not keep)
+        folding = fused and not train
         for node_id, node in self.plan.nodes.items():
             xs = [given[node_id]] if node.op_name == "input" else [values[s] for s in node.inputs]
             activation = self._after_pool.get(node_id)
-            if node_id in self._moved:
-                # runs after the pooling it feeds: hand the pooling this node's input
+            if node_id in self._moved or (fused and node_id in self._absorbed) or (
+                    folding and node_id in self._folded_into):
+                # it runs after the pooling it feeds, or ran inside the node before it:
+                # its value is its input's
                 out = xs[0]
+            elif folding and node_id in self._folded:
+                out = self._infer_folded(node_id, xs[0])
             else:
-                out, cache = self._forward_node(node_id, xs, ctx)
+                out, cache = self._forward_node(
+                    node_id, xs, ctx, self._fusions.get(node_id, NO_FUSION) if fused
+                    else NO_FUSION)
                 if keep:
                     caches[node_id] = cache
             if activation is not None:
@@ -189,17 +249,34 @@ class Network:
                     if remaining_uses[source] == 0 and source != self.plan.output:
                         del values[source]
         self._caches = caches if keep else None
+        self._caches_fused = fused
         self._kept_output_shape = values[self.plan.output].shape
         # ops may leave outputs in another memory order (a convolution's is batch-innermost);
         # callers get ordinary C-ordered arrays
         return np.ascontiguousarray(values[self.plan.output])
 
-    def _forward_node(self, node_id: str, xs: list[np.ndarray], ctx: Context) -> tuple[Any, Any]:
+    def _forward_node(self, node_id: str, xs: list[np.ndarray], ctx: Context,
+                      fusion: Fusion = NO_FUSION) -> tuple[Any, Any]:
         start = perf_counter() if self.node_timer else 0.0
-        out = self.plan.nodes[node_id].op.forward(xs, self._node_params[node_id],
-                                                  self._node_buffers[node_id], ctx)
+        out = self.plan.nodes[node_id].op.fused_forward(
+            xs, self._node_params[node_id], self._node_buffers[node_id], ctx, fusion)
         if self.node_timer:
             self.node_timer(node_id, "forward", perf_counter() - start)
+        return out
+
+    def _infer_folded(self, conv_id: str, x: np.ndarray) -> np.ndarray:
+        """Inference of a convolution with the batchnorm after it folded in (and the ReLU
+        after that, if the batchnorm absorbs one); computed from the live parameters on every
+        call, which costs a pass over the weights only."""
+        start = perf_counter() if self.node_timer else 0.0
+        norm_id = self._folded[conv_id]
+        scale, shift = self.plan.nodes[norm_id].op.inference_affine(
+            self._node_params[norm_id], self._node_buffers[norm_id])
+        relu = norm_id in self._fusions and self._fusions[norm_id].relu
+        out = self.plan.nodes[conv_id].op.infer_scaled(x, self._node_params[conv_id], scale,
+                                                       shift, relu)
+        if self.node_timer:
+            self.node_timer(conv_id, "forward", perf_counter() - start)
         return out
 
     def _backward_node(self, node_id: str, cache: Any, grad: np.ndarray,
@@ -241,8 +318,9 @@ class Network:
             if grad is None:
                 continue
             sources_want = wanted is None or any(wanted[s] for s in node.inputs)
-            if node_id in self._moved:
-                # its backward ran with the pooling's; the gradient is for its input already
+            if node_id in self._moved or (self._caches_fused and node_id in self._absorbed):
+                # its backward ran with the pooling's, or runs with the node before it (whose
+                # output it is): the gradient is for its input already
                 if sources_want:
                     source = node.inputs[0]
                     upstream[source] = grad if source not in upstream else upstream[source] + grad
@@ -299,8 +377,9 @@ class Network:
 
 
 def compile(source: str | Path | Spec | Plan, seed: int = 0,  # noqa: A001 - public API name
-            dtype: str = "float32", overrides: Mapping[str, Any] | None = None) -> Network:
+            dtype: str = "float32", overrides: Mapping[str, Any] | None = None,
+            fuse: bool = True) -> Network:
     """Compile a spec (path, shipped name, Spec or Plan) into a runnable :class:`Network`,
     with ``--set`` overrides applied to a spec read from a file."""
     plan = source if isinstance(source, Plan) else compile_plan(source, overrides)
-    return Network(plan, seed=seed, dtype=dtype)
+    return Network(plan, seed=seed, dtype=dtype, fuse=fuse)

@@ -439,6 +439,9 @@ def test_bad_command_lines_are_one_message_and_exit_1(argv: list[str], message: 
     ["gradcheck", "mlp", "--batch", "0"],
     ["gradcheck", "mlp", "--samples", "0"],
     ["gradcheck", "mlp", "--seed", "-1"],
+    ["train", "lenet5", "--threads", "0"],
+    ["bench", "lenet5", "--threads", "two"],
+    ["evaluate", "lenet5", "--weights", "w.npz", "--threads", "100000"],
     ["frobnicate"],
     [],
 ])

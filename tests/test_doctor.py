@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -13,9 +14,11 @@ from netspec import doctor
 from netspec.cli import main
 from netspec.doctor import MISSING, OK, diagnose
 
+# the torch engine's devices and backends are reported where torch is installed
+TORCH_LINES = ["torch CUDA", "torch distributed"] if importlib.util.find_spec("torch") else []
 NAMES = ["python", "platform", "netspec", "numpy", "pydantic", "networkx", "BLAS",
          "BLAS threads", "CPUs", "memory", "MNIST", "matplotlib", "Pillow", "torch",
-         "hypothesis", "onnx", "onnxruntime", "graphviz"]
+         "hypothesis", "onnx", "onnxruntime", "threadpoolctl", *TORCH_LINES, "graphviz"]
 
 
 def by_name(checks) -> dict:
@@ -57,6 +60,7 @@ def test_absent_extras_are_optional_and_say_what_they_are_for(monkeypatch) -> No
                         lambda name: None if name in ("torch", "PIL") else real(name))
     monkeypatch.setattr(doctor.shutil, "which", lambda program: None)
     found = by_name(diagnose(verify_mnist=False))
+    assert "torch CUDA" not in found
     for name, use in (("torch", "parity"), ("Pillow", "predict"), ("graphviz", ".png")):
         assert found[name].status == MISSING
         assert "optional" in found[name].detail and use in found[name].detail
@@ -103,3 +107,14 @@ def test_cli_json(mnist_dir: Path, capsys, quick: bool) -> None:
     report = json.loads(capsys.readouterr().out)
     assert [entry["name"] for entry in report] == NAMES
     assert {entry["name"]: entry["status"] for entry in report}["MNIST"] == OK
+
+
+def test_torch_devices_and_backends_are_reported() -> None:
+    torch = pytest.importorskip("torch")
+    found = by_name(diagnose(verify_mnist=False))
+    assert ("gloo (CPU) available" in found["torch distributed"].detail) == \
+        torch.distributed.is_gloo_available()
+    if torch.cuda.is_available():
+        assert found["torch CUDA"].status == OK and "cuda:0" in found["torch CUDA"].detail
+    else:
+        assert "trains on --device cpu" in found["torch CUDA"].detail

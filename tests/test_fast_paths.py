@@ -159,6 +159,7 @@ def test_large_inference_batches_run_in_chunks_with_the_same_values(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # a tiny chunk budget forces chunking at a test-sized batch
     monkeypatch.setattr(netspec.budget, "INFERENCE_CHUNK_BYTES", 1)
+    monkeypatch.setattr(netspec.budget, "MIN_INFERENCE_CHUNK", 1)
     net = compile(name, seed=0, dtype="float64")
     calls = []
     op = net.plan.nodes[net.plan.output].op
@@ -362,3 +363,4 @@ def test_input_gradient_by_convolution_equals_col2im(params, shape,
                         lambda *args: False)
     by_col2im = _run(op, x, weights, batch_last, dy)[1]
     np.testing.assert_allclose(by_convolution, by_col2im, rtol=0, atol=1e-12)
+

@@ -22,6 +22,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter, sleep
@@ -33,12 +34,16 @@ from netspec.executor import Network, compile
 from netspec.profile import StepProfile, profile_training, synthetic_batch, training_step
 from netspec.spec import shipped_architectures
 from netspec.tables import Column, render_table
+from netspec.threads import BlasThreads, usable_cores
 from netspec.train.optim import SGD
 
 LR = 0.01
 MOMENTUM = 0.9
 MNIST_TRAIN_IMAGES = 60_000
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+# inputs with more values per sample than this (ImageNet-sized) are timed in inference only,
+# at --large-batch-size
+LARGE_INPUT_VALUES = 3 * 64 * 64
 
 
 def make_optimizer() -> SGD:
@@ -87,7 +92,7 @@ def torch_twin(net: Network) -> Any:
             for node_id, node in net.plan.nodes.items():
                 module = module_for(node)
                 if module is not None:
-                    self.layers[node_id] = module
+                    self.layers[module_key(node_id)] = module
                     self.steps.append((node_id, "module", node.inputs, module))
                 elif node.op_name in stateless:
                     self.steps.append((node_id, "fn", node.inputs, stateless[node.op_name]))
@@ -113,13 +118,20 @@ def torch_twin(net: Network) -> Any:
     twin = Twin()
     with torch.no_grad():
         for key, value in net.state().items():
-            node_id, name = key.split(".", 1)
-            getattr(twin.layers[node_id], name).copy_(torch.from_numpy(value.copy()))
+            node_id, name = key.rsplit(".", 1)
+            getattr(twin.layers[module_key(node_id)], name).copy_(
+                torch.from_numpy(value.copy()))
     for key in net.params:
         if key not in net.trainable:
-            node_id, name = key.split(".", 1)
-            getattr(twin.layers[node_id], name).requires_grad_(False)
+            node_id, name = key.rsplit(".", 1)
+            getattr(twin.layers[module_key(node_id)], name).requires_grad_(False)
     return twin
+
+
+def module_key(node_id: str) -> str:
+    """A node id as a torch module name, which may not hold dots (block-built nodes do:
+    ``layer1.0.conv1``)."""
+    return node_id.replace(".", "/")
 
 
 # --------------------------------------------------------------------------- timing
@@ -159,17 +171,26 @@ def calls_for(run: Callable[[], Any], target_seconds: float) -> int:
     return max(1, round(target_seconds / max(perf_counter() - start, 1e-6)))
 
 
+def is_large(net: Network) -> bool:
+    return int(np.prod(net.shapes[net.plan.inputs[0]])) > LARGE_INPUT_VALUES
+
+
 def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[str, Any]:
     net = compile(name, seed=args.seed)
     rng = np.random.default_rng(args.seed)
-    x, labels = synthetic_batch(net, args.batch_size, rng)
-    x_big, _ = synthetic_batch(net, args.infer_batch_size, rng)
+    large = is_large(net)
+    batches = ({"infer_large": args.large_batch_size} if large else
+               {"train": args.batch_size, "infer": args.batch_size,
+                "infer_big": args.infer_batch_size})
+    x, labels = synthetic_batch(net, min(batches.values()), rng)
+    x_big, _ = synthetic_batch(net, max(batches.values()), rng)
     optimizer = make_optimizer()
-    runs: dict[str, dict[str, Callable[[], Any]]] = {
-        "train": {"netspec": lambda: training_step(net, optimizer, x, labels)},
-        "infer": {"netspec": lambda: net.forward(x)},
-        "infer_big": {"netspec": lambda: net.forward(x_big)},
-    }
+    runs: dict[str, dict[str, Callable[[], Any]]] = (
+        {"infer_large": {"netspec": lambda: net.forward(x)}} if large else {
+            "train": {"netspec": lambda: training_step(net, optimizer, x, labels)},
+            "infer": {"netspec": lambda: net.forward(x)},
+            "infer_big": {"netspec": lambda: net.forward(x_big)},
+        })
     result: dict[str, Any] = {"architecture": net.plan.name,
                               "forward_flops_per_sample": net.plan.total_flops}
     if torch is not None:
@@ -195,14 +216,17 @@ def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[
                     return twin_inference(batch)
             return run
 
-        runs["train"]["torch"] = torch_train
-        runs["infer"]["torch"] = torch_infer(tx)
-        runs["infer_big"]["torch"] = torch_infer(tx_big)
+        if large:
+            runs["infer_large"]["torch"] = torch_infer(tx)
+        else:
+            runs["train"]["torch"] = torch_train
+            runs["infer"]["torch"] = torch_infer(tx)
+            runs["infer_big"]["torch"] = torch_infer(tx_big)
 
-    batches = {"train": args.batch_size, "infer": args.batch_size,
-               "infer_big": args.infer_batch_size}
-    flops_factor = {"train": 3, "infer": 1, "infer_big": 1}
+    flops_factor = {"train": 3, "infer": 1, "infer_big": 1, "infer_large": 1}
     for mode, frameworks in runs.items():
+        if args.modes and mode not in args.modes and mode != "infer_large":
+            continue
         for _ in range(args.warmup):
             for run in frameworks.values():
                 run()
@@ -218,11 +242,41 @@ def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[
                                 "gflops": flops / value / 1e9}
         if "torch" in seconds:
             entry["ratio"] = seconds["netspec"] / seconds["torch"]
+        entry["netspec"]["peak_mib"] = traced_peak_mib(frameworks["netspec"])
         result[mode] = entry
-    profile = profile_training(compile(name, seed=args.seed), make_optimizer(), args.batch_size,
-                               steps=args.profile_steps, seed=args.seed)
-    result["profile"] = profile_dict(profile)
+    if not large and args.profile_steps:
+        profile = profile_training(compile(name, seed=args.seed), make_optimizer(),
+                                   args.batch_size, steps=args.profile_steps, seed=args.seed)
+        result["profile"] = profile_dict(profile)
     return result
+
+
+def traced_peak_mib(run: Callable[[], Any]) -> float:
+    """The most memory one call of ``run`` holds at once beyond what was held before it, as
+    NumPy reports its allocations to tracemalloc (arrays alive before the call, such as the
+    parameters and a training step's reused buffers, are not counted again)."""
+    run()
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def gemm_peak_gflops(size: int = 1536, reps: int = 7) -> float:
+    """The best float32 matrix-product rate of NumPy's BLAS here: square products of
+    ``size``, the best of ``reps``, with the BLAS threads the benchmark runs with."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    out = a @ b
+    best = float("inf")
+    for _ in range(reps):
+        start = perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, perf_counter() - start)
+    return 2 * size**3 / best / 1e9
 
 
 def profile_dict(profile: StepProfile) -> dict[str, Any]:
@@ -331,11 +385,13 @@ def epoch_table(results: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- output
 
 
-def summary_table(results: list[dict[str, Any]]) -> str:
-    labels = {"train": "train", "infer": "infer", "infer_big": "infer"}
+def summary_table(results: list[dict[str, Any]], peak_gflops: float) -> str:
+    labels = {"train": "train", "infer": "infer", "infer_big": "infer", "infer_large": "infer"}
     rows = []
     for result in results:
-        for mode in ("train", "infer", "infer_big"):
+        for mode in ("train", "infer", "infer_big", "infer_large"):
+            if mode not in result:
+                continue
             entry = result[mode]
             ours, theirs = entry["netspec"], entry.get("torch")
             rows.append([
@@ -344,10 +400,12 @@ def summary_table(results: list[dict[str, Any]]) -> str:
                 f"{entry['ratio']:.2f}" if theirs else "-",
                 f"{ours['samples_per_s']:,.0f}",
                 f"{theirs['samples_per_s']:,.0f}" if theirs else "-",
-                f"{ours['gflops']:.1f}", f"{theirs['gflops']:.1f}" if theirs else "-"])
+                f"{ours['gflops']:.1f}", f"{100 * ours['gflops'] / peak_gflops:.0f}%",
+                f"{theirs['gflops']:.1f}" if theirs else "-", f"{ours['peak_mib']:.1f}"])
     columns = [Column("architecture", "<"), Column("mode", "<"), Column("netspec ms"),
                Column("torch ms"), Column("ratio"), Column("netspec samples/s"),
-               Column("torch samples/s"), Column("netspec GFLOP/s"), Column("torch GFLOP/s")]
+               Column("torch samples/s"), Column("netspec GFLOP/s"), Column("of peak"),
+               Column("torch GFLOP/s"), Column("netspec peak MiB")]
     return render_table(columns, rows)
 
 
@@ -386,13 +444,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="shipped names or .toml paths (default: every shipped one)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--infer-batch-size", type=int, default=1000)
+    parser.add_argument("--large-batch-size", type=int, default=8,
+                        help="inference batch of architectures with ImageNet-sized inputs "
+                        "(resnet18, resnet34), which are timed in inference only")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads for netspec and torch's threads (default: this "
+                        "process's share of the cores, as netspec's --threads)")
     parser.add_argument("--reps", type=int, default=9, help="interleaved repetitions")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--block-seconds", type=float, default=0.25,
                         help="approximate length of one timed repetition")
     parser.add_argument("--pause", type=float, default=0.1,
                         help="seconds of idle before each timed repetition")
-    parser.add_argument("--profile-steps", type=int, default=30)
+    parser.add_argument("--profile-steps", type=int, default=30,
+                        help="steps of the per-node table (0: no table)")
+    parser.add_argument("--modes", type=lambda text: text.split(","), default=None,
+                        help="only these of train, infer, infer_big (comma-separated; "
+                        "ImageNet-sized architectures always run their inference)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-torch", action="store_true", help="skip the torch comparison")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
@@ -412,6 +480,11 @@ def main(argv: list[str] | None = None) -> None:
         framework, name, batch_size, steps = args.epoch_worker
         epoch_worker(framework, name, int(batch_size), int(steps), args.seed)
         return
+    with BlasThreads(args.threads) as threads:
+        run_benchmarks(args, threads.threads)
+
+
+def run_benchmarks(args: argparse.Namespace, threads: int | None) -> None:
     torch = None
     if not args.no_torch:
         try:
@@ -419,25 +492,32 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:
             print("torch is not installed: timing netspec alone")
     if torch is not None:
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads or usable_cores())
     report: dict[str, Any] = {"machine": machine_info(torch)}
+    report["machine"]["blas_threads"] = threads
     if args.epoch:
         epochs = run_epochs(args, torch is not None)
         report["epochs"] = epochs
         print(epoch_table(epochs))
     else:
         names = args.architectures or [path.stem for path in shipped_architectures()]
+        peak = gemm_peak_gflops()
+        report["machine"]["gemm_peak_gflops"] = peak
+        print(f"GEMM peak of NumPy's BLAS here: {peak:.0f} GFLOP/s (float32, "
+              f"{threads or 'default'} threads)")
         results = []
         for name in names:
             results.append(bench_architecture(name, args, torch))
-            print(f"\n{results[-1]['architecture']}: training step per node (netspec, "
-                  f"batch {args.batch_size}, medians of {args.profile_steps} steps)")
-            print(profile_table(results[-1]))
+            if "profile" in results[-1]:
+                print(f"\n{results[-1]['architecture']}: training step per node (netspec, "
+                      f"batch {args.batch_size}, medians of {args.profile_steps} steps)")
+                print(profile_table(results[-1]))
         report["architectures"] = results
         report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("\nnetspec vs torch (medians of interleaved repetitions; ratio = netspec / "
-              "torch, below 1 is faster)")
-        print(summary_table(results))
+              "torch, below 1 is faster; GFLOP/s of peak: against the GEMM peak above; peak "
+              "MiB: the most NumPy memory one call holds, tracemalloc)")
+        print(summary_table(results, peak))
         print(f"\npeak RSS of this process (netspec and torch together): "
               f"{report['peak_rss_mib']:.0f} MiB")
     report["machine"]["load_average_after"] = list(os.getloadavg())

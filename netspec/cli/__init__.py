@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from netspec.errors import NetspecError
+from netspec.threads import BlasThreads
 
 # A command module imports only the standard library and light netspec modules at its top;
 # its handler imports the rest, so that --help and argument errors start at once.
@@ -53,7 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if collecting and args.command in QUICK_COMMANDS:
         gc.disable()
     try:
-        return int(args.handler(args) or 0)
+        if not hasattr(args, "threads"):
+            return int(args.handler(args) or 0)
+        # a command that computes: its BLAS threads are limited while it runs
+        with BlasThreads(args.threads) as threads:
+            args.blas_threads = threads
+            return int(args.handler(args) or 0)
     except NetspecError as exc:
         print(_describe_error(args.command, exc), file=sys.stderr)
         return 1

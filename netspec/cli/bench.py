@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from netspec.cli.common import add_set_option, overrides
+from netspec.cli.threads import add_threads_option, threads_note
 
 LR = 0.01
 MOMENTUM = 0.9
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="untimed steps first (default 3)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--seed", type=int, default=0)
+    add_threads_option(parser)
     add_set_option(parser)
     parser.set_defaults(handler=run_bench)
 
@@ -55,6 +57,6 @@ def run_bench(args: argparse.Namespace) -> int:
     profile = profile_training(net, SGD(lr=LR, momentum=MOMENTUM), args.batch_size,
                                steps=args.steps, warmup=args.warmup, seed=args.seed)
     print(f"{net.plan.name}: training step per node, batch {args.batch_size}, {args.dtype}, "
-          f"median of {args.steps} steps")
+          f"median of {args.steps} steps{threads_note(args.blas_threads)}")
     print(profile_table(profile))
     return 0

@@ -1,5 +1,6 @@
-"""``netspec export``: a network and its weights in another framework's format, chosen by the
-output file's suffix. Each format is one entry of ``FORMATS``."""
+"""``netspec export``: a network and its weights in another tool's format, chosen by the output
+file's suffix (``.onnx``: an ONNX model; ``.py``: a PyTorch module file, with ``.pt`` weights
+beside it). Each format is one entry of ``FORMATS``."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ class ExportRequest:
     weights file's metadata (normalisation, ...), and where to write."""
 
     plan: Plan
-    network: Network
+    network: Network | None  # None for formats that read the weights themselves
     meta: dict
     output: Path
     weights_from: str
+    weights_path: str | None
 
 
 def _export_onnx(request: ExportRequest) -> list[str]:
@@ -55,22 +57,32 @@ def _export_onnx(request: ExportRequest) -> list[str]:
     return lines
 
 
-# output suffix -> (what it is, the function that writes it)
-FORMATS: dict[str, tuple[str, Callable[[ExportRequest], list[str]]]] = {
-    ".onnx": ("ONNX model (pip install 'netspec[onnx]')", _export_onnx),
+def _export_pytorch(request: ExportRequest) -> list[str]:
+    from netspec.interchange.torch_module import export_pytorch
+
+    # the PyTorch writer reads the weights itself (netspec .npz or a .pt state_dict)
+    return [f"wrote {path}" for path in export_pytorch(request.plan, request.output,
+                                                       weights=request.weights_path)]
+
+
+# output suffix -> (what it is, the function that writes it, whether it needs the network)
+FORMATS: dict[str, tuple[str, Callable[[ExportRequest], list[str]], bool]] = {
+    ".onnx": ("ONNX model (pip install 'netspec[onnx]')", _export_onnx, True),
+    ".py": ("PyTorch module file, and model.pt with --weights (pip install 'netspec[torch]')",
+            _export_pytorch, False),
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    formats = "; ".join(f"{suffix}: {what}" for suffix, (what, _) in FORMATS.items())
+    formats = "; ".join(f"{suffix}: {what}" for suffix, (what, _, _) in FORMATS.items())
     parser = subparsers.add_parser(
         "export", help="write a network with its weights for other tools (.onnx)",
         description=f"Export SPEC with its weights. The format comes from the output file's "
         f"suffix ({formats}). Without --weights the spec's initial parameters (from its "
         f"seed) are written.")
     parser.add_argument("spec", metavar="SPEC", help="a .toml file or a shipped name")
-    parser.add_argument("--weights", metavar="W.npz", help="weights from netspec train or "
-                        "netspec import")
+    parser.add_argument("--weights", metavar="W", help="weights: a .npz from netspec train or "
+                        "netspec import, or a PyTorch .pt/.pth state_dict")
     parser.add_argument("-o", "--output", required=True, metavar="FILE",
                         help=f"the file to write ({', '.join(FORMATS)})")
     add_set_option(parser)
@@ -92,16 +104,18 @@ def run_export(args: argparse.Namespace) -> int:
                            f"'{output.suffix}'; use one of {known}")
     spec = load_spec(args.spec, overrides(args))
     plan = compile_plan(spec)
+    _, write, needs_network = FORMATS[suffix]
+    network, meta = None, {}
     if args.weights:
-        network = Network(plan)
-        meta = load_weights(args.weights, network).meta
         weights_from = f"from {args.weights}"
+        if needs_network:
+            network = Network(plan)
+            meta = load_weights(args.weights, network).meta
     else:
         seed = parse_train_config(spec.train or {}, file=spec.file,
                                   locate=spec.source.locate).seed
-        network = Network(plan, seed=seed)
-        meta = {}
+        network = Network(plan, seed=seed) if needs_network else None
         weights_from = f"initial, seed {seed}"
-    for line in FORMATS[suffix][1](ExportRequest(plan, network, meta, output, weights_from)):
+    for line in write(ExportRequest(plan, network, meta, output, weights_from, args.weights)):
         print(line)
     return 0

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 
 from netspec.cli.common import add_set_option, overrides
+from netspec.cli.threads import add_threads_option
 from netspec.tables import Column, render_table
 
 
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="entries checked per tensor (default 20)")
     parser.add_argument("--batch", type=_at_least(1), default=4,
                         help="batch size of the random input")
+    add_threads_option(parser)
     add_set_option(parser)
     parser.set_defaults(handler=run_gradcheck)
 

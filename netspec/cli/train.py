@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from netspec.cli.common import add_set_option
 from netspec.cli.common import overrides as spec_settings
 from netspec.cli.progress import ProgressLine, download_progress
+from netspec.cli.threads import add_threads_option, threads_note
 from netspec.errors import NetspecError
 from netspec.tables import Column, render_table
+from netspec.threads import BlasThreads
 
 
 def _load() -> None:
@@ -22,7 +25,8 @@ def _load() -> None:
     global Callbacks, TrainingInterrupted, recorded_overrides, resume_run, start_run, check_memory
     global compile_plan, DIGITS, data_info, Dataset, load_images, Network, PlotsUnavailable
     global format_shape, load_spec, load_weights, data_choice, input_channels, prepare_data
-    global recorded_choice, plot_run
+    global recorded_choice, plot_run, recipe_normalisation, run_engine, launched_processes
+    global is_torch_file
     import numpy as np
 
     from netspec.budget import check_memory
@@ -32,6 +36,7 @@ def _load() -> None:
     from netspec.data.dataset import Dataset
     from netspec.data.images import load_images
     from netspec.executor import Network
+    from netspec.interchange.torch_weights import is_torch_file
     from netspec.pictures.plots import PlotsUnavailable
     from netspec.shapes import format_shape
     from netspec.spec import load_spec
@@ -47,11 +52,14 @@ def _load() -> None:
         BatchProgress,
         Callbacks,
         TrainingInterrupted,
+        recipe_normalisation,
         recorded_overrides,
         resume_run,
+        run_engine,
         start_run,
     )
     from netspec.train.report import plot_run
+    from netspec.train.torch_engine import launched_processes
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
@@ -77,31 +85,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--validation", type=int, help="images held out for validation")
     train.add_argument("--limit", type=int, help="train on the first N images only")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    train.add_argument("--engine", choices=["numpy", "torch"],
+                       help="who computes: netspec's NumPy executor (default) or PyTorch "
+                       "(pip install netspec[torch]); under torchrun, torch trains with "
+                       "DistributedDataParallel")
+    train.add_argument("--device", help="with --engine torch: cpu (default), cuda or cuda:N")
     train.add_argument("--no-plots", action="store_true", help="do not write plot images")
     train.add_argument("--weights", metavar="W.npz", help="start from these weights "
                        "(fine-tuning): a .npz of the same spec, from a run or netspec import")
+    add_threads_option(train)
     add_set_option(train)
     train.set_defaults(handler=run_train)
 
     evaluate_parser = subparsers.add_parser(
         "evaluate", help="test accuracy, per-class accuracy and confusion matrix")
     evaluate_parser.add_argument("spec")
-    evaluate_parser.add_argument("--weights", required=True, help="a .npz from a run")
+    evaluate_parser.add_argument("--weights", required=True,
+                                 help="a .npz from a run, or a PyTorch .pt/.pth state_dict")
     evaluate_parser.add_argument("--data", metavar="SOURCE", help=DATA_HELP + " (default: "
                                  "the data the weights were trained on)")
     evaluate_parser.add_argument("--data-dir", help="directory holding the files of a named "
                                  "data set")
+    add_threads_option(evaluate_parser)
     add_set_option(evaluate_parser)
     evaluate_parser.set_defaults(handler=run_evaluate)
 
     predict = subparsers.add_parser(
         "predict", help="classify images (.png, .jpg or .npy) with trained weights")
     predict.add_argument("spec")
-    predict.add_argument("--weights", required=True)
+    predict.add_argument("--weights", required=True,
+                         help="a .npz from a run, or a PyTorch .pt/.pth state_dict")
     predict.add_argument("--data", metavar="SOURCE", help="the data whose class names and "
                          "drawing convention apply (default: the data the weights were "
                          "trained on)")
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    predict.add_argument("--data-dir", help="the files of a named data set, for the "
+                         "normalisation of .pt weights (which carry none)")
+    add_threads_option(predict)
     add_set_option(predict)
     predict.set_defaults(handler=run_predict)
 
@@ -111,8 +131,10 @@ DATA_HELP = ("the data: mnist, fashion-mnist, kmnist, cifar10, a Keras-layout .n
              "spec's [data], else mnist)")
 
 
-def _callbacks(progress: ProgressLine) -> Callbacks:
+def _callbacks(progress: ProgressLine, threads: BlasThreads) -> Callbacks:
     def on_batch(p: BatchProgress) -> None:
+        # a netspec process started beside this one since: give it its share of the cores
+        threads.refresh()
         progress.update(p.batch, p.batches,
                         f"epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches} "
                         f"loss {p.loss:.4f} acc {p.accuracy:.4f} "
@@ -132,8 +154,34 @@ def _callbacks(progress: ProgressLine) -> Callbacks:
 
 def run_train(args: argparse.Namespace) -> int:
     _load()
+    engine = args.engine
+    if args.resume:
+        recorded = run_engine(args.resume)
+        if engine is not None and engine != recorded:
+            raise NetspecError(f"{args.resume} was trained with the {recorded} engine; "
+                               f"--resume continues it so, drop --engine {engine}")
+        engine = recorded
+    if engine != "torch":
+        if args.device:
+            raise NetspecError("--device chooses where PyTorch trains; add --engine torch")
+        if launched_processes() > 1:
+            raise NetspecError(f"started as {launched_processes()} processes (torchrun): "
+                               f"add --engine torch to train with DistributedDataParallel")
+        return _train(args, None)
+    from netspec.train import torch_engine
+
+    placement = torch_engine.place(args.device)
+    try:
+        return _train(args, placement)
+    finally:
+        torch_engine.release(placement)
+
+
+def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torch Placement
+    main = placement is None or placement.main
+    say = print if main else _silent
     progress = ProgressLine()
-    callbacks = _callbacks(progress)
+    callbacks = _callbacks(progress, args.blas_threads) if main else None
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                  "momentum": args.momentum, "weight_decay": args.weight_decay,
                  "optimizer": args.optimizer, "seed": args.seed,
@@ -147,33 +195,59 @@ def run_train(args: argparse.Namespace) -> int:
         if ignored:
             raise NetspecError(f"--resume continues a run as it was set up; drop "
                                f"{', '.join(ignored)} (or start a new run with --out instead)")
-        trainer = resume_run(args.resume, data_dir=args.data_dir, callbacks=callbacks)
-        print(f"resuming {trainer.run_dir} at epoch {trainer.state.epoch + 1}, "
-              f"batch {trainer.state.batch}")
+        if placement is None:
+            trainer = resume_run(args.resume, data_dir=args.data_dir, callbacks=callbacks)
+        else:
+            from netspec.train.torch_engine import resume_torch_run
+
+            trainer = resume_torch_run(args.resume, placement=placement,
+                                       data_dir=args.data_dir, callbacks=callbacks)
+        say(f"resuming {trainer.run_dir} at epoch {trainer.state.epoch + 1}, "
+            f"batch {trainer.state.batch}")
     else:
         if not args.spec:
             raise NetspecError("give a spec to train, or --resume RUN_DIR")
         spec_overrides = spec_settings(args)
         name = load_spec(args.spec, spec_overrides).name
         out = args.out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-        trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
-                            dtype=args.dtype, callbacks=callbacks,
-                            spec_overrides=spec_overrides, data=args.data,
-                            initial_weights=args.weights)
+        if placement is None:
+            trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
+                                dtype=args.dtype, callbacks=callbacks,
+                                spec_overrides=spec_overrides, data=args.data,
+                                initial_weights=args.weights)
+            where = ""
+        else:
+            from netspec.train.torch_engine import agree, start_torch_run
+
+            if args.data is not None or args.weights is not None:
+                raise NetspecError("--engine torch trains on the spec's data from its initial "
+                                   "weights; drop --data and --weights")
+            # the processes of one run must name the same directory, whatever their clocks
+            out = Path(agree(placement, str(out)))
+            trainer = start_torch_run(args.spec, out, placement=placement, overrides=overrides,
+                                      data_dir=args.data_dir, dtype=args.dtype,
+                                      callbacks=callbacks, spec_overrides=spec_overrides)
+            where = (f" on PyTorch ({placement.device}"
+                     + (f", {placement.world} processes" if placement.distributed else "")
+                     + ")")
         config = trainer.config
-        print(f"training {trainer.net.plan.name} ({trainer.net.plan.total_params:,} params) "
+        say(f"training {trainer.net.plan.name} ({trainer.net.plan.total_params:,} params) "
               f"for {_plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
               f"{config.optimizer.type} lr {config.optimizer.lr:g}, "
               f"{len(trainer.splits.train_images):,} training / "
-              f"{len(trainer.splits.val_images):,} validation images{_of(trainer.data)} -> "
-              f"{trainer.run_dir}" + (f", starting from {args.weights}" if args.weights else ""))
+              f"{len(trainer.splits.val_images):,} validation images{_of(trainer.data)}{where}"
+              f"{threads_note(args.blas_threads)} -> {trainer.run_dir}"
+              + (f", starting from {args.weights}" if args.weights else ""))
     try:
         result = trainer.run()
     except TrainingInterrupted as exc:
         progress.clear()
-        print(f"\ninterrupted: {exc}", file=sys.stderr)
+        if main:
+            print(f"\ninterrupted: {exc}", file=sys.stderr)
         return 130
     progress.clear()
+    if not main:
+        return 0
     seconds = sum(r["seconds"] for r in result.history)
     stop = " (stopped early)" if result.stopped_early else ""
     print(f"\ntest accuracy {result.test.accuracy:.4f} (loss {result.test.loss:.4f}) with the "
@@ -183,6 +257,10 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.no_plots:
         _write_plots(result.run_dir, args.data_dir)
     return 0
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    """``print`` for the processes of a distributed run other than process 0."""
 
 
 def _plural(count: int, noun: str) -> str:
@@ -209,11 +287,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     _load()
     net = _inference_network(args.spec, EVALUATION_BATCH, _settings_for(args))
     checkpoint = load_weights(args.weights, net)
-    mean, std = _normalisation(checkpoint.meta, args.weights)
     choice = data_choice(net.plan.spec, args.data, recorded_choice(checkpoint.meta,
                                                                     args.weights))
     data = prepare_data(net.plan, choice, data_dir=args.data_dir,
                         progress=download_progress(ProgressLine()))
+    mean, std = _normalisation(checkpoint.meta, args.weights, args, lambda: data)
     x = normalise_images(data.test_images, mean, std)
     result = evaluate(net, x, data.test_labels.astype(np.int64))
     print(f"test accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
@@ -241,20 +319,33 @@ def _inference_network(spec: str, batch_size: int, settings: dict) -> Network:
     return Network(plan)
 
 
-def _settings_for(args: argparse.Namespace) -> dict:
+def _shown(values: tuple[float, ...] | list[float]) -> str:
+    return ", ".join(f"{v:.4f}" for v in values)
+
+
+def _settings_for(args: argparse.Namespace, quiet: bool = False) -> dict:
     """The command line's --set, else those recorded by the run the weights come from (so
     that a run trained with --set is evaluated as the same network)."""
     given = spec_settings(args)
     if given:
         return given
     recorded = recorded_overrides(Path(args.weights).parent)
-    if recorded:
+    if recorded and not quiet:
         shown = " ".join(f"--set {name}={value!r}" for name, value in recorded.items())
         print(f"using the overrides recorded by the run: {shown}", file=sys.stderr)
     return recorded
 
 
-def _normalisation(meta: dict, path: str) -> tuple[list[float], list[float]]:
+def _normalisation(meta: dict, path: str, args: argparse.Namespace,
+                   data: Callable[[], Dataset]) -> tuple[list[float], list[float]]:
+    if is_torch_file(path) and "mean" not in meta:
+        # a state_dict holds tensors only: use what a run of the spec's recipe computes
+        mean, std = recipe_normalisation(args.spec, data(), _settings_for(args, quiet=True))
+        print(f"{path} holds no input normalisation; using the spec's [train] recipe's: "
+              f"mean {_shown(mean)}, std {_shown(std)} of its training images",
+              file=sys.stderr)
+        return list(mean), list(std)
+
     def channels(value: object) -> list[float]:
         values = value if isinstance(value, list) else [value]
         if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -276,9 +367,10 @@ def run_predict(args: argparse.Namespace) -> int:
     _load()
     net = _inference_network(args.spec, EVALUATION_BATCH, _settings_for(args))
     checkpoint = load_weights(args.weights, net)
-    mean, std = _normalisation(checkpoint.meta, args.weights)
     recorded = recorded_choice(checkpoint.meta, args.weights)
     choice = data_choice(net.plan.spec, args.data, recorded)
+    mean, std = _normalisation(checkpoint.meta, args.weights, args, lambda: prepare_data(
+        net.plan, choice, data_dir=args.data_dir))
     names = checkpoint.meta.get("class_names") if args.data is None and recorded else None
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         names = list(data_info(choice, input_channels(net.plan)).class_names)

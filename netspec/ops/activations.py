@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from netspec.ops.base import Array, Context, Grads, NodeParams, Op, register
+from netspec.ops.base import Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.shapes import Shape, numel
 
 
@@ -41,6 +41,13 @@ class Relu(_Elementwise):
 
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Array]:
         y = np.maximum(xs[0], 0)
+        return y, y
+
+    def fused_forward(self, xs: list[Array], params, buffers, ctx: Context,
+                      fusion: Fusion) -> tuple[Array, Array]:
+        if not fusion.overwrite_input:
+            return self.forward(xs, params, buffers, ctx)
+        y = np.maximum(xs[0], 0, out=xs[0])
         return y, y
 
     def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:

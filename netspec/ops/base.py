@@ -88,6 +88,23 @@ class Context:
     rng: np.random.Generator
 
 
+@dataclass(frozen=True)
+class Fusion:
+    """What the executor lets one node do beyond its own op (see :meth:`Op.fused_forward`).
+
+    ``relu``: apply a ReLU to the output, which then stands for the ReLU node too (the node's
+    only consumer), and the backward takes the ReLU's gradient. ``overwrite_input``: the
+    node is the only reader of its first input, which nothing else (no cache) refers to, so
+    it may work in that array's memory.
+    """
+
+    relu: bool = False
+    overwrite_input: bool = False
+
+
+NO_FUSION = Fusion()
+
+
 class Op:
     """Base of every op. One instance per node, holding that node's validated params."""
 
@@ -102,6 +119,12 @@ class Op:
     commutes_with_max_pool: ClassVar[bool] = False
     # a max pooling, which such an op may be moved behind
     is_max_pool: ClassVar[bool] = False
+    # fused_forward honours Fusion.relu: the ReLU that is this node's only consumer runs
+    # inside it, on its output in place
+    absorbs_relu: ClassVar[bool] = False
+    # the output is a new array that neither the cache nor anything else refers to, so its
+    # only consumer may overwrite it (Fusion.overwrite_input)
+    fresh_output: ClassVar[bool] = False
 
     def __init__(self, params: NodeParams):
         self.p: Any = params
@@ -126,6 +149,13 @@ class Op:
 
     def backward(self, cache: Any, dy: Array) -> tuple[list[Array | None], Grads]:
         raise NotImplementedError
+
+    def fused_forward(self, xs: list[Array], params: dict[str, Array],
+                      buffers: dict[str, Array], ctx: Context,
+                      fusion: Fusion) -> tuple[Array, Any]:
+        """:meth:`forward` with the liberties of ``fusion``; the same values, bit for bit.
+        Ops that take none ignore it; backward takes the cache either way."""
+        return self.forward(xs, params, buffers, ctx)
 
 
 REGISTRY: dict[str, type[Op]] = {}

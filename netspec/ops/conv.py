@@ -254,6 +254,7 @@ class Conv2d(Op):
 
     name = "conv2d"
     Params = Conv2dParams
+    fresh_output = True
 
     def __init__(self, params: Conv2dParams):
         super().__init__(params)
@@ -296,6 +297,20 @@ class Conv2d(Op):
         if self.p.bias:
             out += params["bias"][:, None, None]
         return out, (lowered, weight, (x.shape[0], x.shape[1], *padded_hw), workspace)
+
+    def infer_scaled(self, x: Array, params: dict[str, Array], scale: Array, shift: Array,
+                     relu: bool) -> Array:
+        """Inference of this convolution followed by ``y * scale + shift`` per channel (a
+        batchnorm folded in: the scale goes into the weight, a single pass less over the
+        output), and by a ReLU if ``relu``. Equal to the unfused nodes up to rounding."""
+        kernel, stride, padding = self.geometry
+        weight = params["weight"] * scale.astype(params["weight"].dtype)[:, None, None, None]
+        bias = shift if not self.p.bias else params["bias"] * scale + shift
+        out = _convolve(x, weight, kernel, stride, padding, None)[0]
+        out += bias.astype(out.dtype)[:, None, None]
+        if relu:
+            np.maximum(out, 0, out=out)
+        return out
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
         dx, grads = self._backward(cache, dy, need_dx=True)

@@ -9,7 +9,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from netspec.errors import ShapeError
-from netspec.ops.base import Array, Context, Grads, NodeParams, Op, register
+from netspec.ops.base import NO_FUSION, Array, Context, Fusion, Grads, NodeParams, Op, register
+from netspec.ops.conv import Workspace, empty_in_order, memory_order
 from netspec.shapes import Shape, format_shape, numel
 
 MAX_INPUT_DIM = 65536
@@ -100,14 +101,38 @@ class Add(Op):
     def flops(self, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         return numel(out_shape) * (len(in_shapes) - 1)
 
-    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, int]:
-        out = xs[0] + xs[1]
+    absorbs_relu = True
+    fresh_output = True
+
+    def __init__(self, params: AddParams):
+        super().__init__(params)
+        self.workspace = Workspace()
+
+    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, tuple]:
+        return self.fused_forward(xs, params, buffers, ctx, NO_FUSION)
+
+    def fused_forward(self, xs: list[Array], params, buffers, ctx: Context,
+                      fusion: Fusion) -> tuple[Array, tuple]:
+        workspace = self.workspace if ctx.train else None
+        # the sum is laid out as the first input: adding arrays of one memory order runs
+        # along contiguous memory
+        out = empty_in_order(xs[0].shape, np.result_type(*xs), memory_order(xs[0]), workspace)
+        np.add(xs[0], xs[1], out=out)
         for x in xs[2:]:
             out += x
-        return out, len(xs)
+        if fusion.relu:
+            np.maximum(out, 0, out=out)
+        return out, (len(xs), out if fusion.relu else None, workspace)
 
-    def backward(self, cache: int, dy: Array) -> tuple[list[Array | None], Grads]:
-        return [dy] * cache, {}
+    def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
+        count, relu_out, workspace = cache
+        if relu_out is not None:
+            # the fused ReLU's backward, for every input alike
+            positive = np.greater(relu_out, 0, out=empty_in_order(
+                relu_out.shape, np.bool_, memory_order(relu_out), workspace))
+            dy = np.multiply(dy, positive, out=empty_in_order(
+                relu_out.shape, dy.dtype, memory_order(relu_out), workspace))
+        return [dy] * count, {}
 
 
 class ConcatParams(NodeParams):
@@ -142,9 +167,23 @@ class Concat(Op):
         joined = sum(s[axis] for s in in_shapes)
         return first[:axis] + (joined,) + first[axis + 1 :]
 
+    fresh_output = True
+
+    def __init__(self, params: ConcatParams):
+        super().__init__(params)
+        self.workspace = Workspace()
+
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, list[int]]:
-        sizes = [x.shape[self.p.axis + 1] for x in xs]
-        return np.concatenate(xs, axis=self.p.axis + 1), sizes
+        axis = self.p.axis + 1
+        sizes = [x.shape[axis] for x in xs]
+        shape = list(xs[0].shape)
+        shape[axis] = sum(sizes)
+        # laid out as the first input: for convolution outputs (batch innermost) joined along
+        # channels, each input is then one contiguous block of the result and the copy runs
+        # along memory, and a batchnorm after it needs no copy either
+        out = empty_in_order(shape, np.result_type(*xs), memory_order(xs[0]),
+                             self.workspace if ctx.train else None)
+        return np.concatenate(xs, axis=axis, out=out), sizes
 
     def backward(self, cache: list[int], dy: Array) -> tuple[list[Array | None], Grads]:
         splits = np.cumsum(cache)[:-1]

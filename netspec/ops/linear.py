@@ -24,6 +24,7 @@ class Linear(Op):
 
     name = "linear"
     Params = LinearParams
+    fresh_output = True
 
     def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         shape = in_shapes[0]

@@ -8,8 +8,18 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from netspec.ops.base import Array, Context, Grads, NodeParams, Op, ParamSpec, register
-from netspec.ops.conv import memory_order, row_sums
+from netspec.ops.base import (
+    NO_FUSION,
+    Array,
+    Context,
+    Fusion,
+    Grads,
+    NodeParams,
+    Op,
+    ParamSpec,
+    register,
+)
+from netspec.ops.conv import Workspace, empty, memory_order, row_sums
 from netspec.shapes import Shape, numel, require_rank
 
 
@@ -79,16 +89,35 @@ class BatchNorm(Op):
     def flops(self, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         return 2 * numel(out_shape)
 
+    absorbs_relu = True
+
+    def __init__(self, params: BatchNormParams):
+        super().__init__(params)
+        self.workspace = Workspace()
+
     def forward(
         self, xs: list[Array], params: dict[str, Array], buffers: dict[str, Array], ctx: Context
     ) -> tuple[Array, tuple]:
+        return self.fused_forward(xs, params, buffers, ctx, NO_FUSION)
+
+    def fused_forward(self, xs: list[Array], params: dict[str, Array],
+                      buffers: dict[str, Array], ctx: Context,
+                      fusion: Fusion) -> tuple[Array, tuple]:
         x = xs[0]
         rows, order = channel_rows(x)
+        # a copy made by channel_rows is ours to overwrite too
+        owned = fusion.overwrite_input or not np.may_share_memory(rows, x)
+        workspace = self.workspace if ctx.train else None
         gamma, beta = params["weight"], params["bias"]
         if ctx.train:
             count = rows.shape[1]
             mean = row_sums(rows) / count
-            centered = rows - mean[:, None]
+            if owned:
+                centered = rows
+                centered -= mean[:, None]
+            else:
+                centered = np.subtract(rows, mean[:, None],
+                                       out=empty(rows.shape, rows.dtype, workspace))
             var = np.einsum("ij,ij->i", centered, centered) / count
             momentum = self.p.momentum
             unbiased = var * (count / max(count - 1, 1))
@@ -97,32 +126,52 @@ class BatchNorm(Op):
             buffers["running_var"] *= 1 - momentum
             buffers["running_var"] += momentum * unbiased
             inv_std = 1.0 / np.sqrt(var + self.p.eps)
-            y = centered * (gamma * inv_std)[:, None]
+            y = np.multiply(centered, (gamma * inv_std)[:, None],
+                            out=empty(rows.shape, rows.dtype, workspace))
             y += beta[:, None]
-            cache = (centered, None, inv_std, gamma, order)
+            cache_rows, running_mean = centered, None
         else:
-            mean = buffers["running_mean"]
+            running_mean = buffers["running_mean"]
             inv_std = 1.0 / np.sqrt(buffers["running_var"] + self.p.eps)
-            scale = gamma * inv_std
-            y = rows * scale[:, None]
-            y += (beta - mean * scale)[:, None]
-            cache = (rows, mean, inv_std, gamma, order)
+            scale, shift = self.inference_affine(params, buffers)
+            # the input is cached for a backward unless the executor says nothing reads it
+            y = np.multiply(rows, scale[:, None],
+                            out=rows if fusion.overwrite_input else None)
+            y += shift[:, None]
+            cache_rows = rows
+        if fusion.relu:
+            np.maximum(y, 0, out=y)
+        cache = (cache_rows, running_mean, inv_std, gamma, order, y if fusion.relu else None,
+                 workspace)
         return from_channel_rows(y, x.shape, order), cache
 
+    def inference_affine(self, params: dict[str, Array],
+                         buffers: dict[str, Array]) -> tuple[Array, Array]:
+        """Inference is ``x * scale + shift`` per channel: these two vectors."""
+        scale = params["weight"] * (1.0 / np.sqrt(buffers["running_var"] + self.p.eps))
+        return scale, params["bias"] - buffers["running_mean"] * scale
+
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
-        inputs, running_mean, inv_std, gamma, order = cache
+        inputs, running_mean, inv_std, gamma, order, relu_out, workspace = cache
         dy_rows = channel_rows(dy, order)[0]
+        if relu_out is not None:
+            # the fused ReLU's backward: dy where its output is positive
+            positive = np.greater(relu_out, 0, out=empty(relu_out.shape, np.bool_, workspace))
+            dy_rows = np.multiply(dy_rows, positive,
+                                  out=empty(relu_out.shape, relu_out.dtype, workspace))
         dbeta = row_sums(dy_rows)
+        dx = empty(dy_rows.shape, dy_rows.dtype, workspace)
         if running_mean is not None:
             # inference: the statistics are constants
-            x_hat = (inputs - running_mean[:, None]) * inv_std[:, None]
+            x_hat = np.subtract(inputs, running_mean[:, None], out=dx)
+            x_hat *= inv_std[:, None]
             dgamma = np.einsum("ij,ij->i", dy_rows, x_hat)
-            dx = dy_rows * (gamma * inv_std)[:, None]
+            np.multiply(dy_rows, (gamma * inv_std)[:, None], out=dx)
             return [from_channel_rows(dx, dy.shape, order)], {"weight": dgamma, "bias": dbeta}
         centered, count = inputs, inputs.shape[1]
         dgamma = np.einsum("ij,ij->i", dy_rows, centered) * inv_std
         # dx = gamma / std * (dy - mean(dy) - x_hat * mean(dy * x_hat)), x_hat = centered / std
-        dx = centered * (dgamma * inv_std / count)[:, None]
+        np.multiply(centered, (dgamma * inv_std / count)[:, None], out=dx)
         dx += (dbeta / count)[:, None]
         np.subtract(dy_rows, dx, out=dx)
         dx *= (gamma * inv_std)[:, None]

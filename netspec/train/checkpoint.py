@@ -20,6 +20,7 @@ from netspec.atomic import atomic_path
 from netspec.compiler import Plan
 from netspec.errors import WeightsError
 from netspec.executor import Network
+from netspec.interchange.torch_weights import is_torch_file
 
 FORMAT_VERSION = 1
 
@@ -100,7 +101,19 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def load_weights(path: str | Path, net: Network) -> Checkpoint:
-    """Load a weights file into ``net``, refusing one written for a different spec."""
+    """Load a weights file into ``net``, refusing one written for a different spec.
+
+    A ``.pt``/``.pth`` PyTorch state_dict is mapped by key instead (see
+    :mod:`netspec.interchange.torch_weights`); its checkpoint has no optimizer state and no
+    metadata.
+    """
+    if is_torch_file(path):
+        from netspec.interchange.torch_weights import fit_state_dict, read_state_dict
+
+        arrays = fit_state_dict(read_state_dict(path), net.state(), path)
+        net.load_state(arrays)
+        return Checkpoint({key: arrays[key] for key in net.params},
+                          {key: arrays[key] for key in net.buffers}, meta={})
     checkpoint = read_checkpoint(path)
     expected = spec_hash(net.plan)
     if checkpoint.meta.get("spec_hash") != expected:

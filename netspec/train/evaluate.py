@@ -73,6 +73,12 @@ def evaluate(net: Network, x: np.ndarray, labels: np.ndarray, batch_size: int = 
              classes: int | None = None) -> Evaluation:
     """Loss and accuracy of ``net`` on standardised inputs ``x`` with integer ``labels``."""
     logits = predict_logits(net, x, batch_size).astype(np.float64)
+    return evaluation_from_logits(logits, labels, classes)
+
+
+def evaluation_from_logits(logits: np.ndarray, labels: np.ndarray,
+                           classes: int | None = None) -> Evaluation:
+    """Loss, accuracy and confusion of float64 ``logits`` against integer ``labels``."""
     classes = classes or logits.shape[1]
     loss, _ = softmax_cross_entropy(logits, labels)
     predictions = logits.argmax(axis=1)

@@ -140,6 +140,18 @@ def stats_meta(values: tuple[float, ...]) -> float | list[float]:
     return values[0] if len(values) == 1 else list(values)
 
 
+def recipe_normalisation(spec_path: str | Path, data: Dataset,
+                         spec_overrides: dict[str, Any] | None = None
+                         ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input normalisation a run of the spec's ``[train]`` recipe computes: for weights
+    that carry none (a PyTorch state_dict)."""
+    spec = load_spec(spec_path, spec_overrides)
+    config = parse_train_config(spec.train or {}, file=spec.file,
+                                locate=lambda path: spec.source.locate(path))
+    splits = make_splits(data, config)
+    return splits.mean, splits.std
+
+
 class Trainer:
     """Trains one network in one run directory; :meth:`run` returns when training is done."""
 
@@ -271,7 +283,7 @@ class Trainer:
         }
         improved = True
         if len(self.val_x):
-            val = evaluate(self.net, self.val_x, self.splits.val_labels)
+            val = self._evaluate(self.val_x, self.splits.val_labels)
             record["val_loss"], record["val_accuracy"] = val.loss, val.accuracy
             improved = self._improved(record)
         state.history.append(record)
@@ -288,10 +300,12 @@ class Trainer:
         state.finished = state.stopped_early or state.epoch >= self.config.epochs
         # best.npz before last.npz: a kill between the two never leaves a last.npz that
         # claims a best epoch whose weights were not written
-        if improved:
+        if improved and self.writes_files:
             save_checkpoint(self.run_dir / "best.npz", self.net, meta=self._meta())
         self._save_last()
-        atomic_write_text(self.run_dir / "history.json", json.dumps(state.history, indent=1))
+        if self.writes_files:
+            atomic_write_text(self.run_dir / "history.json",
+                              json.dumps(state.history, indent=1))
         if self.callbacks.on_epoch:
             self.callbacks.on_epoch(record)
 
@@ -304,6 +318,21 @@ class Trainer:
             return record["val_loss"] < best - delta
         return record["val_accuracy"] > best + delta
 
+    @property
+    def writes_files(self) -> bool:
+        """Whether this trainer writes the run directory (one process of several does)."""
+        return True
+
+    def _evaluate(self, x: np.ndarray, labels: np.ndarray) -> Evaluation:
+        """Metrics of the current weights on standardised inputs (an engine may override)."""
+        return evaluate(self.net, x, labels)
+
+    def _request_stop(self) -> None:
+        """Ctrl-C or SIGTERM: stop at the next batch boundary; a second one stops now."""
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
     def _meta(self) -> dict[str, Any]:
         meta = {"state": self.state.__dict__, "mean": stats_meta(self.splits.mean),
                 "std": stats_meta(self.splits.std)}
@@ -312,6 +341,8 @@ class Trainer:
         return meta
 
     def _save_last(self) -> None:
+        if not self.writes_files:
+            return
         save_checkpoint(self.run_dir / "last.npz", self.net,
                         optimizer=self.optimizer.state_dict(), meta=self._meta())
 
@@ -320,14 +351,16 @@ class Trainer:
             load_weights(self.run_dir / "best.npz", self.net)
         test_x = normalise_images(self.data.test_images, self.splits.mean, self.splits.std,
                                   self.net.dtype.type)
-        test = evaluate(self.net, test_x, self.data.test_labels.astype(np.int64))
+        test = self._evaluate(test_x, self.data.test_labels.astype(np.int64))
         result = {"test": test.as_dict(), "class_names": list(self.data.class_names),
                   "best_epoch": self.state.best_epoch,
                   "epochs_run": self.state.epoch, "stopped_early": self.state.stopped_early,
                   "train_seconds": sum(r["seconds"] for r in self.state.history)}
         # a kill after the last epoch's last.npz but before its history.json is only mended here
-        atomic_write_text(self.run_dir / "history.json", json.dumps(self.state.history, indent=1))
-        atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1))
+        if self.writes_files:
+            atomic_write_text(self.run_dir / "history.json",
+                              json.dumps(self.state.history, indent=1))
+            atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1))
         return TrainResult(self.run_dir, self.state.history, test, self.state.best_epoch,
                            self.state.stopped_early)
 
@@ -340,9 +373,7 @@ class Trainer:
             return
 
         def request_stop(signum: int, frame: Any) -> None:
-            if self._stop_requested:  # a second Ctrl-C means now
-                raise KeyboardInterrupt
-            self._stop_requested = True
+            self._request_stop()
 
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT,
                                                                        signal.SIGTERM)}
@@ -357,13 +388,19 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
               = None, data_dir: str | Path | None = None, dtype: str = "float32",
               callbacks: Callbacks | None = None,
               spec_overrides: dict[str, Any] | None = None, data: str | None = None,
-              initial_weights: str | Path | None = None) -> Trainer:
+              initial_weights: str | Path | None = None,
+              trainer_factory: Callable[..., Trainer] | None = None,
+              engine: dict[str, Any] | None = None) -> Trainer:
     """Set up a new run directory for ``spec_path`` and return its trainer. ``overrides`` are
     the command line's recipe options; ``spec_overrides`` its ``--set`` (variables and
     ``train.`` keys), recorded in the run so that --resume and evaluate rebuild the same
     network. ``data`` (``--data``) overrides the spec's ``[data]`` table; the data is loaded
     and checked against the network before anything is written to ``run_dir``. With
-    ``initial_weights`` (a weights file of the same spec) training starts from them."""
+    ``initial_weights`` (a weights file of the same spec) training starts from them.
+
+    ``trainer_factory`` (default :class:`Trainer`) builds the trainer from the same arguments;
+    ``engine`` is recorded in ``config.json`` (the torch engine's name and device).
+    """
     from netspec.train.config import apply_overrides
 
     spec = load_spec(spec_path, spec_overrides)
@@ -384,7 +421,10 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
     net = Network(plan, seed=config.seed, dtype=dtype)
     if initial_weights is not None:
         load_weights(initial_weights, net)
-    trainer = Trainer(net, config, run_dir, dataset, callbacks, choice=choice)
+    trainer = (trainer_factory or Trainer)(net, config, run_dir, dataset, callbacks,
+                                           choice=choice)
+    if not trainer.writes_files:
+        return trainer
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -400,12 +440,13 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
     atomic_write_text(run_dir / "config.json", json.dumps(
         {"config": config.model_dump(mode="json"), "dtype": dtype,
          "spec_dir": str(spec.directory) if spec.directory else None,
-         "set": spec.overrides, "data": choice.as_json()}, indent=1))
+         "set": spec.overrides, "data": choice.as_json(), **(engine or {})}, indent=1))
     return trainer
 
 
 def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
-               callbacks: Callbacks | None = None) -> Trainer:
+               callbacks: Callbacks | None = None,
+               trainer_factory: Callable[..., Trainer] | None = None) -> Trainer:
     """The trainer of an interrupted run, positioned where ``last.npz`` left it."""
     run_dir = Path(run_dir)
     for name in ("spec.toml", "config.json", "last.npz"):
@@ -438,8 +479,10 @@ def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
     choice = recorded_choice(saved, str(run_dir / "config.json")) or MNIST
     dataset = prepare_data(plan, choice, data_dir=data_dir, progress=callbacks.on_download)
     try:
-        trainer = Trainer(net, config, run_dir, dataset, callbacks, state=state,
-                          optimizer_state=checkpoint.optimizer, choice=choice)
+        trainer = (trainer_factory or Trainer)(net, config, run_dir, dataset, callbacks,
+                                               state=state,
+                                               optimizer_state=checkpoint.optimizer,
+                                               choice=choice)
     except WeightsError as exc:
         raise WeightsError(f"{run_dir / 'last.npz'}: {exc}") from None
     saved_stats = (checkpoint.meta.get("mean"), checkpoint.meta.get("std"))
@@ -448,6 +491,15 @@ def resume_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
                         f"images have other statistics than {run_dir / 'last.npz'} records); "
                         "resume with the same files")
     return trainer
+
+
+def run_engine(run_dir: str | Path) -> str:
+    """The engine a run directory was trained with: ``"numpy"`` or ``"torch"``."""
+    try:
+        saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "numpy"  # resume_run reports what is wrong with the directory
+    return saved.get("engine", "numpy") if isinstance(saved, dict) else "numpy"
 
 
 def recorded_overrides(run_dir: str | Path) -> dict[str, Any]:

@@ -1,0 +1,128 @@
+"""How each netspec op is computed in PyTorch: the per-op table shared by the module that the
+torch engine runs (:mod:`netspec.interchange.torch_runtime`) and the source file that
+``netspec export -o model.py`` writes (:mod:`netspec.interchange.torch_module`).
+
+A node with parameters or buffers becomes a ``torch.nn`` module (a :class:`Layer`), so its
+state_dict keys are netspec's ``"<node id>.<name>"``; a node without them is a call of a torch
+function on its inputs (a :class:`Call`). The table holds only plain values (names, ints,
+floats, bools, tuples), so both consumers render or build the same thing. Importing this module
+does not import torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from netspec.compiler import PlanNode
+
+# a keyword value that stands for "the module is in training mode"
+TRAINING = "<training>"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A node computed by ``torch.nn.<cls>(**kwargs)``; ``frozen`` names the parameters
+    that do not train (``trainable = false``)."""
+
+    cls: str
+    kwargs: dict[str, Any]
+    frozen: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Call:
+    """A node computed by a function of its inputs: ``function(x, **kwargs)`` for one input,
+    ``function([a, b], **kwargs)`` (``inputs="list"``), or ``a + b + ...`` (``"sum"``).
+    ``function`` is a dotted name under ``torch`` or ``F`` (``torch.nn.functional``);
+    ``None`` passes the input through (the network's inputs)."""
+
+    function: str | None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    inputs: Literal["one", "list", "sum"] = "one"
+
+
+Form = Layer | Call
+
+
+def _frozen(node: PlanNode) -> tuple[str, ...]:
+    return tuple(name for name in node.param_specs if name not in node.trainable_names)
+
+
+def _conv2d(node: PlanNode) -> Form:
+    kernel, stride, padding = node.op.geometry
+    return Layer("Conv2d", {"in_channels": node.input_shapes[0][0],
+                            "out_channels": node.params.out_channels, "kernel_size": kernel,
+                            "stride": stride, "padding": padding, "bias": node.params.bias},
+                 _frozen(node))
+
+
+def _linear(node: PlanNode) -> Form:
+    return Layer("Linear", {"in_features": node.input_shapes[0][0],
+                            "out_features": node.params.out_features, "bias": node.params.bias},
+                 _frozen(node))
+
+
+def _batchnorm(node: PlanNode) -> Form:
+    # (F,) per sample is BatchNorm1d over (N, F); (C, H, W) is BatchNorm2d
+    cls = "BatchNorm1d" if len(node.input_shapes[0]) == 1 else "BatchNorm2d"
+    return Layer(cls, {"num_features": node.input_shapes[0][0], "eps": node.params.eps,
+                       "momentum": node.params.momentum})
+
+
+def _pool(function: str, **extra: Any) -> Callable[[PlanNode], Form]:
+    def form(node: PlanNode) -> Form:
+        kernel, stride, padding = node.op.geometry
+        return Call(function, {"kernel_size": kernel, "stride": stride, "padding": padding,
+                               **extra})
+    return form
+
+
+def _fixed(function: str | None, inputs: Literal["one", "list", "sum"] = "one",
+           **kwargs: Any) -> Callable[[PlanNode], Form]:
+    return lambda node: Call(function, dict(kwargs), inputs)
+
+
+# op name -> its PyTorch form; every op in netspec.ops.REGISTRY is here or in TORCH_REFUSED
+TORCH_FORMS: dict[str, Callable[[PlanNode], Form]] = {
+    "input": _fixed(None),
+    "conv2d": _conv2d,
+    "linear": _linear,
+    "batchnorm": _batchnorm,
+    "maxpool2d": _pool("F.max_pool2d"),
+    # netspec averages over padded zeros too: PyTorch's count_include_pad
+    "avgpool2d": _pool("F.avg_pool2d", count_include_pad=True),
+    "global_avgpool": _fixed("torch.mean", dim=(2, 3)),
+    "flatten": _fixed("torch.flatten", start_dim=1),
+    "relu": _fixed("F.relu"),
+    "leaky_relu": lambda node: Call("F.leaky_relu",
+                                    {"negative_slope": node.params.negative_slope}),
+    "sigmoid": _fixed("torch.sigmoid"),
+    "tanh": _fixed("torch.tanh"),
+    # the feature axis of the per-sample shape is axis 1 of the batch
+    "softmax": _fixed("F.softmax", dim=1),
+    "dropout": lambda node: Call("F.dropout", {"p": node.params.p, "training": TRAINING}),
+    "add": _fixed(None, "sum"),
+    "concat": lambda node: Call("torch.cat", {"dim": node.params.axis + 1}, "list"),
+}
+
+# op name -> why it has no PyTorch form (none so far: every op maps)
+TORCH_REFUSED: dict[str, str] = {}
+
+
+def torch_form(node: PlanNode) -> Form:
+    """The PyTorch form of one plan node (see :func:`refused_nodes` for ops without one)."""
+    return TORCH_FORMS[node.op_name](node)
+
+
+def refused_nodes(nodes: Any) -> list[str]:
+    """A sentence per node (of an iterable of PlanNode) whose op has no PyTorch form."""
+    problems = []
+    for node in nodes:
+        if node.op_name in TORCH_REFUSED:
+            problems.append(f"node {node.id!r} ({node.op_name}): "
+                            f"{TORCH_REFUSED[node.op_name]}")
+        elif node.op_name not in TORCH_FORMS:
+            problems.append(f"node {node.id!r} ({node.op_name}): no PyTorch form for this op")
+    return problems

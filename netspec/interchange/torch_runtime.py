@@ -1,0 +1,126 @@
+"""A live ``torch.nn.Module`` built from a plan: what the torch engine trains.
+
+Modules sit at the paths of their node ids (see :mod:`netspec.interchange.torch_paths`), so
+``module.state_dict()`` has netspec's keys plus the ``num_batches_tracked`` counter of each
+batchnorm; ``forward`` walks the plan in its topological order with the forms of
+:mod:`netspec.interchange.torch_ops`. Values, gradients and running statistics equal the NumPy
+executor's up to rounding (tests compare them in float64).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import reduce
+from operator import add
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - PyTorch's own spelling
+from torch import nn
+
+from netspec.compiler import Plan
+from netspec.errors import NetspecError
+from netspec.interchange.torch_ops import TRAINING, Call, Layer, refused_nodes, torch_form
+from netspec.interchange.torch_paths import PROGRAM_ATTRIBUTE, check_module_paths
+
+# batchnorm's step counter: PyTorch keeps it, netspec does not (its momentum is fixed)
+BATCH_COUNTER = "num_batches_tracked"
+
+
+def resolve_function(name: str) -> Any:
+    """``"F.relu"`` -> ``torch.nn.functional.relu``; ``"torch.cat"`` -> ``torch.cat``."""
+    root, _, attribute = name.partition(".")
+    return getattr({"F": F, "torch": torch}[root], attribute)
+
+
+def make_layer(form: Layer) -> nn.Module:
+    module = getattr(nn, form.cls)(**form.kwargs)
+    for name in form.frozen:
+        getattr(module, name).requires_grad_(False)
+    return module
+
+
+def install(root: nn.Module, path: str, module: nn.Module) -> None:
+    """Put ``module`` at dotted ``path`` under ``root``, creating containers on the way."""
+    parts = path.split(".")
+    parent = root
+    for part in parts[:-1]:
+        if part not in parent._modules:
+            parent.add_module(part, nn.ModuleDict())
+        parent = parent._modules[part]
+    parent.add_module(parts[-1], module)
+
+
+class PlanModule(nn.Module):
+    """The network of a plan as a PyTorch module; ``forward(x)`` takes one tensor per input
+    node, in the plan's input order."""
+
+    def __init__(self, plan: Plan):
+        super().__init__()
+        refused = refused_nodes(plan.nodes.values())
+        if refused:
+            raise NetspecError(f"{plan.name}: cannot run in PyTorch: {'; '.join(refused)}")
+        check_module_paths(plan, plan.name)
+        program = []
+        for node in plan.nodes.values():
+            form = torch_form(node)
+            if isinstance(form, Layer):
+                module = make_layer(form)
+                install(self, node.id, module)
+                program.append((node.id, module, node.inputs))
+            else:
+                program.append((node.id, form, node.inputs))
+        # a plain attribute, not a module: it holds references to the modules installed above
+        self.__dict__[PROGRAM_ATTRIBUTE] = (tuple(program), plan.inputs, plan.output)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        program, input_ids, output = self.__dict__[PROGRAM_ATTRIBUTE]
+        if len(inputs) != len(input_ids):
+            raise NetspecError(f"this network takes {len(input_ids)} input(s) "
+                               f"{list(input_ids)}, got {len(inputs)}")
+        values: dict[str, torch.Tensor] = dict(zip(input_ids, inputs))
+        for node_id, step, sources in program:
+            if node_id in values:
+                continue
+            xs = [values[source] for source in sources]
+            if isinstance(step, nn.Module):
+                values[node_id] = step(xs[0])
+                continue
+            values[node_id] = _call(step, xs, self.training)
+        return values[output]
+
+
+def _call(form: Call, xs: list[torch.Tensor], training: bool) -> torch.Tensor:
+    if form.inputs == "sum":
+        return reduce(add, xs)
+    if form.function is None:
+        return xs[0]
+    function = resolve_function(form.function)
+    kwargs = {key: (training if value == TRAINING else value)
+              for key, value in form.kwargs.items()}
+    if form.inputs == "list":
+        return function(xs, **kwargs)
+    return function(xs[0], **kwargs)
+
+
+def load_arrays(module: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy netspec's parameters and buffers (``Network.state()``) into ``module``, keeping
+    the module's dtype and device; every key must fit."""
+    state = module.state_dict()
+    own = {key for key in state if not key.endswith(f".{BATCH_COUNTER}")}
+    missing, unexpected = sorted(own - set(arrays)), sorted(set(arrays) - own)
+    if missing or unexpected:
+        raise NetspecError(f"weights do not fit the module: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")
+    with torch.no_grad():
+        for key in own:
+            target = state[key]
+            target.copy_(torch.from_numpy(np.ascontiguousarray(arrays[key])).to(target.dtype))
+
+
+def module_arrays(module: nn.Module, dtype: np.dtype) -> dict[str, np.ndarray]:
+    """The module's parameters and buffers as netspec arrays of ``dtype`` (no batch counter)."""
+    return {key: value.detach().cpu().numpy().astype(dtype, copy=True)
+            for key, value in module.state_dict().items()
+            if not key.endswith(f".{BATCH_COUNTER}")}
