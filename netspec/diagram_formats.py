@@ -5,6 +5,6 @@ FORMATS = {
     ".dot": "Graphviz DOT text",
     ".mmd": "Mermaid flowchart text",
     ".svg": "SVG image (Graphviz, or netspec's own layout without it)",
-    ".png": "PNG image (needs Graphviz)",
+    ".png": "PNG image (Graphviz, else netspec's own drawing with Pillow)",
 }
 RANKDIRS = ("TB", "LR")
