@@ -37,7 +37,7 @@ from netspec.interchange.onnx_export import (
 from netspec.interchange.onnx_ops import CONTROL_FLOW, FOLDED, IMPORTERS
 from netspec.ops import REGISTRY
 from netspec.shapes import Shape, format_shape
-from netspec.spec import node_adapter, parse_spec
+from netspec.spec import parse_spec
 
 # protobuf cannot hold more in one message; ONNX puts larger weights in external files
 MAX_MODEL_BYTES = 2**31 - 1
@@ -509,9 +509,9 @@ class Translator:
         sources = [x.node for x in inputs]
         raw = {"op": op, "inputs": sources[0] if len(sources) == 1 else sources, **fields}
         try:
-            node_params = node_adapter().validate_python(raw, strict=True)
+            node_params = REGISTRY[op].Params.model_validate(raw, strict=True)
         except ValidationError as exc:
-            details = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or op}: {e['msg']}"
+            details = "; ".join(f"{'.'.join(map(str, e['loc'])) or op}: {e['msg']}"
                                 for e in exc.errors())
             self.refuse(n, f"netspec's {op} cannot hold this: {details}")
             return None
@@ -694,7 +694,7 @@ class Translator:
             node_id += "_input"
         raw = {"op": "input", "shape": [int(d) for d in per_sample]}
         try:
-            node_adapter().validate_python(raw, strict=True)
+            REGISTRY["input"].Params.model_validate(raw, strict=True)
         except ValidationError as exc:
             self.problems.append(f"{where}: {exc.errors()[0]['msg']}")
             return
