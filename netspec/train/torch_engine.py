@@ -155,12 +155,13 @@ class TorchTrainer(Trainer):
     checkpoints are netspec's."""
 
     def __init__(self, net, config, run_dir, data, callbacks=None, state=None,
-                 optimizer_state=None, *, placement: Placement):
+                 optimizer_state=None, *, placement: Placement, choice=None):
         import torch
 
         from netspec.interchange.torch_runtime import PlanModule, load_arrays
 
-        super().__init__(net, config, run_dir, data, callbacks, state, optimizer_state)
+        super().__init__(net, config, run_dir, data, callbacks, state, optimizer_state,
+                         choice=choice)
         self.placement = placement
         self.torch = torch
         self.device = torch.device(placement.device)
