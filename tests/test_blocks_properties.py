@@ -441,7 +441,7 @@ def mutate(draw, program: Program) -> str:
     block_names = [n for n, b in program.blocks.items() if isinstance(b, dict)]
     if kind == "block_name" and found:
         raw = draw(st.sampled_from(found))
-        raw["block"] = draw(st.sampled_from([typo(draw, raw["block"]), "nope", 3, ""]))
+        raw["block"] = draw(st.sampled_from([typo(draw, str(raw["block"])), "nope", 3, ""]))
     elif kind == "unknown_argument" and found:
         raw = draw(st.sampled_from(found))
         raw[draw(st.sampled_from(["widht", "in_widht", "stride", "index", "scales"]))] = 2
