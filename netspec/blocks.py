@@ -796,6 +796,8 @@ class _Expander:
     def _target(self, ref: _Ref) -> str:
         """The flat id a reference names; unknown names are reported and kept as written,
         so that the graph leaves that edge out."""
+        if not isinstance(ref.name, str):
+            return ref.name  # not a name at all: the node's own checks say so
         found = self._lookup(ref.scope, ref.name, ref)
         return found if found is not None else ref.name
 
@@ -820,7 +822,7 @@ class _Expander:
         origin = ref.origin
         op = None
         raw = self.out.nodes.get(ref.node)
-        if isinstance(raw, dict) and raw.get("op") in REGISTRY:
+        if isinstance(raw, dict) and isinstance(raw.get("op"), str) and raw["op"] in REGISTRY:
             op = raw["op"]
         if name in scope.absent:
             line = scope.absent[name]
