@@ -21,11 +21,11 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 def flat_toml(spec: Spec) -> str:
     """The TOML text of ``spec`` with blocks, variables and includes expanded away."""
     lines = [f"# {spec.name}, expanded from {spec.file}: every block instance written out",
-             "[network]", f"name = {_value(spec.name)}"]
+             "[network]", f"name = {toml_value(spec.name)}"]
     if spec.description:
-        lines.append(f"description = {_value(spec.description)}")
+        lines.append(f"description = {toml_value(spec.description)}")
     if spec.output is not None:
-        lines.append(f"output = {_value(spec.output)}")
+        lines.append(f"output = {toml_value(spec.output)}")
     previous: str | None = None
     for node_id, params in spec.nodes.items():
         fields = {name: getattr(params, name) for name in params.model_fields_set}
@@ -37,7 +37,7 @@ def flat_toml(spec: Spec) -> str:
         else:
             fields["inputs"] = inputs[0] if len(inputs) == 1 else list(inputs)
         lines += ["", f"[nodes.{_key(node_id)}]"]
-        lines += [f"{_key(name)} = {_value(fields[name])}" for name in _ordered(fields)]
+        lines += [f"{_key(name)} = {toml_value(fields[name])}" for name in _ordered(fields)]
         previous = node_id
     for table, content in (("train", spec.train), ("data", spec.data)):
         if content:
@@ -57,7 +57,7 @@ def _table(path: tuple[str, ...], content: Mapping[str, Any]) -> list[str]:
         if isinstance(value, Mapping):
             tables[name] = value
         else:
-            lines.append(f"{_key(name)} = {_value(value)}")
+            lines.append(f"{_key(name)} = {toml_value(value)}")
     for name, value in tables.items():
         lines += _table((*path, name), value)
     return lines
@@ -67,7 +67,8 @@ def _key(name: str) -> str:
     return name if _BARE_KEY.fullmatch(name) else json.dumps(name)
 
 
-def _value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A value as TOML text (strings with JSON's escapes, which TOML shares)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -80,7 +81,7 @@ def _value(value: Any) -> str:
         # JSON's escapes (\n, \", \u0000) are TOML's basic-string escapes
         return json.dumps(value)
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_value(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
     raise NetspecError(f"cannot write a {type(value).__name__} as a spec value")

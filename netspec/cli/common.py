@@ -18,3 +18,14 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     from netspec.spec import parse_overrides
 
     return parse_overrides(getattr(args, "set", None))
+
+
+def positive(text: str) -> int:
+    """An argparse type for whole numbers above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value

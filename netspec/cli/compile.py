@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from netspec.cli.common import add_set_option, overrides
+from netspec.cli.common import add_set_option, overrides, positive
 from netspec.errors import NetspecError
 from netspec.tables import Column, human_count, render_table
 
@@ -24,10 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "every node's shape, and print parameters, FLOPs and activation memory per node.")
     parser.add_argument("spec", help="a .toml file or a shipped name such as lenet5")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    parser.add_argument("--depth", type=_positive, metavar="N",
+    parser.add_argument("--depth", type=positive, metavar="N",
                         help="fold block instances nested deeper than N levels into one row "
                         "with their totals (1: top-level rows only)")
-    parser.add_argument("--batch-size", type=_positive, default=1,
+    parser.add_argument("--batch-size", type=positive, default=1,
                         help="batch size for the FLOPs (table and --json) and activation "
                         "memory (default 1)")
     add_set_option(parser)
@@ -35,16 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     listing = subparsers.add_parser("list", help="list the shipped architectures")
     listing.set_defaults(handler=run_list)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
 
 
 def run_compile(args: argparse.Namespace) -> int:

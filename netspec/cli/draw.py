@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from netspec.cli.common import add_set_option, overrides
+from netspec.cli.common import add_set_option, overrides, positive
 from netspec.diagram_formats import FORMATS, RANKDIRS
 
 
@@ -21,21 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where to write the diagram (.svg, .png, .dot or .mmd)")
     parser.add_argument("--rankdir", choices=RANKDIRS, default="TB",
                         help="TB: inputs at the top (default); LR: inputs on the left")
-    parser.add_argument("--depth", type=_positive, metavar="N",
+    parser.add_argument("--depth", type=positive, metavar="N",
                         help="fold block instances nested deeper than N levels into one box "
                         "with their shape and totals (1: top level only)")
     add_set_option(parser)
     parser.set_defaults(handler=run_draw)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
 
 
 def run_draw(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from netspec.budget import available_memory, check_memory
 from netspec.compiler import Plan, compile_plan
 from netspec.errors import NetspecError, ShapeError, SpecError
 from netspec.executor import Network
+from netspec.flat import toml_value
 from netspec.interchange.onnx_export import (
     META_DESCRIPTION,
     META_DROPOUT,
@@ -184,22 +185,6 @@ def toml_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise NetspecError(f"non-finite value {value} in a spec field")
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
 def _comment(text: str) -> str:
     """Text safe inside a TOML comment: one line of printable characters."""
     return "".join(c if c.isprintable() else "?" for c in text)[:200]
@@ -214,7 +199,7 @@ def spec_text(name: str, description: str, nodes: Mapping[str, Mapping[str, Any]
     lines += [f"output = {toml_string(output)}", ""]
     for node_id, fields in nodes.items():
         lines.append(f"[nodes.{toml_string(node_id)}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in fields.items()]
+        lines += [f"{key} = {toml_value(value)}" for key, value in fields.items()]
         lines.append("")
     return "\n".join(lines)
 
