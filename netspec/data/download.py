@@ -109,21 +109,30 @@ def _fetch_from_mirrors(
     """The mirror that delivered ``name`` intact, or None after recording why each one failed."""
     for mirror in mirrors:
         url = f"{mirror.rstrip('/')}/{name}.gz"
-        for attempt in range(1, ATTEMPTS_PER_MIRROR + 1):
-            try:
-                _download(url, name, dest / f"{name}.gz", opener, report,
-                          _decoded_hash_check(url, sha))
-                return mirror
-            except DataError as error:
-                failures.append(str(error))  # wrong content: asking again gives the same
-                break
-            except (OSError, http.client.HTTPException) as error:
-                if attempt < ATTEMPTS_PER_MIRROR and _is_transient(error):
-                    time.sleep(RETRY_DELAY_S)
-                    continue
-                failures.append(f"{url}: {_describe(error)}")
-                break
+        if _from_mirror(url, lambda url=url: _download(
+                url, name, dest / f"{name}.gz", opener, report,
+                _decoded_hash_check(url, sha)), failures):
+            return mirror
     return None
+
+
+def _from_mirror(url: str, fetch: Callable[[], None], failures: list[str]) -> bool:
+    """Run ``fetch`` against one mirror, again after a transient network error; False, with
+    the reason recorded, when that mirror cannot deliver."""
+    for attempt in range(1, ATTEMPTS_PER_MIRROR + 1):
+        try:
+            fetch()
+            return True
+        except DataError as error:
+            failures.append(str(error))  # wrong content: asking again gives the same
+            return False
+        except (OSError, http.client.HTTPException) as error:
+            if attempt < ATTEMPTS_PER_MIRROR and _is_transient(error):
+                time.sleep(RETRY_DELAY_S)
+                continue
+            failures.append(f"{url}: {_describe(error)}")
+            return False
+    return False
 
 
 def _download(url: str, name: str, target: Path, opener: Opener, report: Progress,
@@ -189,19 +198,9 @@ def _fetch_published(name: str, sha: str, dest: Path, mirrors: Sequence[str], op
         def verify(tmp: Path, url: str = url) -> None:
             check_file_sha256(tmp, sha, url, advice="the server sends a different file")
 
-        for attempt in range(1, ATTEMPTS_PER_MIRROR + 1):
-            try:
-                _download(url, name, dest / name, opener, report, verify)
-                return True
-            except DataError as error:
-                failures.append(str(error))
-                break
-            except (OSError, http.client.HTTPException) as error:
-                if attempt < ATTEMPTS_PER_MIRROR and _is_transient(error):
-                    time.sleep(RETRY_DELAY_S)
-                    continue
-                failures.append(f"{url}: {_describe(error)}")
-                break
+        if _from_mirror(url, lambda url=url, verify=verify: _download(
+                url, name, dest / name, opener, report, verify), failures):
+            return True
     return False
 
 
