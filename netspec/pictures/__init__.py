@@ -143,11 +143,7 @@ def node_label(node: PlanNode) -> NodeLabel:
 
 def edges(plan: Plan) -> list[Edge]:
     """Every edge of the plan in node order, labelled with the shape of the tensor it carries."""
-    return [
-        Edge(source, node.id, format_shape(plan.nodes[source].shape))
-        for node in plan.nodes.values()
-        for source in node.inputs
-    ]
+    return diagram(plan).edges
 
 
 @dataclass(frozen=True)
