@@ -7,8 +7,9 @@ A container is a block instance (``layer1.0``) or the group of instances a ``rep
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from netspec.blocks import Instance
 
@@ -66,6 +67,25 @@ def visible(chain: tuple[Container, ...], depth: int | None) -> Container | None
     return chain[depth - 1]
 
 
-def members(chains: Mapping[str, tuple[Container, ...]], container: str) -> Iterable[str]:
-    """The nodes inside a container."""
-    return (node for node, chain in chains.items() if any(c.id == container for c in chain))
+@dataclass(frozen=True)
+class Totals:
+    """What the compiled nodes inside a container add up to (activations per sample)."""
+
+    params: int = 0
+    flops: int = 0
+    activation_bytes: int = 0
+    nodes: int = 0
+
+
+def container_totals(nodes: Mapping[str, Any], chains: Mapping[str, tuple[Container, ...]]
+                     ) -> dict[str, Totals]:
+    """Every container's totals over the compiled ``nodes`` (plan nodes) inside it."""
+    totals: dict[str, Totals] = {}
+    for node_id, chain in chains.items():
+        node = nodes.get(node_id)
+        for container in chain:
+            before = totals.get(container.id, Totals())
+            totals[container.id] = before if node is None else Totals(
+                before.params + node.n_params, before.flops + node.flops,
+                before.activation_bytes + node.activation_bytes, before.nodes + 1)
+    return totals

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from netspec.compiler import BYTES_PER_VALUE, UPSTREAM_FAILED, CompileError, PlanNode, spec_chains
-from netspec.hierarchy import Container
+from netspec.hierarchy import Container, Totals, container_totals
 from netspec.shapes import format_shape
 from netspec.tables import Column, human_bytes, human_count, render_table
 
@@ -35,7 +35,7 @@ def summary_table(nodes: Mapping[str, PlanNode], batch_size: int = 1,
     def share(flops: int) -> str:
         return f"{100.0 * flops / total_flops if total_flops else 0.0:.1f}%"
 
-    subtotals = _subtotals(nodes, chains)
+    subtotals = container_totals(nodes, chains)
     rows = []
     opened: tuple[Container, ...] = ()
     for node_id in order if order is not None else [*nodes, *failed]:
@@ -46,12 +46,12 @@ def summary_table(nodes: Mapping[str, PlanNode], batch_size: int = 1,
                and opened[common].id == shown[common].id):
             common += 1
         for level, container in enumerate(shown[common:], start=common):
-            params, flops, activations = subtotals[container.id]
+            totals = subtotals.get(container.id, Totals())
             output = nodes.get(container.output)
             rows.append(["  " * level + container.id, container.kind, "",
-                         format_shape(output.shape) if output else "", f"{params:,}",
-                         human_count(flops * batch_size), share(flops),
-                         human_bytes(activations * batch_size)])
+                         format_shape(output.shape) if output else "", f"{totals.params:,}",
+                         human_count(totals.flops * batch_size), share(totals.flops),
+                         human_bytes(totals.activation_bytes * batch_size)])
         opened = shown
         if len(chain) > len(shown):
             continue  # folded into its container's row
@@ -74,22 +74,6 @@ def summary_table(nodes: Mapping[str, PlanNode], batch_size: int = 1,
                Column("output shape", "<"), Column("params"),
                Column(f"FLOPs@{batch_size}"), Column("share"), Column(f"act@{batch_size}")]
     return render_table(columns, rows, footer)
-
-
-def _subtotals(nodes: Mapping[str, PlanNode], chains: Mapping[str, tuple[Container, ...]]
-               ) -> dict[str, tuple[int, int, int]]:
-    """(params, FLOPs, activation bytes per sample) of every container, over compiled nodes."""
-    totals: dict[str, tuple[int, int, int]] = {}
-    for node_id, chain in chains.items():
-        node = nodes.get(node_id)
-        for container in chain:
-            params, flops, activations = totals.get(container.id, (0, 0, 0))
-            if node is not None:
-                params += node.n_params
-                flops += node.flops
-                activations += node.activation_bytes
-            totals[container.id] = (params, flops, activations)
-    return totals
 
 
 def partial_summary(error: CompileError, batch_size: int = 1, depth: int | None = None) -> str:

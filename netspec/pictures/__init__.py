@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from netspec.compiler import Plan, PlanNode
-from netspec.hierarchy import Container, members, visible
+from netspec.hierarchy import Container, Totals, container_totals, visible
 from netspec.shapes import format_shape, pair
 from netspec.tables import human_count
 
@@ -172,6 +172,7 @@ def diagram(plan: Plan, depth: int | None = None) -> Diagram:
     """The boxes, edges and instance frames of ``plan``; with ``depth``, every instance at
     that level of nesting is one box with its output shape and totals (1: top level only)."""
     chains = plan.chains
+    totals = container_totals(plan.nodes, chains) if depth else {}
     shown: dict[str, str] = {}  # node -> the box it is drawn in
     boxes: dict[str, NodeLabel] = {}
     frames: dict[str, tuple[Container, ...]] = {}  # box -> the frames around it
@@ -185,7 +186,7 @@ def diagram(plan: Plan, depth: int | None = None) -> Diagram:
             continue
         shown[node_id] = folded.id
         if folded.id not in boxes:
-            boxes[folded.id] = _folded_label(plan, folded)
+            boxes[folded.id] = _folded_label(plan, folded, totals)
             frames[folded.id] = chain[:depth - 1] if depth else ()
     drawn: list[Edge] = []
     seen: set[tuple[str, str, str]] = set()
@@ -200,14 +201,13 @@ def diagram(plan: Plan, depth: int | None = None) -> Diagram:
     return Diagram(title(plan), boxes, drawn, shown[plan.output], _clusters(frames))
 
 
-def _folded_label(plan: Plan, container: Container) -> NodeLabel:
-    inside = [plan.nodes[n] for n in members(plan.chains, container.id) if n in plan.nodes]
-    params = sum(node.n_params for node in inside)
+def _folded_label(plan: Plan, container: Container,
+                  totals_of: dict[str, Totals]) -> NodeLabel:
+    totals = totals_of[container.id]
     details = [f"block {container.kind}", f"out {format_shape(plan.nodes[container.output].shape)}"]
-    if params:
-        details.append(f"{params:,} params")
-    details.append(f"{human_count(sum(node.flops for node in inside))} FLOPs, "
-                   f"{len(inside)} nodes")
+    if totals.params:
+        details.append(f"{totals.params:,} params")
+    details.append(f"{human_count(totals.flops)} FLOPs, {totals.nodes} nodes")
     return NodeLabel(printable(container.id), tuple(details), "block")
 
 
