@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import numpy as np
 
 from netspec.errors import Diagnostic, NetspecError, ShapeError, SpecError
 from netspec.hierarchy import Container, node_chains
+from netspec.lazy import lazy_import
 from netspec.ops import REGISTRY, NodeParams, Op, ParamSpec
 from netspec.shapes import Shape, format_shape, numel
 from netspec.spec import CheckedSpec, Spec, check_spec_file
+
+np = lazy_import("numpy")
 
 NPY_MAGIC = b"\x93NUMPY"
 BYTES_PER_VALUE = 4  # activation and parameter memory are reported for float32

@@ -182,6 +182,9 @@ def _threadpools() -> list[dict[str, Any]]:
         return []
     from threadpoolctl import threadpool_info
 
+    from netspec.threads import load_blas
+
+    load_blas()
     return list(threadpool_info())
 
 

@@ -111,6 +111,7 @@ class BlasThreads:
             if self.requested is not None:
                 raise NetspecError(f"--threads needs threadpoolctl: {INSTALL_HINT}")
             return self
+        load_blas()
         self._register()
         self._ceiling = _blas_threads_now()
         self._apply(self.requested or self._share())
@@ -198,6 +199,15 @@ class BlasThreads:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+
+def load_blas() -> None:
+    """Load NumPy, and so its BLAS, if it is not loaded yet."""
+    # threadpoolctl limits the libraries loaded when it is called, and commands load NumPy (and
+    # its BLAS) lazily, after their threads are set: without this, --threads changed nothing
+    import numpy
+
+    numpy.ndarray  # noqa: B018 - reading an attribute loads a lazily imported module
 
 
 def _blas_threads_now() -> int:

@@ -77,10 +77,48 @@ def test_every_command_parses_its_arguments_without_heavy_imports(command):
         assert heavy_in(modules) == [], argv
 
 
+def test_each_command_is_registered_by_the_module_the_table_names():
+    import argparse
+
+    from netspec.cli import COMMAND_MODULES, MODULE_OF_COMMAND
+
+    registered = {}
+    for module in COMMAND_MODULES:
+        parser = argparse.ArgumentParser()
+        __import__(f"netspec.cli.{module}", fromlist=["register"]).register(
+            parser.add_subparsers(dest="command"))
+        action = next(a for a in parser._actions if a.dest == "command")
+        registered.update(dict.fromkeys(action.choices, module))
+    assert registered == MODULE_OF_COMMAND
+    assert set(commands()) == set(MODULE_OF_COMMAND)
+
+
+@pytest.mark.parametrize("command", commands())
+def test_a_command_alone_parses_as_with_every_command_registered(command):
+    whole = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    from netspec.cli import MODULE_OF_COMMAND
+
+    alone = next(a for a in build_parser([command, "x"])._actions if a.dest == "command").choices
+    module = MODULE_OF_COMMAND[command]
+    assert set(alone) == {name for name, of in MODULE_OF_COMMAND.items() if of == module}
+    assert alone[command].format_help() == whole.format_help()
+
+
+def test_an_unknown_command_still_lists_every_command(capsys):
+    from netspec.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["compil", "lenet5"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'compil'" in err and "train" in err and "lsp" in err
+
+
 def test_compile_loads_the_compiler_but_nothing_it_does_not_use():
     code, modules, err = loaded_modules("compile", "lenet5")
     assert code == 0, err
-    assert {"numpy", "networkx", "pydantic"} <= modules
+    assert {"networkx", "pydantic"} <= modules
+    # the compiler computes nothing: NumPy is named (lazily) by the ops but never loaded
+    assert "numpy._core" not in modules and "numpy.linalg" not in modules
     for unused in ("matplotlib", "PIL", "torch", "onnx", "pygls", "netspec.executor",
                    "netspec.train.loop", "netspec.pictures"):
         assert unused not in modules, unused
@@ -129,3 +167,24 @@ def test_an_unreadable_catalog_means_compiling(tmp_path):
         assert catalog.stored_entries(catalog.SHIPPED_DIR, stored) is None
     entries = catalog.listing(catalog.SHIPPED_DIR, stored)
     assert [e.name for e in entries] == [p.stem for p in catalog.shipped_architectures()]
+
+
+def test_a_lazy_module_loads_on_first_use_and_is_then_the_module_itself():
+    code = (
+        "import sys; from netspec.lazy import lazy_import; json = lazy_import('json'); "
+        "assert 'json.decoder' not in sys.modules; "
+        "assert json.dumps([1]) == '[1]' and 'json.decoder' in sys.modules; "
+        "assert lazy_import('json') is json is sys.modules['json']; "
+        "from netspec.ops import REGISTRY; import numpy; "
+        "assert numpy.ones(2).sum() == 2.0"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+def test_a_lazy_import_of_a_missing_module_fails_at_once():
+    from netspec.lazy import lazy_import
+
+    with pytest.raises(ModuleNotFoundError, match="no_such_module_here"):
+        lazy_import("no_such_module_here")

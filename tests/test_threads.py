@@ -15,10 +15,13 @@ from netspec.cli import main
 from netspec.errors import NetspecError
 from netspec.threads import BlasThreads, Neighbour, fair_share
 
+ROOT = Path(__file__).resolve().parents[1]
+
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
 
 def blas_threads() -> int:
+    threads_module.load_blas()
     pools = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
     return pools[0]["num_threads"]
 
@@ -183,3 +186,18 @@ def test_the_default_never_raises_what_the_environment_set(tmp_path: Path) -> No
         assert limit.threads == 1 and blas_threads() == 1
         limit.refresh_seconds = 0
         assert limit.refresh() == 1
+
+
+def test_the_limit_reaches_a_blas_that_was_not_loaded_yet():
+    # as in the CLI, where a command's handler loads NumPy after its threads are set
+    pytest.importorskip("threadpoolctl")
+    code = (
+        "import sys; from netspec.threads import BlasThreads\n"
+        "with BlasThreads(1) as threads:\n"
+        "    from threadpoolctl import threadpool_info\n"
+        "    pools = [p for p in threadpool_info() if p['user_api'] == 'blas']\n"
+        "    assert pools and all(p['num_threads'] == 1 for p in pools), pools\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert run.returncode == 0, run.stderr

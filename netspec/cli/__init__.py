@@ -25,16 +25,31 @@ from netspec.threads import BlasThreads
 QUICK_COMMANDS = frozenset({"compile", "list", "expand", "schema", "draw"})
 COMMAND_MODULES = ("compile", "expand", "gradcheck", "train", "draw", "plot", "bench", "doctor",
                    "export", "importer", "schema", "lsp")
+# which module registers each command (tests/test_startup.py checks it against the modules), so
+# that a command's run builds its own parser only, not the other fourteen
+MODULE_OF_COMMAND = {
+    "compile": "compile", "list": "compile", "expand": "expand", "gradcheck": "gradcheck",
+    "train": "train", "evaluate": "train", "predict": "train", "draw": "draw", "plot": "plot",
+    "bench": "bench", "doctor": "doctor", "export": "export", "import": "importer",
+    "schema": "schema", "lsp": "lsp",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, when ``argv`` names a command before any other
+    positional argument, of that command alone (what parsing ``argv`` needs)."""
     parser = argparse.ArgumentParser(
         prog="netspec",
         description="Compile, check, train and draw neural networks written as TOML files.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
+    command = next((arg for arg in argv or () if not arg.startswith("-")), None)
+    if command in MODULE_OF_COMMAND:
+        modules: Sequence[str] = (MODULE_OF_COMMAND[command],)
+    else:
+        modules = COMMAND_MODULES
+    for name in modules:
         importlib.import_module(f"netspec.cli.{name}").register(subparsers)
     return parser
 
@@ -47,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        args = build_parser().parse_args(argv)
+        if argv is None:
+            argv = sys.argv[1:]
+        args = build_parser(argv).parse_args(argv)
     finally:
         if collecting:
             gc.enable()

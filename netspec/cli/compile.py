@@ -42,7 +42,6 @@ def run_compile(args: argparse.Namespace) -> int:
     from netspec.compiler import CompileError, compile_plan
     from netspec.shapes import format_shape
     from netspec.summary import partial_summary, summary_table
-    from netspec.train.data import check_spec_data
 
     try:
         plan = compile_plan(args.spec, overrides(args))
@@ -60,7 +59,11 @@ def run_compile(args: argparse.Namespace) -> int:
         raise
     spec = plan.spec
     # shapes are checked before any number is computed: the data's too, when the spec names it
-    data = check_spec_data(plan)
+    data = None
+    if spec.data is not None:
+        # the data modules are a tenth of a plain compile's start; most specs name no data
+        from netspec.train.data import check_spec_data
+        data = check_spec_data(plan)
     unused = [node_id for node_id in spec.nodes if node_id not in plan.nodes]
     if unused:
         print(f"netspec compile: note: {', '.join(unused)} not used by the output "

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
+from netspec.lazy import lazy_import
 from netspec.ops.base import Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.shapes import Shape, numel
+
+np = lazy_import("numpy")
 
 
 class _Elementwise(Op):

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
+from netspec.lazy import lazy_import
 from netspec.shapes import Shape
 
-Array = np.ndarray
+np = lazy_import("numpy")
+
+# a string, so that naming the type does not load NumPy
+Array: TypeAlias = "np.ndarray"
 Grads = dict[str, Array]
 
 InitName = Literal[

@@ -19,12 +19,13 @@ import sys
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
-from numpy.lib.stride_tricks import as_strided
 from pydantic import Field, conint, conlist
 
+from netspec.lazy import lazy_import
 from netspec.ops.base import Array, Context, Grads, Op, ParamSpec, WeightedParams, register
 from netspec.shapes import Shape, numel, pair, require_rank, window_output_hw
+
+np = lazy_import("numpy")
 
 PositiveSize = conint(gt=0, le=4096)
 NonNegativeSize = conint(ge=0, le=4096)
@@ -85,7 +86,7 @@ def _count_in_loop(arrays: list[Array]) -> int:
     return 0
 
 
-_UNREFERENCED = _count_in_loop([np.empty(0)])
+_UNREFERENCED = _count_in_loop([object()])
 
 
 # memory orders of (N, C, H, W) arrays: axes from the slowest-varying to the fastest
@@ -175,8 +176,9 @@ def _gather_rows(padded: Array, kernel: tuple[int, int], stride: tuple[int, int]
     rows_needed = stride_h * (out_h - 1) + kernel_h
     lowered = empty((rows_needed, c, kernel_w, out_w, n), padded.dtype, workspace)
     sn, sc, sy, sx = padded.strides
-    np.copyto(lowered, as_strided(padded, lowered.shape, (sy, sc, sx, stride_w * sx, sn),
-                                  writeable=False))
+    source = np.lib.stride_tricks.as_strided(padded, lowered.shape,
+                                             (sy, sc, sx, stride_w * sx, sn), writeable=False)
+    np.copyto(lowered, source)
     return lowered
 
 
@@ -185,9 +187,9 @@ def _row_windows(lowered: Array, kernel_h: int, stride_h: int, out_h: int) -> Ar
     (rows ordered (kh, c, kw), which :func:`_lowered_weight` matches)."""
     _, c, kernel_w, out_w, n = lowered.shape
     row_stride = lowered.strides[2]
-    return as_strided(lowered, (out_h, kernel_h * c * kernel_w, out_w * n),
-                      (stride_h * lowered.strides[0], row_stride, lowered.itemsize),
-                      writeable=False)
+    return np.lib.stride_tricks.as_strided(
+        lowered, (out_h, kernel_h * c * kernel_w, out_w * n),
+        (stride_h * lowered.strides[0], row_stride, lowered.itemsize), writeable=False)
 
 
 def _lowered_weight(weight: Array) -> Array:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-import numpy as np
 from pydantic import Field, model_validator
 
 from netspec.errors import ShapeError
+from netspec.lazy import lazy_import
 from netspec.ops.base import NO_FUSION, Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import Workspace, empty_in_order, memory_order
 from netspec.shapes import Shape, format_shape, numel
+
+np = lazy_import("numpy")
 
 MAX_INPUT_DIM = 65536
 # 64 MiB of float32 per sample: far above any image netspec can train on, far below a typo

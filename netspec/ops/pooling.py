@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-import numpy as np
 from pydantic import Field, model_validator
 
+from netspec.lazy import lazy_import
 from netspec.ops.base import Array, Context, Grads, NodeParams, Op, register
 from netspec.ops.conv import (
     NonNegativeSize,
@@ -26,6 +26,8 @@ from netspec.ops.conv import (
     window_slab,
 )
 from netspec.shapes import Shape, numel, pair, require_rank, window_output_hw
+
+np = lazy_import("numpy")
 
 
 class _PoolParams(NodeParams):

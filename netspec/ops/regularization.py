@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
+from netspec.lazy import lazy_import
 from netspec.ops.base import (
     NO_FUSION,
     Array,
@@ -21,6 +21,8 @@ from netspec.ops.base import (
 )
 from netspec.ops.conv import Workspace, empty, memory_order, row_sums
 from netspec.shapes import Shape, numel, require_rank
+
+np = lazy_import("numpy")
 
 
 class DropoutParams(NodeParams):
