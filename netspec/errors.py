@@ -65,6 +65,11 @@ class SpecError(NetspecError):
         self.diagnostics = list(diagnostics)
         super().__init__("\n".join(str(d) for d in self.diagnostics))
 
+    def add(self, diagnostics: Iterable[Diagnostic]) -> None:
+        """Report these problems too."""
+        self.diagnostics += diagnostics
+        self.args = ("\n".join(str(d) for d in self.diagnostics),)
+
 
 class DataError(NetspecError):
     """A data file is missing, corrupt or cannot be fetched."""

@@ -296,3 +296,38 @@ def test_compile_refuses_a_batch_that_cannot_fit_in_memory(capsys):
     assert code == 1
     assert "lenet5: training needs about" in err and "use a batch size of at most" in err
     assert "Traceback" not in err
+
+
+def test_a_bad_train_table_fails_compile_at_its_lines(capsys, tmp_path, monkeypatch):
+    # the language server flags these; compile, its command-line twin, must too
+    monkeypatch.chdir(tmp_path)
+    text = (shipped_architectures()[0].parent / "lenet5.toml").read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^epochs = .*$", 'epochs = "many"', text)
+    text = re.sub(r"(?m)^lr = .*$", "lr = -1", text)
+    (tmp_path / "net.toml").write_text(text, encoding="utf-8")
+    lines = text.splitlines()
+    epochs_line = next(i for i, line in enumerate(lines, 1) if line.startswith("epochs ="))
+    lr_line = next(i for i, line in enumerate(lines, 1) if line.startswith("lr ="))
+    code, out, err = run(capsys, "compile", "net.toml")
+    assert code == 1
+    assert f"net.toml:{epochs_line}: [train] epochs: Input should be a valid integer" in err
+    assert f"net.toml:{lr_line}: [train.optimizer] lr: Input should be greater than 0" in err
+    code, out, err = run(capsys, "compile", "net.toml", "--json")
+    assert code == 1
+    records = json.loads(out)["errors"]
+    assert [(r["line"], r["code"]) for r in records] == [(epochs_line, "train"),
+                                                         (lr_line, "train")]
+
+
+def test_shape_and_train_problems_are_reported_together(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.toml").write_text(
+        '[nodes]\nimage = { op = "input", shape = [1, 8, 8] }\n'
+        'fc = { op = "linear", out_features = 2 }\n\n[train]\nepochs = 0\n', encoding="utf-8")
+    code, out, err = run(capsys, "compile", "net.toml", "--json")
+    assert code == 1
+    records = json.loads(out)["errors"]
+    assert [(r["line"], r["code"]) for r in records][1] == (6, "train")
+    assert records[0]["line"] == 3 and records[0]["node"] == "fc"
+    code, out, err = run(capsys, "compile", "net.toml")
+    assert "2 errors" in err and "net.toml:6: [train] epochs" in err

@@ -11,10 +11,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from netspec.cli.common import add_set_option, overrides, positive
-from netspec.errors import NetspecError
+from netspec.errors import Diagnostic, NetspecError, SpecError
 from netspec.tables import Column, human_count, render_table
+
+if TYPE_CHECKING:
+    from netspec.spec import Spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +50,8 @@ def run_compile(args: argparse.Namespace) -> int:
     try:
         plan = compile_plan(args.spec, overrides(args))
     except CompileError as exc:
+        # the [train] table's problems too, as the language server reports them
+        exc.add(_train_diagnostics(exc.spec))
         if args.json:
             return _print_errors(args.spec, exc, exc.spec.included)
         if exc.partial:
@@ -58,6 +64,12 @@ def run_compile(args: argparse.Namespace) -> int:
             return _print_errors(args.spec, exc, {})
         raise
     spec = plan.spec
+    train_problems = _train_diagnostics(spec)
+    if train_problems:
+        error = SpecError(train_problems)
+        if args.json:
+            return _print_errors(args.spec, error, spec.included)
+        raise error
     # shapes are checked before any number is computed: the data's too, when the spec names it
     data = None
     if spec.data is not None:
@@ -85,11 +97,23 @@ def run_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_diagnostics(spec: Spec) -> list[Diagnostic]:
+    """The problems of the spec's ``[train]`` table (none without one)."""
+    if spec.train is None:
+        return []
+    from netspec.train.config import parse_train_config
+
+    try:
+        parse_train_config(spec.train, file=spec.file, locate=spec.source.locate)
+    except SpecError as exc:
+        return exc.diagnostics
+    return []
+
+
 def _print_errors(source: str, exc: NetspecError, included: dict[str, str]) -> int:
     """``--json`` on a spec that does not compile: {"errors": [record, ...]} on stdout (the
     records of netspec.diagnostics, with stable codes), exit status 1."""
     from netspec.diagnostics import records
-    from netspec.errors import Diagnostic
     from netspec.spec import resolve_spec_path
 
     diagnostics = getattr(exc, "diagnostics", None) or [Diagnostic(str(exc))]

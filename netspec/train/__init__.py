@@ -1,46 +1,35 @@
-"""Training: the ``[train]`` config, optimizers and learning-rate schedules."""
+"""Training: the ``[train]`` config, optimizers and learning-rate schedules.
 
-from netspec.train.config import (
-    AdamConfig,
-    AdamWConfig,
-    AugmentConfig,
-    ConstantScheduleConfig,
-    CosineScheduleConfig,
-    EarlyStoppingConfig,
-    ExponentialScheduleConfig,
-    MultiStepScheduleConfig,
-    OptimizerConfig,
-    ScheduleConfig,
-    SGDConfig,
-    StepScheduleConfig,
-    TrainConfig,
-    apply_overrides,
-    parse_train_config,
-)
-from netspec.train.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm, make_optimizer
-from netspec.train.schedules import learning_rate
+The names below load their module on first use (PEP 562), so that checking a ``[train]`` table
+(``netspec compile``, the language server) does not load the optimizers and NumPy with it.
+"""
 
-__all__ = [
-    "SGD",
-    "Adam",
-    "AdamConfig",
-    "AdamW",
-    "AdamWConfig",
-    "AugmentConfig",
-    "ConstantScheduleConfig",
-    "CosineScheduleConfig",
-    "EarlyStoppingConfig",
-    "ExponentialScheduleConfig",
-    "MultiStepScheduleConfig",
-    "Optimizer",
-    "OptimizerConfig",
-    "SGDConfig",
-    "ScheduleConfig",
-    "StepScheduleConfig",
-    "TrainConfig",
-    "apply_overrides",
-    "clip_grad_norm",
-    "learning_rate",
-    "make_optimizer",
-    "parse_train_config",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULE_OF = {
+    **dict.fromkeys((
+        "AdamConfig", "AdamWConfig", "AugmentConfig", "ConstantScheduleConfig",
+        "CosineScheduleConfig", "EarlyStoppingConfig", "ExponentialScheduleConfig",
+        "MultiStepScheduleConfig", "OptimizerConfig", "SGDConfig", "ScheduleConfig",
+        "StepScheduleConfig", "TrainConfig", "apply_overrides", "parse_train_config"),
+        "netspec.train.config"),
+    **dict.fromkeys(("SGD", "Adam", "AdamW", "Optimizer", "clip_grad_norm", "make_optimizer"),
+                    "netspec.train.optim"),
+    "learning_rate": "netspec.train.schedules",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'netspec.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
