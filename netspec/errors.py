@@ -45,7 +45,7 @@ class Diagnostic:
             where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
         if self.node is not None:
             about = ", ".join(part for part in (self.op, self.context) if part)
-            subject = f"node '{self.node}'" + (f" ({about})" if about else "")
+            subject = f"node '{printable(self.node)}'" + (f" ({about})" if about else "")
             return f"{where}{subject}: {self.message}"
         return f"{where}{self.message}"
 
@@ -81,6 +81,17 @@ class WeightsError(NetspecError):
 
 class TrainingError(NetspecError):
     """Training cannot go on (non-finite loss, bad configuration)."""
+
+
+def printable(text: str) -> str:
+    r"""``text`` with invisible characters spelled out as escapes, so that a newline, a NUL
+    or a zero-width character in a quoted TOML key can neither break a format's syntax (XML
+    forbids most control characters) nor hide in a picture or a message.
+
+    >>> printable("a\nb\x00 c\u200b")
+    'a\\nb\\x00 c\\u200b'
+    """
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
 
 
 def closest(name: str, candidates: Iterable[str]) -> str | None:

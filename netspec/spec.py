@@ -34,6 +34,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
 TOP_LEVEL_TABLES = ("include", "network", "vars", "blocks", "nodes", "train", "data")
 MAX_SPEC_BYTES = 4 * 2**20
 MAX_INCLUDES = 64
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TOML_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)")
 _TOML_END = re.compile(r"\s*\(at end of document\)")
 
@@ -517,6 +518,12 @@ def _validate_network(raw: Any, report) -> NetworkInfo | None:
 def _validate_node(node_id: str, raw: Any, report) -> NodeParams | None:
     if not node_id.strip():
         report("a node id must not be empty or blank; name the table like [nodes.conv1]")
+        return None
+    control = _CONTROL.search(node_id)
+    if control:
+        # a NUL would cut the id short as a name inside a weights (.npz) file
+        report(f"the id holds the control character U+{ord(control.group()):04X}; rename "
+               f"the node")
         return None
     if not isinstance(raw, Mapping):
         report(f"must be a table like [nodes.{node_id}] with an op")

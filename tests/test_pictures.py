@@ -57,7 +57,7 @@ inputs = 'say "hi"'
 op = "add"
 inputs = ["back\\slash<&>", "end"]
 
-[nodes."line\nbreak"]
+[nodes."line\u2028break"]
 op = "add"
 inputs = ["#1 | [x] *y* `z` _w_", "#1 | [x] *y* `z` _w_"]
 

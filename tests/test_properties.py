@@ -294,10 +294,12 @@ def written(node_id: str) -> str:
 
 def node_names(draw: Callable, count: int) -> list[str]:
     """``count`` distinct ids: mostly bare words, sometimes any non-blank text (quoted keys
-    with dots, spaces, quotes, emoji); blank ids are refused by the loader."""
+    with dots, spaces, quotes, emoji); blank ids and control characters are refused by the
+    loader (tests/test_spec.py)."""
     names: list[str] = []
+    printable = st.characters(blacklist_categories=("Cc", "Cs"))
     for index in range(count):
-        text = draw(st.text(min_size=1, max_size=5).filter(str.strip))
+        text = draw(st.text(printable, min_size=1, max_size=5).filter(str.strip))
         if draw(st.integers(0, 3)):
             text = "n" + "".join(char for char in text if char in _BARE) + str(index)
         while text in names:

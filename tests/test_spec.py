@@ -507,3 +507,24 @@ def test_errors_never_use_assert_or_leak_pydantic_wording():
     for message in problems(text):
         assert "Input should" not in message and "validation error" not in message
         assert "pydantic" not in message.lower()
+
+
+@pytest.mark.parametrize(("node_id", "shown", "code_point"), [
+    ("fc\\u0000x", "fc\\x00x", "U+0000"),   # cut short as a member name of a weights .npz
+    ("a\\tb", "a\\tb", "U+0009"),
+    ("del\\u007f", "del\\x7f", "U+007F"),
+])
+def test_a_node_id_with_a_control_character_is_refused(node_id, shown, code_point):
+    text = CHAIN + f'\n[nodes."{node_id}"]\nop = "relu"\n'
+    checked = check_spec(text, file="n.toml")
+    assert [str(d) for d in checked.problems] == [
+        f"n.toml:12: node '{shown}': the id holds the control character {code_point}; "
+        f"rename the node"]
+
+
+def test_printable_escapes_control_characters_only():
+    from netspec.errors import printable
+
+    assert printable("layer1.0 conv") == "layer1.0 conv"
+    assert printable("ünïcode") == "ünïcode"
+    assert printable("a\x00b\nc") == "a\\x00b\\nc"

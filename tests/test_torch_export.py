@@ -284,16 +284,16 @@ def test_engine_module_equals_netspec_in_float64(tmp_path, monkeypatch, train):
 
 HOSTILE_IDS = [
     'conv "quoted"',
-    "lin'\n'",
+    "lin'\u2028'",  # a line separator: control characters (\n, \t, DEL) are refused earlier
     '"""',
     "'''",
     "__import__('os').system('touch PWNED')",
     '"); import os; os.system("touch PWNED"); ("',
-    "# comment\r\nimport os",
+    "# comment\u2029import os",
     "back\\slash\\",
     "trojan\u202esource\u2028line",
     "ünïcode",
-    "tab\tand\x7fdel",
+    "nbsp\u00a0and\u200bzero-width",
     "evil.0",
 ]
 HOSTILE_NAME = '"""; import os; os.system("touch PWNED") #'
@@ -384,13 +384,13 @@ name = "hostile blocks"
 [blocks."b\"; import os; os.system('touch PWNED') #"]
 args = ["w"]
 [blocks."b\"; import os; os.system('touch PWNED') #".nodes]
-"c'\n" = { op = "conv2d", out_channels = "= w", kernel_size = 1 }
+"c'\u2028" = { op = "conv2d", out_channels = "= w", kernel_size = 1 }
 r = { op = "relu" }
 
 [nodes]
 image = { op = "input", shape = [1, 4, 4] }
 "i\"x" = { block = "b\"; import os; os.system('touch PWNED') #", repeat = 2, w = "= 2 + index" }
-"j\n" = { block = "b\"; import os; os.system('touch PWNED') #", w = 2 }
+"j\u2028" = { block = "b\"; import os; os.system('touch PWNED') #", w = 2 }
 """
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from netspec.compiler import Plan, PlanNode
+from netspec.errors import printable
 from netspec.hierarchy import Container, Totals, container_totals, visible
 from netspec.shapes import format_shape, pair
 from netspec.tables import human_count
@@ -64,17 +65,6 @@ class Edge:
     source: str
     target: str
     label: str
-
-
-def printable(text: str) -> str:
-    r"""``text`` with invisible characters spelled out as escapes, so that a newline, a NUL
-    or a zero-width character in a quoted TOML key can neither break a format's syntax (XML
-    forbids most control characters) nor hide in a picture.
-
-    >>> printable("a\nb\x00 c\u200b")
-    'a\\nb\\x00 c\\u200b'
-    """
-    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
 
 
 def family(op_name: str) -> str:
