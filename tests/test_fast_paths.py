@@ -364,3 +364,36 @@ def test_input_gradient_by_convolution_equals_col2im(params, shape,
     by_col2im = _run(op, x, weights, batch_last, dy)[1]
     np.testing.assert_allclose(by_convolution, by_col2im, rtol=0, atol=1e-12)
 
+
+
+@pytest.mark.parametrize("layout", ["nchw", "batch_last"])
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding"), [
+    ((2, 3, 7, 6), (3, 3), (1, 1), (1, 1)),
+    ((2, 3, 7, 6), (5, 3), (2, 1), (2, 0)),
+    ((1, 2, 5, 5), (3, 3), (3, 2), (4, 5)),   # padding wider than the kernel
+    ((3, 1, 4, 9), (1, 4), (1, 3), (0, 2)),
+    ((2, 2, 1, 1), (3, 3), (1, 1), (1, 1)),   # a 1x1 image: every window mostly padding
+    ((1, 2, 6, 6), (6, 6), (1, 1), (0, 0)),
+])
+def test_lowering_writes_the_padding_itself(shape, kernel, stride, padding, layout) -> None:
+    # naive reference: pad, then L[h, c, j, ow, n] = padded[n, c, h, ow*sw + j] by loops
+    from netspec.ops.conv import _gather_rows
+    from netspec.shapes import window_output_hw
+
+    x = np.random.default_rng(0).standard_normal(shape)
+    if layout == "batch_last":
+        x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    out_h, out_w = window_output_hw(shape[2:], kernel, stride, padding)
+    padded = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    rows = stride[0] * (out_h - 1) + kernel[0]
+    expected = np.empty((rows, shape[1], kernel[1], out_w, shape[0]))
+    for h in range(rows):
+        for c in range(shape[1]):
+            for j in range(kernel[1]):
+                for ow in range(out_w):
+                    expected[h, c, j, ow] = padded[:, c, h, ow * stride[1] + j]
+    workspace = Workspace()
+    # a reused scratch array holds the last call's values: every cell must be written again
+    _gather_rows(x, kernel, stride, padding, (out_h, out_w), workspace).fill(np.nan)
+    lowered = _gather_rows(x, kernel, stride, padding, (out_h, out_w), workspace)
+    np.testing.assert_array_equal(lowered, expected)

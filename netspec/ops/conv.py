@@ -163,22 +163,44 @@ def window_slab(x: Array, offset: tuple[int, int], out_hw: tuple[int, int],
              j : j + stride_w * (out_w - 1) + 1 : stride_w]
 
 
-def _gather_rows(padded: Array, kernel: tuple[int, int], stride: tuple[int, int],
-                 out_hw: tuple[int, int], workspace: Workspace | None) -> Array:
-    """im2col lowered along the width only: ``L[h, c, j, ow, n] = padded[n, c, h, ow*sw + j]``.
+def _gather_rows(x: Array, kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int], out_hw: tuple[int, int],
+                 workspace: Workspace | None) -> Array:
+    """im2col lowered along the width only: ``L[h, c, j, ow, n] = padded[n, c, h, ow*sw + j]``,
+    where ``padded`` is ``x`` with ``padding`` zeros around its two spatial axes.
 
     For output row ``oh`` the (KH*C*KW, OW*N) window matrix is the block of L's rows that
     starts at input row ``oh*sh``: consecutive blocks overlap, so L holds about KH/SH times
-    fewer values than full im2col (:func:`_row_windows` views the blocks).
+    fewer values than full im2col (:func:`_row_windows` views the blocks). The padding is
+    written into L directly, never into a padded copy of ``x``: one pass over memory less.
     """
-    n, c = padded.shape[:2]
+    n, c, h, w = x.shape
     (kernel_h, kernel_w), (stride_h, stride_w), (out_h, out_w) = kernel, stride, out_hw
+    pad_h, pad_w = padding
     rows_needed = stride_h * (out_h - 1) + kernel_h
-    lowered = empty((rows_needed, c, kernel_w, out_w, n), padded.dtype, workspace)
-    sn, sc, sy, sx = padded.strides
-    source = np.lib.stride_tricks.as_strided(padded, lowered.shape,
-                                             (sy, sc, sx, stride_w * sx, sn), writeable=False)
-    np.copyto(lowered, source)
+    lowered = empty((rows_needed, c, kernel_w, out_w, n), x.dtype, workspace)
+    if pad_h == 0 and pad_w == 0:
+        # one strided copy, in whatever layout x lies
+        sn, sc, sy, sx = x.strides
+        np.copyto(lowered, np.lib.stride_tricks.as_strided(
+            x, lowered.shape, (sy, sc, sx, stride_w * sx, sn), writeable=False))
+        return lowered
+    # rows of L that hold rows of x
+    first = min(pad_h, rows_needed)
+    last = max(first, min(rows_needed, pad_h + h))
+    lowered[:first] = 0
+    lowered[last:] = 0
+    for j in range(kernel_w):
+        # output columns whose window column j falls inside x: 0 <= ow*sw + j - pw < w
+        start = max(0, -(-(pad_w - j) // stride_w))
+        stop = min(out_w, (w - 1 + pad_w - j) // stride_w + 1)
+        lowered[first:last, :, j, :start] = 0
+        lowered[first:last, :, j, max(start, stop):] = 0
+        if stop > start:
+            columns = slice(start * stride_w + j - pad_w,
+                            (stop - 1) * stride_w + j - pad_w + 1, stride_w)
+            lowered[first:last, :, j, start:stop] = \
+                x[:, :, :last - first, columns].transpose(2, 1, 3, 0)
     return lowered
 
 
@@ -224,9 +246,8 @@ def _convolve(x: Array, weight: Array, kernel: tuple[int, int], stride: tuple[in
     batch-innermost memory, and the lowered windows it was computed from."""
     n, out_c = x.shape[0], weight.shape[0]
     out_hw = window_output_hw(x.shape[2:], kernel, stride, padding)
-    padded = pad_hw(x, padding, order=BATCH_LAST, workspace=workspace)
-    y = empty((out_c, n * out_hw[0] * out_hw[1]), np.result_type(weight, padded), workspace)
-    lowered = _gather_rows(padded, kernel, stride, out_hw, workspace)
+    y = empty((out_c, n * out_hw[0] * out_hw[1]), np.result_type(weight, x), workspace)
+    lowered = _gather_rows(x, kernel, stride, padding, out_hw, workspace)
     windows = _row_windows(lowered, kernel[0], stride[0], out_hw[0])
     np.matmul(_lowered_weight(weight), windows,
               out=y.reshape(out_c, out_hw[0], -1).transpose(1, 0, 2))
