@@ -34,8 +34,14 @@ DTYPE_BYTES = {"float32": 4, "float64": 8}
 # about this much memory: measured 1.5-2x faster than one pass for the LeNets at batch 1000
 INFERENCE_CHUNK_BYTES = 12 * 2**20
 # but never fewer samples than this: each layer's weights are read once per chunk, and a
-# ResNet-18 in chunks of one sample (what 12 MiB allows it) spent most of its time there
-MIN_INFERENCE_CHUNK = 16
+# convolution's matrix products have (output width x samples) columns, which run slower the
+# fewer there are. Against chunks of 16 (or 30-31, what 12 MiB allowed), 64 samples made batch
+# 1000 14-33% faster for resnet_mini, resnet_mnist and convnet_bn
+# (tools/bench.py and interleaved runs of both sizes)
+MIN_INFERENCE_CHUNK = 64
+# ...as long as that many samples need no more than this (a 224x224 ResNet-18 needs 15 MiB a
+# sample, and takes 17 at once)
+MIN_CHUNK_CEILING_BYTES = 256 * 2**20
 MEMINFO = Path("/proc/meminfo")
 # cgroup v2 limits of the container the process runs in, when there is one
 CGROUP_MAX = Path("/sys/fs/cgroup/memory.max")
@@ -268,7 +274,9 @@ def _peak_inference(plan: Plan, item: int) -> tuple[int, int]:
 def inference_chunk(plan: Plan, dtype: str = "float32") -> int:
     """How many samples inference runs through ``plan`` at once (see ``INFERENCE_CHUNK_BYTES``)."""
     live, scratch = _peak_inference(plan, DTYPE_BYTES[dtype])
-    return max(MIN_INFERENCE_CHUNK, INFERENCE_CHUNK_BYTES // max(1, live + scratch))
+    per_sample = max(1, live + scratch)
+    floor = max(1, min(MIN_INFERENCE_CHUNK, MIN_CHUNK_CEILING_BYTES // per_sample))
+    return max(floor, INFERENCE_CHUNK_BYTES // per_sample)
 
 
 def estimate_memory(plan: Plan, batch_size: int, *, training: bool, dtype: str = "float32",
