@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fresh_python() -> Callable[[str], None]:
+    """Runs Python code in a fresh interpreter (this checkout importable) and fails the test
+    with its stderr unless it exits 0: for what only a new process shows (lazy imports)."""
+    def run(code: str) -> None:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+        assert done.returncode == 0, done.stderr
+    return run
 
 
 @pytest.fixture(scope="session")

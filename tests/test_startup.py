@@ -169,7 +169,7 @@ def test_an_unreadable_catalog_means_compiling(tmp_path):
     assert [e.name for e in entries] == [p.stem for p in catalog.shipped_architectures()]
 
 
-def test_a_lazy_module_loads_on_first_use_and_is_then_the_module_itself():
+def test_a_lazy_module_loads_on_first_use_and_is_then_the_module_itself(fresh_python):
     code = (
         "import sys; from netspec.lazy import lazy_import; json = lazy_import('json'); "
         "assert 'json.decoder' not in sys.modules; "
@@ -178,9 +178,7 @@ def test_a_lazy_module_loads_on_first_use_and_is_then_the_module_itself():
         "from netspec.ops import REGISTRY; import numpy; "
         "assert numpy.ones(2).sum() == 2.0"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
-    assert run.returncode == 0, run.stderr
+    fresh_python(code)
 
 
 def test_a_lazy_import_of_a_missing_module_fails_at_once():

@@ -15,8 +15,6 @@ from netspec.cli import main
 from netspec.errors import NetspecError
 from netspec.threads import BlasThreads, Neighbour, fair_share
 
-ROOT = Path(__file__).resolve().parents[1]
-
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
 
@@ -188,7 +186,7 @@ def test_the_default_never_raises_what_the_environment_set(tmp_path: Path) -> No
         assert limit.refresh() == 1
 
 
-def test_the_limit_reaches_a_blas_that_was_not_loaded_yet():
+def test_the_limit_reaches_a_blas_that_was_not_loaded_yet(fresh_python):
     # as in the CLI, where a command's handler loads NumPy after its threads are set
     pytest.importorskip("threadpoolctl")
     code = (
@@ -198,6 +196,4 @@ def test_the_limit_reaches_a_blas_that_was_not_loaded_yet():
         "    pools = [p for p in threadpool_info() if p['user_api'] == 'blas']\n"
         "    assert pools and all(p['num_threads'] == 1 for p in pools), pools\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
-    assert run.returncode == 0, run.stderr
+    fresh_python(code)
