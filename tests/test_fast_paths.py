@@ -397,3 +397,26 @@ def test_lowering_writes_the_padding_itself(shape, kernel, stride, padding, layo
     _gather_rows(x, kernel, stride, padding, (out_h, out_w), workspace).fill(np.nan)
     lowered = _gather_rows(x, kernel, stride, padding, (out_h, out_w), workspace)
     np.testing.assert_array_equal(lowered, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (4, 16, 8, 8), (3, 1, 1, 1), (5, 2, 33, 31)])
+@pytest.mark.parametrize("layout", [np.ascontiguousarray, *LAYOUTS.values(),
+                                    lambda x: np.ones((*x.shape[:3], 2 * x.shape[3]),
+                                                      x.dtype)[..., ::2]])
+def test_relu_into_gives_the_bits_of_np_maximum(layout, shape, dtype: str) -> None:
+    # the last layout is a strided view, not one dense block: the plain path
+    from netspec.ops.activations import relu_into
+    x = np.random.default_rng(3).normal(size=shape).astype(dtype)
+    x.flat[::7] = 0.0
+    x.flat[1::11] = -0.0
+    x.flat[2::13] = np.nan
+    arranged = layout(x)
+    arranged[...] = x
+    want = np.maximum(arranged, 0)
+    got = relu_into(arranged, np.empty_like(arranged))
+    in_place = relu_into(arranged, arranged)
+    assert in_place is arranged
+    for result in (got, in_place):
+        np.testing.assert_array_equal(result, want)
+        np.testing.assert_array_equal(np.signbit(result), np.signbit(want))

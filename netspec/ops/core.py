@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from netspec.errors import ShapeError
 from netspec.lazy import lazy_import
+from netspec.ops.activations import relu_into
 from netspec.ops.base import NO_FUSION, Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import Workspace, empty_in_order, memory_order
 from netspec.shapes import Shape, format_shape, numel
@@ -123,7 +124,7 @@ class Add(Op):
         for x in xs[2:]:
             out += x
         if fusion.relu:
-            np.maximum(out, 0, out=out)
+            relu_into(out, out)
         return out, (len(xs), out if fusion.relu else None, workspace)
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:

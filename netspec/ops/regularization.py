@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from netspec.lazy import lazy_import
+from netspec.ops.activations import relu_into
 from netspec.ops.base import (
     NO_FUSION,
     Array,
@@ -142,7 +143,7 @@ class BatchNorm(Op):
             y += shift[:, None]
             cache_rows = rows
         if fusion.relu:
-            np.maximum(y, 0, out=y)
+            relu_into(y, y)
         cache = (cache_rows, running_mean, inv_std, gamma, order, y if fusion.relu else None,
                  workspace)
         return from_channel_rows(y, x.shape, order), cache
