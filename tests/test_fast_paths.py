@@ -332,6 +332,25 @@ def test_batchnorm_gives_the_same_numbers_in_every_memory_layout(
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_batchnorm_without_fusion_leaves_its_input_and_gradient_alone(layout: str) -> None:
+    # its backward works in the memory of the centred input, which must then be its own
+    op = build_op("batchnorm", {})
+    rng = np.random.default_rng(4)
+    x = LAYOUTS[layout](rng.normal(1.0, 2.0, size=(4, 3, 5, 6)))
+    dy = LAYOUTS[layout](rng.normal(size=(4, 3, 5, 6)))
+    x_before, dy_before = x.copy(), dy.copy()
+    buffers = {"running_mean": np.zeros(3), "running_var": np.ones(3)}
+    params = {"weight": rng.normal(size=3), "bias": rng.normal(size=3)}
+    y, cache = op.forward([x], params, buffers, Context(True, np.random.default_rng(0)))
+    y_before = y.copy()
+    dx = op.backward(cache, dy)[0][0]
+    assert not np.shares_memory(dx, x) and not np.shares_memory(dx, dy)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dy, dy_before)
+    np.testing.assert_array_equal(y, y_before)
+
+
 def test_batchnorm_reads_a_convolution_output_in_place() -> None:
     x = batch_last(np.random.default_rng(0).normal(size=(4, 3, 5, 6)))
     rows, _ = channel_rows(x)
