@@ -118,6 +118,41 @@ def test_maxpool_ties_send_the_gradient_to_the_first_cell_only(layout) -> None:
     np.testing.assert_array_equal(dxs[0], expected)
 
 
+def _first_argmax_gradient(x: np.ndarray, dy: np.ndarray, kernel: int, stride: int,
+                           padding: int) -> np.ndarray:
+    """Max pooling's input gradient by loops over windows: each window's first maximum
+    cell in row-major order takes the window's gradient (padding never wins)."""
+    padded = np.pad(x, ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2),
+                    constant_values=-np.inf)
+    dx = np.zeros_like(padded)
+    for n, c, i, j in np.ndindex(dy.shape):
+        window = padded[n, c, i * stride:i * stride + kernel, j * stride:j * stride + kernel]
+        row, col = np.unravel_index(np.argmax(window), window.shape)
+        dx[n, c, i * stride + row, j * stride + col] += dy[n, c, i, j]
+    return dx[:, :, padding:padded.shape[2] - padding, padding:padded.shape[3] - padding]
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize(("kernel", "stride", "padding", "shape"), [
+    (2, 2, 0, (3, 2, 8, 6)), (2, 2, 0, (2, 3, 7, 5)), (3, 2, 1, (2, 2, 7, 7)),
+    (3, 1, 0, (1, 2, 5, 6)), (2, 3, 0, (2, 2, 9, 9)),
+])
+def test_maxpool_gradient_goes_to_each_window_first_maximum(
+        kernel: int, stride: int, padding: int, shape, layout: str, train: bool) -> None:
+    # small integers tie in every arrangement; training finds the winners in the forward,
+    # a backward after inference finds them from the kept input
+    op = build_op("maxpool2d", {"kernel_size": kernel, "stride": stride, "padding": padding})
+    rng = np.random.default_rng(6)
+    x = rng.integers(-2, 3, size=shape).astype(np.float64)
+    y, cache = op.forward([LAYOUTS[layout](x)], {}, {}, Context(train, rng))
+    dy = rng.normal(size=y.shape)
+    dx = op.backward(cache, LAYOUTS[layout](dy))[0][0]
+    # overlapping windows add in another order than the loops: equal up to rounding
+    np.testing.assert_allclose(dx, _first_argmax_gradient(x, dy, kernel, stride, padding),
+                               rtol=0, atol=1e-12)
+
+
 def _seeded_pass(net: Network, x: np.ndarray, dy: np.ndarray, **kwargs: Any):
     net.rng = np.random.default_rng(7)  # the same dropout masks both times
     net.forward(x, train=True)
