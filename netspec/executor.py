@@ -95,7 +95,8 @@ class Network:
           on its output (``_absorbed``, by the ReLU's id, and ``_fusions[...].relu``); a ReLU
           that runs behind a max pooling stays there.
         * A node that is the only reader of an array nobody else refers to (a convolution's,
-          a linear layer's, an add's or a concat's output) may work in that array's memory
+          a linear layer's, an add's, a concat's or a max pooling's output) may work in that
+          array's memory
           (``_fusions[...].overwrite_input``): a batchnorm centres it in place, a ReLU clips
           it in place.
         * In inference, a batchnorm that is a convolution's only consumer is folded into the
@@ -238,7 +239,11 @@ class Network:
                 if keep:
                     caches[node_id] = cache
             if activation is not None:
-                out, cache = self._forward_node(activation, [out], ctx)
+                # the pooled output is new and only the activation reads it
+                out, cache = self._forward_node(
+                    activation, [out], ctx,
+                    Fusion(overwrite_input=True) if fused and node.op.fresh_output
+                    else NO_FUSION)
                 if keep:
                     caches[activation] = cache
             values[node_id] = out

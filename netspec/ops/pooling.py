@@ -119,6 +119,8 @@ class MaxPool2d(_WindowPool):
     name = "maxpool2d"
     Params = MaxPoolParams
     is_max_pool = True
+    # neither cache (winners, or the padded input) holds the output
+    fresh_output = True
 
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, tuple]:
         workspace = self.workspace if ctx.train else None
