@@ -304,10 +304,14 @@ def test_relu_moved_behind_max_pooling_gives_the_same_bits(
         dtype: str, kernel: int, stride: int, padding: int) -> None:
     spec = ACTIVATION_THEN_POOL.format(activation="relu", kernel=kernel, stride=stride,
                                        padding=padding)
-    moved = build_network(spec, dtype=dtype)
+    # fused, the relu runs inside the pooling; unfused, as a node of its own after it
+    inside = build_network(spec, dtype=dtype)
+    assert "act" not in _forward_order(inside, _tied_images(dtype))
+    assert inside._fusions["pool"].relu
+    moved = build_network(spec, dtype=dtype, fuse=False)
     assert _forward_order(moved, _tied_images(dtype)).index("act") > \
         _forward_order(moved, _tied_images(dtype)).index("pool")
-    in_place = build_network(spec, dtype=dtype)
+    in_place = build_network(spec, dtype=dtype, fuse=False)
     # the spec's own order: what moving the relu must not change
     in_place._after_pool, in_place._moved = {}, frozenset()
     assert _forward_order(in_place, _tied_images(dtype)) == list(in_place.plan.order)
@@ -315,18 +319,44 @@ def test_relu_moved_behind_max_pooling_gives_the_same_bits(
     weight[:, :, 1, 1] = 0.0  # a centre tap of 0 and 1s elsewhere make equal outputs
     weight[0] = 1.0
     in_place.load_state(moved.state())
+    inside.load_state(moved.state())
     x = _tied_images(dtype)
     dy = np.random.default_rng(4).normal(size=(4, 4)).astype(dtype)
     results = []
-    for net in (moved, in_place):
+    for net in (inside, moved, in_place):
         y = net.forward(x, train=True)
         dx = net.backward(dy)
         results.append((y, dx, {key: value.copy() for key, value in net.grads.items()}))
-    (y_moved, dx_moved, grads_moved), (y_plain, dx_plain, grads_plain) = results
-    np.testing.assert_array_equal(y_moved, y_plain)
-    np.testing.assert_array_equal(dx_moved, dx_plain)
-    for key, value in grads_plain.items():
-        np.testing.assert_array_equal(grads_moved[key], value, err_msg=key)
+    y_plain, dx_plain, grads_plain = results[-1]
+    for y, dx, grads in results[:-1]:
+        np.testing.assert_array_equal(y, y_plain)
+        np.testing.assert_array_equal(dx, dx_plain)
+        for key, value in grads_plain.items():
+            np.testing.assert_array_equal(grads[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1)])
+def test_a_relu_after_max_pooling_runs_inside_it_with_the_same_bits(
+        kernel: int, stride: int, padding: int) -> None:
+    spec = ACTIVATION_THEN_POOL.format(activation="relu", kernel=kernel, stride=stride,
+                                       padding=padding)
+    # the same nodes with the ReLU after the pooling instead of before it
+    spec = spec.replace('[nodes.act]\nop = "relu"\n', "").replace(
+        "[nodes.flatten]", '[nodes.act]\nop = "relu"\n\n[nodes.flatten]')
+    fused, plain = build_network(spec), build_network(spec, fuse=False)
+    assert list(fused.plan.order).index("act") > list(fused.plan.order).index("pool")
+    assert fused._fusions["pool"].relu and "act" in fused._absorbed
+    plain.load_state(fused.state())
+    x = _tied_images("float64")
+    dy = np.random.default_rng(5).normal(size=(4, 4))
+    results = []
+    for net in (fused, plain):
+        y = net.forward(x, train=True)
+        results.append((y, net.backward(dy), {k: v.copy() for k, v in net.grads.items()}))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    for key, value in results[1][2].items():
+        np.testing.assert_array_equal(results[0][2][key], value, err_msg=key)
 
 
 @pytest.mark.parametrize("activation", ["leaky_relu", "sigmoid", "tanh"])

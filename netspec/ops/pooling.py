@@ -12,7 +12,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from netspec.lazy import lazy_import
-from netspec.ops.base import Array, Context, Grads, NodeParams, Op, register
+from netspec.ops.activations import relu_into
+from netspec.ops.base import NO_FUSION, Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import (
     NonNegativeSize,
     PaddingPair,
@@ -122,17 +123,40 @@ class MaxPool2d(_WindowPool):
     # neither cache (winners, or the padded input) holds the output
     fresh_output = True
 
+    absorbs_relu = True
+
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, tuple]:
+        return self.fused_forward(xs, params, buffers, ctx, NO_FUSION)
+
+    def fused_forward(self, xs: list[Array], params, buffers, ctx: Context,
+                      fusion: Fusion) -> tuple[Array, tuple]:
         workspace = self.workspace if ctx.train else None
         padded = pad_hw(xs[0], self.geometry[2], value=-np.inf, workspace=workspace)
         if not ctx.train:
             # a backward after inference is rare (gradient checks): it finds the winners then
+            # (the executor fuses no ReLU into a node whose cache it keeps in inference)
             y = self.pool(padded, lambda out, slab: np.maximum(out, slab, out=out), None)
+            if fusion.relu:
+                relu_into(y, y)
             return y, (padded, None, padded.shape, padded.dtype, None)
         # found here, where the input was just written and is still in the CPU caches, the
         # winners spare the backward a pass over the whole input
         y, winner = self._first_maxima(padded, workspace)
+        if fusion.relu:
+            # the ReLU's backward: a window whose output it zeroes sends no gradient, so its
+            # winner becomes an offset past the last
+            zeroed = np.less_equal(y, 0, out=empty_in_order(y.shape, np.bool_,
+                                                            memory_order(y), workspace))
+            past_last = np.multiply(zeroed, winner.dtype.type(self._window_cells()),
+                                    out=empty_in_order(y.shape, winner.dtype,
+                                                       memory_order(y), workspace))
+            np.maximum(winner, past_last, out=winner)
+            relu_into(y, y)
         return y, (None, winner, padded.shape, padded.dtype, workspace)
+
+    def _window_cells(self) -> int:
+        kernel_h, kernel_w = self.geometry[0]
+        return kernel_h * kernel_w
 
     def _first_maxima(self, padded: Array, workspace: Workspace | None) -> tuple[Array, Array]:
         """The pooled output, and for each window the kernel offset (row-major) of its first
@@ -143,7 +167,8 @@ class MaxPool2d(_WindowPool):
         slabs = self.slabs(padded, window_output_hw(padded.shape[2:], kernel, stride, (0, 0)))
         y = empty_in_order(slabs[0].shape, padded.dtype, order, workspace)
         y[...] = slabs[0]
-        index_type = np.min_scalar_type(len(slabs) - 1)
+        # room for one offset past the last (see fused_forward)
+        index_type = np.min_scalar_type(len(slabs))
         winner = empty_in_order(y.shape, index_type, order, workspace)
         winner.fill(0)
         greater = empty_in_order(y.shape, np.bool_, order, workspace)
