@@ -173,9 +173,13 @@ class MaxPool2d(_WindowPool):
         winner.fill(0)
         greater = empty_in_order(y.shape, np.bool_, order, workspace)
         offset = empty_in_order(y.shape, index_type, order, workspace)
+        # each strided slab is read once, into memory laid out as the output: comparing and
+        # taking the maximum then both run along contiguous memory
+        cells = empty_in_order(y.shape, padded.dtype, order, workspace)
         for index, slab in enumerate(slabs[1:], start=1):
-            np.greater(slab, y, out=greater)
-            np.maximum(y, slab, out=y)
+            cells[...] = slab
+            np.greater(cells, y, out=greater)
+            np.maximum(y, cells, out=y)
             # offsets only grow, so the newest strictly greater cell has the largest one
             np.multiply(greater, index_type.type(index), out=offset)
             np.maximum(winner, offset, out=winner)
