@@ -43,6 +43,19 @@ def relu_into(x: Array, out: Array) -> Array:
     return out
 
 
+def relu_gradient(dy: Array, relu_out: Array, out: Array | None = None,
+                  positive: Array | None = None) -> Array:
+    """``dy * (relu_out > 0)``, the same bits, into ``out`` (default: a new array laid out as
+    ``relu_out``), with ``positive`` as the boolean scratch if given. The mask is widened to
+    floats in a pass of its own: a product of a float and a boolean array converts inside
+    its loop, 1.6x slower than the two passes."""
+    positive = np.greater(relu_out, 0, out=positive)
+    if out is None:
+        out = np.empty_like(relu_out, dtype=np.result_type(dy, relu_out))
+    np.copyto(out, positive)
+    return np.multiply(dy, out, out=out)
+
+
 class _Elementwise(Op):
     """An op whose output shape is its input's and that costs ``flops_per_element``."""
 
@@ -84,7 +97,7 @@ class Relu(_Elementwise):
 
     def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:
         # a product with the mask is several times faster than np.where
-        return [dy * (cache > 0)], {}
+        return [relu_gradient(dy, cache)], {}
 
 
 class LeakyReluParams(NodeParams):

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from netspec.errors import ShapeError
 from netspec.lazy import lazy_import
-from netspec.ops.activations import relu_into
+from netspec.ops.activations import relu_gradient, relu_into
 from netspec.ops.base import NO_FUSION, Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import Workspace, empty_in_order, memory_order
 from netspec.shapes import Shape, format_shape, numel
@@ -131,10 +131,10 @@ class Add(Op):
         count, relu_out, workspace = cache
         if relu_out is not None:
             # the fused ReLU's backward, for every input alike
-            positive = np.greater(relu_out, 0, out=empty_in_order(
-                relu_out.shape, np.bool_, memory_order(relu_out), workspace))
-            dy = np.multiply(dy, positive, out=empty_in_order(
-                relu_out.shape, dy.dtype, memory_order(relu_out), workspace))
+            order = memory_order(relu_out)
+            dy = relu_gradient(
+                dy, relu_out, out=empty_in_order(relu_out.shape, dy.dtype, order, workspace),
+                positive=empty_in_order(relu_out.shape, np.bool_, order, workspace))
         return [dy] * count, {}
 
 

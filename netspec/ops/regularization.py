@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from netspec.lazy import lazy_import
-from netspec.ops.activations import relu_into
+from netspec.ops.activations import relu_gradient, relu_into
 from netspec.ops.base import (
     NO_FUSION,
     Array,
@@ -159,9 +159,9 @@ class BatchNorm(Op):
         dy_rows = channel_rows(dy, order)[0]
         if relu_out is not None:
             # the fused ReLU's backward: dy where its output is positive
-            positive = np.greater(relu_out, 0, out=empty(relu_out.shape, np.bool_, workspace))
-            dy_rows = np.multiply(dy_rows, positive,
-                                  out=empty(relu_out.shape, relu_out.dtype, workspace))
+            dy_rows = relu_gradient(dy_rows, relu_out,
+                                    out=empty(relu_out.shape, relu_out.dtype, workspace),
+                                    positive=empty(relu_out.shape, np.bool_, workspace))
         dbeta = row_sums(dy_rows)
         if running_mean is not None:
             # inference: the statistics are constants
