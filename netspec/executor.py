@@ -96,10 +96,9 @@ class Network:
           ``_fusions[...].relu``); so does a ReLU that runs behind a max pooling
           (``_pool_relus``, by the pooling's id).
         * A node that is the only reader of an array nobody else refers to (a convolution's,
-          a linear layer's, an add's, a concat's or a max pooling's output) may work in that
-          array's memory
-          (``_fusions[...].overwrite_input``): a batchnorm centres it in place, a ReLU clips
-          it in place.
+          a linear layer's, an add's, a concat's or a max pooling's output, a batchnorm's
+          without a ReLU) may work in that array's memory (``_fusions[...].overwrite_input``):
+          a batchnorm centres it in place, a ReLU clips it in place, an add sums into it.
         * In inference, a batchnorm that is a convolution's only consumer is folded into the
           convolution's weight and bias (``_folded``: convolution id -> batchnorm id).
         """
@@ -119,7 +118,8 @@ class Network:
         self._fusions: dict[str, Fusion] = {}
         for node_id, node in nodes.items():
             source = node.inputs[0] if node.inputs else None
-            overwrite = (source is not None and nodes[source].op.fresh_output
+            overwrite = (source is not None
+                         and nodes[source].op.output_is_fresh(Fusion(relu=source in relu_into))
                          and only_consumer(source) == node_id
                          and node_id not in self._moved and node_id not in self._absorbed)
             if overwrite or node_id in relu_into:

@@ -118,8 +118,11 @@ class Add(Op):
                       fusion: Fusion) -> tuple[Array, tuple]:
         workspace = self.workspace if ctx.train else None
         # the sum is laid out as the first input: adding arrays of one memory order runs
-        # along contiguous memory
-        out = empty_in_order(xs[0].shape, np.result_type(*xs), memory_order(xs[0]), workspace)
+        # along contiguous memory; it goes into that input when the executor says nothing
+        # else reads it
+        dtype = np.result_type(*xs)
+        out = xs[0] if fusion.overwrite_input and xs[0].dtype == dtype else \
+            empty_in_order(xs[0].shape, dtype, memory_order(xs[0]), workspace)
         np.add(xs[0], xs[1], out=out)
         for x in xs[2:]:
             out += x

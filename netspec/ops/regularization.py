@@ -103,6 +103,10 @@ class BatchNorm(Op):
     ) -> tuple[Array, tuple]:
         return self.fused_forward(xs, params, buffers, ctx, NO_FUSION)
 
+    def output_is_fresh(self, fusion: Fusion) -> bool:
+        # the cache holds the output only for a fused ReLU's backward
+        return not fusion.relu
+
     def fused_forward(self, xs: list[Array], params: dict[str, Array],
                       buffers: dict[str, Array], ctx: Context,
                       fusion: Fusion) -> tuple[Array, tuple]:
