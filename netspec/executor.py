@@ -91,13 +91,14 @@ class Network:
     def _plan_fusions(self) -> None:
         """Which nodes run as one, decided once from the graph.
 
-        * A ReLU that is the only consumer of a batchnorm or an add runs inside it, in place
-          on its output (``_absorbed``, by the ReLU's id, and ``_fusions[...].relu``); a ReLU
-          that runs behind a max pooling stays there.
+        * A ReLU that is the only consumer of a batchnorm, an add or a max pooling runs
+          inside it, in place on its output (``_absorbed``, by the ReLU's id, and
+          ``_fusions[...].relu``); so does a ReLU that runs behind a max pooling
+          (``_pool_relus``, by the pooling's id).
         * A node that is the only reader of an array nobody else refers to (a convolution's,
-          a linear layer's, an add's or a concat's output) may work in that array's memory
-          (``_fusions[...].overwrite_input``): a batchnorm centres it in place, a ReLU clips
-          it in place.
+          a linear layer's, an add's, a concat's or a max pooling's output, a batchnorm's
+          without a ReLU) may work in that array's memory (``_fusions[...].overwrite_input``):
+          a batchnorm centres it in place, a ReLU clips it in place, an add sums into it.
         * In inference, a batchnorm that is a convolution's only consumer is folded into the
           convolution's weight and bias (``_folded``: convolution id -> batchnorm id).
         """
@@ -117,12 +118,20 @@ class Network:
         self._fusions: dict[str, Fusion] = {}
         for node_id, node in nodes.items():
             source = node.inputs[0] if node.inputs else None
-            overwrite = (source is not None and nodes[source].op.fresh_output
+            overwrite = (source is not None
+                         and nodes[source].op.output_is_fresh(Fusion(relu=source in relu_into))
                          and only_consumer(source) == node_id
                          and node_id not in self._moved and node_id not in self._absorbed)
             if overwrite or node_id in relu_into:
                 self._fusions[node_id] = Fusion(relu=node_id in relu_into,
                                                 overwrite_input=overwrite)
+        # a ReLU moved behind a max pooling runs inside the pooling, like one after it
+        self._pool_relus = frozenset(
+            pool_id for pool_id, activation in self._after_pool.items()
+            if nodes[pool_id].op.absorbs_relu and nodes[activation].op_name == "relu")
+        for pool_id in self._pool_relus:
+            self._fusions[pool_id] = Fusion(
+                relu=True, overwrite_input=self._fusions.get(pool_id, NO_FUSION).overwrite_input)
         self._folded: dict[str, str] = {}
         for node_id, node in nodes.items():
             user = only_consumer(node_id)
@@ -223,7 +232,8 @@ class Network:
         folding = fused and not train
         for node_id, node in self.plan.nodes.items():
             xs = [given[node_id]] if node.op_name == "input" else [values[s] for s in node.inputs]
-            activation = self._after_pool.get(node_id)
+            activation = None if fused and node_id in self._pool_relus \
+                else self._after_pool.get(node_id)
             if node_id in self._moved or (fused and node_id in self._absorbed) or (
                     folding and node_id in self._folded_into):
                 # it runs after the pooling it feeds, or ran inside the node before it:
@@ -238,12 +248,18 @@ class Network:
                 if keep:
                     caches[node_id] = cache
             if activation is not None:
-                out, cache = self._forward_node(activation, [out], ctx)
+                # the pooled output is new and only the activation reads it
+                out, cache = self._forward_node(
+                    activation, [out], ctx,
+                    Fusion(overwrite_input=True) if fused and node.op.fresh_output
+                    else NO_FUSION)
                 if keep:
                     caches[activation] = cache
             values[node_id] = out
             if not keep:
-                # free activations nobody needs any more: inference memory stays flat
+                # free activations nobody needs any more: inference memory stays flat (an
+                # unkept cache may refer to an input too)
+                cache = None
                 for source in node.inputs:
                     remaining_uses[source] -= 1
                     if remaining_uses[source] == 0 and source != self.plan.output:
@@ -328,7 +344,8 @@ class Network:
             cache = caches.pop(node_id)
             if not sources_want and not node.param_specs:
                 continue
-            activation = self._after_pool.get(node_id)
+            activation = None if self._caches_fused and node_id in self._pool_relus \
+                else self._after_pool.get(node_id)
             if activation is not None:
                 grad = self._backward_node(activation, caches.pop(activation), grad, True)[0][0]
             dxs, dparams = self._backward_node(node_id, cache, grad, sources_want)

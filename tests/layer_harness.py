@@ -509,10 +509,11 @@ REFERENCES: dict[str, Reference] = {
 
 
 def build_network(toml: str, *, seed: int = 0, dtype: str = "float64",
-                  file: str = "test.toml", directory: Path | None = None) -> netspec.Network:
+                  file: str = "test.toml", directory: Path | None = None,
+                  fuse: bool = True) -> netspec.Network:
     """A runnable Network from spec text (``parse_spec`` then ``compile``)."""
     spec = netspec.parse_spec(toml, file=file, directory=directory)
-    return netspec.compile(spec, seed=seed, dtype=dtype)
+    return netspec.compile(spec, seed=seed, dtype=dtype, fuse=fuse)
 
 
 def network_fd_gradients(net: netspec.Network, x: Array | dict[str, Array],

@@ -547,14 +547,19 @@ def test_inference_frees_activations_when_a_relu_runs_behind_its_pooling(
     net = netspec.compile("lenet5", dtype="float64")
     outputs: dict[str, weakref.ref] = {}
     alive: dict[str, set[str]] = {}  # the node outputs still in memory as each node starts
+    in_place: dict[str, bool] = {}
     for node_id, node in net.plan.nodes.items():
-        def recording(xs, params, buffers, ctx, forward=node.op.forward, node_id=node_id):
+        def recording(xs, params, buffers, ctx, fusion, forward=node.op.fused_forward,
+                      node_id=node_id):
             alive[node_id] = {key for key, ref in outputs.items() if ref() is not None}
-            out, cache = forward(xs, params, buffers, ctx)
+            out, cache = forward(xs, params, buffers, ctx, fusion)
             outputs[node_id] = weakref.ref(out)
+            in_place[node_id] = any(np.shares_memory(out, x) for x in xs)
             return out, cache
 
-        monkeypatch.setattr(node.op, "forward", recording)
+        monkeypatch.setattr(node.op, "fused_forward", recording)
     net.forward(np.random.default_rng(0).normal(size=(2, 1, 28, 28)))
-    assert alive["conv2"] == {"image", "relu1"}
-    assert alive["flatten"] == {"image", "relu2"}
+    # each ReLU runs inside its pooling, on the pooled output
+    assert alive["conv2"] == {"image", "pool1"}
+    assert alive["flatten"] == {"image", "pool2"}
+    assert "relu1" not in outputs and not in_place["pool1"]

@@ -118,6 +118,41 @@ def test_maxpool_ties_send_the_gradient_to_the_first_cell_only(layout) -> None:
     np.testing.assert_array_equal(dxs[0], expected)
 
 
+def _first_argmax_gradient(x: np.ndarray, dy: np.ndarray, kernel: int, stride: int,
+                           padding: int) -> np.ndarray:
+    """Max pooling's input gradient by loops over windows: each window's first maximum
+    cell in row-major order takes the window's gradient (padding never wins)."""
+    padded = np.pad(x, ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2),
+                    constant_values=-np.inf)
+    dx = np.zeros_like(padded)
+    for n, c, i, j in np.ndindex(dy.shape):
+        window = padded[n, c, i * stride:i * stride + kernel, j * stride:j * stride + kernel]
+        row, col = np.unravel_index(np.argmax(window), window.shape)
+        dx[n, c, i * stride + row, j * stride + col] += dy[n, c, i, j]
+    return dx[:, :, padding:padded.shape[2] - padding, padding:padded.shape[3] - padding]
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize(("kernel", "stride", "padding", "shape"), [
+    (2, 2, 0, (3, 2, 8, 6)), (2, 2, 0, (2, 3, 7, 5)), (3, 2, 1, (2, 2, 7, 7)),
+    (3, 1, 0, (1, 2, 5, 6)), (2, 3, 0, (2, 2, 9, 9)),
+])
+def test_maxpool_gradient_goes_to_each_window_first_maximum(
+        kernel: int, stride: int, padding: int, shape, layout: str, train: bool) -> None:
+    # small integers tie in every arrangement; training finds the winners in the forward,
+    # a backward after inference finds them from the kept input
+    op = build_op("maxpool2d", {"kernel_size": kernel, "stride": stride, "padding": padding})
+    rng = np.random.default_rng(6)
+    x = rng.integers(-2, 3, size=shape).astype(np.float64)
+    y, cache = op.forward([LAYOUTS[layout](x)], {}, {}, Context(train, rng))
+    dy = rng.normal(size=y.shape)
+    dx = op.backward(cache, LAYOUTS[layout](dy))[0][0]
+    # overlapping windows add in another order than the loops: equal up to rounding
+    np.testing.assert_allclose(dx, _first_argmax_gradient(x, dy, kernel, stride, padding),
+                               rtol=0, atol=1e-12)
+
+
 def _seeded_pass(net: Network, x: np.ndarray, dy: np.ndarray, **kwargs: Any):
     net.rng = np.random.default_rng(7)  # the same dropout masks both times
     net.forward(x, train=True)
@@ -269,10 +304,14 @@ def test_relu_moved_behind_max_pooling_gives_the_same_bits(
         dtype: str, kernel: int, stride: int, padding: int) -> None:
     spec = ACTIVATION_THEN_POOL.format(activation="relu", kernel=kernel, stride=stride,
                                        padding=padding)
-    moved = build_network(spec, dtype=dtype)
+    # fused, the relu runs inside the pooling; unfused, as a node of its own after it
+    inside = build_network(spec, dtype=dtype)
+    assert "act" not in _forward_order(inside, _tied_images(dtype))
+    assert inside._fusions["pool"].relu
+    moved = build_network(spec, dtype=dtype, fuse=False)
     assert _forward_order(moved, _tied_images(dtype)).index("act") > \
         _forward_order(moved, _tied_images(dtype)).index("pool")
-    in_place = build_network(spec, dtype=dtype)
+    in_place = build_network(spec, dtype=dtype, fuse=False)
     # the spec's own order: what moving the relu must not change
     in_place._after_pool, in_place._moved = {}, frozenset()
     assert _forward_order(in_place, _tied_images(dtype)) == list(in_place.plan.order)
@@ -280,18 +319,44 @@ def test_relu_moved_behind_max_pooling_gives_the_same_bits(
     weight[:, :, 1, 1] = 0.0  # a centre tap of 0 and 1s elsewhere make equal outputs
     weight[0] = 1.0
     in_place.load_state(moved.state())
+    inside.load_state(moved.state())
     x = _tied_images(dtype)
     dy = np.random.default_rng(4).normal(size=(4, 4)).astype(dtype)
     results = []
-    for net in (moved, in_place):
+    for net in (inside, moved, in_place):
         y = net.forward(x, train=True)
         dx = net.backward(dy)
         results.append((y, dx, {key: value.copy() for key, value in net.grads.items()}))
-    (y_moved, dx_moved, grads_moved), (y_plain, dx_plain, grads_plain) = results
-    np.testing.assert_array_equal(y_moved, y_plain)
-    np.testing.assert_array_equal(dx_moved, dx_plain)
-    for key, value in grads_plain.items():
-        np.testing.assert_array_equal(grads_moved[key], value, err_msg=key)
+    y_plain, dx_plain, grads_plain = results[-1]
+    for y, dx, grads in results[:-1]:
+        np.testing.assert_array_equal(y, y_plain)
+        np.testing.assert_array_equal(dx, dx_plain)
+        for key, value in grads_plain.items():
+            np.testing.assert_array_equal(grads[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1)])
+def test_a_relu_after_max_pooling_runs_inside_it_with_the_same_bits(
+        kernel: int, stride: int, padding: int) -> None:
+    spec = ACTIVATION_THEN_POOL.format(activation="relu", kernel=kernel, stride=stride,
+                                       padding=padding)
+    # the same nodes with the ReLU after the pooling instead of before it
+    spec = spec.replace('[nodes.act]\nop = "relu"\n', "").replace(
+        "[nodes.flatten]", '[nodes.act]\nop = "relu"\n\n[nodes.flatten]')
+    fused, plain = build_network(spec), build_network(spec, fuse=False)
+    assert list(fused.plan.order).index("act") > list(fused.plan.order).index("pool")
+    assert fused._fusions["pool"].relu and "act" in fused._absorbed
+    plain.load_state(fused.state())
+    x = _tied_images("float64")
+    dy = np.random.default_rng(5).normal(size=(4, 4))
+    results = []
+    for net in (fused, plain):
+        y = net.forward(x, train=True)
+        results.append((y, net.backward(dy), {k: v.copy() for k, v in net.grads.items()}))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    for key, value in results[1][2].items():
+        np.testing.assert_array_equal(results[0][2][key], value, err_msg=key)
 
 
 @pytest.mark.parametrize("activation", ["leaky_relu", "sigmoid", "tanh"])
@@ -330,6 +395,25 @@ def test_batchnorm_gives_the_same_numbers_in_every_memory_layout(
     for got, want in zip(run(LAYOUTS[x_layout](x), LAYOUTS[dy_layout](dy)), reference):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_batchnorm_without_fusion_leaves_its_input_and_gradient_alone(layout: str) -> None:
+    # its backward works in the memory of the centred input, which must then be its own
+    op = build_op("batchnorm", {})
+    rng = np.random.default_rng(4)
+    x = LAYOUTS[layout](rng.normal(1.0, 2.0, size=(4, 3, 5, 6)))
+    dy = LAYOUTS[layout](rng.normal(size=(4, 3, 5, 6)))
+    x_before, dy_before = x.copy(), dy.copy()
+    buffers = {"running_mean": np.zeros(3), "running_var": np.ones(3)}
+    params = {"weight": rng.normal(size=3), "bias": rng.normal(size=3)}
+    y, cache = op.forward([x], params, buffers, Context(True, np.random.default_rng(0)))
+    y_before = y.copy()
+    dx = op.backward(cache, dy)[0][0]
+    assert not np.shares_memory(dx, x) and not np.shares_memory(dx, dy)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dy, dy_before)
+    np.testing.assert_array_equal(y, y_before)
 
 
 def test_batchnorm_reads_a_convolution_output_in_place() -> None:
@@ -397,3 +481,26 @@ def test_lowering_writes_the_padding_itself(shape, kernel, stride, padding, layo
     _gather_rows(x, kernel, stride, padding, (out_h, out_w), workspace).fill(np.nan)
     lowered = _gather_rows(x, kernel, stride, padding, (out_h, out_w), workspace)
     np.testing.assert_array_equal(lowered, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (4, 16, 8, 8), (3, 1, 1, 1), (5, 2, 33, 31)])
+@pytest.mark.parametrize("layout", [np.ascontiguousarray, *LAYOUTS.values(),
+                                    lambda x: np.ones((*x.shape[:3], 2 * x.shape[3]),
+                                                      x.dtype)[..., ::2]])
+def test_relu_into_gives_the_bits_of_np_maximum(layout, shape, dtype: str) -> None:
+    # the last layout is a strided view, not one dense block: the plain path
+    from netspec.ops.activations import relu_into
+    x = np.random.default_rng(3).normal(size=shape).astype(dtype)
+    x.flat[::7] = 0.0
+    x.flat[1::11] = -0.0
+    x.flat[2::13] = np.nan
+    arranged = layout(x)
+    arranged[...] = x
+    want = np.maximum(arranged, 0)
+    got = relu_into(arranged, np.empty_like(arranged))
+    in_place = relu_into(arranged, arranged)
+    assert in_place is arranged
+    for result in (got, in_place):
+        np.testing.assert_array_equal(result, want)
+        np.testing.assert_array_equal(np.signbit(result), np.signbit(want))

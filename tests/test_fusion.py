@@ -155,10 +155,12 @@ def test_the_fusions_are_planned() -> None:
     fused, plain = twins(EVERY_FUSION, "float64")
     assert fused._absorbed == {"stem_relu", "sum_relu", "joined_relu", "fc2_relu"}
     overwriting = {node for node, f in fused._fusions.items() if f.overwrite_input}
-    # batchnorms after a conv, a concat or a linear layer, and the relu after fc1
-    assert overwriting == {"stem_bn", "bn_a", "bn_b", "joined_bn", "fc1_relu", "fc2_bn"}
+    # batchnorms after a conv, a concat or a linear layer, the relu after fc1, and the only
+    # readers of batchnorms without a relu (which a conv and a pooling are free to ignore)
+    assert overwriting == {"stem_bn", "bn_a", "bn_b", "joined_bn", "fc1_relu", "fc2_bn",
+                           "up", "pooled"}
     # bn_a feeds a pooling, which runs on its own
-    assert "pooled" not in fused._fusions
+    assert not fused._fusions["pooled"].relu and "pooled" not in fused._absorbed
     assert fused._folded == {"stem": "stem_bn", "conv_a": "bn_a", "conv_b": "bn_b"}
     x = batch_for(fused)
     assert "stem_relu" not in ran_nodes(fused, x, train=True)

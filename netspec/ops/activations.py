@@ -12,6 +12,48 @@ from netspec.ops.base import Array, Context, Fusion, Grads, NodeParams, Op, regi
 from netspec.shapes import Shape, numel
 
 np = lazy_import("numpy")
+# np.maximum against a scalar runs NumPy's loop for a stride-0 operand, 2-3x slower than
+# against an array; a row of zeros broadcast down a (rows, width) view of the same memory
+# takes the fast loop without an array of zeros the size of the input
+_ZERO_ROW_WIDTH = 1024
+_ZERO_ROWS: dict[np.dtype, Array] = {}
+
+
+def _flat(array: Array, order: tuple[int, ...]) -> Array | None:
+    """A 1-D view of ``array``'s elements in memory ``order``, or None if they do not fill
+    one dense block."""
+    arranged = array.transpose(order)
+    return arranged.reshape(-1) if arranged.flags.c_contiguous else None
+
+
+def relu_into(x: Array, out: Array) -> Array:
+    """``max(x, 0)`` written into ``out`` (``x`` itself for in place), which is returned; the
+    same values as ``np.maximum(x, 0, out=out)``, faster on dense arrays of one layout."""
+    order = tuple(sorted(range(x.ndim), key=lambda axis: -abs(x.strides[axis])))
+    flat_x, flat_out = _flat(x, order), _flat(out, order)
+    if flat_x is None or flat_out is None or x.shape != out.shape:
+        return np.maximum(x, 0, out=out)
+    zeros = _ZERO_ROWS.get(x.dtype)
+    if zeros is None:
+        zeros = _ZERO_ROWS[x.dtype] = np.zeros(_ZERO_ROW_WIDTH, x.dtype)
+    whole = flat_x.size - flat_x.size % _ZERO_ROW_WIDTH
+    np.maximum(flat_x[:whole].reshape(-1, _ZERO_ROW_WIDTH), zeros,
+               out=flat_out[:whole].reshape(-1, _ZERO_ROW_WIDTH))
+    np.maximum(flat_x[whole:], zeros[: flat_x.size - whole], out=flat_out[whole:])
+    return out
+
+
+def relu_gradient(dy: Array, relu_out: Array, out: Array | None = None,
+                  positive: Array | None = None) -> Array:
+    """``dy * (relu_out > 0)``, the same bits, into ``out`` (default: a new array laid out as
+    ``relu_out``), with ``positive`` as the boolean scratch if given. The mask is widened to
+    floats in a pass of its own: a product of a float and a boolean array converts inside
+    its loop, 1.6x slower than the two passes."""
+    positive = np.greater(relu_out, 0, out=positive)
+    if out is None:
+        out = np.empty_like(relu_out, dtype=np.result_type(dy, relu_out))
+    np.copyto(out, positive)
+    return np.multiply(dy, out, out=out)
 
 
 class _Elementwise(Op):
@@ -42,19 +84,20 @@ class Relu(_Elementwise):
     commutes_with_max_pool = True
 
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Array]:
-        y = np.maximum(xs[0], 0)
+        x = xs[0]
+        y = relu_into(x, np.empty_like(x))
         return y, y
 
     def fused_forward(self, xs: list[Array], params, buffers, ctx: Context,
                       fusion: Fusion) -> tuple[Array, Array]:
         if not fusion.overwrite_input:
             return self.forward(xs, params, buffers, ctx)
-        y = np.maximum(xs[0], 0, out=xs[0])
+        y = relu_into(xs[0], xs[0])
         return y, y
 
     def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:
         # a product with the mask is several times faster than np.where
-        return [dy * (cache > 0)], {}
+        return [relu_gradient(dy, cache)], {}
 
 
 class LeakyReluParams(NodeParams):

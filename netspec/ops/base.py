@@ -153,6 +153,11 @@ class Op:
     def backward(self, cache: Any, dy: Array) -> tuple[list[Array | None], Grads]:
         raise NotImplementedError
 
+    def output_is_fresh(self, fusion: Fusion) -> bool:
+        """Whether the output, run with ``fusion``, is an array nothing else refers to (see
+        ``fresh_output``)."""
+        return self.fresh_output
+
     def fused_forward(self, xs: list[Array], params: dict[str, Array],
                       buffers: dict[str, Array], ctx: Context,
                       fusion: Fusion) -> tuple[Array, Any]:

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from netspec.errors import ShapeError
 from netspec.lazy import lazy_import
+from netspec.ops.activations import relu_gradient, relu_into
 from netspec.ops.base import NO_FUSION, Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import Workspace, empty_in_order, memory_order
 from netspec.shapes import Shape, format_shape, numel
@@ -117,23 +118,26 @@ class Add(Op):
                       fusion: Fusion) -> tuple[Array, tuple]:
         workspace = self.workspace if ctx.train else None
         # the sum is laid out as the first input: adding arrays of one memory order runs
-        # along contiguous memory
-        out = empty_in_order(xs[0].shape, np.result_type(*xs), memory_order(xs[0]), workspace)
+        # along contiguous memory; it goes into that input when the executor says nothing
+        # else reads it
+        dtype = np.result_type(*xs)
+        out = xs[0] if fusion.overwrite_input and xs[0].dtype == dtype else \
+            empty_in_order(xs[0].shape, dtype, memory_order(xs[0]), workspace)
         np.add(xs[0], xs[1], out=out)
         for x in xs[2:]:
             out += x
         if fusion.relu:
-            np.maximum(out, 0, out=out)
+            relu_into(out, out)
         return out, (len(xs), out if fusion.relu else None, workspace)
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
         count, relu_out, workspace = cache
         if relu_out is not None:
             # the fused ReLU's backward, for every input alike
-            positive = np.greater(relu_out, 0, out=empty_in_order(
-                relu_out.shape, np.bool_, memory_order(relu_out), workspace))
-            dy = np.multiply(dy, positive, out=empty_in_order(
-                relu_out.shape, dy.dtype, memory_order(relu_out), workspace))
+            order = memory_order(relu_out)
+            dy = relu_gradient(
+                dy, relu_out, out=empty_in_order(relu_out.shape, dy.dtype, order, workspace),
+                positive=empty_in_order(relu_out.shape, np.bool_, order, workspace))
         return [dy] * count, {}
 
 

@@ -12,7 +12,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from netspec.lazy import lazy_import
-from netspec.ops.base import Array, Context, Grads, NodeParams, Op, register
+from netspec.ops.activations import relu_into
+from netspec.ops.base import NO_FUSION, Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import (
     NonNegativeSize,
     PaddingPair,
@@ -89,19 +90,19 @@ class _WindowPool(Op):
             combine(y, slab)
         return y
 
-    def scatter(self, padded: Array, out_hw: tuple[int, int],
-                write: Callable[[list[Array], bool], object],
+    def scatter(self, padded_shape: Shape, dtype: np.dtype, order: Sequence[int],
+                out_hw: tuple[int, int], write: Callable[[list[Array], bool], object],
                 workspace: Workspace | None) -> Array:
-        """The input gradient on a grid shaped (and laid out) like ``padded``, padding cropped
-        off: ``write(targets, add)`` fills each kernel offset's slab, adding to it if ``add``
-        (windows overlap) or else assigning."""
+        """The input gradient on a grid of the padded input's shape (laid out in memory
+        ``order``), padding cropped off: ``write(targets, add)`` fills each kernel offset's
+        slab, adding to it if ``add`` (windows overlap) or else assigning."""
         (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = self.geometry
-        height, width = padded.shape[2:]
+        height, width = padded_shape[2:]
         overlapping = stride_h < kernel_h or stride_w < kernel_w
         # windows tiling the grid: every cell is written exactly once
         tiled = (stride_h, stride_w) == (kernel_h, kernel_w) \
             and stride_h * out_hw[0] == height and stride_w * out_hw[1] == width
-        dx = empty_in_order(padded.shape, padded.dtype, memory_order(padded), workspace)
+        dx = empty_in_order(padded_shape, dtype, order, workspace)
         if not tiled:
             dx.fill(0)
         write(self.slabs(dx, out_hw), overlapping)
@@ -119,43 +120,89 @@ class MaxPool2d(_WindowPool):
     name = "maxpool2d"
     Params = MaxPoolParams
     is_max_pool = True
+    # neither cache (winners, or the padded input) holds the output
+    fresh_output = True
+
+    absorbs_relu = True
 
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, tuple]:
+        return self.fused_forward(xs, params, buffers, ctx, NO_FUSION)
+
+    def fused_forward(self, xs: list[Array], params, buffers, ctx: Context,
+                      fusion: Fusion) -> tuple[Array, tuple]:
         workspace = self.workspace if ctx.train else None
         padded = pad_hw(xs[0], self.geometry[2], value=-np.inf, workspace=workspace)
-        y = self.pool(padded, lambda out, slab: np.maximum(out, slab, out=out), workspace)
-        return y, (padded, y, workspace)
+        if not ctx.train:
+            # a backward after inference is rare (gradient checks): it finds the winners then
+            # (the executor fuses no ReLU into a node whose cache it keeps in inference)
+            y = self.pool(padded, lambda out, slab: np.maximum(out, slab, out=out), None)
+            if fusion.relu:
+                relu_into(y, y)
+            return y, (padded, None, padded.shape, padded.dtype, None)
+        # found here, where the input was just written and is still in the CPU caches, the
+        # winners spare the backward a pass over the whole input
+        y, winner = self._first_maxima(padded, workspace)
+        if fusion.relu:
+            # the ReLU's backward: a window whose output it zeroes sends no gradient, so its
+            # winner becomes an offset past the last
+            zeroed = np.less_equal(y, 0, out=empty_in_order(y.shape, np.bool_,
+                                                            memory_order(y), workspace))
+            past_last = np.multiply(zeroed, winner.dtype.type(self._window_cells()),
+                                    out=empty_in_order(y.shape, winner.dtype,
+                                                       memory_order(y), workspace))
+            np.maximum(winner, past_last, out=winner)
+            relu_into(y, y)
+        return y, (None, winner, padded.shape, padded.dtype, workspace)
+
+    def _window_cells(self) -> int:
+        kernel_h, kernel_w = self.geometry[0]
+        return kernel_h * kernel_w
+
+    def _first_maxima(self, padded: Array, workspace: Workspace | None) -> tuple[Array, Array]:
+        """The pooled output, and for each window the kernel offset (row-major) of its first
+        cell equal to the maximum, as argmax and PyTorch pick among ties: a later cell wins
+        only if strictly greater."""
+        kernel, stride, _ = self.geometry
+        order = memory_order(padded)
+        slabs = self.slabs(padded, window_output_hw(padded.shape[2:], kernel, stride, (0, 0)))
+        y = empty_in_order(slabs[0].shape, padded.dtype, order, workspace)
+        y[...] = slabs[0]
+        # room for one offset past the last (see fused_forward)
+        index_type = np.min_scalar_type(len(slabs))
+        winner = empty_in_order(y.shape, index_type, order, workspace)
+        winner.fill(0)
+        greater = empty_in_order(y.shape, np.bool_, order, workspace)
+        offset = empty_in_order(y.shape, index_type, order, workspace)
+        # each strided slab is read once, into memory laid out as the output: comparing and
+        # taking the maximum then both run along contiguous memory
+        cells = empty_in_order(y.shape, padded.dtype, order, workspace)
+        for index, slab in enumerate(slabs[1:], start=1):
+            cells[...] = slab
+            np.greater(cells, y, out=greater)
+            np.maximum(y, cells, out=y)
+            # offsets only grow, so the newest strictly greater cell has the largest one
+            np.multiply(greater, index_type.type(index), out=offset)
+            np.maximum(winner, offset, out=winner)
+        return y, winner
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
-        padded, y, workspace = cache
-        order = memory_order(y)
+        padded, winner, padded_shape, dtype, workspace = cache
+        if winner is None:
+            winner = self._first_maxima(padded, None)[1]
+        order = memory_order(winner)
         dy = in_order(dy, order, workspace)
-        slabs = self.slabs(padded, y.shape[2:])
-        hit = empty_in_order(y.shape, np.bool_, order, workspace)
-        unclaimed = empty_in_order(y.shape, np.bool_, order, workspace)
+        hit = empty_in_order(winner.shape, np.bool_, order, workspace)
 
         def write(targets: list[Array], add: bool) -> None:
-            # the first window cell equal to the maximum wins, as argmax (and PyTorch) would
-            # pick; multiplying by a mask is several times faster than NumPy's masked writes
-            last = len(slabs) - 1
-            for index, (slab, target) in enumerate(zip(slabs, targets)):
-                mask = hit
-                if index == 0:
-                    np.equal(slab, y, out=hit)
-                    np.logical_not(hit, out=unclaimed)
-                elif index < last:
-                    np.equal(slab, y, out=hit)
-                    np.logical_and(hit, unclaimed, out=hit)
-                    np.logical_xor(unclaimed, hit, out=unclaimed)
-                else:
-                    # whatever no earlier cell claimed goes to the last one
-                    mask = unclaimed
+            # multiplying by a mask is several times faster than NumPy's masked writes
+            for index, target in enumerate(targets):
+                np.equal(winner, index, out=hit)
                 if add:
-                    target += dy * mask
+                    target += dy * hit
                 else:
-                    np.multiply(dy, mask, out=target)
+                    np.multiply(dy, hit, out=target)
 
-        return [self.scatter(padded, y.shape[2:], write, workspace)], {}
+        return [self.scatter(padded_shape, dtype, order, winner.shape[2:], write, workspace)], {}
 
 
 class AvgPoolParams(_PoolParams):
@@ -189,7 +236,8 @@ class AvgPool2d(_WindowPool):
                 else:
                     target[...] = share
 
-        return [self.scatter(padded, dy.shape[2:], write, workspace)], {}
+        return [self.scatter(padded.shape, padded.dtype, memory_order(padded), dy.shape[2:],
+                             write, workspace)], {}
 
 
 class GlobalAvgPoolParams(NodeParams):

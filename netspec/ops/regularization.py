@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from netspec.lazy import lazy_import
+from netspec.ops.activations import relu_gradient, relu_into
 from netspec.ops.base import (
     NO_FUSION,
     Array,
@@ -102,6 +103,10 @@ class BatchNorm(Op):
     ) -> tuple[Array, tuple]:
         return self.fused_forward(xs, params, buffers, ctx, NO_FUSION)
 
+    def output_is_fresh(self, fusion: Fusion) -> bool:
+        # the cache holds the output only for a fused ReLU's backward
+        return not fusion.relu
+
     def fused_forward(self, xs: list[Array], params: dict[str, Array],
                       buffers: dict[str, Array], ctx: Context,
                       fusion: Fusion) -> tuple[Array, tuple]:
@@ -120,7 +125,7 @@ class BatchNorm(Op):
             else:
                 centered = np.subtract(rows, mean[:, None],
                                        out=empty(rows.shape, rows.dtype, workspace))
-            var = np.einsum("ij,ij->i", centered, centered) / count
+            var = row_dots(centered, centered) / count
             momentum = self.p.momentum
             unbiased = var * (count / max(count - 1, 1))
             buffers["running_mean"] *= 1 - momentum
@@ -142,7 +147,7 @@ class BatchNorm(Op):
             y += shift[:, None]
             cache_rows = rows
         if fusion.relu:
-            np.maximum(y, 0, out=y)
+            relu_into(y, y)
         cache = (cache_rows, running_mean, inv_std, gamma, order, y if fusion.relu else None,
                  workspace)
         return from_channel_rows(y, x.shape, order), cache
@@ -158,26 +163,35 @@ class BatchNorm(Op):
         dy_rows = channel_rows(dy, order)[0]
         if relu_out is not None:
             # the fused ReLU's backward: dy where its output is positive
-            positive = np.greater(relu_out, 0, out=empty(relu_out.shape, np.bool_, workspace))
-            dy_rows = np.multiply(dy_rows, positive,
-                                  out=empty(relu_out.shape, relu_out.dtype, workspace))
+            dy_rows = relu_gradient(dy_rows, relu_out,
+                                    out=empty(relu_out.shape, relu_out.dtype, workspace),
+                                    positive=empty(relu_out.shape, np.bool_, workspace))
         dbeta = row_sums(dy_rows)
-        dx = empty(dy_rows.shape, dy_rows.dtype, workspace)
         if running_mean is not None:
             # inference: the statistics are constants
+            dx = empty(dy_rows.shape, dy_rows.dtype, workspace)
             x_hat = np.subtract(inputs, running_mean[:, None], out=dx)
             x_hat *= inv_std[:, None]
-            dgamma = np.einsum("ij,ij->i", dy_rows, x_hat)
+            dgamma = row_dots(dy_rows, x_hat)
             np.multiply(dy_rows, (gamma * inv_std)[:, None], out=dx)
             return [from_channel_rows(dx, dy.shape, order)], {"weight": dgamma, "bias": dbeta}
         centered, count = inputs, inputs.shape[1]
-        dgamma = np.einsum("ij,ij->i", dy_rows, centered) * inv_std
-        # dx = gamma / std * (dy - mean(dy) - x_hat * mean(dy * x_hat)), x_hat = centered / std
-        np.multiply(centered, (dgamma * inv_std / count)[:, None], out=dx)
+        dgamma = row_dots(dy_rows, centered) * inv_std
+        # dx = gamma / std * (dy - mean(dy) - x_hat * mean(dy * x_hat)), x_hat = centered / std,
+        # computed in the memory of the centred input: in training it is this node's own (its
+        # input's, which the executor let it overwrite, or a copy), and nothing reads it after
+        # this; working in memory the forward touched is faster than filling a fresh array
+        dx = np.multiply(centered, (dgamma * inv_std / count)[:, None], out=centered)
         dx += (dbeta / count)[:, None]
         np.subtract(dy_rows, dx, out=dx)
         dx *= (gamma * inv_std)[:, None]
         return [from_channel_rows(dx, dy.shape, order)], {"weight": dgamma, "bias": dbeta}
+
+
+def row_dots(a: Array, b: Array) -> Array:
+    """The dot product of each row of ``a`` with the same row of ``b``: one BLAS dot per
+    row, twice as fast as ``np.einsum("ij,ij->i", a, b)`` on a layer's (channels, positions)."""
+    return np.matmul(a[:, None, :], b[:, :, None]).reshape(a.shape[0])
 
 
 def channel_rows(x: Array, order: Sequence[int] | None = None) -> tuple[Array, tuple[int, ...]]:
