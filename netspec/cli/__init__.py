@@ -23,8 +23,6 @@ from netspec.threads import BlasThreads
 # collector would walk them again and again for nothing (about a sixth of `netspec compile`'s
 # CPU time), so it stays off while they run. Long commands (train, lsp, ...) keep it on.
 QUICK_COMMANDS = frozenset({"compile", "list", "expand", "schema", "draw"})
-COMMAND_MODULES = ("compile", "expand", "gradcheck", "train", "draw", "plot", "bench", "doctor",
-                   "export", "importer", "schema", "lsp")
 # which module registers each command (tests/test_startup.py checks it against the modules), so
 # that a command's run builds its own parser only, not the other fourteen
 MODULE_OF_COMMAND = {
@@ -33,6 +31,8 @@ MODULE_OF_COMMAND = {
     "bench": "bench", "doctor": "doctor", "export": "export", "import": "importer",
     "schema": "schema", "lsp": "lsp",
 }
+# every command module, in the order --help lists their commands
+COMMAND_MODULES = tuple(dict.fromkeys(MODULE_OF_COMMAND.values()))
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
