@@ -84,13 +84,10 @@ def analyse(text: str, path: str | Path) -> Analysis:
         analysis.nodes = dict(exc.partial)
     except NetspecError as exc:
         analysis.diagnostics = [Diagnostic(str(exc), file=name, line=1)]
-    if spec.train is not None:
-        from netspec.train.config import parse_train_config
+    from netspec.train.config import train_table_problems
 
-        try:
-            parse_train_config(spec.train, file=name, locate=spec.source.locate)
-        except SpecError as exc:
-            analysis.diagnostics += exc.diagnostics
+    analysis.diagnostics += train_table_problems(spec.train, file=name,
+                                                 locate=spec.source.locate)
     analysis.chains = node_chains({n: o.instance for n, o in spec.origins.items()},
                                   spec.instances)
     return _finish(analysis, spec.included)

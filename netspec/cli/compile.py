@@ -98,16 +98,9 @@ def run_compile(args: argparse.Namespace) -> int:
 
 
 def _train_diagnostics(spec: Spec) -> list[Diagnostic]:
-    """The problems of the spec's ``[train]`` table (none without one)."""
-    if spec.train is None:
-        return []
-    from netspec.train.config import parse_train_config
+    from netspec.train.config import train_table_problems
 
-    try:
-        parse_train_config(spec.train, file=spec.file, locate=spec.source.locate)
-    except SpecError as exc:
-        return exc.diagnostics
-    return []
+    return train_table_problems(spec.train, file=spec.file, locate=spec.source.locate)
 
 
 def _print_errors(source: str, exc: NetspecError, included: dict[str, str]) -> int:

@@ -357,6 +357,18 @@ def parse_train_config(raw: Any, *, file: str | None, locate: Locate) -> TrainCo
         raise SpecError(_diagnostics(exc, file, locate)) from None
 
 
+def train_table_problems(raw: Any, *, file: str | None, locate: Locate) -> list[Diagnostic]:
+    """Every problem of a spec's ``[train]`` table (``None``: no table, no problem), for the
+    commands and the language server that report them beside the network's."""
+    if raw is None:
+        return []
+    try:
+        parse_train_config(raw, file=file, locate=locate)
+    except SpecError as exc:
+        return exc.diagnostics
+    return []
+
+
 def apply_overrides(
     config: TrainConfig,
     *,
