@@ -9,6 +9,7 @@ from pydantic import Field
 
 from netspec.lazy import lazy_import
 from netspec.ops.base import Array, Context, Fusion, Grads, NodeParams, Op, register
+from netspec.ops.conv import memory_order
 from netspec.shapes import Shape, numel
 
 np = lazy_import("numpy")
@@ -29,7 +30,7 @@ def _flat(array: Array, order: tuple[int, ...]) -> Array | None:
 def relu_into(x: Array, out: Array) -> Array:
     """``max(x, 0)`` written into ``out`` (``x`` itself for in place), which is returned; the
     same values as ``np.maximum(x, 0, out=out)``, faster on dense arrays of one layout."""
-    order = tuple(sorted(range(x.ndim), key=lambda axis: -abs(x.strides[axis])))
+    order = memory_order(x)
     flat_x, flat_out = _flat(x, order), _flat(out, order)
     if flat_x is None or flat_out is None or x.shape != out.shape:
         return np.maximum(x, 0, out=out)
