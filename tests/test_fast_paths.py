@@ -430,7 +430,7 @@ def test_batchnorm_reads_a_convolution_output_in_place() -> None:
     ({"out_channels": 2, "kernel_size": 3, "padding": 2}, (1, 3, 4, 4)),
     ({"out_channels": 3, "kernel_size": 1}, (2, 5, 4, 3)),
 ])
-def test_input_gradient_by_convolution_equals_col2im(params, shape,
+def test_input_gradient_by_convolution_equals_by_rows(params, shape,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     op = build_op("conv2d", params)
     rng = np.random.default_rng(6)
@@ -445,8 +445,8 @@ def test_input_gradient_by_convolution_equals_col2im(params, shape,
     by_convolution = _run(op, x, weights, batch_last, dy)[1]
     monkeypatch.setattr(netspec.ops.conv, "_input_gradient_by_convolution",
                         lambda *args: False)
-    by_col2im = _run(op, x, weights, batch_last, dy)[1]
-    np.testing.assert_allclose(by_convolution, by_col2im, rtol=0, atol=1e-12)
+    by_rows = _run(op, x, weights, batch_last, dy)[1]
+    np.testing.assert_allclose(by_convolution, by_rows, rtol=0, atol=1e-12)
 
 
 

@@ -39,6 +39,13 @@ CASES = [
            channels_last=True),
     OpCase("conv2d", {"out_channels": 2, "kernel_size": [2, 3], "stride": [1, 2]},
            ((2, 3, 5, 7),), channels_last=True),
+    # dx by rows: padding wider than the kernel (rows whose window misses dy entirely), a
+    # phase with no kernel rows (kernel 1, stride 2), phases of unequal length
+    OpCase("conv2d", {"out_channels": 2, "kernel_size": 2, "stride": [3, 1], "padding": 3},
+           ((1, 2, 4, 3),)),
+    OpCase("conv2d", {"out_channels": 3, "kernel_size": 1, "stride": 2}, ((2, 2, 5, 5),)),
+    OpCase("conv2d", {"out_channels": 2, "kernel_size": [5, 3], "stride": [3, 2],
+                      "padding": [2, 1]}, ((2, 2, 9, 6),), channels_last=True),
     # same-size and larger outputs with no more channels: dx as a convolution of dy
     OpCase("conv2d", {"out_channels": 2, "kernel_size": [3, 5], "padding": [1, 2]},
            ((2, 3, 4, 6),), seed=2),
