@@ -73,7 +73,7 @@ def time_compile(path: Path, repeat: int, warmup: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=1000, help="nodes in the chain")
     parser.add_argument("--kind", choices=("linear", "conv", "repeat"), default="linear")
     parser.add_argument("--instances", type=int, default=1000,

@@ -73,7 +73,7 @@ def measure(commands: dict[str, list[str]], reps: int,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=11, help="timed runs per case (default 11)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--netspec", default=None, metavar="PROGRAM",

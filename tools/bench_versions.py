@@ -55,7 +55,7 @@ def step_ms(checkout: Path, name: str, args: argparse.Namespace) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("before", type=Path, help="checkout of the first version")
     parser.add_argument("after", type=Path, help="checkout of the second version")
     parser.add_argument("architectures", nargs="+", help="shipped names or .toml paths")

@@ -46,7 +46,7 @@ def write_folder(root: Path, data_dir: str | None, train_per_class: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="the MNIST IDX files (default: as netspec finds them)")
     parser.add_argument("--npz", type=Path, help="write a Keras-layout .npz here")
     parser.add_argument("--folder", type=Path, help="write a folder of PNG pictures here")

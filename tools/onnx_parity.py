@@ -37,7 +37,7 @@ def trained_like(net: Network, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     import onnxruntime
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="shipped architectures (default: all)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
