@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from layer_harness import affordable_architectures, build_network
 
 import netspec.budget
@@ -504,3 +506,41 @@ def test_relu_into_gives_the_bits_of_np_maximum(layout, shape, dtype: str) -> No
     for result in (got, in_place):
         np.testing.assert_array_equal(result, want)
         np.testing.assert_array_equal(np.signbit(result), np.signbit(want))
+
+
+def _input_gradient_by_loops(dy: np.ndarray, weight: np.ndarray, in_hw: tuple[int, int],
+                             stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
+    """dx of a convolution by its definition: every output cell's gradient times the kernel,
+    added at the input cells its window read (those in the padding dropped)."""
+    n, _, out_h, out_w = dy.shape
+    _, in_c, kernel_h, kernel_w = weight.shape
+    dx = np.zeros((n, in_c, *in_hw))
+    for oh in range(out_h):
+        for ow in range(out_w):
+            for i in range(kernel_h):
+                for j in range(kernel_w):
+                    y, x = oh * stride[0] + i - padding[0], ow * stride[1] + j - padding[1]
+                    if 0 <= y < in_hw[0] and 0 <= x < in_hw[1]:
+                        dx[:, :, y, x] += dy[:, :, oh, ow] @ weight[:, :, i, j]
+    return dx
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_input_gradient_by_rows_equals_the_definition(data: st.DataObject) -> None:
+    # any geometry: strides above the kernel (phases with no kernel rows), padding wider than
+    # the kernel (rows whose windows miss dy), one-row and one-column outputs, batch 1
+    kernel = (data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)))
+    stride = (data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)))
+    padding = (data.draw(st.integers(0, 4)), data.draw(st.integers(0, 4)))
+    in_hw = tuple(data.draw(st.integers(max(1, k - 2 * p), 9))
+                  for k, p in zip(kernel, padding, strict=True))
+    out_hw = tuple((size + 2 * p - k) // s + 1
+                   for size, k, s, p in zip(in_hw, kernel, stride, padding, strict=True))
+    n, in_c, out_c = (data.draw(st.integers(1, 3)) for _ in range(3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    weight = rng.normal(size=(out_c, in_c, *kernel))
+    dy = batch_last(rng.normal(size=(n, out_c, *out_hw)))
+    dx = netspec.ops.conv._input_gradient_by_rows(dy, weight, in_hw, stride, padding, Workspace())
+    np.testing.assert_allclose(dx, _input_gradient_by_loops(dy, weight, in_hw, stride, padding),
+                               rtol=1e-12, atol=1e-12)
