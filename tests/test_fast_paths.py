@@ -441,9 +441,7 @@ def test_input_gradient_by_convolution_equals_by_rows(params, shape,
                for key, spec in op.param_specs([shape[1:]]).items()}
     dy = rng.normal(size=(shape[0], *op.output_shape([shape[1:]])))
     assert netspec.ops.conv._input_gradient_by_convolution(
-        weights["weight"].shape, (shape[0], shape[1], shape[2] + 2 * op.geometry[2][0],
-                                  shape[3] + 2 * op.geometry[2][1]),
-        dy.shape, op.geometry[1], op.geometry[2])
+        weights["weight"].shape, shape[2:], dy.shape, op.geometry[1], op.geometry[2])
     by_convolution = _run(op, x, weights, batch_last, dy)[1]
     monkeypatch.setattr(netspec.ops.conv, "_input_gradient_by_convolution",
                         lambda *args: False)

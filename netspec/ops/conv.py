@@ -131,18 +131,15 @@ def empty_in_order(shape: Sequence[int], dtype: np.dtype, order: Sequence[int],
 
 
 def pad_hw(x: Array, padding: tuple[int, int], value: float = 0.0,
-           order: Sequence[int] | None = None, workspace: Workspace | None = None) -> Array:
-    """``x`` padded on its two spatial axes, stored in memory ``order`` (default: as ``x``).
-
-    No copy is made when there is nothing to pad and ``x`` already lies in that order.
-    """
-    order = memory_order(x) if order is None else tuple(order)
+           workspace: Workspace | None = None) -> Array:
+    """``x`` padded on its two spatial axes with ``value``, laid out in memory as ``x``;
+    ``x`` itself when there is nothing to pad."""
     pad_h, pad_w = padding
     if pad_h == 0 and pad_w == 0:
-        return in_order(x, order, workspace)
+        return x
     n, c, h, w = x.shape
     shape = (n, c, h + 2 * pad_h, w + 2 * pad_w)
-    padded = empty_in_order(shape, x.dtype, order, workspace)
+    padded = empty_in_order(shape, x.dtype, memory_order(x), workspace)
     padded[:, :, :pad_h] = value
     padded[:, :, h + pad_h:] = value
     padded[:, :, pad_h:h + pad_h, :pad_w] = value
@@ -235,8 +232,9 @@ def _convolve(x: Array, weight: Array, kernel: tuple[int, int], stride: tuple[in
     return y.reshape(out_c, *out_hw, n).transpose(3, 0, 1, 2), lowered
 
 
-def _input_gradient_by_convolution(weight_shape: Shape, padded_shape: Shape, dy_shape: Shape,
-                                   stride: tuple[int, int], padding: tuple[int, int]) -> bool:
+def _input_gradient_by_convolution(weight_shape: Shape, in_hw: tuple[int, int],
+                                   dy_shape: Shape, stride: tuple[int, int],
+                                   padding: tuple[int, int]) -> bool:
     """Whether dx is cheaper as a convolution of dy than by :func:`_input_gradient_by_rows`.
 
     For a stride-1 convolution that keeps the image size and does not widen the channels (a
@@ -245,8 +243,7 @@ def _input_gradient_by_convolution(weight_shape: Shape, padded_shape: Shape, dy_
     smaller (LeNet's unpadded layers) or has more channels, it was up to 3x slower.
     """
     out_c, in_c, kernel_h, kernel_w = weight_shape
-    in_h = padded_shape[2] - 2 * padding[0]
-    in_w = padded_shape[3] - 2 * padding[1]
+    in_h, in_w = in_hw
     return (tuple(stride) == (1, 1) and out_c <= in_c
             and dy_shape[2] * dy_shape[3] >= in_h * in_w
             and padding[0] < kernel_h and padding[1] < kernel_w)
@@ -387,12 +384,11 @@ class Conv2d(Op):
     ) -> tuple[Array, tuple]:
         kernel, stride, padding = self.geometry
         x, weight = xs[0], params["weight"]
-        padded_hw = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
         workspace = self.workspace if ctx.train else None
         out, lowered = _convolve(x, weight, kernel, stride, padding, workspace)
         if self.p.bias:
             out += params["bias"][:, None, None]
-        return out, (lowered, weight, (x.shape[0], x.shape[1], *padded_hw), workspace)
+        return out, (lowered, weight, x.shape[2:], workspace)
 
     def infer_scaled(self, x: Array, params: dict[str, Array], scale: Array, shift: Array,
                      relu: bool) -> Array:
@@ -418,7 +414,7 @@ class Conv2d(Op):
 
     def _backward(self, cache: tuple, dy: Array, need_dx: bool) -> tuple[Array | None, Grads]:
         kernel, stride, padding = self.geometry
-        lowered, weight, padded_shape, workspace = cache
+        lowered, weight, in_hw, workspace = cache
         out_c = weight.shape[0]
         dy_t = in_order(dy, BATCH_LAST, workspace).transpose(1, 2, 3, 0).reshape(out_c, -1)
         out_h = dy.shape[2]
@@ -433,11 +429,10 @@ class Conv2d(Op):
             grads["bias"] = row_sums(dy_t)
         if not need_dx:
             return None, grads
-        if _input_gradient_by_convolution(weight.shape, padded_shape, dy.shape, stride, padding):
+        if _input_gradient_by_convolution(weight.shape, in_hw, dy.shape, stride, padding):
             # the input gradient of a stride-1 convolution is dy convolved with the kernel
             # turned by 180 degrees, its channel axes swapped
             turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
             full = (kernel[0] - 1 - padding[0], kernel[1] - 1 - padding[1])
             return _convolve(dy, turned, kernel, (1, 1), full, workspace)[0], grads
-        in_hw = (padded_shape[2] - 2 * padding[0], padded_shape[3] - 2 * padding[1])
         return _input_gradient_by_rows(dy, weight, in_hw, stride, padding, workspace), grads

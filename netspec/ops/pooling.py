@@ -145,11 +145,10 @@ class MaxPool2d(_WindowPool):
         if fusion.relu:
             # the ReLU's backward: a window whose output it zeroes sends no gradient, so its
             # winner becomes an offset past the last
-            zeroed = np.less_equal(y, 0, out=empty_in_order(y.shape, np.bool_,
-                                                            memory_order(y), workspace))
+            order = memory_order(y)
+            zeroed = np.less_equal(y, 0, out=empty_in_order(y.shape, np.bool_, order, workspace))
             past_last = np.multiply(zeroed, winner.dtype.type(self._window_cells()),
-                                    out=empty_in_order(y.shape, winner.dtype,
-                                                       memory_order(y), workspace))
+                                    out=empty_in_order(y.shape, winner.dtype, order, workspace))
             np.maximum(winner, past_last, out=winner)
             relu_into(y, y)
         return y, (None, winner, padded.shape, padded.dtype, workspace)
