@@ -110,6 +110,8 @@ def test_bench_script_compares_with_torch_on_identical_networks(tmp_path: Path) 
             assert entry["netspec"]["ms"] > 0 and entry["torch"]["ms"] > 0
             assert entry["ratio"] == pytest.approx(entry["netspec"]["ms"]
                                                    / entry["torch"]["ms"])
+            low, high = entry["paired_ratio_quartiles"]
+            assert 0 < low <= high
         assert [n["node"] for n in result["profile"]["nodes"]][0] == "image"
     assert report["peak_rss_mib"] > 0
 
@@ -123,3 +125,13 @@ def test_bench_script_epoch_mode_reports_time_and_peak_memory(tmp_path: Path) ->
     assert [(e["batch_size"], e["steps"], e["framework"]) for e in epochs] == [
         (8, 3, "netspec"), (32, 3, "netspec")]
     assert all(e["peak_rss_kib"] >= e["rss_before_training_kib"] > 0 for e in epochs)
+
+
+def test_paired_ratio_quartiles_pair_the_blocks_of_each_rep() -> None:
+    bench = _bench_module()
+    # a drift that doubles both frameworks' times leaves every paired ratio at 0.5, while the
+    # ratio of the medians alone could not tell it from noise
+    ours, theirs = [1.0, 2.0, 4.0, 8.0], [2.0, 4.0, 8.0, 16.0]
+    assert bench.paired_ratio_quartiles(ours, theirs) == [0.5, 0.5]
+    low, high = bench.paired_ratio_quartiles([1.0, 1.0, 3.0, 3.0], [1.0, 1.0, 1.0, 1.0])
+    assert (low, high) == (1.0, 3.0)

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from netspec.atomic import atomic_write_text
 from netspec.executor import Network, compile
 from netspec.profile import StepProfile, profile_training, synthetic_batch, training_step
 from netspec.spec import shipped_architectures
@@ -148,8 +149,8 @@ def median_per_call(run: Callable[[], Any], calls: int) -> Callable[[], float]:
 
 
 def interleaved(blocks: dict[str, Callable[[], float]], reps: int,
-                pause: float) -> dict[str, float]:
-    """Median seconds per call of each block, alternating which one runs first in each rep.
+                pause: float) -> dict[str, list[float]]:
+    """Seconds per call of each block in every rep, alternating which one runs first.
 
     ``pause`` seconds of sleep before each block let the other framework's worker threads
     (OpenBLAS and OpenMP spin for a while after their last task) go idle first.
@@ -160,7 +161,18 @@ def interleaved(blocks: dict[str, Callable[[], float]], reps: int,
         for name in names if rep % 2 == 0 else names[::-1]:
             sleep(pause)
             samples[name].append(blocks[name]())
-    return {name: float(np.median(values)) for name, values in samples.items()}
+    return samples
+
+
+def paired_ratio_quartiles(ours: list[float], theirs: list[float]) -> list[float]:
+    """The first and third quartiles of ``ours[i] / theirs[i]`` over the reps.
+
+    The two blocks of one rep run back to back, so a shared machine's drift, which moves
+    whole-step times by 10-30% within minutes, falls on both alike: how widely these
+    ratios spread says how far to trust the ratio of the medians.
+    """
+    ratios = np.asarray(ours) / np.asarray(theirs)
+    return [float(q) for q in np.quantile(ratios, [0.25, 0.75])]
 
 
 def calls_for(run: Callable[[], Any], target_seconds: float) -> int:
@@ -231,8 +243,9 @@ def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[
             for run in frameworks.values():
                 run()
         calls = calls_for(frameworks["netspec"], args.block_seconds)
-        seconds = interleaved({fw: median_per_call(run, calls) for fw, run in frameworks.items()},
+        samples = interleaved({fw: median_per_call(run, calls) for fw, run in frameworks.items()},
                               args.reps, args.pause)
+        seconds = {fw: float(np.median(values)) for fw, values in samples.items()}
         batch = batches[mode]
         flops = flops_factor[mode] * net.plan.total_flops * batch
         entry: dict[str, Any] = {"batch_size": batch, "calls_per_rep": calls,
@@ -242,6 +255,8 @@ def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[
                                 "gflops": flops / value / 1e9}
         if "torch" in seconds:
             entry["ratio"] = seconds["netspec"] / seconds["torch"]
+            entry["paired_ratio_quartiles"] = paired_ratio_quartiles(samples["netspec"],
+                                                                     samples["torch"])
         entry["netspec"]["peak_mib"] = traced_peak_mib(frameworks["netspec"])
         result[mode] = entry
     if not large and args.profile_steps:
@@ -398,12 +413,14 @@ def summary_table(results: list[dict[str, Any]], peak_gflops: float) -> str:
                 result["architecture"], f"{labels[mode]} b{entry['batch_size']}",
                 f"{ours['ms']:.3f}", f"{theirs['ms']:.3f}" if theirs else "-",
                 f"{entry['ratio']:.2f}" if theirs else "-",
+                "{:.2f}-{:.2f}".format(*entry["paired_ratio_quartiles"]) if theirs else "-",
                 f"{ours['samples_per_s']:,.0f}",
                 f"{theirs['samples_per_s']:,.0f}" if theirs else "-",
                 f"{ours['gflops']:.1f}", f"{100 * ours['gflops'] / peak_gflops:.0f}%",
                 f"{theirs['gflops']:.1f}" if theirs else "-", f"{ours['peak_mib']:.1f}"])
     columns = [Column("architecture", "<"), Column("mode", "<"), Column("netspec ms"),
-               Column("torch ms"), Column("ratio"), Column("netspec samples/s"),
+               Column("torch ms"), Column("ratio"), Column("rep ratios IQR"),
+               Column("netspec samples/s"),
                Column("torch samples/s"), Column("netspec GFLOP/s"), Column("of peak"),
                Column("torch GFLOP/s"), Column("netspec peak MiB")]
     return render_table(columns, rows)
@@ -515,8 +532,9 @@ def run_benchmarks(args: argparse.Namespace, threads: int | None) -> None:
         report["architectures"] = results
         report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("\nnetspec vs torch (medians of interleaved repetitions; ratio = netspec / "
-              "torch, below 1 is faster; GFLOP/s of peak: against the GEMM peak above; peak "
-              "MiB: the most NumPy memory one call holds, tracemalloc)")
+              "torch, below 1 is faster; rep ratios IQR: quartiles of the ratios of the two "
+              "blocks run back to back in each repetition; GFLOP/s of peak: against the GEMM "
+              "peak above; peak MiB: the most NumPy memory one call holds, tracemalloc)")
         print(summary_table(results, peak))
         print(f"\npeak RSS of this process (netspec and torch together): "
               f"{report['peak_rss_mib']:.0f} MiB")
@@ -525,7 +543,7 @@ def run_benchmarks(args: argparse.Namespace, threads: int | None) -> None:
     print(f"load average before {load['load_average'][0]:.2f}, after "
           f"{load['load_average_after'][0]:.2f} on {load['cpus']} CPUs")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

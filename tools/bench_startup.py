@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from netspec.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 BARE = "python -c pass"
 HEAVY = "import numpy, pydantic, networkx"
@@ -98,9 +100,9 @@ def main() -> int:
                   f"{medians[name] / medians[BARE]:>7.2f} "
                   f"{medians[name] / medians[HEAVY]:>8.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({
+        atomic_write_text(args.json, json.dumps({
             "python": platform.python_version(), "cpus": os.cpu_count(), "load": os.getloadavg(),
-            "wall": wall, "cpu": cpu}, indent=2) + "\n", encoding="utf-8")
+            "wall": wall, "cpu": cpu}, indent=2) + "\n")
     return 0
 
 
