@@ -423,7 +423,9 @@ class Conv2d(Op):
         kernel, stride, padding = self.geometry
         lowered, weight, in_hw, workspace = cache
         out_c = weight.shape[0]
-        dy_t = in_order(dy, BATCH_LAST, workspace).transpose(1, 2, 3, 0).reshape(out_c, -1)
+        # laid out batch-innermost once, for the products below and for convolving dy
+        dy = in_order(dy, BATCH_LAST, workspace)
+        dy_t = dy.transpose(1, 2, 3, 0).reshape(out_c, -1)
         out_h = dy.shape[2]
         # one product per output row, summed; reading the windows in their stored order is
         # 1.1-2x faster than transposing them
