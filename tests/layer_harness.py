@@ -589,8 +589,8 @@ def affordable_architectures(max_flops: int = 10**8) -> list[Path]:
     """The shipped architectures small enough for float64 finite differences and repeated
     float64 passes in CI: the 28x28 ones. The 224x224 ResNets are built from the same blocks
     as resnet_mnist, which is among them; their own parity is tests/test_resnet_twin.py."""
-    from netspec.compiler import compile_plan
-    from netspec.spec import shipped_architectures
+    from netspec.lang.spec import shipped_architectures
+    from netspec.plan.compiler import compile_plan
 
     return [path for path in shipped_architectures()
             if compile_plan(path).total_flops <= max_flops]

@@ -19,16 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netspec import budget
-from netspec.budget import check_memory, estimate_memory
 from netspec.cli import main
-from netspec.compiler import CompileError, Plan, compile_plan
+from netspec.common.errors import DataError, NetspecError, SpecError, WeightsError
 from netspec.data import MNIST_FILES, load_mnist, read_idx
 from netspec.data.images import load_digit_images
-from netspec.errors import DataError, NetspecError, SpecError, WeightsError
-from netspec.executor import compile
-from netspec.spec import load_spec, parse_spec
-from netspec.train.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from netspec.lang.spec import load_spec, parse_spec
+from netspec.plan import budget
+from netspec.plan.budget import check_memory, estimate_memory
+from netspec.plan.compiler import CompileError, Plan, compile_plan
+from netspec.runtime.executor import compile
+from netspec.weights.checkpoint import load_weights, read_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

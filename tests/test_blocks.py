@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from netspec.cli import main
-from netspec.compiler import compile_plan
-from netspec.errors import NetspecError, SpecError
-from netspec.executor import Network
-from netspec.flat import flat_toml
-from netspec.spec import load_spec, parse_override, parse_spec, shipped_architectures
+from netspec.common.errors import NetspecError, SpecError
+from netspec.lang.flat import flat_toml
+from netspec.lang.spec import load_spec, parse_override, parse_spec, shipped_architectures
+from netspec.plan.compiler import compile_plan
+from netspec.runtime.executor import Network
 
 FILE = "net.toml"
 HEAD = '[nodes]\nimage = { op = "input", shape = [1, 8, 8] }\n'
@@ -466,7 +466,7 @@ def test_a_run_trained_with_set_resumes_and_evaluates_as_the_same_network(tmp_pa
     from test_cli_train import run_cli
     from test_train import TINY
 
-    from netspec.train.checkpoint import read_checkpoint
+    from netspec.weights.checkpoint import read_checkpoint
 
     spec = tmp_path / "tiny.toml"
     spec.write_text(TINY.replace('[nodes.image]', '[vars]\nhidden = 32\n\n[nodes.image]', 1)

@@ -11,7 +11,7 @@ overridden as ``--set`` would. Every flat node id, width and parameter shape is 
 here, independently of netspec. The properties:
 
 * a valid program compiles to exactly those nodes, in that order, with those shapes and
-  parameter shapes, and the flat TOML of :func:`netspec.flat.flat_toml` compiles to the same
+  parameter shapes, and the flat TOML of :func:`netspec.lang.flat.flat_toml` compiles to the same
   plan;
 * a mutated program (misspelt or unknown block and argument, missing or mistyped argument,
   bad expressions, recursion, a conditional input left absent, huge or malformed repeat
@@ -41,11 +41,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netspec.compiler import Plan, compile_plan
-from netspec.errors import SpecError
-from netspec.expressions import MAX_INT, ExpressionError, evaluate
-from netspec.flat import flat_toml
-from netspec.spec import check_spec, parse_spec
+from netspec.common.errors import SpecError
+from netspec.lang.expressions import MAX_INT, ExpressionError, evaluate
+from netspec.lang.flat import flat_toml
+from netspec.lang.spec import check_spec, parse_spec
+from netspec.plan.compiler import Plan, compile_plan
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -847,7 +847,7 @@ def test_deeply_nested_unary_operators_are_refused_not_recursed() -> None:
 def test_round_with_huge_negative_digits_finishes() -> None:
     child = textwrap.dedent("""
         import resource
-        from netspec.expressions import ExpressionError, evaluate
+        from netspec.lang.expressions import ExpressionError, evaluate
         usage = resource.getrusage(resource.RUSAGE_SELF)
         limit = int(usage.ru_utime + usage.ru_stime) + 2
         resource.setrlimit(resource.RLIMIT_CPU, (limit, limit))

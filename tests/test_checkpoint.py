@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netspec.compiler import compile_plan
-from netspec.errors import WeightsError
-from netspec.executor import Network
-from netspec.spec import parse_spec
-from netspec.train.checkpoint import (
+from netspec.common.errors import WeightsError
+from netspec.lang.spec import parse_spec
+from netspec.plan.compiler import compile_plan
+from netspec.runtime.executor import Network
+from netspec.weights.checkpoint import (
     FORMAT_VERSION,
     load_weights,
     read_checkpoint,

@@ -12,10 +12,10 @@ import sys
 import pytest
 
 from netspec.cli import main
-from netspec.compiler import compile_plan
+from netspec.common.tables import human_bytes, human_count
+from netspec.lang.spec import shipped_architectures
 from netspec.ops import REGISTRY
-from netspec.spec import shipped_architectures
-from netspec.tables import human_bytes, human_count
+from netspec.plan.compiler import compile_plan
 
 SHIPPED = [path.stem for path in shipped_architectures()]
 

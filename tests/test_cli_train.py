@@ -24,8 +24,8 @@ from test_train import assert_same_arrays, metrics, weights, write_spec
 
 from netspec.cli import main
 from netspec.cli.progress import ProgressLine, download_progress
-from netspec.executor import compile
-from netspec.train.checkpoint import load_weights, save_checkpoint
+from netspec.runtime.executor import compile
+from netspec.weights.checkpoint import load_weights, save_checkpoint
 
 
 def run_cli(*argv: str | Path) -> tuple[int, str, str]:

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from netspec.compiler import INVALID_NODE, UPSTREAM_FAILED, CompileError, compile_plan
-from netspec.errors import SpecError
-from netspec.spec import load_spec, parse_spec, shipped_architectures
+from netspec.common.errors import SpecError
+from netspec.lang.spec import load_spec, parse_spec, shipped_architectures
+from netspec.plan.compiler import INVALID_NODE, UPSTREAM_FAILED, CompileError, compile_plan
 
 
 def toml_value(value: object) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from netspec.common.errors import DataError
 from netspec.data import (
     MNIST_FILES,
     augment_batch,
@@ -37,7 +38,6 @@ from netspec.data import (
 )
 from netspec.data import download as download_module
 from netspec.data import mnist as mnist_module
-from netspec.errors import DataError
 
 REAL_URLOPEN = download_module.urlopen  # kept before the sandbox hides it; only ever local here
 

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from netspec.common.errors import DataError, SpecError
 from netspec.data.catalog import parse_cifar_batch
 from netspec.data.folder import load_folder
 from netspec.data.npz import load_npz
-from netspec.errors import DataError, SpecError
-from netspec.spec import parse_spec
+from netspec.lang.spec import parse_spec
 
 SCALE = 20 if os.environ.get("NETSPEC_HYPOTHESIS_PROFILE") == "long" else 1
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from netspec.cli import main
+from netspec.common.errors import DataError, SpecError
 from netspec.data import catalog
 from netspec.data.batches import random_crop, random_flip
 from netspec.data.catalog import NAMED_SETS, load_named
@@ -26,8 +27,7 @@ from netspec.data.choice import DataChoice, choose_data, data_info, load_data, p
 from netspec.data.dataset import channel_stats
 from netspec.data.folder import load_folder
 from netspec.data.npz import inspect_npz, load_npz
-from netspec.errors import DataError, SpecError
-from netspec.spec import parse_spec
+from netspec.lang.spec import parse_spec
 
 RNG = np.random.default_rng(7)
 
@@ -809,7 +809,7 @@ def test_a_colour_npz_trains_with_flips_and_crops_and_records_its_data(tmp_path,
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == {"kind": "npz", "source": str(colour_npz)}
     assert config["config"]["augment"]["horizontal_flip"] is True
-    from netspec.train.checkpoint import read_checkpoint
+    from netspec.weights.checkpoint import read_checkpoint
 
     meta = read_checkpoint(run / "best.npz").meta
     assert meta["class_names"] == ["red", "green", "blue"]
@@ -987,9 +987,9 @@ def test_a_corrupt_recorded_data_choice_is_named(tmp_path, colour_npz):
 def test_weights_that_record_no_data_are_mnist_weights(tmp_path, mnist_dir):
     from test_train import TINY, write_spec
 
-    from netspec.executor import compile
-    from netspec.train.checkpoint import load_weights, save_checkpoint
+    from netspec.runtime.executor import compile
     from netspec.train.loop import start_run
+    from netspec.weights.checkpoint import load_weights, save_checkpoint
 
     spec = write_spec(tmp_path, TINY.replace("epochs = 2", "epochs = 1"))
     start_run(spec, tmp_path / "run", data_dir=mnist_dir).run()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from netspec.cli import main
-from netspec.compiler import compile_plan
-from netspec.diagnostics import CODES, FALLBACK, classify, records, split_hint
-from netspec.errors import Diagnostic, NetspecError
+from netspec.common.diagnostics import CODES, FALLBACK, classify, records, split_hint
+from netspec.common.errors import Diagnostic, NetspecError
+from netspec.plan.compiler import compile_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netspec import doctor
 from netspec.cli import main
-from netspec.doctor import MISSING, OK, diagnose
+from netspec.runtime import doctor
+from netspec.runtime.doctor import MISSING, OK, diagnose
 
 # the torch engine's devices and backends are reported where torch is installed
 TORCH_LINES = ["torch CUDA", "torch distributed"] if importlib.util.find_spec("torch") else []

@@ -487,8 +487,8 @@ def test_inference_frees_activations_as_it_goes(keep: bool,
 @pytest.mark.parametrize("spec", [STOCHASTIC, TWO_INPUTS, BRANCHING])
 def test_inference_in_chunks_equals_one_pass(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # a budget of one byte makes every sample its own chunk
-    monkeypatch.setattr(netspec.budget, "INFERENCE_CHUNK_BYTES", 1)
-    monkeypatch.setattr(netspec.budget, "MIN_INFERENCE_CHUNK", 1)
+    monkeypatch.setattr(netspec.plan.budget, "INFERENCE_CHUNK_BYTES", 1)
+    monkeypatch.setattr(netspec.plan.budget, "MIN_INFERENCE_CHUNK", 1)
     net = build_network(spec)
     net.forward(_feed(net, 4, seed=1), train=True)  # running statistics away from 0 and 1
     x = _feed(net, 5, seed=2)

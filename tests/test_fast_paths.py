@@ -17,13 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from layer_harness import affordable_architectures, build_network
 
-import netspec.budget
-import netspec.executor
 import netspec.ops.conv
-from netspec.executor import Network, compile
+import netspec.plan.budget
+import netspec.runtime.executor
 from netspec.ops import REGISTRY, Context, Op
 from netspec.ops.conv import Workspace
 from netspec.ops.regularization import channel_rows
+from netspec.runtime.executor import Network, compile
 
 SHIPPED = [path.stem for path in affordable_architectures()]
 
@@ -195,8 +195,8 @@ def test_the_first_convolution_computes_no_input_gradient_when_none_is_needed(
 def test_large_inference_batches_run_in_chunks_with_the_same_values(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # a tiny chunk budget forces chunking at a test-sized batch
-    monkeypatch.setattr(netspec.budget, "INFERENCE_CHUNK_BYTES", 1)
-    monkeypatch.setattr(netspec.budget, "MIN_INFERENCE_CHUNK", 1)
+    monkeypatch.setattr(netspec.plan.budget, "INFERENCE_CHUNK_BYTES", 1)
+    monkeypatch.setattr(netspec.plan.budget, "MIN_INFERENCE_CHUNK", 1)
     net = compile(name, seed=0, dtype="float64")
     calls = []
     op = net.plan.nodes[net.plan.output].op
@@ -462,7 +462,7 @@ def test_input_gradient_by_convolution_equals_by_rows(params, shape,
 def test_lowering_writes_the_padding_itself(shape, kernel, stride, padding, layout) -> None:
     # naive reference: pad, then L[h, c, j, ow, n] = padded[n, c, h, ow*sw + j] by loops
     from netspec.ops.conv import _gather_rows
-    from netspec.shapes import window_output_hw
+    from netspec.ops.shapes import window_output_hw
 
     x = np.random.default_rng(0).standard_normal(shape)
     if layout == "batch_last":

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from layer_harness import build_network
 
-from netspec.executor import Network, compile
-from netspec.spec import parse_spec, shipped_architectures
+from netspec.lang.spec import parse_spec, shipped_architectures
+from netspec.runtime.executor import Network, compile
 
 SHIPPED = [path.stem for path in shipped_architectures()]
 # MNIST-sized: trained here twice each way; the ImageNet-sized ones (resnet18, resnet34) run

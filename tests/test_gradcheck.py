@@ -1,5 +1,5 @@
-"""netspec.gradcheck and the ``netspec gradcheck`` command: every shipped architecture passes,
-a sabotaged backward fails, and the check leaves the network as it found it."""
+"""netspec.runtime.gradcheck and the ``netspec gradcheck`` command: every shipped architecture
+passes, a sabotaged backward fails, and the check leaves the network as it found it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from layer_harness import TWO_INPUTS, affordable_architectures, build_network
 
 import netspec
 from netspec.cli import main
-from netspec.gradcheck import TOLERANCE, check_network
 from netspec.ops import REGISTRY
+from netspec.runtime.gradcheck import TOLERANCE, check_network
 
 ARCHITECTURES = affordable_architectures()
 Linear, Relu = REGISTRY["linear"], REGISTRY["relu"]

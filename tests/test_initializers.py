@@ -11,7 +11,7 @@ import pytest
 from layer_harness import build_network
 
 from netspec import SpecError
-from netspec.initializers import fans, initialise
+from netspec.runtime.initializers import fans, initialise
 
 CONV = (64, 32, 5, 3)  # fan_in 32*5*3 = 480, fan_out 64*5*3 = 960
 LINEAR = (300, 700)  # fan_in 700, fan_out 300

@@ -4,10 +4,11 @@ uninterrupted run with the same seed.
 
 Kill points fall in three phases, in turn: while MNIST loads, during the epochs (random times
 over the reference run's training span), and around checkpoint writes. For the last, the child
-process waits a little before each rename of netspec.atomic, so that the parent can SIGKILL it
-while a temporary file exists or just after the rename: fault injection that widens the window
-without changing what is written. CI runs 3 kill points; ``NETSPEC_KILL_POINTS=25`` runs more,
-adding SIGTERM (the graceful stop) and kills of the resumed run itself.
+process waits a little before each rename of netspec.common.atomic, so that the parent can
+SIGKILL it while a temporary file exists or just after the rename: fault injection that widens
+the window without changing what is written. CI runs 3 kill points;
+``NETSPEC_KILL_POINTS=25`` runs more, adding SIGTERM (the graceful stop) and kills of the
+resumed run itself.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netspec.spec import parse_spec
-from netspec.train.checkpoint import read_checkpoint
+from netspec.lang.spec import parse_spec
+from netspec.weights.checkpoint import read_checkpoint
 
 LOG = logging.getLogger(__name__)
 KILL_POINTS = int(os.environ.get("NETSPEC_KILL_POINTS", "3"))

@@ -1,7 +1,7 @@
 """``netspec lsp`` end to end: a small JSON-RPC client starts the server as an editor does
 (a subprocess on stdio) and checks diagnostics at the line of a shape error and none after the
 fix, hover with output shapes, completion of ops, fields, node ids and blocks, and go to
-definition. The functions under the protocol (netspec.editor) are tested directly too."""
+definition. The functions under the protocol (netspec.editor.features) are tested directly too."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_properties import examples
 
-from netspec.editor import analyse, complete, cursor_at, definition, hover
+from netspec.editor.features import analyse, complete, cursor_at, definition, hover
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60.0
@@ -311,6 +311,6 @@ def test_without_pygls_the_command_says_what_to_install(monkeypatch, capsys):
 
     for name in ("pygls", "pygls.lsp.server", "lsprotocol", "lsprotocol.types"):
         monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delitem(sys.modules, "netspec.lsp", raising=False)
+    monkeypatch.delitem(sys.modules, "netspec.editor.lsp", raising=False)
     assert main(["lsp", "--stdio"]) == 1
     assert "pip install 'netspec[lsp]'" in capsys.readouterr().err

@@ -20,9 +20,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from netspec.cli import main  # noqa: E402
-from netspec.compiler import Plan, compile_plan  # noqa: E402
-from netspec.errors import NetspecError  # noqa: E402
-from netspec.executor import Network  # noqa: E402
+from netspec.common.errors import NetspecError  # noqa: E402
 from netspec.interchange.onnx_export import (  # noqa: E402
     check_exported,
     export_onnx,
@@ -36,9 +34,11 @@ from netspec.interchange.onnx_import import (  # noqa: E402
     translate,
 )
 from netspec.interchange.onnx_ops import EXPORT_REFUSED, EXPORTERS  # noqa: E402
+from netspec.lang.spec import shipped_architectures  # noqa: E402
 from netspec.ops import REGISTRY  # noqa: E402
-from netspec.spec import shipped_architectures  # noqa: E402
-from netspec.train.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
+from netspec.plan.compiler import Plan, compile_plan  # noqa: E402
+from netspec.runtime.executor import Network  # noqa: E402
+from netspec.weights.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
 
 SHIPPED = [path.stem for path in shipped_architectures()]
 # fields that say how weights start, not what the network computes: an import has the weights
@@ -526,7 +526,7 @@ def test_dropout_metadata_that_does_not_fit_is_ignored() -> None:
 
 def small_models() -> list[bytes]:
     """A netspec export using most ops, and a PyTorch-style flatten by shape arithmetic."""
-    from netspec.spec import parse_spec
+    from netspec.lang.spec import parse_spec
 
     spec = parse_spec("""
 [nodes.x]

@@ -17,9 +17,9 @@ ort = pytest.importorskip("onnxruntime")
 nn = torch.nn
 F = torch.nn.functional
 
-from netspec.compiler import compile_plan  # noqa: E402
 from netspec.interchange.onnx_import import import_onnx  # noqa: E402
-from netspec.train.checkpoint import load_weights  # noqa: E402
+from netspec.plan.compiler import compile_plan  # noqa: E402
+from netspec.weights.checkpoint import load_weights  # noqa: E402
 
 
 class BasicBlock(nn.Module):
@@ -212,7 +212,7 @@ def test_the_spec_keeps_pytorchs_module_paths(exported) -> None:
 
 def test_the_imported_files_work_with_the_cli(exported, tmp_path: Path) -> None:
     from netspec.cli import main
-    from netspec.executor import compile
+    from netspec.runtime.executor import compile
 
     name, path, _ = exported
     assert main(["import", str(path), "-o", str(tmp_path / "net.toml")]) == 0

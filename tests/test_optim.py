@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
-from netspec.errors import WeightsError
+from netspec.common.errors import WeightsError
 from netspec.train import (
     SGD,
     Adam,

@@ -19,16 +19,16 @@ import pytest
 
 from netspec import compile_plan, parse_spec
 from netspec.cli import main
-from netspec.compiler import Plan
-from netspec.errors import NetspecError
+from netspec.common.errors import NetspecError
+from netspec.lang.spec import shipped_architectures
+from netspec.ops.shapes import format_shape
 from netspec.pictures import edges, node_label, printable, title
 from netspec.pictures.dot import to_dot
 from netspec.pictures.mermaid import escape as mermaid_escape
 from netspec.pictures.mermaid import to_mermaid
 from netspec.pictures.render import draw, run_graphviz
 from netspec.pictures.svg import EM_ADVANCE, FONT_SIZE, SMALL_SIZE, text_width, to_svg
-from netspec.shapes import format_shape
-from netspec.spec import shipped_architectures
+from netspec.plan.compiler import Plan
 
 SVG = "{http://www.w3.org/2000/svg}"
 SHIPPED = [path.stem for path in shipped_architectures()]

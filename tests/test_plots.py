@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netspec.errors import NetspecError
+from netspec.common.errors import NetspecError
 from netspec.pictures.plots import (
     PlotsUnavailable,
     plot_confusion,

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from netspec.cli import main
+from netspec.common.errors import DataError
 from netspec.data import load_mnist
 from netspec.data.images import load_digit_images
-from netspec.errors import DataError
-from netspec.executor import compile
-from netspec.train.checkpoint import load_weights
+from netspec.runtime.executor import compile
 from netspec.train.evaluate import evaluate, normalise_images
 from netspec.train.loop import start_run
+from netspec.weights.checkpoint import load_weights
 
 
 def digit() -> np.ndarray:

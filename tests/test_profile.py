@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from netspec.cli import main
-from netspec.errors import NetspecError
-from netspec.executor import compile
-from netspec.profile import profile_table, profile_training, synthetic_batch, training_step
-from netspec.spec import parse_spec
+from netspec.common.errors import NetspecError
+from netspec.lang.spec import parse_spec
+from netspec.runtime.executor import compile
 from netspec.train.optim import SGD
+from netspec.train.profile import profile_table, profile_training, synthetic_batch, training_step
 
 BENCH_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "bench.py"
 

@@ -35,11 +35,11 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 import netspec
-from netspec.budget import check_memory, estimate_memory
-from netspec.compiler import Plan, compile_plan
-from netspec.errors import NetspecError, SpecError
+from netspec.common.errors import NetspecError, SpecError
+from netspec.lang.spec import load_spec, parse_spec
 from netspec.ops import REGISTRY, Context
-from netspec.spec import load_spec, parse_spec
+from netspec.plan.budget import check_memory, estimate_memory
+from netspec.plan.compiler import Plan, compile_plan
 from netspec.train.config import parse_train_config
 
 PROFILE = os.environ.get("NETSPEC_HYPOTHESIS_PROFILE", "ci")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import netspec
-from netspec.spec import parse_spec, resolve_spec_path
+from netspec.lang.spec import parse_spec, resolve_spec_path
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

@@ -16,13 +16,13 @@ import tomllib
 from hypothesis import example, given
 from test_properties import Mutation, Network, Node, emit, examples, mutated, networks
 
-from netspec.catalog import CATALOG_FILE, SCHEMA_FILE, catalog_text, shipped_architectures
 from netspec.cli import main
-from netspec.compiler import compile_plan
-from netspec.errors import NetspecError
+from netspec.common.errors import NetspecError
+from netspec.editor.schema import op_definition, schema_text, spec_schema
+from netspec.lang.spec import parse_spec
 from netspec.ops import REGISTRY
-from netspec.schema import op_definition, schema_text, spec_schema
-from netspec.spec import parse_spec
+from netspec.plan.catalog import CATALOG_FILE, SCHEMA_FILE, catalog_text, shipped_architectures
+from netspec.plan.compiler import compile_plan
 from netspec.train.config import parse_train_config, train_table_problems
 
 TAPLO = shutil.which("taplo")

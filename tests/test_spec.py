@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netspec.errors import NetspecError, SpecError
-from netspec.spec import (
+from netspec.common.errors import NetspecError, SpecError
+from netspec.lang.spec import (
     SourceMap,
     check_spec,
     load_spec,
@@ -523,7 +523,7 @@ def test_a_node_id_with_a_control_character_is_refused(node_id, shown, code_poin
 
 
 def test_printable_escapes_control_characters_only():
-    from netspec.errors import printable
+    from netspec.common.errors import printable
 
     assert printable("layer1.0 conv") == "layer1.0 conv"
     assert printable("ünïcode") == "ünïcode"

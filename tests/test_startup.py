@@ -119,14 +119,14 @@ def test_compile_loads_the_compiler_but_nothing_it_does_not_use():
     assert {"networkx", "pydantic"} <= modules
     # the compiler computes nothing: NumPy is named (lazily) by the ops but never loaded
     assert "numpy._core" not in modules and "numpy.linalg" not in modules
-    for unused in ("matplotlib", "PIL", "torch", "onnx", "pygls", "netspec.executor",
+    for unused in ("matplotlib", "PIL", "torch", "onnx", "pygls", "netspec.runtime.executor",
                    "netspec.train.loop", "netspec.pictures"):
         assert unused not in modules, unused
 
 
 def test_list_compiles_only_when_the_stored_figures_are_stale(tmp_path, capsys, monkeypatch):
-    from netspec import catalog
     from netspec.cli import main
+    from netspec.plan import catalog
 
     shipped = tmp_path / "architectures"
     shutil.copytree(catalog.SHIPPED_DIR, shipped)
@@ -157,7 +157,7 @@ def test_list_compiles_only_when_the_stored_figures_are_stale(tmp_path, capsys, 
 
 
 def test_an_unreadable_catalog_means_compiling(tmp_path):
-    from netspec import catalog
+    from netspec.plan import catalog
 
     stored = tmp_path / "catalog.json"
     wrong_entry = json.dumps({"digest": catalog.architectures_digest(),
@@ -171,7 +171,7 @@ def test_an_unreadable_catalog_means_compiling(tmp_path):
 
 def test_a_lazy_module_loads_on_first_use_and_is_then_the_module_itself(fresh_python):
     code = (
-        "import sys; from netspec.lazy import lazy_import; json = lazy_import('json'); "
+        "import sys; from netspec.common.lazy import lazy_import; json = lazy_import('json'); "
         "assert 'json.decoder' not in sys.modules; "
         "assert json.dumps([1]) == '[1]' and 'json.decoder' in sys.modules; "
         "assert lazy_import('json') is json is sys.modules['json']; "
@@ -182,7 +182,7 @@ def test_a_lazy_module_loads_on_first_use_and_is_then_the_module_itself(fresh_py
 
 
 def test_a_lazy_import_of_a_missing_module_fails_at_once():
-    from netspec.lazy import lazy_import
+    from netspec.common.lazy import lazy_import
 
     with pytest.raises(ModuleNotFoundError, match="no_such_module_here"):
         lazy_import("no_such_module_here")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from netspec import threads as threads_module
 from netspec.cli import main
-from netspec.errors import NetspecError
-from netspec.threads import BlasThreads, Neighbour, fair_share
+from netspec.common.errors import NetspecError
+from netspec.runtime import threads as threads_module
+from netspec.runtime.threads import BlasThreads, Neighbour, fair_share
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -58,7 +58,7 @@ class RegisteredProcess:
             [sys.executable, "-c",
              "import sys, time\n"
              "from pathlib import Path\n"
-             "from netspec.threads import BlasThreads\n"
+             "from netspec.runtime.threads import BlasThreads\n"
              "requested = None if sys.argv[2] == 'auto' else int(sys.argv[2])\n"
              "with BlasThreads(requested, registry=Path(sys.argv[1]), cores=4):\n"
              "    print('ready', flush=True)\n"
@@ -190,7 +190,7 @@ def test_the_limit_reaches_a_blas_that_was_not_loaded_yet(fresh_python):
     # as in the CLI, where a command's handler loads NumPy after its threads are set
     pytest.importorskip("threadpoolctl")
     code = (
-        "import sys; from netspec.threads import BlasThreads\n"
+        "import sys; from netspec.runtime.threads import BlasThreads\n"
         "with BlasThreads(1) as threads:\n"
         "    from threadpoolctl import threadpool_info\n"
         "    pools = [p for p in threadpool_info() if p['user_api'] == 'blas']\n"

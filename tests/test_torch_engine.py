@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netspec.train.checkpoint import read_checkpoint
 from netspec.train.loop import Callbacks, start_run
+from netspec.weights.checkpoint import read_checkpoint
 
 torch = pytest.importorskip("torch")
 
@@ -306,7 +306,7 @@ def test_torchrun_two_processes_train_the_global_batch_and_resume_after_a_kill(t
 
 
 def test_a_diverging_torch_run_says_so_and_keeps_its_last_checkpoint(tmp_path, mnist_dir):
-    from netspec.errors import TrainingError
+    from netspec.common.errors import TrainingError
 
     spec = _spec(tmp_path, "adamw-step")
     spec.write_text(spec.read_text().replace("lr = 0.003", "lr = 1e30"))

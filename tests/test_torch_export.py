@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netspec.compiler import compile_plan
-from netspec.errors import NetspecError, WeightsError
-from netspec.executor import Network
+from netspec.common.errors import NetspecError, WeightsError
+from netspec.lang.spec import parse_spec, shipped_architectures
 from netspec.ops import REGISTRY
-from netspec.spec import parse_spec, shipped_architectures
-from netspec.train.checkpoint import load_weights, save_checkpoint
+from netspec.plan.compiler import compile_plan
+from netspec.runtime.executor import Network
+from netspec.weights.checkpoint import load_weights, save_checkpoint
 
 torch = pytest.importorskip("torch")
 
@@ -28,11 +28,8 @@ from torch_helpers import (  # noqa: E402 - after importorskip
     toml_string,
 )
 
-from netspec.interchange.torch_module import (  # noqa: E402
-    class_name,
-    export_pytorch,
-    generate_source,
-)
+from netspec.interchange.torch_classes import class_name  # noqa: E402
+from netspec.interchange.torch_module import export_pytorch, generate_source  # noqa: E402
 from netspec.interchange.torch_ops import TORCH_FORMS, TORCH_REFUSED  # noqa: E402
 from netspec.interchange.torch_runtime import PlanModule, load_arrays  # noqa: E402
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import netspec.train.loop as loop
-from netspec.errors import NetspecError, SpecError, TrainingError, WeightsError
-from netspec.spec import SHIPPED_DIR
-from netspec.train.checkpoint import read_checkpoint
+from netspec.common.errors import NetspecError, SpecError, TrainingError, WeightsError
+from netspec.lang.spec import SHIPPED_DIR
 from netspec.train.loop import Callbacks, TrainingInterrupted, resume_run, start_run
+from netspec.weights.checkpoint import read_checkpoint
 
 VALIDATION = 100
 

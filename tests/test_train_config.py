@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from pydantic import ValidationError
 
-from netspec.errors import NetspecError, SpecError
+from netspec.common.errors import NetspecError, SpecError
 from netspec.train import (
     AdamConfig,
     AdamWConfig,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from netspec.executor import Network
+from netspec.runtime.executor import Network
 
 
 def toml_string(text: str) -> str:

@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from netspec.atomic import atomic_write_text
-from netspec.executor import Network, compile
-from netspec.profile import StepProfile, profile_training, synthetic_batch, training_step
-from netspec.spec import shipped_architectures
-from netspec.tables import Column, render_table
-from netspec.threads import BlasThreads, usable_cores
+from netspec.common.atomic import atomic_write_text
+from netspec.common.tables import Column, render_table
+from netspec.lang.spec import shipped_architectures
+from netspec.runtime.executor import Network, compile
+from netspec.runtime.threads import BlasThreads, usable_cores
 from netspec.train.optim import SGD
+from netspec.train.profile import StepProfile, profile_training, synthetic_batch, training_step
 
 LR = 0.01
 MOMENTUM = 0.9

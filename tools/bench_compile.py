@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from netspec.compiler import compile_plan
-from netspec.spec import load_spec
+from netspec.lang.spec import load_spec
+from netspec.plan.compiler import compile_plan
 
 
 def chain_spec(nodes: int, kind: str = "linear") -> str:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from netspec.atomic import atomic_write_text
+from netspec.common.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 BARE = "python -c pass"

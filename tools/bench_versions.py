@@ -22,9 +22,9 @@ from pathlib import Path
 STEP = """\
 import sys, time
 import numpy as np
-from netspec.executor import compile
-from netspec.profile import synthetic_batch, training_step
-from netspec.threads import BlasThreads
+from netspec.runtime.executor import compile
+from netspec.train.profile import synthetic_batch, training_step
+from netspec.runtime.threads import BlasThreads
 from netspec.train.optim import SGD
 
 name, batch, steps, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.atomic import atomic_path
+from netspec.common.atomic import atomic_path
 from netspec.data import load_mnist
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
-from netspec.compiler import compile_plan
-from netspec.executor import Network
 from netspec.interchange.onnx_export import check_exported, export_onnx
-from netspec.spec import shipped_architectures
+from netspec.lang.spec import shipped_architectures
+from netspec.plan.compiler import compile_plan
+from netspec.runtime.executor import Network
 
 
 def trained_like(net: Network, seed: int) -> None:

@@ -2,8 +2,8 @@
 netspec/architectures/netspec.schema.json (the JSON Schema of the spec language) after a change
 to the shipped architectures, the ops or the spec models. Tests fail while either is stale."""
 
-from netspec.catalog import CATALOG_FILE, write_catalog
-from netspec.schema import SCHEMA_FILE, write_schema
+from netspec.editor.schema import SCHEMA_FILE, write_schema
+from netspec.plan.catalog import CATALOG_FILE, write_catalog
 
 if __name__ == "__main__":
     write_schema()

@@ -13,8 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from netspec.errors import NetspecError
-from netspec.threads import BlasThreads
+from netspec.common.errors import NetspecError
+from netspec.runtime.threads import BlasThreads
 
 # A command module imports only the standard library and light netspec modules at its top;
 # its handler imports the rest, so that --help and argument errors start at once.

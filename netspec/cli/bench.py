@@ -49,9 +49,9 @@ def _non_negative(text: str) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from netspec.executor import compile
-    from netspec.profile import profile_table, profile_training
+    from netspec.runtime.executor import compile
     from netspec.train.optim import SGD
+    from netspec.train.profile import profile_table, profile_training
 
     net = compile(args.spec, seed=args.seed, dtype=args.dtype, overrides=overrides(args))
     profile = profile_training(net, SGD(lr=LR, momentum=MOMENTUM), args.batch_size,

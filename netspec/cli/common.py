@@ -15,7 +15,7 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The ``--set`` overrides of a command line."""
-    from netspec.spec import parse_overrides
+    from netspec.lang.spec import parse_overrides
 
     return parse_overrides(getattr(args, "set", None))
 

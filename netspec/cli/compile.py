@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netspec.cli.common import add_set_option, overrides, positive
-from netspec.errors import Diagnostic, NetspecError, SpecError
-from netspec.tables import Column, human_count, render_table
+from netspec.common.errors import Diagnostic, NetspecError, SpecError
+from netspec.common.tables import Column, human_count, render_table
 
 if TYPE_CHECKING:
-    from netspec.spec import Spec
+    from netspec.lang.spec import Spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,10 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    from netspec.budget import check_memory
-    from netspec.compiler import CompileError, compile_plan
-    from netspec.shapes import format_shape
-    from netspec.summary import partial_summary, summary_table
+    from netspec.ops.shapes import format_shape
+    from netspec.plan.budget import check_memory
+    from netspec.plan.compiler import CompileError, compile_plan
+    from netspec.plan.summary import partial_summary, summary_table
 
     try:
         plan = compile_plan(args.spec, overrides(args))
@@ -105,9 +105,9 @@ def _train_diagnostics(spec: Spec) -> list[Diagnostic]:
 
 def _print_errors(source: str, exc: NetspecError, included: dict[str, str]) -> int:
     """``--json`` on a spec that does not compile: {"errors": [record, ...]} on stdout (the
-    records of netspec.diagnostics, with stable codes), exit status 1."""
-    from netspec.diagnostics import records
-    from netspec.spec import resolve_spec_path
+    records of netspec.common.diagnostics, with stable codes), exit status 1."""
+    from netspec.common.diagnostics import records
+    from netspec.lang.spec import resolve_spec_path
 
     diagnostics = getattr(exc, "diagnostics", None) or [Diagnostic(str(exc))]
     texts = dict(included)
@@ -124,7 +124,7 @@ def _print_errors(source: str, exc: NetspecError, included: dict[str, str]) -> i
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from netspec.catalog import listing
+    from netspec.plan.catalog import listing
 
     rows = []
     for entry in listing():

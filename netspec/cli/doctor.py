@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from netspec.tables import Column, render_table
+from netspec.common.tables import Column, render_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from netspec.doctor import as_dicts, diagnose
+    from netspec.runtime.doctor import as_dicts, diagnose
 
     checks = diagnose(args.data_dir, verify_mnist=not args.quick)
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from netspec.cli.common import add_set_option, overrides, positive
-from netspec.diagram_formats import FORMATS, RANKDIRS
+from netspec.common.diagram_formats import FORMATS, RANKDIRS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_draw(args: argparse.Namespace) -> int:
-    from netspec.compiler import compile_plan
     from netspec.pictures.render import draw
+    from netspec.plan.compiler import compile_plan
 
     drawn_by = draw(compile_plan(args.spec, overrides(args)), args.output, args.rankdir,
                     args.depth)

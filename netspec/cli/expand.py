@@ -21,9 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_expand(args: argparse.Namespace) -> int:
-    from netspec.atomic import atomic_write_text
-    from netspec.flat import flat_toml
-    from netspec.spec import load_spec
+    from netspec.common.atomic import atomic_write_text
+    from netspec.lang.flat import flat_toml
+    from netspec.lang.spec import load_spec
 
     text = flat_toml(load_spec(args.spec, overrides(args)))
     if args.output:

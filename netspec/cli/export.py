@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netspec.cli.common import add_set_option, overrides
-from netspec.errors import NetspecError
+from netspec.common.errors import NetspecError
 
 if TYPE_CHECKING:
-    from netspec.compiler import Plan
-    from netspec.executor import Network
+    from netspec.plan.compiler import Plan
+    from netspec.runtime.executor import Network
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,8 @@ class ExportRequest:
 
 
 def _export_onnx(request: ExportRequest) -> list[str]:
-    from netspec.interchange.onnx_export import (
-        META_MEAN,
-        META_STD,
-        OPSET,
-        check_exported,
-        export_onnx,
-        write_onnx,
-    )
+    from netspec.interchange.onnx_export import check_exported, export_onnx, write_onnx
+    from netspec.interchange.onnx_graph import META_MEAN, META_STD, OPSET
     from netspec.interchange.onnx_verify import compare_with_onnxruntime
     from netspec.interchange.onnx_verify import verdict as _verdict
 
@@ -90,11 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from netspec.compiler import compile_plan
-    from netspec.executor import Network
-    from netspec.spec import load_spec
-    from netspec.train.checkpoint import load_weights
+    from netspec.lang.spec import load_spec
+    from netspec.plan.compiler import compile_plan
+    from netspec.runtime.executor import Network
     from netspec.train.config import parse_train_config
+    from netspec.weights.checkpoint import load_weights
 
     output = Path(args.output)
     suffix = output.suffix.lower()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from netspec.cli.common import add_set_option, overrides
 from netspec.cli.threads import add_threads_option
-from netspec.tables import Column, render_table
+from netspec.common.tables import Column, render_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,8 +45,8 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 def run_gradcheck(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from netspec.executor import compile
-    from netspec.gradcheck import TOLERANCE, check_network
+    from netspec.runtime.executor import compile
+    from netspec.runtime.gradcheck import TOLERANCE, check_network
 
     net = compile(args.spec, seed=args.seed, dtype="float64", overrides=overrides(args))
     rng = np.random.default_rng(args.seed)

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netspec.atomic import atomic_write_text
-from netspec.errors import NetspecError
+from netspec.common.atomic import atomic_write_text
+from netspec.common.errors import NetspecError
 
 if TYPE_CHECKING:
     from netspec.interchange.onnx_import import ImportedModel
@@ -47,7 +47,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def run_import(args: argparse.Namespace) -> int:
     from netspec.interchange.onnx_import import import_onnx
-    from netspec.train.checkpoint import save_checkpoint
+    from netspec.weights.checkpoint import save_checkpoint
 
     output = Path(args.output)
     if output.suffix != ".toml":

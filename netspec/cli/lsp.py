@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from netspec.errors import NetspecError
+from netspec.common.errors import NetspecError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_lsp(args: argparse.Namespace) -> int:
     try:
-        from netspec.lsp import serve
+        from netspec.editor.lsp import serve
     except ImportError as exc:
         if exc.name not in ("pygls", "lsprotocol") and not str(exc.name).startswith(
                 ("pygls.", "lsprotocol.")):

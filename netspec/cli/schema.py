@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_schema(args: argparse.Namespace) -> int:
     # the schema is generated from the pydantic models when netspec is built and ships with
     # it, so that this command needs neither pydantic nor the ops
-    from netspec.atomic import atomic_write_text
-    from netspec.catalog import SCHEMA_FILE
+    from netspec.common.atomic import atomic_write_text
+    from netspec.lang.shipped import SCHEMA_FILE
 
     text = SCHEMA_FILE.read_text(encoding="utf-8")
     if args.output is None or args.output == "-":

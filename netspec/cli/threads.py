@@ -1,11 +1,12 @@
 """The ``--threads`` option of the commands that compute (train, evaluate, predict, bench,
-gradcheck); :func:`netspec.cli.main` enters :class:`netspec.threads.BlasThreads` for them."""
+gradcheck); :func:`netspec.cli.main` enters
+:class:`netspec.runtime.threads.BlasThreads` for them."""
 
 from __future__ import annotations
 
 import argparse
 
-from netspec.threads import INSTALL_HINT, MAX_THREADS, BlasThreads
+from netspec.runtime.threads import INSTALL_HINT, MAX_THREADS, BlasThreads
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

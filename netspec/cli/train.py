@@ -12,9 +12,9 @@ from netspec.cli.common import add_set_option
 from netspec.cli.common import overrides as spec_settings
 from netspec.cli.progress import ProgressLine, download_progress
 from netspec.cli.threads import add_threads_option, threads_note
-from netspec.errors import NetspecError
-from netspec.tables import Column, render_table
-from netspec.threads import BlasThreads
+from netspec.common.errors import NetspecError
+from netspec.common.tables import Column, render_table
+from netspec.runtime.threads import BlasThreads
 
 
 def _load() -> None:
@@ -29,18 +29,16 @@ def _load() -> None:
     global is_torch_file
     import numpy as np
 
-    from netspec.budget import check_memory
-    from netspec.compiler import compile_plan
     from netspec.data.catalog import DIGITS
     from netspec.data.choice import data_info
     from netspec.data.dataset import Dataset
     from netspec.data.images import load_images
-    from netspec.executor import Network
-    from netspec.interchange.torch_weights import is_torch_file
+    from netspec.lang.spec import load_spec
+    from netspec.ops.shapes import format_shape
     from netspec.pictures.plots import PlotsUnavailable
-    from netspec.shapes import format_shape
-    from netspec.spec import load_spec
-    from netspec.train.checkpoint import load_weights
+    from netspec.plan.budget import check_memory
+    from netspec.plan.compiler import compile_plan
+    from netspec.runtime.executor import Network
     from netspec.train.data import data_choice, input_channels, prepare_data, recorded_choice
     from netspec.train.evaluate import (
         EVALUATION_BATCH,
@@ -60,6 +58,8 @@ def _load() -> None:
     )
     from netspec.train.report import plot_run
     from netspec.train.torch_engine import launched_processes
+    from netspec.weights.checkpoint import load_weights
+    from netspec.weights.torch_weights import is_torch_file
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(

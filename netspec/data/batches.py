@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from netspec.errors import DataError
+from netspec.common.errors import DataError
 
 _HISTOGRAM_CHUNK = 1 << 22
 

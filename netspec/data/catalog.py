@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from netspec.common.errors import DataError
 from netspec.data.dataset import DataInfo, Dataset
 from netspec.data.download import Opener, Progress, download_published
 from netspec.data.idx import check_file_sha256, decode, parse_idx
 from netspec.data.mnist import CACHE_DIR_ENV, _env_path, default_cache_dir, load_mnist
-from netspec.errors import DataError
 
 DIGITS = tuple(str(d) for d in range(10))
 

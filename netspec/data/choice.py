@@ -21,12 +21,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from netspec.common.errors import DataError, Diagnostic, SpecError, did_you_mean
 from netspec.data.catalog import NAMED_SETS, load_named, named_info
 from netspec.data.dataset import DataInfo, Dataset
 from netspec.data.download import Progress
 from netspec.data.folder import folder_info, load_folder
 from netspec.data.npz import inspect_npz, load_npz
-from netspec.errors import DataError, Diagnostic, SpecError, did_you_mean
 
 Kind = Literal["named", "npz", "folder"]
 Locate = Callable[[tuple[str, ...]], "int | None"]

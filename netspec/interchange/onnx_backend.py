@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from netspec.interchange.onnx_export import onnx_module
+from netspec.interchange.onnx_graph import onnx_module
 from netspec.interchange.onnx_import import translate
 from netspec.interchange.onnx_ops import CONSTANT_INPUTS
 

@@ -10,59 +10,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import netspec
-from netspec.atomic import atomic_write_bytes
-from netspec.compiler import Plan, PlanNode
-from netspec.errors import NetspecError
-from netspec.interchange import require
+from netspec.common.atomic import atomic_write_bytes
+from netspec.common.errors import NetspecError
+from netspec.common.version import __version__
+from netspec.interchange.onnx_graph import (
+    BATCH_DIM,
+    IR_VERSION,
+    MAX_PROTOBUF_BYTES,
+    META_DESCRIPTION,
+    META_DROPOUT,
+    META_NAME,
+    OPSET,
+    Emitter,
+    onnx_module,
+)
 from netspec.interchange.onnx_ops import EXPORT_REFUSED, EXPORTERS
-
-OPSET = 17
-# the IR version of opset 17's ONNX release: readable by every runtime since 2022
-IR_VERSION = 8
-BATCH_DIM = "N"
-# protobuf's limit on one message, less room for the graph itself
-MAX_PROTOBUF_BYTES = 2**31 - 2**24
-# metadata keys a netspec import reads back
-META_NAME, META_DESCRIPTION = "name", "description"
-META_MEAN, META_STD = "netspec.mean", "netspec.std"
-META_DROPOUT = "netspec.dropout"
-
-
-def onnx_module() -> Any:
-    return require("onnx", "onnx", "ONNX export and import")
-
-
-@dataclass
-class Emitter:
-    """The graph under construction: what each op's exporter adds to."""
-
-    plan: Plan
-    state: Mapping[str, np.ndarray]
-    nodes: list[Any] = field(default_factory=list)
-    initializers: list[Any] = field(default_factory=list)
-    # netspec node id -> the ONNX value holding its output
-    values: dict[str, str] = field(default_factory=dict)
-
-    def node(self, op_type: str, inputs: list[str], output: str, name: str,
-             **attributes: Any) -> str:
-        onnx = onnx_module()
-        self.nodes.append(onnx.helper.make_node(op_type, inputs, [output], name=name,
-                                                **attributes))
-        return output
-
-    def parameter(self, node: PlanNode, name: str) -> str:
-        """An initializer named by the parameter's netspec key."""
-        key = f"{node.id}.{name}"
-        array = np.asarray(self.state[key], dtype=np.float32)
-        self.initializers.append(onnx_module().numpy_helper.from_array(array, key))
-        return key
+from netspec.plan.compiler import Plan, PlanNode
 
 
 def export_onnx(plan: Plan, state: Mapping[str, np.ndarray], *,
@@ -108,7 +76,7 @@ def export_onnx(plan: Plan, state: Mapping[str, np.ndarray], *,
         initializer=emitter.initializers, value_info=value_info)
     model = onnx.helper.make_model(
         graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
-        producer_name="netspec", producer_version=netspec.__version__,
+        producer_name="netspec", producer_version=__version__,
         doc_string=plan.spec.description)
     model.ir_version = IR_VERSION
     props = {META_NAME: plan.name, META_DESCRIPTION: plan.spec.description}

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from netspec.shapes import pair
+from netspec.ops.shapes import pair
 
 if TYPE_CHECKING:
-    from netspec.compiler import PlanNode
-    from netspec.interchange.onnx_export import Emitter
-    from netspec.interchange.onnx_import import Translator
+    from netspec.interchange.onnx_graph import Emitter
+    from netspec.interchange.onnx_translator import Translator
+    from netspec.plan.compiler import PlanNode
 
 
 # ---------------------------------------------------------------- netspec -> ONNX

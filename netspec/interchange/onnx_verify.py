@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from netspec.executor import Network
+from netspec.runtime.executor import Network
 
 
 def compare_with_onnxruntime(model: Any, network: Network, batch: int = 2, seed: int = 0,

@@ -20,9 +20,9 @@ from typing import Any
 
 import networkx as nx
 
-from netspec.compiler import Plan, PlanNode
 from netspec.interchange.torch_ops import Layer, torch_form
 from netspec.interchange.torch_paths import reserved_names
+from netspec.plan.compiler import Plan, PlanNode
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
@@ -212,10 +212,18 @@ def class_models(plan: Plan) -> list[ClassModel]:
     return [*models.values(), network]
 
 
+def class_name(spec_name: str) -> str:
+    """A CamelCase class name from the spec's name (``lenet5`` -> ``Lenet5``); ``Network``
+    when the name has no letters or digits to build one from."""
+    words = re.findall(r"[A-Za-z0-9]+", spec_name)
+    name = "".join(word[:1].upper() + word[1:] for word in words)
+    if not name:
+        return "Network"
+    return name if name[0].isalpha() else f"Net{name}"
+
+
 class _ClassNames:
     def __init__(self, network: str):
-        from netspec.interchange.torch_module import class_name
-
         self.make = class_name
         self.taken = {class_name(network)}
         self.network = class_name(network)
@@ -392,8 +400,6 @@ def _switches(model: ClassModel) -> None:
 
 def flat_model(plan: Plan) -> ClassModel:
     """The whole network as one class: every node at the path of its id."""
-    from netspec.interchange.torch_module import class_name
-
     entries = []
     for node in plan.nodes.values():
         kind, values = _form_entry(node)

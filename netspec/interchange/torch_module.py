@@ -29,13 +29,19 @@ from typing import Any
 
 import numpy as np
 
-from netspec.atomic import atomic_write_text
-from netspec.compiler import Plan
-from netspec.errors import NetspecError
-from netspec.interchange.torch_classes import ClassModel, Entry, Flatten, class_models, flat_model
+from netspec.common.atomic import atomic_write_text
+from netspec.common.errors import NetspecError
+from netspec.interchange.torch_classes import (
+    ClassModel,
+    Entry,
+    Flatten,
+    class_models,
+    flat_model,
+)
 from netspec.interchange.torch_ops import TRAINING, refused_nodes
 from netspec.interchange.torch_paths import check_module_paths
-from netspec.shapes import format_shape
+from netspec.ops.shapes import format_shape
+from netspec.plan.compiler import Plan
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _CONSTANTS = ("SPEC_NAME", "INPUT_SHAPES", "OUTPUT_SHAPE", "NORMALISATION")
@@ -75,16 +81,6 @@ def literal(value: Any) -> str:
 
 def _attribute_safe(name: str) -> bool:
     return bool(_IDENTIFIER.match(name)) and not keyword.iskeyword(name)
-
-
-def class_name(spec_name: str) -> str:
-    """A CamelCase class name from the spec's name (``lenet5`` -> ``Lenet5``); ``Network``
-    when the name has no letters or digits to build one from."""
-    words = re.findall(r"[A-Za-z0-9]+", spec_name)
-    name = "".join(word[:1].upper() + word[1:] for word in words)
-    if not name:
-        return "Network"
-    return name if name[0].isalpha() else f"Net{name}"
 
 
 def _child(parent: str, name: str, in_dict: bool) -> str:
@@ -439,11 +435,11 @@ def export_pytorch(spec: str | Path | Plan, out: str | Path,
                    weights: str | Path | None = None) -> list[Path]:
     """Write ``out`` (a ``.py`` module file) and, with ``weights`` (netspec ``.npz`` or a
     PyTorch state_dict), ``model.pt`` beside it under ``out``'s stem. Returns the paths."""
-    from netspec.compiler import compile_plan
-    from netspec.executor import Network
-    from netspec.interchange.torch_paths import require_torch
-    from netspec.interchange.torch_weights import save_state_dict
-    from netspec.train.checkpoint import load_weights
+    from netspec.common.extras import require_torch
+    from netspec.plan.compiler import compile_plan
+    from netspec.runtime.executor import Network
+    from netspec.weights.checkpoint import load_weights
+    from netspec.weights.torch_weights import save_state_dict
 
     require_torch("exporting to PyTorch")
     plan = spec if isinstance(spec, Plan) else compile_plan(spec)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from netspec.compiler import PlanNode
+from netspec.plan.compiler import PlanNode
 
 # a keyword value that stands for "the module is in training mode"
 TRAINING = "<training>"

@@ -13,22 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from netspec.compiler import Plan, PlanNode
-from netspec.errors import NetspecError
+from netspec.common.errors import NetspecError
+from netspec.plan.compiler import Plan, PlanNode
 
-TORCH_EXTRA = "pip install netspec[torch]"
 # the attribute the engine's module keeps its program under; no node may take its name
 PROGRAM_ATTRIBUTE = "_netspec_program"
-
-
-def require_torch(what: str):  # noqa: ANN201 - returns the torch module
-    """Import torch, or say which extra ``what`` needs."""
-    try:
-        import torch
-    except ImportError:
-        raise NetspecError(f"{what} needs PyTorch, which is not installed: "
-                           f"{TORCH_EXTRA}") from None
-    return torch
 
 
 def layer_nodes(plan: Plan) -> list[PlanNode]:

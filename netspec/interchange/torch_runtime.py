@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - PyTorch's own spelling
 from torch import nn
 
-from netspec.compiler import Plan
-from netspec.errors import NetspecError
+from netspec.common.errors import NetspecError
 from netspec.interchange.torch_ops import TRAINING, Call, Layer, refused_nodes, torch_form
 from netspec.interchange.torch_paths import PROGRAM_ATTRIBUTE, check_module_paths
+from netspec.plan.compiler import Plan
 
 # batchnorm's step counter: PyTorch keeps it, netspec does not (its momentum is fixed)
 BATCH_COUNTER = "num_batches_tracked"

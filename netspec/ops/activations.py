@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from netspec.lazy import lazy_import
+from netspec.common.lazy import lazy_import
 from netspec.ops.base import Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import memory_order
-from netspec.shapes import Shape, numel
+from netspec.ops.shapes import Shape, numel
 
 np = lazy_import("numpy")
 # np.maximum against a scalar runs NumPy's loop for a stride-0 operand, 2-3x slower than

@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
-from netspec.lazy import lazy_import
-from netspec.shapes import Shape
+from netspec.common.lazy import lazy_import
+from netspec.ops.shapes import Shape
 
 np = lazy_import("numpy")
 

@@ -23,9 +23,9 @@ from typing import Literal
 
 from pydantic import Field, conint, conlist
 
-from netspec.lazy import lazy_import
+from netspec.common.lazy import lazy_import
 from netspec.ops.base import Array, Context, Grads, Op, ParamSpec, WeightedParams, register
-from netspec.shapes import Shape, numel, pair, require_rank, window_output_hw
+from netspec.ops.shapes import Shape, numel, pair, require_rank, window_output_hw
 
 np = lazy_import("numpy")
 

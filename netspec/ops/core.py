@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from netspec.errors import ShapeError
-from netspec.lazy import lazy_import
+from netspec.common.errors import ShapeError
+from netspec.common.lazy import lazy_import
 from netspec.ops.activations import relu_gradient, relu_into
 from netspec.ops.base import NO_FUSION, Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import Workspace, empty_in_order, memory_order
-from netspec.shapes import Shape, format_shape, numel
+from netspec.ops.shapes import Shape, format_shape, numel
 
 np = lazy_import("numpy")
 

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from netspec.errors import ShapeError
+from netspec.common.errors import ShapeError
 from netspec.ops.base import Array, Context, Grads, Op, ParamSpec, WeightedParams, register
-from netspec.shapes import Shape, format_shape
+from netspec.ops.shapes import Shape, format_shape
 
 
 class LinearParams(WeightedParams):

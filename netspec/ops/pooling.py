@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from netspec.lazy import lazy_import
+from netspec.common.lazy import lazy_import
 from netspec.ops.activations import relu_into
 from netspec.ops.base import NO_FUSION, Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import (
@@ -26,7 +26,7 @@ from netspec.ops.conv import (
     pad_hw,
     window_slab,
 )
-from netspec.shapes import Shape, numel, pair, require_rank, window_output_hw
+from netspec.ops.shapes import Shape, numel, pair, require_rank, window_output_hw
 
 np = lazy_import("numpy")
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from netspec.lazy import lazy_import
+from netspec.common.lazy import lazy_import
 from netspec.ops.activations import relu_gradient, relu_into
 from netspec.ops.base import (
     NO_FUSION,
@@ -21,7 +21,7 @@ from netspec.ops.base import (
     register,
 )
 from netspec.ops.conv import Workspace, empty, memory_order, row_sums
-from netspec.shapes import Shape, numel, require_rank
+from netspec.ops.shapes import Shape, numel, require_rank
 
 np = lazy_import("numpy")
 

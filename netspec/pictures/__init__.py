@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from netspec.compiler import Plan, PlanNode
-from netspec.errors import printable
-from netspec.hierarchy import Container, Totals, container_totals, visible
-from netspec.shapes import format_shape, pair
-from netspec.tables import human_count
+from netspec.common.errors import printable
+from netspec.common.tables import human_count
+from netspec.lang.hierarchy import Container, Totals, container_totals, visible
+from netspec.ops.shapes import format_shape, pair
+from netspec.plan.compiler import Plan, PlanNode
 
 # (fill, border) per op family: the eye finds convolutions, pooling and merges at a glance
 _PALETTE = {

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from html import escape
 
-from netspec.compiler import Plan
-from netspec.diagram_formats import RANKDIRS
+from netspec.common.diagram_formats import RANKDIRS
 from netspec.pictures import Cluster, diagram, printable
+from netspec.plan.compiler import Plan
 
 
 def _html(text: str) -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import re
 
-from netspec.compiler import Plan
-from netspec.diagram_formats import RANKDIRS
+from netspec.common.diagram_formats import RANKDIRS
 from netspec.pictures import Cluster, diagram, palette, printable
+from netspec.plan.compiler import Plan
 
 _ENTITIES = {'"': "#quot;", "#": "#35;", "&": "#amp;", "<": "#lt;", ">": "#gt;",
              "*": "#42;", "`": "#96;", "|": "#124;", "[": "#91;", "]": "#93;", "\\": "#92;"}

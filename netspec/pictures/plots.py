@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from netspec.atomic import atomic_path
-from netspec.errors import NetspecError
+from netspec.common.atomic import atomic_path
+from netspec.common.errors import NetspecError
 
 DPI = 110
 

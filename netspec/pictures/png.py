@@ -12,8 +12,7 @@ import io
 import math
 from typing import Any
 
-from netspec.compiler import Plan
-from netspec.errors import NetspecError
+from netspec.common.errors import NetspecError
 from netspec.pictures.svg import (
     EDGE_COLOR,
     FONT_SIZE,
@@ -29,6 +28,7 @@ from netspec.pictures.svg import (
     Step,
     lay_out,
 )
+from netspec.plan.compiler import Plan
 
 PILLOW_HINT = "pip install 'netspec[plot]'"
 SCALE = 2.0

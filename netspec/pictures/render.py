@@ -12,15 +12,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from netspec.atomic import atomic_write_bytes, atomic_write_text
-from netspec.compiler import Plan, compile_plan
-from netspec.diagram_formats import FORMATS, RANKDIRS
-from netspec.errors import NetspecError
+from netspec.common.atomic import atomic_write_bytes, atomic_write_text
+from netspec.common.diagram_formats import FORMATS, RANKDIRS
+from netspec.common.errors import NetspecError
+from netspec.lang.spec import Spec
 from netspec.pictures.dot import to_dot
 from netspec.pictures.mermaid import to_mermaid
 from netspec.pictures.png import to_png
 from netspec.pictures.svg import to_svg
-from netspec.spec import Spec
+from netspec.plan.compiler import Plan, compile_plan
 
 GRAPHVIZ_TIMEOUT = 60.0
 INSTALL_HINT = ("install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew "

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
 
-from netspec.compiler import Plan
-from netspec.diagram_formats import RANKDIRS
+from netspec.common.diagram_formats import RANKDIRS
 from netspec.pictures import Cluster, Diagram, NodeLabel, diagram
+from netspec.plan.compiler import Plan
 
 FONT = "DejaVu Sans Mono, Menlo, Consolas, Liberation Mono, monospace"
 FONT_SIZE = 12.0

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from netspec.errors import Diagnostic, SpecError, did_you_mean
+from netspec.common.errors import Diagnostic, SpecError, did_you_mean
 
 Locate = Callable[[tuple[str, ...]], int | None]
 
@@ -349,7 +349,7 @@ def parse_train_config(raw: Any, *, file: str | None, locate: Locate) -> TrainCo
 
     ``locate`` maps a key path such as ``("train", "optimizer", "lr")`` to its line in the TOML
     source, or ``None``; a problem is reported at the deepest path it knows. All problems are
-    raised together as one :class:`~netspec.errors.SpecError`.
+    raised together as one :class:`~netspec.common.errors.SpecError`.
     """
     try:
         return TrainConfig.model_validate(raw)
@@ -389,7 +389,7 @@ def apply_overrides(
     ``None`` leaves a setting as it is, so parsed CLI options can be passed straight through.
     A new ``optimizer`` type starts from that type's defaults (an SGD learning rate is rarely
     right for Adam); ``lr``, ``momentum`` and ``weight_decay`` then apply to it. Invalid
-    results raise :class:`~netspec.errors.SpecError`.
+    results raise :class:`~netspec.common.errors.SpecError`.
     """
     data = config.model_dump()
     top = {

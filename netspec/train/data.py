@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from netspec.compiler import Plan
+from netspec.common.errors import Diagnostic, SpecError
 from netspec.data.choice import (
     MNIST,
     DataChoice,
@@ -20,9 +20,9 @@ from netspec.data.choice import (
 )
 from netspec.data.dataset import DataInfo, Dataset
 from netspec.data.download import Progress
-from netspec.errors import Diagnostic, SpecError
-from netspec.shapes import format_shape
-from netspec.spec import Spec
+from netspec.lang.spec import Spec
+from netspec.ops.shapes import format_shape
+from netspec.plan.compiler import Plan
 
 
 def spec_data_choice(spec: Spec) -> DataChoice | None:

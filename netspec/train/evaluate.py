@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netspec.common.errors import NetspecError
 from netspec.data.dataset import unit_scale
-from netspec.errors import NetspecError
-from netspec.executor import Network
-from netspec.losses import softmax_cross_entropy
+from netspec.runtime.executor import Network
+from netspec.runtime.losses import softmax_cross_entropy
 
 # inference runs in chunks of this many samples, bounding its memory
 EVALUATION_BATCH = 1000

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from netspec.executor import Network
 from netspec.ops import Context
+from netspec.runtime.executor import Network
 
 
 def first_nonfinite_output(net: Network, x: np.ndarray, rng: np.random.Generator,

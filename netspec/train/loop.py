@@ -25,18 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from netspec.atomic import atomic_write_text
-from netspec.budget import check_memory
-from netspec.compiler import compile_plan
+from netspec.common.atomic import atomic_write_text
+from netspec.common.errors import DataError, NetspecError, SpecError, TrainingError, WeightsError
 from netspec.data import split_train_validation
 from netspec.data.batches import augment_batch, random_crop, random_flip
 from netspec.data.choice import MNIST, DataChoice
 from netspec.data.dataset import Dataset, channel_stats, unit_scale
-from netspec.errors import DataError, NetspecError, SpecError, TrainingError, WeightsError
-from netspec.executor import Network
-from netspec.losses import softmax_cross_entropy
-from netspec.spec import load_spec, parse_spec, resolve_spec_path
-from netspec.train.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from netspec.lang.spec import load_spec, parse_spec, resolve_spec_path
+from netspec.plan.budget import check_memory
+from netspec.plan.compiler import compile_plan
+from netspec.runtime.executor import Network
+from netspec.runtime.losses import softmax_cross_entropy
 from netspec.train.config import TrainConfig, parse_train_config
 from netspec.train.data import data_choice, prepare_data, recorded_choice
 from netspec.train.evaluate import Evaluation, evaluate, normalise_images, standardise
@@ -47,6 +46,7 @@ from netspec.train.health import (
 )
 from netspec.train.optim import Optimizer, clip_grad_norm, make_optimizer
 from netspec.train.schedules import learning_rate
+from netspec.weights.checkpoint import load_weights, read_checkpoint, save_checkpoint
 
 # stream ids keep the per-batch generators of different purposes independent
 _SHUFFLE, _AUGMENT, _DROPOUT = 1, 2, 3

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from netspec.errors import WeightsError
+from netspec.common.errors import WeightsError
 from netspec.train.config import AdamWConfig, OptimizerConfig, SGDConfig
 
 Arrays = Mapping[str, np.ndarray]

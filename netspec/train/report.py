@@ -7,16 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.compiler import compile_plan
+from netspec.common.errors import NetspecError
 from netspec.data.choice import MNIST
-from netspec.errors import NetspecError
-from netspec.executor import Network
+from netspec.lang.spec import parse_spec
 from netspec.pictures.plots import plot_confusion, plot_curves, plot_filters, plot_mistakes
-from netspec.spec import parse_spec
-from netspec.train.checkpoint import load_weights
+from netspec.plan.compiler import compile_plan
+from netspec.runtime.executor import Network
 from netspec.train.data import prepare_data, recorded_choice
 from netspec.train.evaluate import evaluate, normalise_images
 from netspec.train.loop import read_history
+from netspec.weights.checkpoint import load_weights
 
 
 def plot_run(run_dir: str | Path, data_dir: str | Path | None = None) -> list[Path]:

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from netspec.errors import NetspecError, TrainingError
-from netspec.interchange.torch_paths import require_torch
+from netspec.common.errors import NetspecError, TrainingError
+from netspec.common.extras import require_torch
 from netspec.train.config import AdamWConfig, OptimizerConfig, SGDConfig
 from netspec.train.evaluate import EVALUATION_BATCH, Evaluation, evaluation_from_logits
 from netspec.train.loop import Callbacks, Trainer, resume_run, start_run
@@ -299,14 +299,14 @@ class TorchTrainer(Trainer):
         self._sync_to_network()
         if not self.writes_files:
             return
-        from netspec.train.checkpoint import save_checkpoint
+        from netspec.weights.checkpoint import save_checkpoint
 
         save_checkpoint(self.run_dir / "last.npz", self.net, optimizer=self._optimizer_arrays(),
                         meta=self._meta())
 
     def _finish(self):
         from netspec.interchange.torch_runtime import load_arrays
-        from netspec.train.checkpoint import load_weights
+        from netspec.weights.checkpoint import load_weights
 
         if self.placement.distributed:
             import torch.distributed as dist

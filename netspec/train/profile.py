@@ -15,11 +15,11 @@ from time import perf_counter
 
 import numpy as np
 
-from netspec.errors import NetspecError
-from netspec.executor import Network
-from netspec.losses import softmax_cross_entropy
-from netspec.shapes import format_shape
-from netspec.tables import Column, render_table
+from netspec.common.errors import NetspecError
+from netspec.common.tables import Column, render_table
+from netspec.ops.shapes import format_shape
+from netspec.runtime.executor import Network
+from netspec.runtime.losses import softmax_cross_entropy
 from netspec.train.optim import Optimizer
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from netspec.blocks import (
+from netspec.common.errors import Diagnostic, NetspecError, SpecError, closest, did_you_mean
+from netspec.lang.blocks import (
     UNEVALUATED,
     BlockDef,
     Instance,
@@ -21,10 +22,9 @@ from netspec.blocks import (
     evaluate_variables,
     expand,
 )
-from netspec.catalog import SHIPPED_DIR, shipped_architectures
-from netspec.errors import Diagnostic, NetspecError, SpecError, closest, did_you_mean
+from netspec.lang.shipped import SHIPPED_DIR, shipped_architectures
+from netspec.lang.sourcemap import KeyPath, SourceMap
 from netspec.ops import REGISTRY, NodeParams, Op
-from netspec.sourcemap import KeyPath, SourceMap
 
 if sys.version_info >= (3, 11):
     import tomllib

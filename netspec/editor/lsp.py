@@ -1,4 +1,4 @@
-"""``netspec lsp``: a language server (stdio) over :mod:`netspec.editor`, built on pygls.
+"""``netspec lsp``: a language server (stdio) over :mod:`netspec.editor.features`, built on pygls.
 
 On open and on every change the buffer is compiled (never written to disk) and every problem
 is published at its line; hover, completion and go-to-definition read the last compile.
@@ -14,9 +14,9 @@ from urllib.parse import unquote, urlparse
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from netspec import __version__
-from netspec.editor import Analysis, analyse, complete, definition, hover
-from netspec.errors import Diagnostic
+from netspec.common.errors import Diagnostic
+from netspec.common.version import __version__
+from netspec.editor.features import Analysis, analyse, complete, definition, hover
 
 SOURCE = "netspec"
 _KINDS = {"op": types.CompletionItemKind.Class, "field": types.CompletionItemKind.Field,

@@ -15,17 +15,17 @@ import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import netspec
-from netspec.budget import available_memory, total_memory
+from netspec.common.errors import DataError
+from netspec.common.tables import human_bytes
+from netspec.common.version import __version__
 from netspec.data import MNIST_FILES, load_mnist
 from netspec.data.mnist import DATA_DIR_ENV
-from netspec.errors import DataError
-from netspec.tables import human_bytes
+from netspec.lang.shipped import PACKAGE_DIR
+from netspec.plan.budget import available_memory, total_memory
 
 OK, MISSING, INFO, PROBLEM = "ok", "missing", "info", "problem"
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -59,7 +59,7 @@ def diagnose(data_dir: str | os.PathLike[str] | None = None, *,
     checks = [
         Check("python", OK, f"{platform.python_version()} ({sys.executable})"),
         Check("platform", INFO, platform.platform()),
-        Check("netspec", OK, f"{netspec.__version__} ({Path(netspec.__file__).parent})"),
+        Check("netspec", OK, f"{__version__} ({PACKAGE_DIR})"),
     ]
     checks += [_package(name) for name in ("numpy", "pydantic", "networkx")]
     checks += _blas()
@@ -182,7 +182,7 @@ def _threadpools() -> list[dict[str, Any]]:
         return []
     from threadpoolctl import threadpool_info
 
-    from netspec.threads import load_blas
+    from netspec.runtime.threads import load_blas
 
     load_blas()
     return list(threadpool_info())

@@ -28,8 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from netspec.atomic import atomic_write_text
-from netspec.errors import NetspecError
+from netspec.common.atomic import atomic_write_text
+from netspec.common.errors import NetspecError
 
 try:
     import fcntl

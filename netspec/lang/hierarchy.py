@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from netspec.blocks import Instance
+from netspec.lang.blocks import Instance
 
 
 @dataclass(frozen=True)

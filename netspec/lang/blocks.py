@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from netspec.errors import Diagnostic, did_you_mean
-from netspec.expressions import ExpressionError, is_expression, substitute, type_name
+from netspec.common.errors import Diagnostic, did_you_mean
+from netspec.lang.expressions import ExpressionError, is_expression, substitute, type_name
+from netspec.lang.sourcemap import KeyPath, SourceMap
 from netspec.ops import REGISTRY
-from netspec.sourcemap import KeyPath, SourceMap
 
 MAX_NODES = 100_000
 MAX_NESTING = 32

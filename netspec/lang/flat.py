@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from netspec.errors import NetspecError
-from netspec.spec import Spec
+from netspec.common.errors import NetspecError
+from netspec.lang.spec import Spec
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netspec.executor import Network
+from netspec.runtime.executor import Network
 
 TOLERANCE = 1e-6
 FLOOR_FRACTION = 1e-1

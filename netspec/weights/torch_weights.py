@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from netspec.atomic import atomic_path
-from netspec.errors import WeightsError
-from netspec.interchange.torch_paths import require_torch
-from netspec.shapes import format_shape
+from netspec.common.atomic import atomic_path
+from netspec.common.errors import WeightsError
+from netspec.common.extras import require_torch
+from netspec.ops.shapes import format_shape
 
 TORCH_SUFFIXES = (".pt", ".pth")
 BATCH_COUNTER = "num_batches_tracked"

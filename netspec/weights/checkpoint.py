@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from netspec.atomic import atomic_path
-from netspec.compiler import Plan
-from netspec.errors import WeightsError
-from netspec.executor import Network
-from netspec.interchange.torch_weights import is_torch_file
+from netspec.common.atomic import atomic_path
+from netspec.common.errors import WeightsError
+from netspec.plan.compiler import Plan
+from netspec.runtime.executor import Network
+from netspec.weights.torch_weights import is_torch_file
 
 FORMAT_VERSION = 1
 
@@ -104,11 +104,11 @@ def load_weights(path: str | Path, net: Network) -> Checkpoint:
     """Load a weights file into ``net``, refusing one written for a different spec.
 
     A ``.pt``/``.pth`` PyTorch state_dict is mapped by key instead (see
-    :mod:`netspec.interchange.torch_weights`); its checkpoint has no optimizer state and no
+    :mod:`netspec.weights.torch_weights`); its checkpoint has no optimizer state and no
     metadata.
     """
     if is_torch_file(path):
-        from netspec.interchange.torch_weights import fit_state_dict, read_state_dict
+        from netspec.weights.torch_weights import fit_state_dict, read_state_dict
 
         arrays = fit_state_dict(read_state_dict(path), net.state(), path)
         net.load_state(arrays)

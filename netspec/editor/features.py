@@ -1,6 +1,6 @@
 """What an editor shows about a spec being written: diagnostics from the real compiler, hover
 text with shapes, completions and definitions. Pure functions of the buffer's text and path;
-``netspec.lsp`` speaks the Language Server Protocol over them.
+``netspec.editor.lsp`` speaks the Language Server Protocol over them.
 
 The buffer is compiled as it stands, never written anywhere: includes and weight files are
 read relative to the document's directory, as ``netspec compile`` would read them.
@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netspec.compiler import CompileError, PlanNode, compile_plan
-from netspec.diagnostics import with_columns
-from netspec.errors import Diagnostic, NetspecError, SpecError
-from netspec.hierarchy import Container, node_chains
+from netspec.common.diagnostics import with_columns
+from netspec.common.errors import Diagnostic, NetspecError, SpecError
+from netspec.common.tables import human_count
+from netspec.lang.hierarchy import Container, node_chains
+from netspec.lang.sourcemap import KeyPath, SourceMap
+from netspec.lang.spec import Spec, check_spec
 from netspec.ops import REGISTRY
-from netspec.shapes import format_shape
-from netspec.sourcemap import KeyPath, SourceMap
-from netspec.spec import Spec, check_spec
-from netspec.tables import human_count
+from netspec.ops.shapes import format_shape
+from netspec.plan.compiler import CompileError, PlanNode, compile_plan
 
 if sys.version_info >= (3, 11):
     import tomllib

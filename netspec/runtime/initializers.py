@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from netspec.shapes import Shape
+from netspec.ops.shapes import Shape
 
 DEFAULT_NORMAL_STD = 0.01
 DEFAULT_UNIFORM_BOUND = 0.05

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from netspec.compiler import Plan, PlanNode
-from netspec.errors import NetspecError
-from netspec.shapes import numel, pair
-from netspec.tables import human_bytes
+from netspec.common.errors import NetspecError
+from netspec.common.tables import human_bytes
+from netspec.ops.shapes import numel, pair
+from netspec.plan.compiler import Plan, PlanNode
 
 DTYPE_BYTES = {"float32": 4, "float64": 8}
 # inference splits a large batch so that each part's activations and scratch arrays fit in
@@ -321,7 +321,7 @@ def check_memory(plan: Plan, batch_size: int, *, training: bool, dtype: str = "f
                  optimizer_slots: int = 2, available: int | None = None) -> MemoryEstimate:
     """The estimate of :func:`estimate_memory`, or a NetspecError saying why it cannot fit.
 
-    Call it after compiling and before building the :class:`~netspec.executor.Network`: the
+    Call it after compiling and before building the :class:`~netspec.runtime.executor.Network`: the
     parameters alone may not fit.
     """
     estimate = estimate_memory(plan, batch_size, training=training, dtype=dtype,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from netspec.errors import ShapeError
+from netspec.common.errors import ShapeError
 
 Shape = tuple[int, ...]
 
@@ -36,7 +36,7 @@ def window_output_size(size: int, kernel: int, stride: int, padding: int) -> int
     >>> window_output_size(4, 5, 1, 0)
     Traceback (most recent call last):
     ...
-    netspec.errors.ShapeError: kernel 5 is larger than the padded input 4
+    netspec.common.errors.ShapeError: kernel 5 is larger than the padded input 4
     """
     padded = size + 2 * padding
     if kernel > padded:

@@ -11,12 +11,12 @@ from typing import Any
 
 import networkx as nx
 
-from netspec.errors import Diagnostic, NetspecError, ShapeError, SpecError
-from netspec.hierarchy import Container, node_chains
-from netspec.lazy import lazy_import
+from netspec.common.errors import Diagnostic, NetspecError, ShapeError, SpecError
+from netspec.common.lazy import lazy_import
+from netspec.lang.hierarchy import Container, node_chains
+from netspec.lang.spec import CheckedSpec, Spec, check_spec_file
 from netspec.ops import REGISTRY, NodeParams, Op, ParamSpec
-from netspec.shapes import Shape, format_shape, numel
-from netspec.spec import CheckedSpec, Spec, check_spec_file
+from netspec.ops.shapes import Shape, format_shape, numel
 
 np = lazy_import("numpy")
 
@@ -98,7 +98,7 @@ class Plan:
 
     @cached_property
     def chains(self) -> dict[str, tuple[Container, ...]]:
-        """Each node's block instances, outermost first (see :mod:`netspec.hierarchy`)."""
+        """Each node's block instances, outermost first (see :mod:`netspec.lang.hierarchy`)."""
         return spec_chains(self.spec, self.nodes)
 
     @property

@@ -9,14 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from netspec.budget import inference_chunk
-from netspec.compiler import Plan, compile_plan
-from netspec.errors import NetspecError
-from netspec.initializers import initialise
+from netspec.common.errors import NetspecError
+from netspec.lang.spec import Spec
 from netspec.ops import Context
 from netspec.ops.base import NO_FUSION, Fusion
-from netspec.shapes import format_shape
-from netspec.spec import Spec
+from netspec.ops.shapes import format_shape
+from netspec.plan.budget import inference_chunk
+from netspec.plan.compiler import Plan, compile_plan
+from netspec.runtime.initializers import initialise
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -28,7 +28,7 @@ class Network:
     them in place changes the network. ``grads`` is filled by :meth:`backward`, with the same
     keys as ``params``; ``trainable`` lists the keys an optimizer should update.
     ``node_timer``, when set, is called with (node id, ``"forward"`` or ``"backward"``,
-    seconds) after every node runs (:mod:`netspec.profile` times nodes with it).
+    seconds) after every node runs (:mod:`netspec.train.profile` times nodes with it).
 
     ``fuse`` (default) lets adjacent nodes run as one where the graph allows it, in training
     and in inference without kept caches (see :meth:`_plan_fusions`): the same values, bit for

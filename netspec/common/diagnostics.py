@@ -13,10 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from netspec.errors import Diagnostic
+from typing import Any
 
 FALLBACK = "spec"
 
@@ -135,3 +132,53 @@ def records(diagnostics: Iterable[Diagnostic],
             texts: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The JSON records of ``netspec compile --json`` (and the language server's data)."""
     return [d.to_dict() for d in with_columns(diagnostics, texts or {})]
+
+
+def printable(text: str) -> str:
+    r"""``text`` with invisible characters spelled out as escapes, so that a newline, a NUL
+    or a zero-width character in a quoted TOML key can neither break a format's syntax (XML
+    forbids most control characters) nor hide in a picture or a message.
+
+    >>> printable("a\nb\x00 c\u200b")
+    'a\\nb\\x00 c\\u200b'
+    """
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a spec, located as precisely as the source allows."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    node: str | None = None
+    op: str | None = None
+    # where a node made by a block was written: "in block 'basic' defined at a.toml:12"
+    context: str | None = None
+    # a stable code for tools (netspec.common.diagnostics.CODES); None: classified from the message
+    code: str | None = None
+    column: int | None = None  # 1-based, where the problem's text starts, when known
+
+    @property
+    def kind(self) -> str:
+        """The diagnostic's code: given, or the one its message is worded for."""
+        return self.code or classify(self.message)
+
+    def to_dict(self) -> dict[str, object]:
+        """The record of ``netspec compile --json`` and the language server: the problem and
+        the hint (what to do) apart, and the whole line as printed."""
+        problem, hint = split_hint(self.message)
+        return {"file": self.file, "line": self.line, "column": self.column, "node": self.node,
+                "op": self.op, "context": self.context, "code": self.kind,
+                "message": problem, "hint": hint, "text": str(self)}
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        if self.node is not None:
+            about = ", ".join(part for part in (self.op, self.context) if part)
+            subject = f"node '{printable(self.node)}'" + (f" ({about})" if about else "")
+            return f"{where}{subject}: {self.message}"
+        return f"{where}{self.message}"

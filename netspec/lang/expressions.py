@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from netspec.errors import NetspecError, did_you_mean
+from netspec.common.errors import NetspecError, did_you_mean
 
 PREFIX = "="
 MAX_TEXT = 1000

@@ -23,18 +23,18 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from netspec.atomic import atomic_write_text
-from netspec.catalog import SCHEMA_FILE
+from netspec.common.atomic import atomic_write_text
 from netspec.data.choice import DataConfig
+from netspec.lang.shipped import SCHEMA_FILE
+from netspec.lang.spec import TOP_LEVEL_TABLES, NetworkInfo
 from netspec.ops import REGISTRY
-from netspec.spec import TOP_LEVEL_TABLES, NetworkInfo
 from netspec.train.config import TrainConfig
 
 DRAFT = "http://json-schema.org/draft-07/schema#"
 REF_PREFIX = "#/definitions/"
 EXPRESSION = {
     "type": "string",
-    # netspec.expressions.is_expression: "=" starts an expression, "==" a literal "="
+    # netspec.lang.expressions.is_expression: "=" starts an expression, "==" a literal "="
     "pattern": "^=([^=]|$)",
     "description": "An expression over [vars], a block's arguments and index: a string "
                    "starting with '=', e.g. \"= planes * 2\".",

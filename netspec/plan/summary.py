@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from netspec.compiler import BYTES_PER_VALUE, UPSTREAM_FAILED, CompileError, PlanNode, spec_chains
-from netspec.hierarchy import Container, Totals, container_totals
-from netspec.shapes import format_shape
-from netspec.tables import Column, human_bytes, human_count, render_table
+from netspec.common.tables import Column, human_bytes, human_count, render_table
+from netspec.lang.hierarchy import Container, Totals, container_totals
+from netspec.ops.shapes import format_shape
+from netspec.plan.compiler import (
+    BYTES_PER_VALUE,
+    UPSTREAM_FAILED,
+    CompileError,
+    PlanNode,
+    spec_chains,
+)
 
 FAILED = "FAILED"
 SKIPPED = "not compiled"

@@ -1,0 +1,898 @@
+"""Reading an ONNX graph: its bounds, tensors and attributes, and the translator that walks it
+node by node through an importer table it is given (``onnx_ops.IMPORTERS``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from netspec.common.errors import NetspecError, ShapeError
+from netspec.interchange.onnx_graph import (
+    META_DROPOUT,
+    onnx_module,
+)
+from netspec.lang.flat import toml_value
+from netspec.ops import REGISTRY
+from netspec.ops.shapes import Shape, format_shape
+from netspec.plan.budget import available_memory
+from netspec.plan.compiler import Plan
+from netspec.runtime.executor import Network
+
+# protobuf cannot hold more in one message; ONNX puts larger weights in external files
+MAX_MODEL_BYTES = 2**31 - 1
+MAX_TENSOR_VALUES = 2**32
+MAX_NODES = 100_000
+MAX_ATTRIBUTE_VALUES = 64
+MIN_OPSET = 9
+MAX_ID_LENGTH = 128
+_ID_UNSAFE = re.compile(r"[^\w.\-]")
+_FLOAT_TYPES = ("FLOAT", "DOUBLE", "FLOAT16")
+_CONSTANT_TYPES = (*_FLOAT_TYPES, "INT64", "INT32", "INT16", "INT8", "UINT8", "BOOL")
+
+
+class OnnxImportError(NetspecError):
+    """A model netspec cannot import; ``problems`` lists every reason, one per line."""
+
+    def __init__(self, source: str, problems: Sequence[str]):
+        self.problems = list(problems)
+        head = f"{source}: cannot import" + (f" ({len(problems)} problems)"
+                                             if len(problems) > 1 else "")
+        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class _Batch:
+    """The batch size inside folded shape arithmetic: known to be the batch, not a number."""
+
+    def __repr__(self) -> str:
+        return "N"
+
+
+BATCH = _Batch()
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A value the network computes: the netspec node producing it and its per-sample shape.
+    ``onnx_shape`` differs only after a global average pooling, whose (C, 1, 1) netspec holds
+    as (C,): the same values in the same order."""
+
+    node: str
+    shape: Shape
+    onnx_shape: Shape
+
+
+_POISON = object()  # a value after a refused node: its users are not blamed again
+
+
+@dataclass
+class ImportedModel:
+    """The translation of one model: spec text, the compiled plan and the network with the
+    model's weights loaded."""
+
+    spec_text: str
+    plan: Plan
+    network: Network
+    output_onnx_shape: Shape
+    onnx_nodes: int
+    normalisation: tuple[float, float] | None
+    source: str
+    # ONNX graph input name -> netspec input node id
+    input_ids: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+
+# ---------------------------------------------------------------- reading the file
+
+def read_onnx_file(path: str | Path) -> Any:
+    """Parse an ONNX file, refusing what is no ONNX model before and after reading it."""
+    onnx_module()  # a missing extra is said before anything else
+    path = Path(path)
+    if not path.is_file():
+        raise NetspecError(f"{path}: no such file" if not path.exists()
+                           else f"{path}: not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise NetspecError(f"{path}: the file is empty, not an ONNX model")
+    if size > MAX_MODEL_BYTES:
+        raise NetspecError(f"{path}: {size:,} bytes is more than an ONNX file can hold "
+                           f"({MAX_MODEL_BYTES:,}); not an ONNX model")
+    room = available_memory()
+    if room is not None and 3 * size > room:
+        raise NetspecError(f"{path}: reading {size:,} bytes needs about {3 * size:,} bytes of "
+                           f"memory; {room:,} are available")
+    return parse_onnx_bytes(path.read_bytes(), str(path))
+
+
+def parse_onnx_bytes(data: bytes, source: str = "<model>") -> Any:
+    from google.protobuf.message import DecodeError
+
+    onnx = onnx_module()
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError, RecursionError, MemoryError) as exc:
+        detail = str(exc) or type(exc).__name__
+        raise NetspecError(f"{source}: not a readable ONNX model (truncated, or another "
+                           f"format): {detail}") from None
+    if model.ir_version <= 0 or not model.HasField("graph") or not (
+            len(model.graph.node) or len(model.graph.output)):
+        raise NetspecError(f"{source}: not an ONNX model (no graph); is it truncated, or "
+                           f"another format?")
+    return model
+
+
+# ---------------------------------------------------------------- names and TOML text
+
+def text_of(value: str | bytes) -> str:
+    """A protobuf string field as text: one that is not UTF-8 arrives as bytes."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def clean_id(name: str | bytes, op_type: str | bytes) -> str:
+    """A node id from an ONNX node name: ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``
+    (PyTorch's module path), anything else made safe and bounded."""
+    name, op_type = text_of(name), text_of(op_type)
+    if name.startswith("/"):
+        segments = [s for s in name.split("/") if s]
+        path: list[str] = []
+        for segment in segments[:-1]:
+            # a child of a container is written with its parent's name in front
+            if path and segment.startswith(path[-1] + "."):
+                path[-1] = segment
+            else:
+                path.append(segment)
+        name = ".".join(path) if path else (segments[-1].lower() if segments else "")
+    name = _ID_UNSAFE.sub("_", name.replace("/", "."))
+    name = re.sub(r"\.{2,}", ".", name).strip(".")[:MAX_ID_LENGTH].strip(".")
+    return name or op_type.lower() or "node"
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: every quote, backslash and control character escaped."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _comment(text: str) -> str:
+    """Text safe inside a TOML comment: one line of printable characters."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:200]
+
+
+def spec_text(name: str, description: str, nodes: Mapping[str, Mapping[str, Any]],
+              output: str, source: str) -> str:
+    lines = [f"# imported from {_comment(source)} by netspec import", "",
+             "[network]", f"name = {toml_string(name)}"]
+    if description:
+        lines.append(f"description = {toml_string(description)}")
+    lines += [f"output = {toml_string(output)}", ""]
+    for node_id, fields in nodes.items():
+        lines.append(f"[nodes.{toml_string(node_id)}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in fields.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- tensors
+
+class _TensorProblem(Exception):
+    pass
+
+
+def _type_name(onnx: Any, elem_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"type {elem_type}"
+
+
+def _claimed_values(tensor: Any) -> int:
+    dims = list(tensor.dims)
+    if len(dims) > 32 or any(d < 0 for d in dims):
+        raise _TensorProblem(f"has an invalid shape {dims[:8]}")
+    return math.prod(dims)
+
+
+_TYPED_FIELDS = {"FLOAT": "float_data", "DOUBLE": "double_data", "INT64": "int64_data",
+                 "INT32": "int32_data", "INT16": "int32_data", "INT8": "int32_data",
+                 "UINT8": "int32_data", "BOOL": "int32_data", "FLOAT16": "int32_data"}
+
+
+def read_tensor(tensor: Any, directory: Path | None) -> np.ndarray:
+    """A TensorProto as an array, its size and bytes checked before anything is allocated."""
+    onnx = onnx_module()
+    type_name = _type_name(onnx, tensor.data_type)
+    if type_name not in _CONSTANT_TYPES:
+        raise _TensorProblem(f"holds {type_name} values, which netspec does not read")
+    count = _claimed_values(tensor)
+    if count > MAX_TENSOR_VALUES:
+        raise _TensorProblem(f"claims {count:,} values, more than netspec reads "
+                             f"({MAX_TENSOR_VALUES:,})")
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    needed = count * dtype.itemsize
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        data = _external_bytes(tensor, directory, needed)
+        return np.frombuffer(data, dtype=dtype).reshape(tuple(tensor.dims)).copy()
+    if tensor.HasField("raw_data"):
+        if len(tensor.raw_data) != needed:
+            raise _TensorProblem(f"claims {count:,} values of {type_name} ({needed:,} bytes) "
+                                 f"but holds {len(tensor.raw_data):,} bytes")
+    else:
+        held = len(getattr(tensor, _TYPED_FIELDS[type_name]))
+        if held != count:
+            raise _TensorProblem(f"claims {count:,} values but holds {held:,}")
+    try:
+        return np.asarray(onnx.numpy_helper.to_array(tensor))
+    except (ValueError, TypeError) as exc:
+        raise _TensorProblem(f"cannot be read: {exc}") from None
+
+
+def _external_bytes(tensor: Any, directory: Path | None, needed: int) -> bytes:
+    entries = {entry.key: entry.value for entry in tensor.external_data}
+    location = entries.get("location", "")
+    if directory is None:
+        raise _TensorProblem("keeps its values in an external file, which only a model read "
+                             "from a file may do")
+    base = directory.resolve()
+    if not location or Path(location).is_absolute():
+        raise _TensorProblem(f"names external data '{location}'; it must be a path relative "
+                             f"to the model's directory")
+    path = (base / location).resolve()
+    if not path.is_relative_to(base):
+        raise _TensorProblem(f"names external data '{location}', outside the model's "
+                             f"directory {base}; refused")
+    try:
+        offset = int(entries.get("offset", "0"))
+        length = int(entries["length"]) if "length" in entries else needed
+    except ValueError:
+        raise _TensorProblem("has a malformed external-data offset or length") from None
+    if offset < 0 or length != needed:
+        raise _TensorProblem(f"claims {needed:,} bytes but its external data gives "
+                             f"offset {offset}, length {length}")
+    if not path.is_file():
+        raise _TensorProblem(f"names external data '{location}', which does not exist")
+    if path.stat().st_size < offset + length:
+        raise _TensorProblem(f"needs bytes {offset:,}..{offset + length:,} of '{location}', "
+                             f"which holds {path.stat().st_size:,}")
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
+
+
+# ---------------------------------------------------------------- the translator
+
+def _attribute_value(onnx: Any, attribute: Any) -> Any:
+    try:
+        value = onnx.helper.get_attribute_value(attribute)
+    except (ValueError, TypeError):  # an attribute type this onnx does not know
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float):
+        return _float32(value)
+    if isinstance(value, (list, tuple)) or type(value).__name__.startswith("Repeated"):
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes)
+                else _float32(v) if isinstance(v, float) else v for v in value]
+    return value
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", list: "a list of integers"}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _float32(value: float) -> float:
+    # attributes are float32: 1e-5 arrives as 9.99999974e-06; keep the value that was meant
+    return float(str(np.float32(value)))
+
+
+class Translator:
+    """Walks the graph once, in its (topological) order, through the per-op importers."""
+
+    def __init__(self, model: Any, *, directory: Path | None,
+                 input_shape: Sequence[int] | None, bound: Mapping[str, np.ndarray],
+                 importers: Mapping[str, Callable[[Translator, Any], None]],
+                 folded: Collection[str], control_flow: Collection[str]):
+        self.onnx = onnx_module()
+        self.importers, self.folded, self.control_flow = importers, folded, control_flow
+        self.model = model
+        self.graph = model.graph
+        self.directory = directory
+        self.problems: list[str] = []
+        self.values: dict[str, Any] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.params: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self._refused: set[int] = set()
+        self._ids: set[str] = set()
+        self._biasless: set[str] = set()  # linear nodes from a MatMul, open to a bias
+        self.input_ids: dict[str, str] = {}
+        self.opset = self._opset()
+        self.uses = Counter(name for node in self.graph.node for name in node.input if name)
+        self.uses.update(output.name for output in self.graph.output)
+        self._inputs(input_shape, bound)
+
+    # -- problems
+    def _where(self, n: Any) -> str:
+        name = n.name or (n.output[0] if n.output else "")
+        return f"node '{text_of(name)}' ({text_of(n.op_type)})"
+
+    def refuse(self, n: Any, message: str) -> None:
+        self.problems.append(f"{self._where(n)}: {message}")
+        self._refused.add(id(n))
+
+    def refused(self, n: Any) -> bool:
+        return id(n) in self._refused
+
+    # -- attributes
+    def attr(self, n: Any, name: str, default: Any, kind: type | None = None) -> Any:
+        """Attribute ``name`` of ``n``, of the type of ``default`` (or ``kind``): ints, floats,
+        strings or lists of ints. One of another type is refused and ``default`` returned."""
+        kind = kind or type(default)
+        for attribute in n.attribute:
+            if attribute.name != name:
+                continue
+            value = _attribute_value(self.onnx, attribute)
+            if kind is float and isinstance(value, int):
+                value = float(value)
+            if kind is list:
+                fits = isinstance(value, list) and all(isinstance(v, int) for v in value)
+                if fits and len(value) > MAX_ATTRIBUTE_VALUES:
+                    self.refuse(n, f"attribute {name} holds {len(value):,} values")
+                    return default
+            else:
+                fits = isinstance(value, kind)
+            if not fits:
+                wanted = _KIND_NAMES.get(kind, kind.__name__)
+                self.refuse(n, f"attribute {name} must be {wanted}, got {_shown(value)}")
+                return default
+            return value
+        return default
+
+    def only_attributes(self, n: Any, *allowed: str) -> None:
+        for attribute in n.attribute:
+            if attribute.name not in allowed:
+                self.refuse(n, f"attribute '{attribute.name}' is not supported")
+
+    # -- inputs and outputs
+    def _value(self, n: Any, index: int) -> Any:
+        if index >= len(n.input) or not n.input[index]:
+            return None
+        name = n.input[index]
+        if name not in self.values:
+            self.refuse(n, f"input '{name}' is produced by no node before it and is no graph "
+                           f"input or initializer (is the graph out of order?)")
+            return _POISON
+        return self.values[name]
+
+    def tensor(self, n: Any, index: int) -> Tensor | None:
+        """The network value at input ``index``; None (and a problem) otherwise."""
+        value = self._value(n, index)
+        if isinstance(value, Tensor):
+            return value
+        if value is None:
+            self.refuse(n, f"input {index} is missing")
+        elif value is not _POISON:
+            self.refuse(n, f"input '{n.input[index]}' is a constant; netspec computes "
+                           f"{n.op_type} on the network's values only")
+        return None
+
+    def constant(self, n: Any, index: int, what: str, symbolic: bool = False
+                 ) -> np.ndarray | None:
+        value = self._value(n, index)
+        if value is None:
+            self.refuse(n, f"{what} (input {index}) is missing")
+            return None
+        if value is _POISON:
+            return None
+        if isinstance(value, Tensor):
+            self.refuse(n, f"{what} ('{n.input[index]}') is computed by the network; netspec "
+                           f"needs it as a constant (an initializer)")
+            return None
+        if value.dtype == object and not symbolic:
+            self.refuse(n, f"{what} depends on the batch size")
+            return None
+        return value if value.dtype == object else value.astype(
+            np.float32 if value.dtype.kind == "f" else value.dtype, copy=False)
+
+    def all_constant(self, n: Any) -> bool:
+        values = [self.values.get(name) for name in n.input if name]
+        return bool(values) and all(isinstance(v, np.ndarray) for v in values)
+
+    def output_used(self, n: Any, index: int) -> bool:
+        return index < len(n.output) and bool(n.output[index]) and self.uses[n.output[index]] > 0
+
+    def rank_is(self, n: Any, x: Tensor, rank: int, what: str) -> bool:
+        if len(x.shape) == rank and x.shape == x.onnx_shape:
+            return True
+        self.refuse(n, f"{what} has per-sample shape {format_shape(x.onnx_shape)}; "
+                       f"{rank}-D per sample is needed")
+        return False
+
+    def symmetric_padding(self, n: Any, hw: Shape, kernel: Shape,
+                          strides: Shape) -> tuple[int, int] | None:
+        if len(kernel) != 2 or len(strides) != 2 or any(s <= 0 for s in strides):
+            self.refuse(n, f"kernel {list(kernel)} and strides {list(strides)} must be 2-D "
+                           f"and positive")
+            return None
+        auto_pad = self.attr(n, "auto_pad", "NOTSET")
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            totals = [max((-(-size // s) - 1) * s + k - size, 0)
+                      for size, k, s in zip(hw, kernel, strides)]
+            begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in totals]
+            pads = [*begin, *(t - b for t, b in zip(totals, begin))]
+        elif auto_pad == "VALID":
+            pads = [0, 0, 0, 0]
+        elif auto_pad == "NOTSET":
+            pads = list(self.attr(n, "pads", [0, 0, 0, 0]))
+        else:
+            self.refuse(n, f"auto_pad={auto_pad} is not supported")
+            return None
+        if len(pads) != 4 or any(p < 0 for p in pads):
+            self.refuse(n, f"pads={pads} must be four non-negative numbers")
+            return None
+        if pads[0] != pads[2] or pads[1] != pads[3]:
+            how = f"auto_pad={auto_pad}" if auto_pad != "NOTSET" else f"pads={pads}"
+            self.refuse(n, f"{how} pads the two sides differently; netspec pads both sides "
+                           f"of an axis alike")
+            return None
+        return pads[0], pads[1]
+
+    def bias_vector(self, n: Any, bias: np.ndarray, size: int) -> np.ndarray | None:
+        """A bias broadcast along the batch: shapes (), (1,), (size,), (1, size) or (1, 1)."""
+        if bias.size == 1 or bias.shape in ((size,), (1, size)):
+            return np.broadcast_to(bias.reshape(-1), (size,)).astype(np.float32)
+        self.refuse(n, f"the bias has shape {list(bias.shape)}; netspec's bias is one value "
+                       f"per output feature ({size})")
+        return None
+
+    # -- results
+    def _new_id(self, n: Any) -> str:
+        base = clean_id(n.name, n.op_type)
+        node_id, count = base, 0
+        while node_id in self._ids:
+            count += 1
+            node_id = f"{base}_{count}"
+        self._ids.add(node_id)
+        return node_id
+
+    def emit(self, n: Any, op: str, inputs: Sequence[Tensor], fields: Mapping[str, Any],
+             params: Mapping[str, np.ndarray], *, buffers: Mapping[str, np.ndarray] | None = None,
+             onnx_shape: Shape | None = None) -> Tensor | None:
+        """A netspec node for ``n``, validated and shape-checked by netspec's own op."""
+        sources = [x.node for x in inputs]
+        raw = {"op": op, "inputs": sources[0] if len(sources) == 1 else sources, **fields}
+        try:
+            node_params = REGISTRY[op].Params.model_validate(raw, strict=True)
+        except ValidationError as exc:
+            details = "; ".join(f"{'.'.join(map(str, e['loc'])) or op}: {e['msg']}"
+                                for e in exc.errors())
+            self.refuse(n, f"netspec's {op} cannot hold this: {details}")
+            return None
+        instance = REGISTRY[op](node_params)
+        in_shapes = [x.shape for x in inputs]
+        try:
+            shape = tuple(int(d) for d in instance.output_shape(in_shapes))
+        except ShapeError as exc:
+            self.refuse(n, f"as netspec's {op}: {exc}")
+            return None
+        specs = {**instance.param_specs(in_shapes), **instance.buffer_specs(in_shapes)}
+        given = {**params, **(buffers or {})}
+        for name, spec in specs.items():
+            if name not in given or given[name].shape != spec.shape:
+                found = format_shape(given[name].shape) if name in given else "nothing"
+                self.refuse(n, f"{name} needs shape {format_shape(spec.shape)}, the model "
+                               f"gives {found}")
+                return None
+        node_id = self._new_id(n)
+        self.nodes[node_id] = raw
+        for name, array in params.items():
+            self.params[f"{node_id}.{name}"] = np.ascontiguousarray(array, dtype=np.float32)
+        for name, array in (buffers or {}).items():
+            self.buffers[f"{node_id}.{name}"] = np.ascontiguousarray(array, dtype=np.float32)
+        if n.op_type == "MatMul":
+            self._biasless.add(node_id)
+        result = Tensor(node_id, shape, tuple(onnx_shape) if onnx_shape else shape)
+        self.values[n.output[0]] = result
+        return result
+
+    def alias(self, n: Any, x: Tensor, onnx_shape: Shape | None = None) -> None:
+        self.values[n.output[0]] = Tensor(x.node, x.shape, tuple(onnx_shape or x.onnx_shape))
+
+    def set_constant(self, n: Any, value: Any) -> None:
+        if value is not None:
+            # indexing a shape vector may hand back the bare batch symbol
+            self.values[n.output[0]] = np.array(value, dtype=object) \
+                if isinstance(value, _Batch) else np.asarray(value)
+
+    # -- patterns
+    def fold_bias(self, n: Any) -> bool:
+        """MatMul then Add of a bias vector: the bias of the linear layer the MatMul became."""
+        values = [self.values.get(name) for name in n.input]
+        if len(values) != 2 or not any(isinstance(v, np.ndarray) for v in values):
+            return False
+        tensor_index = 0 if isinstance(values[0], Tensor) else 1
+        x, bias = values[tensor_index], values[1 - tensor_index]
+        if not isinstance(x, Tensor):
+            self.refuse(n, "adds two constants; netspec computes on the network's values only")
+            return True
+        if (x.node not in self._biasless or self.uses[n.input[tensor_index]] != 1
+                or bias.dtype == object):
+            self.refuse(n, "adding a constant is supported only as the bias right after a "
+                           "MatMul")
+            return True
+        size = x.shape[0]
+        vector = self.bias_vector(n, bias, size)
+        if vector is None:
+            return True
+        self._biasless.discard(x.node)
+        self.nodes[x.node]["bias"] = True
+        self.params[f"{x.node}.bias"] = vector
+        self.alias(n, x)
+        return True
+
+    def flatten(self, n: Any, x: Tensor) -> None:
+        flat = (math.prod(x.onnx_shape),)
+        if x.shape != x.onnx_shape and len(x.shape) == 1:
+            # netspec holds it flat already (a global average pooling's output)
+            self.alias(n, x, flat)
+        else:
+            self.emit(n, "flatten", [x], {}, {})
+
+    def reshape(self, n: Any, x: Tensor, target: list[Any]) -> None:
+        allowzero = self.attr(n, "allowzero", 0)
+        full = [BATCH, *x.onnx_shape]
+        dims: list[Any] = []
+        for index, dim in enumerate(target):
+            if isinstance(dim, (int, np.integer)) and int(dim) == 0 and not allowzero:
+                dim = full[index] if index < len(full) else 0
+            dims.append(dim if dim is BATCH else int(dim))
+        per_sample = math.prod(x.onnx_shape)
+        if dims and dims[0] == -1 and all(isinstance(d, int) and d > 0 for d in dims[1:]) \
+                and math.prod(dims[1:]) == per_sample:
+            dims[0] = BATCH  # the batch, inferred
+        if not dims or dims[0] is not BATCH or any(d is BATCH for d in dims[1:]):
+            self.refuse(n, f"reshape to {dims} changes the batch axis; netspec reshapes to "
+                           f"(N, -1) (a flatten) only")
+            return
+        rest = dims[1:]
+        if rest == list(x.onnx_shape):
+            self.alias(n, x)
+        elif rest in ([-1], [per_sample]):
+            self.flatten(n, x)
+        else:
+            self.refuse(n, f"reshape of per-sample shape {format_shape(x.onnx_shape)} to "
+                           f"{rest} is not supported; netspec reshapes to (N, -1) (a flatten) "
+                           f"only")
+
+    def fold_concat(self, n: Any) -> np.ndarray | None:
+        arrays = [self.values[name] for name in n.input]
+        try:
+            return np.concatenate([np.atleast_1d(a) for a in arrays],
+                                  axis=self.attr(n, "axis", 0))
+        except (ValueError, TypeError) as exc:  # numpy's AxisError is a ValueError
+            self.refuse(n, f"cannot join these constants: {exc}")
+            return None
+
+    # -- the walk
+    def _opset(self) -> int:
+        versions = [entry.version for entry in self.model.opset_import
+                    if entry.domain in ("", "ai.onnx")]
+        if not versions:
+            self.problems.append("the model imports no version of the standard ONNX op set")
+            return 0
+        if versions[0] < MIN_OPSET:
+            self.problems.append(f"opset {versions[0]} is older than netspec reads "
+                                 f"({MIN_OPSET} and newer); convert it with "
+                                 f"onnx.version_converter")
+        return int(versions[0])
+
+    def _inputs(self, input_shape: Sequence[int] | None, bound: Mapping[str, np.ndarray]
+                ) -> None:
+        initialised = {tensor.name for tensor in self.graph.initializer}
+        self._read_constants(bound)
+        data = [value for value in self.graph.input
+                if value.name not in initialised and value.name not in bound]
+        if input_shape is not None and len(data) != 1:
+            self.problems.append(f"--input-shape sets one input's shape; this model has "
+                                 f"{len(data)} inputs")
+            input_shape = None
+        for value in data:
+            self._input(value, input_shape)
+            # an input netspec cannot take: its users are not blamed for it again
+            self.values.setdefault(value.name, _POISON)
+
+    def _input(self, value: Any, override: Sequence[int] | None) -> None:
+        where = f"input '{value.name}'"
+        kind = value.type.WhichOneof("value")
+        if kind != "tensor_type":
+            self.problems.append(f"{where}: {kind or 'untyped'} inputs are not supported; "
+                                 f"netspec takes float tensors")
+            return
+        tensor_type = value.type.tensor_type
+        type_name = _type_name(self.onnx, tensor_type.elem_type)
+        if type_name != "FLOAT":
+            self.problems.append(f"{where}: {type_name} values are not supported; netspec "
+                                 f"networks take FLOAT (float32) inputs")
+            return
+        if not tensor_type.HasField("shape"):
+            if override is None:
+                self.problems.append(f"{where}: the model does not give its shape; pass "
+                                     f"--input-shape (per sample, e.g. 1,28,28)")
+                return
+            dims: list[Any] = ["N", *override]
+        else:
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                    for d in tensor_type.shape.dim]
+        if override is not None:
+            if len(override) != len(dims) - 1:
+                self.problems.append(f"{where}: --input-shape gives {len(override)} axes; the "
+                                     f"model's input has {len(dims) - 1} besides the batch")
+                return
+            dims = [dims[0], *override]
+        per_sample = dims[1:]
+        if not per_sample:
+            self.problems.append(f"{where}: shape {dims} has no axis besides the batch; "
+                                 f"netspec inputs need at least one")
+            return
+        symbolic = [d for d in per_sample if not isinstance(d, int) or d <= 0]
+        if symbolic:
+            shown = ["N", *per_sample]
+            example = ",".join(str(d) if isinstance(d, int) and d > 0 else "224"
+                               for d in per_sample)
+            self.problems.append(f"{where}: shape {shown} has symbolic axes {symbolic}; pass "
+                                 f"the per-sample sizes with --input-shape, e.g. {example}")
+            return
+        node_id = clean_id(value.name, "input")
+        while node_id in self._ids:
+            node_id += "_input"
+        raw = {"op": "input", "shape": [int(d) for d in per_sample]}
+        try:
+            REGISTRY["input"].Params.model_validate(raw, strict=True)
+        except ValidationError as exc:
+            self.problems.append(f"{where}: {exc.errors()[0]['msg']}")
+            return
+        self._ids.add(node_id)
+        self.nodes[node_id] = raw
+        self.input_ids[value.name] = node_id
+        shape = tuple(raw["shape"])
+        self.values[value.name] = Tensor(node_id, shape, shape)
+
+    def _read_constants(self, bound: Mapping[str, np.ndarray]) -> None:
+        """Initializers and Constant nodes: sizes checked as a whole before any is read."""
+        tensors = [(f"initializer '{t.name}'", t.name, t) for t in self.graph.initializer]
+        tensors += [(f"{self._where(n)}", n.output[0] if n.output else "", a.t)
+                    for n in self.graph.node if n.op_type == "Constant"
+                    for a in n.attribute if a.name == "value"]
+        claimed, readable = 0, []
+        for where, name, tensor in tensors:
+            try:
+                count = _claimed_values(tensor)
+                if count > MAX_TENSOR_VALUES:
+                    raise _TensorProblem(f"claims {count:,} values, more than netspec reads "
+                                         f"({MAX_TENSOR_VALUES:,})")
+            except _TensorProblem as exc:
+                self.problems.append(f"{where} {exc}")
+                self.values[name] = _POISON
+                continue
+            size = self.onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize \
+                if _type_name(self.onnx, tensor.data_type) in _CONSTANT_TYPES else 1
+            claimed += count * size
+            readable.append((where, name, tensor))
+        room = available_memory()
+        if room is not None and claimed > room:
+            self.problems.append(f"the model's tensors claim {claimed:,} bytes; this machine "
+                                 f"has {room:,} available (refused before reading them)")
+            readable = []
+            self.values.update((name, _POISON) for _, name, _ in tensors)
+        if len(self.graph.sparse_initializer):
+            self.problems.append("sparse initializers are not supported")
+        for where, name, tensor in readable:
+            if where.startswith("initializer"):
+                try:
+                    self.values[name] = read_tensor(tensor, self.directory)
+                except _TensorProblem as exc:
+                    self.problems.append(f"{where} {exc}")
+                    self.values[name] = _POISON
+        for name, array in bound.items():
+            self.values[name] = np.asarray(array)
+
+    def run(self) -> None:
+        if len(self.graph.node) > MAX_NODES:
+            self.problems.append(f"{len(self.graph.node):,} nodes is more than netspec imports "
+                                 f"({MAX_NODES:,})")
+            return
+        for n in self.graph.node:
+            self._translate(n)
+            for output in n.output:
+                if output and output not in self.values:
+                    self.values[output] = _POISON
+
+    def _translate(self, n: Any) -> None:
+        if n.domain not in ("", "ai.onnx"):
+            self.refuse(n, f"ops of domain '{text_of(n.domain)}' are not supported")
+        elif n.op_type in self.control_flow:
+            self.refuse(n, "control flow is not supported: a netspec network is one fixed "
+                           "graph")
+        elif not n.output or not n.output[0]:
+            self.refuse(n, "the node has no output")
+        elif n.op_type in self.importers:
+            self.importers[n.op_type](self, n)
+        elif n.op_type in self.folded:
+            self._fold(n)
+        else:
+            known = ", ".join(sorted((*self.importers, *self.folded)))
+            self.refuse(n, f"the op {n.op_type} is not supported (netspec reads {known})")
+
+    def _fold(self, n: Any) -> None:
+        """Shape arithmetic on constants, as exporters emit around a flatten."""
+        op = n.op_type
+        if op == "Constant":
+            self._constant_node(n)
+            return
+        if op == "Shape":
+            x = self._value(n, 0)
+            if x is _POISON or x is None:
+                return
+            shape = np.array([BATCH, *x.onnx_shape], dtype=object) if isinstance(x, Tensor) \
+                else np.array(x.shape, dtype=np.int64)
+            start, end = self.attr(n, "start", 0), self.attr(n, "end", None, int)
+            self.set_constant(n, shape[start:end])
+            return
+        if op == "Cast" and isinstance(self._value(n, 0), Tensor):
+            x = self.values[n.input[0]]
+            if _type_name(self.onnx, self.attr(n, "to", 0)) == "FLOAT":
+                self.alias(n, x)
+            else:
+                self.refuse(n, "casting the network's values to another type is not supported")
+            return
+        inputs = []
+        for index in range(len(n.input)):
+            value = self._value(n, index)
+            if value is _POISON:
+                return
+            if isinstance(value, Tensor):
+                self.refuse(n, f"{op} on the network's values is not supported; netspec folds "
+                               f"{op} on constants only")
+                return
+            inputs.append(value)
+        try:
+            self.set_constant(n, self._fold_value(n, op, inputs))
+        except (ValueError, TypeError, IndexError, OverflowError) as exc:
+            self.refuse(n, f"cannot fold this constant: {exc}")
+
+    def _fold_value(self, n: Any, op: str, inputs: list[Any]) -> np.ndarray:
+        data = inputs[0]
+        if op == "Cast":
+            to = _type_name(self.onnx, self.attr(n, "to", 0))
+            if data.dtype == object or to not in _CONSTANT_TYPES:
+                return data
+            return data.astype(self.onnx.helper.tensor_dtype_to_np_dtype(self.attr(n, "to", 0)))
+        if op == "Gather":
+            indices = np.asarray(inputs[1])
+            if indices.dtype.kind not in "iu":
+                raise ValueError("indices must be integers")
+            return np.take(data, indices.astype(np.int64), axis=self.attr(n, "axis", 0))
+        axes = self.attr(n, "axes", None, list)
+        if axes is None and len(inputs) > 1:
+            axes = [int(a) for a in np.asarray(inputs[1]).reshape(-1)]
+        if op == "Unsqueeze":
+            rank = data.ndim + len(axes or [])
+            for axis in sorted(a + rank if a < 0 else a for a in axes or []):
+                data = np.expand_dims(data, axis)
+            return data
+        if op == "Squeeze":
+            return np.squeeze(data, axis=None if axes is None else tuple(axes))
+        # Slice (opset 10+: starts, ends, axes, steps as inputs) on a 1-D constant
+        if data.ndim != 1 or len(inputs) < 3:
+            raise ValueError("only slices of 1-D constants with starts and ends are folded")
+        start, end = (int(np.asarray(v).reshape(-1)[0]) for v in inputs[1:3])
+        step = int(np.asarray(inputs[4]).reshape(-1)[0]) if len(inputs) > 4 else 1
+        if step == 0:
+            raise ValueError("step 0")
+        return data[start:end:step]
+
+    def _constant_node(self, n: Any) -> None:
+        if len(n.attribute) != 1:
+            self.refuse(n, "a Constant needs exactly one value attribute")
+            return
+        attribute = n.attribute[0]
+        try:
+            if attribute.name == "value":
+                value = read_tensor(attribute.t, self.directory)
+            elif attribute.name in ("value_float", "value_int", "value_floats", "value_ints"):
+                raw = _attribute_value(self.onnx, attribute)
+                if isinstance(raw, list) and len(raw) > MAX_ATTRIBUTE_VALUES ** 2:
+                    raise _TensorProblem(f"holds {len(raw):,} values")
+                value = np.array(raw, dtype=np.float32 if "float" in attribute.name
+                                 else np.int64)
+            else:
+                raise _TensorProblem(f"a {attribute.name} constant is not supported")
+        except _TensorProblem as exc:
+            self.refuse(n, f"the constant {exc}")
+            return
+        self.set_constant(n, value)
+
+    # -- the outcome
+    def output(self) -> Tensor | None:
+        outputs = list(self.graph.output)
+        if len(outputs) != 1:
+            self.problems.append(f"the model has {len(outputs)} outputs; a netspec network "
+                                 f"has one")
+            return None
+        value = self.values.get(outputs[0].name)
+        if value is None:
+            self.problems.append(f"output '{outputs[0].name}' is produced by no node")
+        elif isinstance(value, Tensor):
+            return value
+        elif value is not _POISON:
+            self.problems.append(f"output '{outputs[0].name}' is a constant, not computed from "
+                                 f"the inputs")
+        return None
+
+    def metadata(self) -> dict[str, str]:
+        return {text_of(entry.key): text_of(entry.value) for entry in self.model.metadata_props}
+
+    def restore_dropout(self, output: Tensor) -> str:
+        """Put back the dropout a netspec export left out (recorded in the metadata); returns
+        the output node, which may be one of them. Records that do not fit are ignored."""
+        try:
+            records = json.loads(self.metadata().get(META_DROPOUT, "[]"))
+        except ValueError:
+            return output.node
+        if not isinstance(records, list):
+            return output.node
+        output_node = output.node
+        for record in records[:MAX_NODES]:
+            if not isinstance(record, dict):
+                continue
+            node_id, source, p = record.get("id"), record.get("input"), record.get("p")
+            consumers = record.get("consumers")
+            if not (isinstance(node_id, str) and isinstance(source, str)
+                    and isinstance(p, (int, float)) and not isinstance(p, bool)
+                    and 0 <= p < 1 and isinstance(consumers, list)
+                    and node_id not in self.nodes and source in self.nodes
+                    and all(isinstance(c, str) and c in self.nodes
+                            and source in _inputs_of(self.nodes[c]) for c in consumers)):
+                continue
+            nodes = {}
+            for key, fields in self.nodes.items():
+                nodes[key] = fields
+                if key == source:
+                    nodes[node_id] = {"op": "dropout", "inputs": source, "p": float(p)}
+            for consumer in consumers:
+                fields = nodes[consumer]
+                inputs = [node_id if i == source else i for i in _inputs_of(fields)]
+                fields["inputs"] = inputs[0] if len(inputs) == 1 else inputs
+            self.nodes = nodes
+            if not consumers and output_node == source and \
+                    node_id == self.graph.output[0].name:
+                output_node = node_id
+        return output_node
+
+
+def _inputs_of(fields: Mapping[str, Any]) -> list[str]:
+    inputs = fields.get("inputs", [])
+    return [inputs] if isinstance(inputs, str) else list(inputs)

@@ -1,0 +1,1 @@
+"""The spec language: TOML text to a flat, checked spec."""

@@ -1,0 +1,1 @@
+"""The plan: a flat spec compiled to a DAG with shapes, parameters and FLOPs."""
