@@ -27,6 +27,9 @@ SEED = 0
 
 # name: (torchvision's arguments, parameters, comparison image size, comparison batch)
 CASES: dict[str, tuple[dict[str, Any], int, int, int]] = {
+    "efficientnet_b0": ({}, 5_288_548, 64, 2),
+    "mobilenet_v2": ({}, 3_504_872, 64, 2),
+    "mobilenet_v3_small": ({}, 2_542_856, 64, 2),
     "regnet_x_400mf": ({}, 5_495_976, 64, 2),
     "mnasnet0_5": ({}, 2_218_512, 64, 2),
 }
