@@ -18,17 +18,16 @@ import pytest
 def torchvision_models() -> ModuleType:
     """``torchvision.models``, or a skip saying what is missing."""
     torch = pytest.importorskip("torch")
+    # patched before the first import: without its compiled ops, torchvision's import stops
+    # with a RuntimeError (operator torchvision::nms does not exist) half-way, not ImportError
+    original = torch.library.register_fake
+    torch.library.register_fake = lambda *args, **kwargs: (lambda function: function)
     try:
         import torchvision  # noqa: F401
-    except ImportError:
-        original = torch.library.register_fake
-        torch.library.register_fake = lambda *args, **kwargs: (lambda function: function)
-        try:
-            import torchvision  # noqa: F401
-        except ImportError as exc:
-            pytest.skip(f"torchvision is not installed ({exc})")
-        finally:
-            torch.library.register_fake = original
+    except ImportError as exc:
+        pytest.skip(f"torchvision is not installed ({exc})")
+    finally:
+        torch.library.register_fake = original
     import torchvision.models
 
     return torchvision.models
