@@ -1,6 +1,17 @@
 """The op catalogue. Importing this package registers every op under its TOML name."""
 
-from netspec.ops import activations, conv, core, linear, pooling, regularization
+from netspec.ops import (
+    activations,
+    adaptive_pool,
+    conv,
+    core,
+    linear,
+    modern_activations,
+    mul,
+    pooling,
+    regularization,
+    stochastic_depth,
+)
 from netspec.ops.base import REGISTRY, Context, NodeParams, Op, ParamSpec, register
 
 __all__ = [
@@ -16,4 +27,8 @@ __all__ = [
     "linear",
     "pooling",
     "regularization",
+    "adaptive_pool",
+    "modern_activations",
+    "mul",
+    "stochastic_depth",
 ]
