@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from netspec.common.errors import NetspecError
+from netspec.common.extras import install_line
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def run_lsp(args: argparse.Namespace) -> int:
         if exc.name not in ("pygls", "lsprotocol") and not str(exc.name).startswith(
                 ("pygls.", "lsprotocol.")):
             raise
-        raise NetspecError("the language server needs pygls: pip install 'netspec[lsp]'"
+        raise NetspecError(f"the language server needs pygls: {install_line('lsp')}"
                            ) from None
     serve()
     return 0
