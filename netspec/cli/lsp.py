@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
 
 from netspec.common.errors import NetspecError
 from netspec.common.extras import install_line
@@ -29,5 +32,18 @@ def run_lsp(args: argparse.Namespace) -> int:
             raise
         raise NetspecError(f"the language server needs pygls: {install_line('lsp')}"
                            ) from None
+    if sys.stdin.isatty():
+        # a person typed it: an editor starts the server with pipes, never at a terminal
+        print("netspec lsp: speaking the Language Server Protocol on standard input and "
+              "output; an editor starts it itself (the README shows VS Code and Neovim). "
+              "Ctrl-C stops it.", file=sys.stderr, flush=True)
+    # pygls swallows KeyboardInterrupt and then waits for its thread blocked reading stdin,
+    # forever at a terminal; the server writes no file, so Ctrl-C ends the process at once
+    signal.signal(signal.SIGINT, _stop)
     serve()
     return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    print("\nnetspec lsp: stopped", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
