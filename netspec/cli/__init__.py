@@ -29,7 +29,7 @@ MODULE_OF_COMMAND = {
     "compile": "compile", "list": "compile", "expand": "expand", "gradcheck": "gradcheck",
     "train": "train", "evaluate": "train", "predict": "train", "draw": "draw", "plot": "plot",
     "bench": "bench", "doctor": "doctor", "export": "export", "import": "importer",
-    "schema": "schema", "lsp": "lsp",
+    "schema": "schema", "lsp": "lsp", "runs": "runs", "report": "runs", "copy": "copy",
 }
 # every command module, in the order --help lists their commands
 COMMAND_MODULES = tuple(dict.fromkeys(MODULE_OF_COMMAND.values()))
@@ -98,8 +98,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _describe_error(command: str, exc: NetspecError) -> str:
     diagnostics = getattr(exc, "diagnostics", [])
     if len(diagnostics) > 1:
-        return f"netspec {command}: {len(diagnostics)} errors:\n{exc}"
-    return f"netspec {command}: error: {exc}"
+        text = f"netspec {command}: {len(diagnostics)} errors:\n{exc}"
+    else:
+        text = f"netspec {command}: error: {exc}"
+    return text + _shipped_note(diagnostics)
+
+
+def _shipped_note(diagnostics: Sequence[object]) -> str:
+    """A note when the problems are in a shipped spec: it is part of the installed package,
+    and the way to change it is a copy of one's own."""
+    from pathlib import Path
+
+    from netspec.lang.shipped import SHIPPED_DIR
+
+    for diagnostic in diagnostics:
+        file = getattr(diagnostic, "file", None)
+        if file and Path(file).parent == SHIPPED_DIR:
+            name = Path(file).stem
+            return (f"\n({name} is a shipped spec, installed with netspec in {SHIPPED_DIR}; "
+                    f"to change it, copy it into your directory: netspec copy {name})")
+    return ""
 
 
 if __name__ == "__main__":
