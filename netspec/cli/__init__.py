@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if collecting:
             gc.enable()
+    # the command line as given, for the records a command keeps (a run's provenance)
+    args.argv = list(argv)
     if collecting and args.command in QUICK_COMMANDS:
         gc.disable()
     try:

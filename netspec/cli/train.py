@@ -26,7 +26,7 @@ def _load() -> None:
     global compile_plan, DIGITS, data_info, Dataset, load_images, Network, PlotsUnavailable
     global format_shape, load_spec, load_weights, data_choice, input_channels, prepare_data
     global recorded_choice, plot_run, recipe_normalisation, run_engine, launched_processes
-    global is_torch_file, command_line, recorded_options, write_report
+    global is_torch_file, recorded_options, write_report
     import numpy as np
 
     from netspec.data.catalog import DIGITS
@@ -59,7 +59,6 @@ def _load() -> None:
     )
     from netspec.train.report import plot_run
     from netspec.train.report_html import write_report
-    from netspec.train.runlog import command_line
     from netspec.train.torch_engine import launched_processes
     from netspec.weights.checkpoint import load_weights
     from netspec.weights.torch_weights import is_torch_file
@@ -217,7 +216,7 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
         name = load_spec(args.spec, spec_overrides).name
         out = args.out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
         plots = not args.no_plots
-        recorded = {"command": command_line(), "blas_threads": args.blas_threads.threads,
+        recorded = {"command": ["netspec", *args.argv], "blas_threads": args.blas_threads.threads,
                     "options": {"plots": plots}}
         if placement is None:
             trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,

@@ -13,7 +13,6 @@ import csv
 import io
 import os
 import platform
-import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,14 +64,6 @@ def provenance(command: Sequence[str] | None = None,
         "blas_threads": blas_threads,
         "started": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
     }
-
-
-def command_line() -> list[str]:
-    """This process's command line as a user would type it (``netspec train lenet5 ...``)."""
-    program = Path(sys.argv[0]).name if sys.argv else "netspec"
-    if program in ("__main__.py", "-m", "-c", ""):
-        program = "netspec"
-    return [program, *sys.argv[1:]]
 
 
 def write_metrics(run_dir: Path, history: Sequence[dict[str, Any]]) -> None:
