@@ -26,7 +26,8 @@ else:
 TORCH_LINES = ["torch CUDA", "torch distributed"] if importlib.util.find_spec("torch") else []
 NAMES = ["python", "platform", "netspec", "numpy", "pydantic", "networkx", "BLAS",
          "BLAS threads", "CPUs", "memory", "MNIST", "plot extra", "image extra", "torch extra",
-         "onnx extra", "lsp extra", "threads extra", "test extra", *TORCH_LINES, "graphviz"]
+         "onnx extra", "lsp extra", "threads extra", "tensorboard extra",
+         "test extra", *TORCH_LINES, "graphviz"]
 
 
 def by_name(checks) -> dict:

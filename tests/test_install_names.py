@@ -24,7 +24,7 @@ else:
 
 ROOT = Path(__file__).resolve().parents[1]
 # the old forms, spelt so that this file does not match them itself: netspec followed by an
-# extra in brackets, and a bare `pip install netspec` (the registry's unrelated project)
+# extra in brackets, and a bare install of netspec (the registry's unrelated project)
 OLD_FORMS = re.compile(r"netspec" + r"\[|pip install ['\"]?netspec(?![-\w])")
 
 

@@ -30,7 +30,8 @@ MODULE_OF_COMMAND = {
     "compile": "compile", "list": "compile", "expand": "expand", "gradcheck": "gradcheck",
     "train": "train", "evaluate": "train", "predict": "train", "draw": "draw", "plot": "plot",
     "bench": "bench", "doctor": "doctor", "export": "export", "import": "importer",
-    "schema": "schema", "lsp": "lsp", "completion": "completion",
+    "schema": "schema", "lsp": "lsp", "runs": "runs", "report": "runs", "copy": "copy",
+    "completion": "completion",
 }
 # every command module, in the order --help lists their commands
 COMMAND_MODULES = tuple(dict.fromkeys(MODULE_OF_COMMAND.values()))
@@ -87,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if collecting:
             gc.enable()
+    # the command line as given, for the records a command keeps (a run's provenance)
+    args.argv = list(argv)
     if collecting and args.command in QUICK_COMMANDS:
         gc.disable()
     try:
@@ -133,8 +136,26 @@ def _silence_stdout() -> None:
 def _describe_error(command: str, exc: NetspecError) -> str:
     diagnostics = getattr(exc, "diagnostics", [])
     if len(diagnostics) > 1:
-        return f"netspec {command}: {len(diagnostics)} errors:\n{exc}"
-    return f"netspec {command}: error: {exc}"
+        text = f"netspec {command}: {len(diagnostics)} errors:\n{exc}"
+    else:
+        text = f"netspec {command}: error: {exc}"
+    return text + _shipped_note(diagnostics)
+
+
+def _shipped_note(diagnostics: Sequence[object]) -> str:
+    """A note when the problems are in a shipped spec: it is part of the installed package,
+    and the way to change it is a copy of one's own."""
+    from pathlib import Path
+
+    from netspec.lang.shipped import SHIPPED_DIR
+
+    for diagnostic in diagnostics:
+        file = getattr(diagnostic, "file", None)
+        if file and Path(file).parent == SHIPPED_DIR:
+            name = Path(file).stem
+            return (f"\n({name} is a shipped spec, installed with netspec in {SHIPPED_DIR}; "
+                    f"to change it, copy it into your directory: netspec copy {name})")
+    return ""
 
 
 if __name__ == "__main__":

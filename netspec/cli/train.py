@@ -26,7 +26,7 @@ def _load() -> None:
     global compile_plan, DIGITS, data_info, Dataset, load_images, Network, PlotsUnavailable
     global format_shape, load_spec, load_weights, data_choice, input_channels, prepare_data
     global recorded_choice, plot_run, recipe_normalisation, run_engine, launched_processes
-    global is_torch_file
+    global is_torch_file, recorded_options, write_report
     import numpy as np
 
     from netspec.data.catalog import DIGITS
@@ -51,12 +51,14 @@ def _load() -> None:
         Callbacks,
         TrainingInterrupted,
         recipe_normalisation,
+        recorded_options,
         recorded_overrides,
         resume_run,
         run_engine,
         start_run,
     )
     from netspec.train.report import plot_run
+    from netspec.train.report_html import write_report
     from netspec.train.torch_engine import launched_processes
     from netspec.weights.checkpoint import load_weights
     from netspec.weights.torch_weights import is_torch_file
@@ -90,7 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "(the torch extra); under torchrun, torch trains with "
                        "DistributedDataParallel")
     train.add_argument("--device", help="with --engine torch: cpu (default), cuda or cuda:N")
-    train.add_argument("--no-plots", action="store_true", help="do not write plot images")
+    train.add_argument("--no-plots", action="store_true", help="write neither the plot images nor "
+                       "report.html (kept by --resume; netspec plot and netspec report write "
+                       "them later)")
     train.add_argument("--weights", metavar="W.npz", help="start from these weights "
                        "(fine-tuning): a .npz of the same spec, from a run or netspec import")
     add_threads_option(train)
@@ -195,6 +199,7 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
         if ignored:
             raise NetspecError(f"--resume continues a run as it was set up; drop "
                                f"{', '.join(ignored)} (or start a new run with --out instead)")
+        plots = not args.no_plots and recorded_options(args.resume).get("plots", True)
         if placement is None:
             trainer = resume_run(args.resume, data_dir=args.data_dir, callbacks=callbacks)
         else:
@@ -210,11 +215,14 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
         spec_overrides = spec_settings(args)
         name = load_spec(args.spec, spec_overrides).name
         out = args.out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+        plots = not args.no_plots
+        recorded = {"command": ["netspec", *args.argv], "blas_threads": args.blas_threads.threads,
+                    "options": {"plots": plots}}
         if placement is None:
             trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
                                 dtype=args.dtype, callbacks=callbacks,
                                 spec_overrides=spec_overrides, data=args.data,
-                                initial_weights=args.weights)
+                                initial_weights=args.weights, **recorded)
             where = ""
         else:
             from netspec.train.torch_engine import agree, start_torch_run
@@ -226,7 +234,8 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
             out = Path(agree(placement, str(out)))
             trainer = start_torch_run(args.spec, out, placement=placement, overrides=overrides,
                                       data_dir=args.data_dir, dtype=args.dtype,
-                                      callbacks=callbacks, spec_overrides=spec_overrides)
+                                      callbacks=callbacks, spec_overrides=spec_overrides,
+                                      **recorded)
             where = (f" on PyTorch ({placement.device}"
                      + (f", {placement.world} processes" if placement.distributed else "")
                      + ")")
@@ -254,8 +263,9 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
           f"weights of epoch {result.best_epoch}{stop}; {_plural(len(result.history), 'epoch')} in "
           f"{seconds:.0f}s of training")
     print(f"run directory: {result.run_dir}")
-    if not args.no_plots:
+    if plots:
         _write_plots(result.run_dir, args.data_dir)
+        _write_report(result.run_dir, args.data_dir)
     return 0
 
 
@@ -281,6 +291,15 @@ def _write_plots(run_dir: Path, data_dir: str | None) -> None:
         print(f"plots skipped: {exc}")
         return
     print("plots: " + ", ".join(str(p) for p in written))
+
+
+def _write_report(run_dir: Path, data_dir: str | None) -> None:
+    try:
+        path = write_report(run_dir, data_dir)
+    except NetspecError as exc:
+        print(f"report skipped: {exc}")
+        return
+    print(f"report: {path}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "lsp": (("pygls",), "netspec lsp, the language server for editors"),
     "threads": (("threadpoolctl",), "--threads and sharing the cores between netspec "
                                     "processes"),
+    "tensorboard": (("tensorboard",), "TensorBoard event files in each run directory"),
     "test": (("pytest", "hypothesis", "ruff", "onnxruntime", "jsonschema", "taplo"),
              "running the tests"),
 }
