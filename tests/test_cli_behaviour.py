@@ -115,7 +115,8 @@ def test_zsh_completion_is_a_valid_script_naming_everything():
     checked = subprocess.run(["zsh", "-n"], input=script, capture_output=True, text=True,
                              timeout=60)
     assert checked.returncode == 0, checked.stderr
-    loaded = subprocess.run(["zsh", "-fc", f"autoload -Uz compinit && compinit -u -d /dev/null"
+    # -D: no dump file (compinit -d FILE replaces FILE by a move)
+    loaded = subprocess.run(["zsh", "-fc", f"autoload -Uz compinit && compinit -u -D"
                                            f"\n{script}\nprint -r -- $_comps[netspec]"],
                             capture_output=True, text=True, timeout=60)
     assert loaded.stdout.strip() == "_netspec", loaded.stderr
