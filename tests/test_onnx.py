@@ -237,7 +237,7 @@ def test_import_command_writes_a_spec_and_weights_that_every_command_takes(
     code, out, err = run_cli("predict", spec, "--weights", weights, digit)
     assert code == 0 and str(digit) in out, err
     code, out, err = run_cli("train", spec, "--weights", weights, "--out", tmp_path / "run",
-                             "--data-dir", mnist_dir, "--epochs", "1", "--limit", "300",
+                             "--data-dir", mnist_dir, "--epochs", "1", "--limit", "200",
                              "--validation", "100", "--batch-size", "50", "--no-plots")
     assert code == 0 and "starting from" in out, err
     code, out, err = run_cli("export", spec, "--weights", weights, "-o", tmp_path / "again.onnx")
