@@ -527,3 +527,14 @@ def test_printable_escapes_control_characters_only():
     assert printable("layer1.0 conv") == "layer1.0 conv"
     assert printable("ünïcode") == "ünïcode"
     assert printable("a\x00b\nc") == "a\\x00b\\nc"
+
+
+@pytest.mark.parametrize(("written", "meant"), [("ReLU", "relu"), ("BatchNorm", "batchnorm"),
+                                                ("Linear", "linear"), ("MaxPool2d", "maxpool2d")])
+def test_an_op_name_in_another_case_finds_its_suggestion(written, meant):
+    """PyTorch's class names (``nn.ReLU``) are what a newcomer writes first."""
+    text = f'[nodes.image]\nop = "input"\nshape = [4]\n[nodes.r]\nop = "{written}"\n'
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text, file="net.toml")
+    assert f"net.toml:5: node 'r': unknown op '{written}'; did you mean '{meant}'?" in str(
+        caught.value)

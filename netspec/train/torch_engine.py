@@ -355,15 +355,17 @@ class TorchTrainer(Trainer):
 def start_torch_run(spec_path: str | Path, run_dir: str | Path, *, placement: Placement,
                     overrides: dict[str, Any] | None = None, data_dir: str | Path | None = None,
                     dtype: str = "float32", callbacks: Callbacks | None = None,
-                    spec_overrides: dict[str, Any] | None = None) -> TorchTrainer:
-    """A new run of ``spec_path`` on the torch engine (see :func:`netspec.train.loop.start_run`)."""
+                    spec_overrides: dict[str, Any] | None = None,
+                    **recorded: Any) -> TorchTrainer:
+    """A new run of ``spec_path`` on the torch engine (see :func:`netspec.train.loop.start_run`;
+    ``recorded`` are its ``command``, ``blas_threads`` and ``options``)."""
     def factory(*args: Any, **kwargs: Any) -> TorchTrainer:
         return TorchTrainer(*args, placement=placement, **kwargs)
 
     return start_run(spec_path, run_dir, overrides=overrides, data_dir=data_dir, dtype=dtype,
                      callbacks=callbacks, spec_overrides=spec_overrides, trainer_factory=factory,
                      engine={"engine": "torch", "device": placement.device,
-                             "processes": placement.world})
+                             "processes": placement.world}, **recorded)
 
 
 def resume_torch_run(run_dir: str | Path, *, placement: Placement,
