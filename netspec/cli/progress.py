@@ -45,12 +45,35 @@ class ProgressLine:
             self.stream.flush()
             self._shown = False
 
+    def finish(self) -> None:
+        """Keep the line drawn last, ended with its newline (the next line starts below)."""
+        if self.interactive and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False
 
-def download_progress(line: ProgressLine):
-    """A data-download callback that draws on ``line``."""
 
-    def show(name: str, done: int, total: int | None) -> None:
+class DownloadReport:
+    """What a download tells the terminal: a bar per file, ended with its newline once the
+    file is complete, and each step (the source tried, a failure and what comes next, where
+    the files went) on a line of its own. :mod:`netspec.data.download` calls it."""
+
+    def __init__(self, line: ProgressLine):
+        self.line = line
+
+    def __call__(self, name: str, done: int, total: int | None) -> None:
         size = f"{done / 2**20:.1f}" + (f"/{total / 2**20:.1f}" if total else "") + " MiB"
-        line.update(done, total, f"downloading {name}: {size}", force=total == done)
+        complete = total is not None and done == total
+        self.line.update(done, total, f"downloading {name}: {size}", force=complete)
+        if complete:
+            self.line.finish()
 
-    return show
+    def note(self, message: str) -> None:
+        self.line.finish()
+        self.line.stream.write(message + "\n")
+        self.line.stream.flush()
+
+
+def download_progress(line: ProgressLine) -> DownloadReport:
+    """A data-download callback that draws on ``line``."""
+    return DownloadReport(line)

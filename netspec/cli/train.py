@@ -89,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--engine", choices=["numpy", "torch"],
                        help="who computes: netspec's NumPy executor (default) or PyTorch "
-                       "(pip install netspec[torch]); under torchrun, torch trains with "
+                       "(the torch extra); under torchrun, torch trains with "
                        "DistributedDataParallel")
     train.add_argument("--device", help="with --engine torch: cpu (default), cuda or cuda:N")
     train.add_argument("--no-plots", action="store_true", help="write neither the plot images nor "

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from netspec.common.errors import DataError
+from netspec.common.extras import install_line
 
 SIDE = 28
 
@@ -100,7 +101,7 @@ def _read_picture(path: Path, sample_shape: tuple[int, int, int],
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
-        raise DataError(f"{path}: reading pictures needs Pillow: pip install netspec[image] "
+        raise DataError(f"{path}: reading pictures needs Pillow: {install_line('image')} "
                         f"(or save the image as a .npy)") from None
     try:
         with Image.open(path) as picture:

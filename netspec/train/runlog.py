@@ -91,7 +91,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
 
 class TensorBoardLog:
     """Scalars of each epoch in TensorBoard's event files, when ``tensorboard`` is installed
-    (``pip install 'netspec[tensorboard]'``); otherwise it writes nothing."""
+    (the ``tensorboard`` extra); otherwise it writes nothing."""
 
     def __init__(self, run_dir: Path) -> None:
         self.directory = Path(run_dir) / TENSORBOARD_DIR
