@@ -333,14 +333,18 @@ def _ref_conv2d(p, xs, params, buffers, train, observed):
     x, w = xs[0], params["weight"]
     n, c, h, width = x.shape
     (kh, kw), (sh, sw), (ph, pw) = _windows(p)
-    oh, ow = _out_size(h, kh, sh, ph), _out_size(width, kw, sw, pw)
+    dh, dw = _pair(p.dilation)
+    group_in, group_out = c // p.groups, w.shape[0] // p.groups
+    oh = _out_size(h, dh * (kh - 1) + 1, sh, ph)
+    ow = _out_size(width, dw * (kw - 1) + 1, sw, pw)
     y = np.zeros((n, w.shape[0], oh, ow))
     for b, o, i, j in np.ndindex(y.shape):
         total = params["bias"][o] if p.bias else 0.0
-        for ci, a, d in np.ndindex(c, kh, kw):
-            row, col = i * sh + a - ph, j * sw + d - pw
+        first = (o // group_out) * group_in
+        for ci, a, d in np.ndindex(group_in, kh, kw):
+            row, col = i * sh + a * dh - ph, j * sw + d * dw - pw
             if 0 <= row < h and 0 <= col < width:
-                total += w[o, ci, a, d] * x[b, ci, row, col]
+                total += w[o, ci, a, d] * x[b, first + ci, row, col]
         y[b, o, i, j] = total
     return y, {}
 

@@ -622,3 +622,47 @@ def test_unreadable_meminfo_falls_back_to_sysconf(tmp_path: Path, monkeypatch) -
                                                             "SC_PAGE_SIZE": 4096}[name])
     assert budget.available_memory() == 10 * 4096
     assert budget.total_memory() == 20 * 4096
+
+
+# --------------------------------------------------------------------------------------------
+# Fields of the convolutional-network ops (issue 24): each bad value with the exact message
+# `netspec compile` prints, as docs/bad_inputs.md lists it
+
+
+CONV_OP_FIELDS = [
+    # (input shape, the node's lines, what `netspec compile net.toml` prints on stderr)
+    ([4, 8, 8], 'op = "conv2d"\nout_channels = 4\nkernel_size = 3\ngroups = 3',
+     "net.toml:5: node 'y' (conv2d): input shape (4, 8, 8): groups=3 does not divide the "
+     "input's 4 channels; in_channels must be a multiple of groups"),
+    ([4, 8, 8], 'op = "conv2d"\nout_channels = 6\nkernel_size = 3\ngroups = 4',
+     "net.toml:5: node 'y' (conv2d): input shape (4, 8, 8): groups=4 does not divide "
+     "out_channels=6; out_channels must be a multiple of groups"),
+    ([4, 8, 8], 'op = "conv2d"\nout_channels = 4\nkernel_size = 3\ngroups = 0',
+     "net.toml:9: node 'y' (conv2d): groups must be greater than 0, got 0"),
+    ([4, 8, 8], 'op = "conv2d"\nout_channels = 4\nkernel_size = 3\ndilation = 4',
+     "net.toml:5: node 'y' (conv2d): input shape (4, 8, 8): kernel 3x3 with dilation 4x4 "
+     "spans 9x9, larger than the padded input 8x8 (8x8 with padding 0x0); use a smaller "
+     "dilation or more padding"),
+    ([4, 8, 8], 'op = "conv2d"\nout_channels = 4\nkernel_size = 3\ndilation = [1, 0]',
+     "net.toml:9: node 'y' (conv2d): dilation[1] must be greater than 0, got 0"),
+]
+
+
+@pytest.mark.parametrize(("shape", "node", "message"), CONV_OP_FIELDS,
+                         ids=[case[2].split(": ", 2)[-1][:60] for case in CONV_OP_FIELDS])
+def test_bad_fields_of_the_conv_ops_get_their_message(shape: list[int], node: str,
+                                                      message: str, tmp_path: Path,
+                                                      monkeypatch, capsys) -> None:
+    (tmp_path / "net.toml").write_text(f'[nodes.x]\nop = "input"\nshape = {shape}\n\n'
+                                       f'[nodes.y]\n{node}\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code = main(["compile", "net.toml"])
+    err = capsys.readouterr().err
+    assert_user_error(code, err)
+    assert err.strip() == f"netspec compile: error: {message}"
+
+
+def test_the_conv_op_field_cases_are_in_the_docs() -> None:
+    docs = (REPO / "docs" / "bad_inputs.md").read_text(encoding="utf-8")
+    for _, _, message in CONV_OP_FIELDS:
+        assert f"netspec compile: error: {message}" in docs, message

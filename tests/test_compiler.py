@@ -60,6 +60,13 @@ OP_CASES = [
      (2, 1, 1), 2 * 16 + 2, (2 * 16 + 1) * 2),
     ("conv2d", {"out_channels": 3, "kernel_size": 1, "trainable": False}, [(2, 4, 4)],
      (3, 4, 4), 3, (2 * 2 + 1) * 3 * 16),
+    # groups: each output sees in/groups channels (depthwise: one); dilation widens the span
+    ("conv2d", {"out_channels": 32, "kernel_size": 3, "groups": 32, "padding": 1},
+     [(32, 14, 14)], (32, 14, 14), 32 * 9 + 32, (2 * 9 + 1) * 32 * 196),
+    ("conv2d", {"out_channels": 8, "kernel_size": 3, "groups": 2, "bias": False},
+     [(4, 6, 6)], (8, 4, 4), 8 * 2 * 9, 2 * 2 * 9 * 8 * 16),
+    ("conv2d", {"out_channels": 2, "kernel_size": 3, "dilation": 2}, [(1, 9, 9)],
+     (2, 5, 5), 2 * 9 + 2, (2 * 9 + 1) * 2 * 25),
     ("linear", {"out_features": 120}, [(400,)], (120,), 400 * 120 + 120, (2 * 400 + 1) * 120),
     ("linear", {"out_features": 10, "bias": False}, [(84,)], (10,), 840, 2 * 84 * 10),
     ("relu", {}, [(6, 28, 28)], (6, 28, 28), 0, 6 * 28 * 28),

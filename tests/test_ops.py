@@ -51,6 +51,22 @@ CASES = [
            ((2, 3, 4, 6),), seed=2),
     OpCase("conv2d", {"out_channels": 1, "kernel_size": 3, "padding": 2, "bias": False},
            ((1, 2, 3, 4),)),
+    # conv2d groups and dilation: depthwise (with and without a channel multiplier),
+    # grouped, dilated dense, dilated depthwise with stride and padding, both layouts
+    OpCase("conv2d", {"out_channels": 4, "kernel_size": 3, "groups": 4, "padding": 1},
+           ((2, 4, 5, 6),)),
+    OpCase("conv2d", {"out_channels": 6, "kernel_size": 3, "groups": 3, "stride": 2},
+           ((2, 3, 7, 6),), seed=1),
+    OpCase("conv2d", {"out_channels": 4, "kernel_size": [3, 2], "groups": 2,
+                      "padding": [1, 0], "bias": False}, ((2, 4, 5, 4),)),
+    OpCase("conv2d", {"out_channels": 6, "kernel_size": 1, "groups": 3}, ((2, 6, 3, 4),)),
+    OpCase("conv2d", {"out_channels": 3, "kernel_size": 3, "dilation": 2, "padding": 2},
+           ((2, 2, 6, 5),)),
+    OpCase("conv2d", {"out_channels": 3, "kernel_size": 3, "groups": 3, "dilation": [2, 1],
+                      "stride": [1, 2], "padding": [2, 1]}, ((2, 3, 6, 7),),
+           channels_last=True),
+    OpCase("conv2d", {"out_channels": 4, "kernel_size": 2, "groups": 2, "dilation": 3},
+           ((1, 4, 5, 5),), channels_last=True),
     # maxpool2d
     OpCase("maxpool2d", {"kernel_size": 2}, ((2, 3, 6, 6),)),
     OpCase("maxpool2d", {"kernel_size": 2}, ((2, 2, 7, 5),)),
@@ -237,6 +253,14 @@ class FlippedKernelConv(Conv2d):
         return super().forward(xs, flipped, buffers, ctx)
 
 
+class UngroupedWeightGradConv(Conv2d):
+    """A grouped convolution whose weight gradient lands on the wrong group's rows."""
+
+    def backward(self, cache, dy):
+        dxs, grads = super().backward(cache, dy)
+        return dxs, {**grads, "weight": np.roll(grads["weight"], 1, axis=0)}
+
+
 class ShapeLyingConv(Conv2d):
     def output_shape(self, in_shapes):
         channels, height, width = super().output_shape(in_shapes)
@@ -257,6 +281,15 @@ SABOTAGE = [
                                          (IMAGE,)), ForwardMismatch),
     ("conv2d", ShapeLyingConv, OpCase("conv2d", {"out_channels": 2, "kernel_size": 3},
                                       (IMAGE,)), ShapeMismatch),
+    ("conv2d", FlippedKernelConv, OpCase("conv2d", {"out_channels": 4, "kernel_size": 3,
+                                                    "groups": 4}, ((2, 4, 5, 5),)),
+     ForwardMismatch),
+    ("conv2d", UngroupedWeightGradConv, OpCase("conv2d", {"out_channels": 4, "kernel_size": 3,
+                                                          "groups": 4}, ((2, 4, 5, 5),)),
+     GradientMismatch),
+    ("conv2d", UngroupedWeightGradConv, OpCase("conv2d", {"out_channels": 4, "kernel_size": 2,
+                                                          "groups": 2, "dilation": 2},
+                                               ((2, 4, 5, 5),)), GradientMismatch),
 ]
 
 

@@ -61,7 +61,7 @@ def torch_apply(op_name: str, p: Any, xs: list, params: dict, buffers: dict, tra
         return x
     if op_name == "conv2d":
         return F.conv2d(x, params["weight"], params.get("bias"), stride=_pair(p.stride),
-                        padding=_pair(p.padding))
+                        padding=_pair(p.padding), dilation=_pair(p.dilation), groups=p.groups)
     if op_name in ("maxpool2d", "avgpool2d"):
         kernel = _pair(p.kernel_size)
         stride = kernel if p.stride is None else _pair(p.stride)
@@ -155,6 +155,20 @@ PARITY_CASES = [
     OpCase("avgpool2d", {"kernel_size": 2, "stride": 3}, ((2, 2, 9, 9),)),
     OpCase("global_avgpool", {}, ((4, 16, 24, 24),), channels_last=True),
     OpCase("batchnorm", {}, ((4, 16, 24, 24),), train=True, channels_last=True),
+    # conv2d groups and dilation: depthwise (MobileNet's 3x3, stride 1 and 2), a channel
+    # multiplier, grouped (RegNet's), dilated dense and depthwise
+    OpCase("conv2d", {"out_channels": 16, "kernel_size": 3, "groups": 16, "padding": 1},
+           ((4, 16, 14, 14),)),
+    OpCase("conv2d", {"out_channels": 16, "kernel_size": 5, "groups": 16, "stride": 2,
+                      "padding": 2, "bias": False}, ((3, 16, 15, 15),), channels_last=True),
+    OpCase("conv2d", {"out_channels": 12, "kernel_size": 3, "groups": 4, "padding": 1},
+           ((2, 4, 9, 8),)),
+    OpCase("conv2d", {"out_channels": 8, "kernel_size": 3, "groups": 2, "stride": 2,
+                      "padding": 1}, ((3, 8, 11, 10),), channels_last=True),
+    OpCase("conv2d", {"out_channels": 4, "kernel_size": 3, "dilation": [2, 3],
+                      "padding": [2, 3]}, ((2, 3, 10, 11),)),
+    OpCase("conv2d", {"out_channels": 6, "kernel_size": 3, "groups": 6, "dilation": 2,
+                      "stride": 2, "padding": 2}, ((2, 6, 12, 9),)),
 ]
 
 

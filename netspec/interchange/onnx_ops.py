@@ -35,7 +35,8 @@ def _export_conv2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
     if p.bias:
         inputs.append(g.parameter(node, "bias"))
     return g.node("Conv", inputs, node.id, node.id, kernel_shape=list(pair(p.kernel_size)),
-                  strides=list(pair(p.stride)), pads=_pads(p.padding))
+                  strides=list(pair(p.stride)), pads=_pads(p.padding), group=p.groups,
+                  dilations=list(pair(p.dilation)))
 
 
 def _pool_attributes(node: PlanNode) -> dict[str, Any]:
@@ -142,12 +143,12 @@ EXPORT_REFUSED: dict[str, str] = {}
 def _import_conv(t: Translator, n: Any) -> None:
     t.only_attributes(n, "auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
     group = t.attr(n, "group", 1)
-    if group != 1:
-        t.refuse(n, f"group={group} is not supported (netspec's conv2d is a dense "
-                    f"convolution)")
-    dilations = t.attr(n, "dilations", None, list)
-    if dilations is not None and any(d != 1 for d in dilations):
-        t.refuse(n, f"dilations={list(dilations)} is not supported")
+    if group < 1:
+        t.refuse(n, f"group={group} is not a number of channel groups")
+    dilations = tuple(t.attr(n, "dilations", [1, 1], list))
+    if len(dilations) != 2 or any(d < 1 for d in dilations):
+        t.refuse(n, f"dilations={list(dilations)} is not supported: a positive pair is "
+                    f"needed")
     weight = t.constant(n, 1, "the weight")
     bias = t.constant(n, 2, "the bias") if len(n.input) > 2 and n.input[2] else None
     x = t.tensor(n, 0)
@@ -165,16 +166,21 @@ def _import_conv(t: Translator, n: Any) -> None:
         return
     if not t.rank_is(n, x, 3, "Conv's input"):
         return
-    if weight.shape[1] != x.shape[0]:
-        t.refuse(n, f"the weight {list(weight.shape)} expects {weight.shape[1]} input "
-                    f"channels, the input has {x.shape[0]}")
+    if weight.shape[1] * group != x.shape[0] or weight.shape[0] % group:
+        t.refuse(n, f"the weight {list(weight.shape)} in group={group} groups expects "
+                    f"{weight.shape[1] * group} input channels, the input has {x.shape[0]}")
         return
     strides = tuple(t.attr(n, "strides", [1, 1]))
-    padding = t.symmetric_padding(n, x.shape[1:], kernel, strides)
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilations))
+    padding = t.symmetric_padding(n, x.shape[1:], extent, strides)
     if padding is None:
         return
     fields = {"out_channels": int(weight.shape[0]), "kernel_size": _size(kernel),
               "stride": _size(strides), "padding": _size(padding), "bias": bias is not None}
+    if group != 1:
+        fields["groups"] = int(group)
+    if dilations != (1, 1):
+        fields["dilation"] = _size(dilations)
     params = {"weight": weight}
     if bias is not None:
         if bias.shape != (weight.shape[0],):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from netspec.ops.shapes import pair
 from netspec.plan.compiler import PlanNode
 
 # a keyword value that stands for "the module is in training mode"
@@ -54,7 +55,9 @@ def _conv2d(node: PlanNode) -> Form:
     kernel, stride, padding = node.op.geometry
     return Layer("Conv2d", {"in_channels": node.input_shapes[0][0],
                             "out_channels": node.params.out_channels, "kernel_size": kernel,
-                            "stride": stride, "padding": padding, "bias": node.params.bias},
+                            "stride": stride, "padding": padding, "bias": node.params.bias,
+                            "groups": node.params.groups,
+                            "dilation": pair(node.params.dilation)},
                  _frozen(node))
 
 
