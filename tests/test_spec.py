@@ -437,7 +437,7 @@ FILE_ERRORS = [
                                       'op = "input"'], id="no-nodes"),
     pytest.param('[trian]\nepochs = 1\n' + CHAIN,
                  ["net.toml:1: unknown top-level table [trian]; did you mean 'train'? "
-                  "(expected include, network, vars, blocks, nodes, train, data)"],
+                  "(expected include, network, vars, assert, blocks, nodes, train, data)"],
                  id="unknown-top-level-table"),
     pytest.param('train = 5\n' + CHAIN, ["net.toml:1: [train] must be a table"],
                  id="train-not-a-table"),
