@@ -8,6 +8,7 @@ torchvision.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from types import ModuleType
 
@@ -18,9 +19,9 @@ import pytest
 def torchvision_models() -> ModuleType:
     """``torchvision.models``, or a skip saying what is missing."""
     torch = pytest.importorskip("torch")
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
+    if "torchvision" not in sys.modules:
+        # patched before the first import: a failed import (a RuntimeError for its missing
+        # compiled ops, not an ImportError) would leave half a package behind
         original = torch.library.register_fake
         torch.library.register_fake = lambda *args, **kwargs: (lambda function: function)
         try:

@@ -71,6 +71,11 @@ class Tensor:
     onnx_shape: Shape
 
 
+# ops folded whenever every input is a constant (shape arithmetic); on the network's values
+# they are the per-op importers' to judge
+_NUMERIC = frozenset({"Add", "Sub", "Mul", "Div", "Mod", "Pow", "Neg", "Sqrt", "Equal", "Where",
+                      "Expand", "ConstantOfShape", "Reshape"})
+
 _POISON = object()  # a value after a refused node: its users are not blamed again
 
 
@@ -573,6 +578,9 @@ class Translator:
         if dims and dims[0] == -1 and all(isinstance(d, int) and d > 0 for d in dims[1:]) \
                 and math.prod(dims[1:]) == per_sample:
             dims[0] = BATCH  # the batch, inferred
+        elif dims and dims[0] == 1 and _one_sample(dims[1:], per_sample):
+            # a file traced from one example writes its batch as the number 1
+            dims[0] = BATCH
         if not dims or dims[0] is not BATCH or any(d is BATCH for d in dims[1:]):
             self.refuse(n, f"reshape to {dims} changes the batch axis; netspec reshapes to "
                            f"(N, -1) (a flatten) only")
@@ -738,9 +746,11 @@ class Translator:
                            "graph")
         elif not n.output or not n.output[0]:
             self.refuse(n, "the node has no output")
+        elif n.op_type in _NUMERIC and self.all_constant(n):
+            self._fold(n)
         elif n.op_type in self.importers:
             self.importers[n.op_type](self, n)
-        elif n.op_type in self.folded:
+        elif n.op_type in self.folded or n.op_type in _NUMERIC:
             self._fold(n)
         else:
             known = ", ".join(sorted((*self.importers, *self.folded)))
@@ -785,6 +795,8 @@ class Translator:
 
     def _fold_value(self, n: Any, op: str, inputs: list[Any]) -> np.ndarray:
         data = inputs[0]
+        if op in _NUMERIC:
+            return self._fold_numeric(n, op, inputs)
         if op == "Cast":
             to = _type_name(self.onnx, self.attr(n, "to", 0))
             if data.dtype == object or to not in _CONSTANT_TYPES:
@@ -813,6 +825,47 @@ class Translator:
         if step == 0:
             raise ValueError("step 0")
         return data[start:end:step]
+
+    def _fold_numeric(self, n: Any, op: str, inputs: list[Any]) -> np.ndarray:
+        """Arithmetic on constants, as exporters write it around shapes (a split's sizes, an
+        expand's target, attention's scale). The batch symbol takes part in none of it."""
+        if op == "ConstantOfShape":
+            dims = [int(d) for d in np.asarray(inputs[0]).reshape(-1)]
+            if any(d < 0 for d in dims) or math.prod(dims) > MAX_ATTRIBUTE_VALUES ** 2:
+                raise ValueError(f"shape {dims} is negative or too large")
+            fill = next((a.t for a in n.attribute if a.name == "value"), None)
+            value = read_tensor(fill, self.directory).reshape(-1)[:1] if fill is not None \
+                else np.zeros(1, np.float32)
+            return np.full(dims, value[0] if value.size else 0, dtype=value.dtype)
+        arrays = [np.asarray(a) for a in inputs]
+        if any(a.dtype == object for a in arrays):
+            raise ValueError("it depends on the batch size")
+        if op == "Expand":
+            dims = [int(d) for d in arrays[1].reshape(-1)]
+            if math.prod(max(d, 1) for d in dims) > MAX_TENSOR_VALUES:
+                raise ValueError(f"expanding to {dims} is too large")
+            return arrays[0] * np.ones(dims, dtype=arrays[0].dtype)
+        if op == "Reshape":
+            dims = [int(d) for d in arrays[1].reshape(-1)]
+            # a 0 keeps that axis (allowzero=0, the default and what exporters write)
+            dims = [arrays[0].shape[i] if d == 0 and i < arrays[0].ndim else d
+                    for i, d in enumerate(dims)]
+            return arrays[0].reshape(dims)
+        if op == "Where":
+            return np.where(arrays[0].astype(bool), arrays[1], arrays[2])
+        if op in ("Sqrt", "Neg"):
+            return np.sqrt(arrays[0]) if op == "Sqrt" else np.negative(arrays[0])
+        a, b = arrays[0], arrays[1]
+        if op == "Div" and a.dtype.kind in "iu" and b.dtype.kind in "iu":
+            if np.any(b == 0):
+                raise ValueError("integer division by zero")
+            return (np.abs(a) // np.abs(b) * np.sign(a) * np.sign(b)).astype(a.dtype)
+        if op == "Mod":
+            return np.fmod(a, b) if self.attr(n, "fmod", 0) else np.mod(a, b)
+        functions = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
+                     "Div": np.divide, "Equal": np.equal, "Pow": np.power}
+        with np.errstate(all="ignore"):
+            return np.asarray(functions[op](a, b))
 
     def _constant_node(self, n: Any) -> None:
         if len(n.attribute) != 1:
@@ -891,6 +944,15 @@ class Translator:
                     node_id == self.graph.output[0].name:
                 output_node = node_id
         return output_node
+
+
+def _one_sample(rest: Sequence[Any], per_sample: int) -> bool:
+    """Whether reshaping one sample of ``per_sample`` values to ``rest`` (at most one -1)
+    keeps every value: then a leading 1 before ``rest`` is that sample's batch axis."""
+    if not all(isinstance(d, int) and (d > 0 or d == -1) for d in rest) or rest.count(-1) > 1:
+        return False
+    known = math.prod(d for d in rest if d != -1)
+    return known == per_sample if -1 not in rest else per_sample % known == 0
 
 
 def _inputs_of(fields: Mapping[str, Any]) -> list[str]:
