@@ -482,12 +482,12 @@ def test_every_unsupported_op_and_attribute_is_listed_by_node_name(tmp_path: Pat
 
 
 def test_the_memory_guard_answers_before_allocating(monkeypatch) -> None:
-    import netspec.interchange.onnx_import as onnx_import
+    import netspec.interchange.onnx_translator as onnx_translator
 
     model = conv_model(name="c")
     tensor = model.graph.initializer[0]
     tensor.dims[0] = 10**7  # 3.6e8 values: within the per-tensor bound, not within memory
-    monkeypatch.setattr(onnx_import, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(onnx_translator, "available_memory", lambda: 2**30)
     with pytest.raises(OnnxImportError, match="claim 1,440,000,000 bytes; this machine has "
                                               "1,073,741,824 available"):
         translate(model)
