@@ -23,6 +23,7 @@ from netspec.interchange.onnx_graph import (
 )
 from netspec.lang.flat import toml_value
 from netspec.ops import REGISTRY
+from netspec.ops.base import param_key
 from netspec.ops.shapes import Shape, format_shape
 from netspec.plan.budget import available_memory
 from netspec.plan.compiler import Plan
@@ -514,9 +515,9 @@ class Translator:
         node_id = self._new_id(n)
         self.nodes[node_id] = raw
         for name, array in params.items():
-            self.params[f"{node_id}.{name}"] = np.ascontiguousarray(array, dtype=np.float32)
+            self.params[param_key(node_id, name)] = np.ascontiguousarray(array, dtype=np.float32)
         for name, array in (buffers or {}).items():
-            self.buffers[f"{node_id}.{name}"] = np.ascontiguousarray(array, dtype=np.float32)
+            self.buffers[param_key(node_id, name)] = np.ascontiguousarray(array, dtype=np.float32)
         if n.op_type == "MatMul":
             self._biasless.add(node_id)
         result = Tensor(node_id, shape, tuple(onnx_shape) if onnx_shape else shape)

@@ -387,6 +387,8 @@ _ALLOWED_NODES = (
     ast.Name, ast.Load, ast.Store, ast.Tuple, ast.List, ast.Dict, ast.ClassDef, ast.FunctionDef,
     ast.arguments, ast.arg, ast.Return, ast.Call, ast.Attribute, ast.Subscript, ast.keyword,
     ast.BinOp, ast.Add, ast.If,
+    # negative constants (a reshape's -1 for the batch)
+    ast.UnaryOp, ast.USub,
 )
 _IMPORTS = {"torch", "torch.nn.functional", "torch.nn"}
 _CALL_ROOTS = {"nn", "F", "torch", "self", "super", "getattr"}

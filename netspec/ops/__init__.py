@@ -1,6 +1,6 @@
 """The op catalogue. Importing this package registers every op under its TOML name."""
 
-from netspec.ops import activations, conv, core, linear, pooling, regularization
+from netspec.ops import activations, conv, core, linear, pooling, regularization, tensor
 from netspec.ops.base import REGISTRY, Context, NodeParams, Op, ParamSpec, register
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "linear",
     "pooling",
     "regularization",
+    "tensor",
 ]
