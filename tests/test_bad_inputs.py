@@ -645,6 +645,38 @@ CONV_OP_FIELDS = [
      "dilation or more padding"),
     ([4, 8, 8], 'op = "conv2d"\nout_channels = 4\nkernel_size = 3\ndilation = [1, 0]',
      "net.toml:9: node 'y' (conv2d): dilation[1] must be greater than 0, got 0"),
+    ([4, 8, 8], 'op = "mul"\ninputs = ["x", "g"]\n\n[nodes.g]\nop = "adaptive_avgpool2d"\n'
+     'inputs = "x"\noutput_size = 2',
+     "net.toml:5: node 'y' (mul): inputs of shapes (4, 8, 8) and (4, 2, 2) do not broadcast: "
+     "axis 1 has 8 and 2; each axis must match or be 1 in one of them"),
+    ([4, 8, 8], 'op = "mul"\ninputs = ["x", "g"]\n\n[nodes.g]\nop = "flatten"\ninputs = "x"',
+     "net.toml:5: node 'y' (mul): inputs have shapes (4, 8, 8) and (256,) of different ranks; "
+     "mul broadcasts axes of size 1 between inputs of one rank"),
+    ([4, 8, 8], 'op = "mul"\ninputs = "x"',
+     "net.toml:7: node 'y' (mul): takes at least 2 inputs, got 1; list them, e.g. inputs = "
+     '["a", "b"]'),
+    ([4, 8, 8], 'op = "adaptive_avgpool2d"\noutput_size = 0',
+     "net.toml:7: node 'y' (adaptive_avgpool2d): output_size must be greater than 0, got 0"),
+    ([64], 'op = "adaptive_avgpool2d"\noutput_size = 1',
+     "net.toml:5: node 'y' (adaptive_avgpool2d): adaptive_avgpool2d input must be 3-D per "
+     "sample, got shape (64,)"),
+    ([4, 8, 8], 'op = "hardtanh"\nmin_val = 1.0\nmax_val = -1.0',
+     "net.toml:5: node 'y' (hardtanh): max_val -1 must be greater than min_val 1"),
+    ([4, 8, 8], 'op = "gelu"\napproximate = "erf"',
+     "net.toml:7: node 'y' (gelu): approximate must be 'none' or 'tanh', got \"erf\""),
+    ([10], 'op = "log_softmax"\ndim = 2',
+     "net.toml:5: node 'y' (log_softmax): input shape (10,): dim 2 is out of range for the "
+     "input (N, 10); use a dim from 1 to 1 (or -1 to -1)"),
+    ([10], 'op = "log_softmax"\ndim = 0',
+     "net.toml:5: node 'y' (log_softmax): input shape (10,): dim 0 is the batch axis of the "
+     "input (N, 10); use a dim from 1 to 1 (or -1 to -1)"),
+    ([4, 8, 8], 'op = "stochastic_depth"\np = 1.0',
+     "net.toml:7: node 'y' (stochastic_depth): p must be less than 1, got 1.0"),
+    ([4, 8], 'op = "stochastic_depth"\np = 0.2',
+     "net.toml:5: node 'y' (stochastic_depth): stochastic_depth input must be 1-D or 3-D per "
+     "sample, got shape (4, 8)"),
+    ([4, 8, 8], 'op = "stochastic_depth"\np = 0.2\nmode = "batch"',
+     "net.toml:8: node 'y' (stochastic_depth): mode must be 'row', got \"batch\""),
 ]
 
 

@@ -24,7 +24,7 @@ from netspec.interchange.onnx_graph import (
     META_NAME,
     META_STD,
 )
-from netspec.interchange.onnx_ops import CONTROL_FLOW, FOLDED, IMPORTERS
+from netspec.interchange.onnx_ops import CONTROL_FLOW, FOLDED, IMPORTERS, fuse_gelu
 from netspec.interchange.onnx_translator import (
     ImportedModel,
     OnnxImportError,
@@ -57,6 +57,7 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
               name: str | None = None) -> ImportedModel:
     """Translate a parsed ModelProto. ``bound`` gives values for graph inputs that netspec
     must hold as constants (the conformance tests pass weights as inputs)."""
+    model = fuse_gelu(model)
     translator = Translator(model, directory=directory,
                             input_shape=input_shape, bound=bound or {},
                             importers=IMPORTERS, folded=FOLDED, control_flow=CONTROL_FLOW)

@@ -35,13 +35,14 @@ class Layer:
 @dataclass(frozen=True)
 class Call:
     """A node computed by a function of its inputs: ``function(x, **kwargs)`` for one input,
-    ``function([a, b], **kwargs)`` (``inputs="list"``), or ``a + b + ...`` (``"sum"``).
+    ``function([a, b], **kwargs)`` (``inputs="list"``), ``function(a, b, **kwargs)``
+    (``"args"``), or ``a + b + ...`` (``"sum"``).
     ``function`` is a dotted name under ``torch`` or ``F`` (``torch.nn.functional``);
     ``None`` passes the input through (the network's inputs)."""
 
     function: str | None
     kwargs: dict[str, Any] = field(default_factory=dict)
-    inputs: Literal["one", "list", "sum"] = "one"
+    inputs: Literal["one", "list", "args", "sum"] = "one"
 
 
 Form = Layer | Call
@@ -82,7 +83,7 @@ def _pool(function: str, **extra: Any) -> Callable[[PlanNode], Form]:
     return form
 
 
-def _fixed(function: str | None, inputs: Literal["one", "list", "sum"] = "one",
+def _fixed(function: str | None, inputs: Literal["one", "list", "args", "sum"] = "one",
            **kwargs: Any) -> Callable[[PlanNode], Form]:
     return lambda node: Call(function, dict(kwargs), inputs)
 
@@ -144,6 +145,33 @@ TORCH_FORMS.update({
     "mean": lambda node: Call("torch.mean", {"dim": node.op.axes(node.input_shapes[0]),
                                              "keepdim": node.params.keepdim}),
     "channel_shuffle": lambda node: Call("F.channel_shuffle", {"groups": node.params.groups}),
+})
+
+
+# ---- the convolutional-network ops (issue 24)
+
+
+def _stochastic_depth(node: PlanNode) -> Form:
+    # torchvision's StochasticDepth (mode "row") is channel dropout with the batch as the
+    # channels: an unbatched (C, D, H, W) to dropout3d, an unbatched (C, L) to dropout1d
+    rank = len(node.input_shapes[0])
+    return Call("F.dropout3d" if rank == 3 else "F.dropout1d",
+                {"p": node.params.p, "training": TRAINING})
+
+
+TORCH_FORMS.update({
+    "mul": _fixed("torch.mul", "args"),
+    "adaptive_avgpool2d": lambda node: Call("F.adaptive_avg_pool2d",
+                                            {"output_size": pair(node.params.output_size)}),
+    "hardtanh": lambda node: Call("F.hardtanh", {"min_val": node.params.min_val,
+                                                 "max_val": node.params.max_val}),
+    "relu6": _fixed("F.relu6"),
+    "silu": _fixed("F.silu"),
+    "gelu": lambda node: Call("F.gelu", {"approximate": node.params.approximate}),
+    "hardswish": _fixed("F.hardswish"),
+    "hardsigmoid": _fixed("F.hardsigmoid"),
+    "log_softmax": lambda node: Call("F.log_softmax", {"dim": node.params.dim}),
+    "stochastic_depth": _stochastic_depth,
 })
 
 # op name -> why it has no PyTorch form

@@ -1,6 +1,18 @@
 """The op catalogue. Importing this package registers every op under its TOML name."""
 
-from netspec.ops import activations, conv, core, linear, pooling, regularization, tensor
+from netspec.ops import (
+    activations,
+    adaptive_pool,
+    conv,
+    core,
+    linear,
+    modern_activations,
+    mul,
+    pooling,
+    regularization,
+    stochastic_depth,
+    tensor,
+)
 from netspec.ops.base import REGISTRY, Context, NodeParams, Op, ParamSpec, register
 
 __all__ = [
@@ -17,4 +29,8 @@ __all__ = [
     "pooling",
     "regularization",
     "tensor",
+    "adaptive_pool",
+    "modern_activations",
+    "mul",
+    "stochastic_depth",
 ]
