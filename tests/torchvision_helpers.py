@@ -8,7 +8,6 @@ torchvision.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from types import ModuleType
 
@@ -19,17 +18,16 @@ import pytest
 def torchvision_models() -> ModuleType:
     """``torchvision.models``, or a skip saying what is missing."""
     torch = pytest.importorskip("torch")
-    if "torchvision" not in sys.modules:
-        # patched before the first import: a failed import (a RuntimeError for its missing
-        # compiled ops, not an ImportError) would leave half a package behind
-        original = torch.library.register_fake
-        torch.library.register_fake = lambda *args, **kwargs: (lambda function: function)
-        try:
-            import torchvision  # noqa: F401
-        except ImportError as exc:
-            pytest.skip(f"torchvision is not installed ({exc})")
-        finally:
-            torch.library.register_fake = original
+    # patched before the first import: without its compiled ops, torchvision's import stops
+    # with a RuntimeError (operator torchvision::nms does not exist) half-way, not ImportError
+    original = torch.library.register_fake
+    torch.library.register_fake = lambda *args, **kwargs: (lambda function: function)
+    try:
+        import torchvision  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"torchvision is not installed ({exc})")
+    finally:
+        torch.library.register_fake = original
     import torchvision.models
 
     return torchvision.models
