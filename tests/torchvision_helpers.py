@@ -18,8 +18,8 @@ import pytest
 def torchvision_models() -> ModuleType:
     """``torchvision.models``, or a skip saying what is missing."""
     torch = pytest.importorskip("torch")
-    # patched before the first import: a torchvision whose compiled ops do not load fails in
-    # its fake-op registrations with a RuntimeError, and a failed import leaves half a package
+    # patched before the first import: without its compiled ops, torchvision's import stops
+    # with a RuntimeError (operator torchvision::nms does not exist) half-way, not ImportError
     original = torch.library.register_fake
     torch.library.register_fake = lambda *args, **kwargs: (lambda function: function)
     try:

@@ -23,6 +23,7 @@ from netspec.interchange.onnx_graph import (
 )
 from netspec.lang.flat import toml_value
 from netspec.ops import REGISTRY
+from netspec.ops.base import param_key
 from netspec.ops.shapes import Shape, format_shape
 from netspec.plan.budget import available_memory
 from netspec.plan.compiler import Plan
@@ -74,6 +75,11 @@ class Tensor:
     shape: Shape
     onnx_shape: Shape
 
+
+# ops folded whenever every input is a constant (shape arithmetic); on the network's values
+# they are the per-op importers' to judge
+_NUMERIC = frozenset({"Add", "Sub", "Mul", "Div", "Mod", "Pow", "Neg", "Sqrt", "Equal", "Where",
+                      "Expand", "ConstantOfShape", "Reshape"})
 
 _POISON = object()  # a value after a refused node: its users are not blamed again
 
@@ -597,9 +603,9 @@ class Translator:
         node_id = self._new_id(n)
         self.nodes[node_id] = raw
         for name, array in params.items():
-            self.params[f"{node_id}.{name}"] = np.ascontiguousarray(array, dtype=np.float32)
+            self.params[param_key(node_id, name)] = np.ascontiguousarray(array, dtype=np.float32)
         for name, array in (buffers or {}).items():
-            self.buffers[f"{node_id}.{name}"] = np.ascontiguousarray(array, dtype=np.float32)
+            self.buffers[param_key(node_id, name)] = np.ascontiguousarray(array, dtype=np.float32)
         if n.op_type == "MatMul":
             self._biasless.add(node_id)
         result = Tensor(node_id, shape, tuple(onnx_shape) if onnx_shape else shape)
@@ -843,9 +849,11 @@ class Translator:
                            "graph")
         elif not n.output or not n.output[0]:
             self.refuse(n, "the node has no output")
+        elif n.op_type in _NUMERIC and self.all_constant(n):
+            self._fold(n)
         elif n.op_type in self.importers:
             self.importers[n.op_type](self, n)
-        elif n.op_type in self.folded:
+        elif n.op_type in self.folded or n.op_type in _NUMERIC:
             self._fold(n)
         else:
             self._unsupported = True
@@ -890,6 +898,8 @@ class Translator:
 
     def _fold_value(self, n: Any, op: str, inputs: list[Any]) -> np.ndarray:
         data = inputs[0]
+        if op in _NUMERIC:
+            return self._fold_numeric(n, op, inputs)
         if op == "Cast":
             to = _type_name(self.onnx, self.attr(n, "to", 0))
             if data.dtype == object or to not in _CONSTANT_TYPES:
@@ -918,6 +928,47 @@ class Translator:
         if step == 0:
             raise ValueError("step 0")
         return data[start:end:step]
+
+    def _fold_numeric(self, n: Any, op: str, inputs: list[Any]) -> np.ndarray:
+        """Arithmetic on constants, as exporters write it around shapes (a split's sizes, an
+        expand's target, attention's scale). The batch symbol takes part in none of it."""
+        if op == "ConstantOfShape":
+            dims = [int(d) for d in np.asarray(inputs[0]).reshape(-1)]
+            if any(d < 0 for d in dims) or math.prod(dims) > MAX_ATTRIBUTE_VALUES ** 2:
+                raise ValueError(f"shape {dims} is negative or too large")
+            fill = next((a.t for a in n.attribute if a.name == "value"), None)
+            value = read_tensor(fill, self.directory).reshape(-1)[:1] if fill is not None \
+                else np.zeros(1, np.float32)
+            return np.full(dims, value[0] if value.size else 0, dtype=value.dtype)
+        arrays = [np.asarray(a) for a in inputs]
+        if any(a.dtype == object for a in arrays):
+            raise ValueError("it depends on the batch size")
+        if op == "Expand":
+            dims = [int(d) for d in arrays[1].reshape(-1)]
+            if math.prod(max(d, 1) for d in dims) > MAX_TENSOR_VALUES:
+                raise ValueError(f"expanding to {dims} is too large")
+            return arrays[0] * np.ones(dims, dtype=arrays[0].dtype)
+        if op == "Reshape":
+            dims = [int(d) for d in arrays[1].reshape(-1)]
+            # a 0 keeps that axis (allowzero=0, the default and what exporters write)
+            dims = [arrays[0].shape[i] if d == 0 and i < arrays[0].ndim else d
+                    for i, d in enumerate(dims)]
+            return arrays[0].reshape(dims)
+        if op == "Where":
+            return np.where(arrays[0].astype(bool), arrays[1], arrays[2])
+        if op in ("Sqrt", "Neg"):
+            return np.sqrt(arrays[0]) if op == "Sqrt" else np.negative(arrays[0])
+        a, b = arrays[0], arrays[1]
+        if op == "Div" and a.dtype.kind in "iu" and b.dtype.kind in "iu":
+            if np.any(b == 0):
+                raise ValueError("integer division by zero")
+            return (np.abs(a) // np.abs(b) * np.sign(a) * np.sign(b)).astype(a.dtype)
+        if op == "Mod":
+            return np.fmod(a, b) if self.attr(n, "fmod", 0) else np.mod(a, b)
+        functions = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
+                     "Div": np.divide, "Equal": np.equal, "Pow": np.power}
+        with np.errstate(all="ignore"):
+            return np.asarray(functions[op](a, b))
 
     def _constant_node(self, n: Any) -> None:
         if len(n.attribute) != 1:

@@ -11,6 +11,7 @@ from netspec.ops import (
     pooling,
     regularization,
     stochastic_depth,
+    tensor,
 )
 from netspec.ops.base import REGISTRY, Context, NodeParams, Op, ParamSpec, register
 
@@ -27,6 +28,7 @@ __all__ = [
     "linear",
     "pooling",
     "regularization",
+    "tensor",
     "adaptive_pool",
     "modern_activations",
     "mul",
