@@ -4,6 +4,7 @@ from netspec.ops import (
     activations,
     adaptive_pool,
     conv,
+    conv_transpose,
     core,
     linear,
     modern_activations,
@@ -11,6 +12,7 @@ from netspec.ops import (
     pooling,
     regularization,
     stochastic_depth,
+    upsample,
 )
 from netspec.ops.base import REGISTRY, Context, NodeParams, Op, ParamSpec, register
 
@@ -31,4 +33,6 @@ __all__ = [
     "modern_activations",
     "mul",
     "stochastic_depth",
+    "conv_transpose",
+    "upsample",
 ]
