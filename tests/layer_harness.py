@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tensor_references import TENSOR_REFERENCES
 
 import netspec
 from netspec.ops import REGISTRY, Context, Op
@@ -42,6 +43,8 @@ FORWARD_TOLERANCE = 1e-12
 FLOAT32_TOLERANCE = 1e-4
 # tensors larger than this have a random subset of their entries differenced
 MAX_FD_ENTRIES = 400
+# the batch of an op without inputs (a learned tensor), which has no input to count it from
+NO_INPUT_BATCH = 3
 
 
 class LayerTestFailure(AssertionError):
@@ -155,7 +158,8 @@ def run_op(op: Op, xs: list[Array], params: dict[str, Array], buffers: dict[str,
     """One forward on copies of the buffers, with a generator fresh from ``seed``: calls with
     the same arguments draw the same dropout mask."""
     state = {name: value.copy() for name, value in buffers.items()}
-    ctx = Context(train=train, rng=np.random.default_rng(seed))
+    ctx = Context(train=train, rng=np.random.default_rng(seed),
+                  batch=xs[0].shape[0] if xs else NO_INPUT_BATCH)
     y, cache = op.forward(list(xs), params, state, ctx)
     return y, cache, state
 
@@ -246,7 +250,7 @@ def run_layer_test(case: OpCase) -> LayerReport:
 
     poison_allocator(op, [x.shape for x in xs])
     y, cache, buffers_after = run_op(op, xs, params, buffers, case.train, case.seed)
-    if y.shape != (case.shapes[0][0], *declared):
+    if y.shape != (case.shapes[0][0] if case.shapes else NO_INPUT_BATCH, *declared):
         raise ShapeMismatch(f"{case.id}: output_shape says {declared} per sample, forward "
                             f"returned {y.shape}")
     expected, expected_buffers = REFERENCES[case.op](op.p, xs, params, buffers, case.train, y)
@@ -522,6 +526,8 @@ REFERENCES: dict[str, Reference] = {
     "batchnorm": _ref_batchnorm,
     "add": _ref_add,
     "concat": _ref_concat,
+    # the tensor ops, and the general forms of linear, softmax, flatten and concat
+    **TENSOR_REFERENCES,
 }
 
 

@@ -16,6 +16,7 @@ from layer_harness import (
     run_layer_test,
     run_op,
 )
+from tensor_cases import LAYER_CASES as TENSOR_LAYER_CASES
 
 from netspec.ops import REGISTRY
 
@@ -144,6 +145,8 @@ CASES = [
     OpCase("concat", {"axis": 2}, ((2, 2, 3, 1), (2, 2, 3, 2), (2, 2, 3, 3))),
     OpCase("concat", {}, ((2, 2, 3, 4), (2, 3, 3, 4)), channels_last=True),
     OpCase("add", {}, ((2, 3, 2, 2), (2, 3, 2, 2)), channels_last=True),
+    # tensors of any rank: tests/tensor_cases.py
+    *TENSOR_LAYER_CASES,
 
     # ---- the convolutional-network ops (issue 24) ----
     # mul: equal shapes, the excitation gate (C, 1, 1) x (C, H, W) either way round,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from layer_harness import (
+    NO_INPUT_BATCH,
     OpCase,
     build_network,
     build_op,
@@ -16,9 +17,13 @@ from layer_harness import (
     poison_allocator,
     run_op,
 )
+from tensor_cases import EVERY_TENSOR_OP
+from tensor_cases import PARITY_CASES as TENSOR_PARITY_CASES
+from tensor_torch import TENSOR_TORCH, tensor_torch_apply
 
 import netspec
 from netspec.ops import REGISTRY, Context
+from netspec.ops.base import param_key
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -53,10 +58,13 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
 
 
 def torch_apply(op_name: str, p: Any, xs: list, params: dict, buffers: dict, train: bool,
-                dropout_mask: np.ndarray | None = None):
+                dropout_mask: np.ndarray | None = None, batch: int = NO_INPUT_BATCH):
     """The torch counterpart of one netspec node. Dropout multiplies by netspec's own mask
-    (scaled, as the op applies it): the two libraries' generators differ."""
-    x = xs[0]
+    (scaled, as the op applies it): the two libraries' generators differ. ``batch`` is what
+    an op without inputs broadcasts to."""
+    if op_name in TENSOR_TORCH:
+        return tensor_torch_apply(op_name, p, xs, params, batch)
+    x = xs[0] if xs else None
     if op_name == "input":
         return x
     if op_name == "conv2d":
@@ -73,8 +81,6 @@ def torch_apply(op_name: str, p: Any, xs: list, params: dict, buffers: dict, tra
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
     if op_name == "linear":
         return F.linear(x, params["weight"], params.get("bias"))
-    if op_name == "flatten":
-        return torch.flatten(x, 1)
     if op_name == "relu":
         return F.relu(x)
     if op_name == "leaky_relu":
@@ -83,8 +89,6 @@ def torch_apply(op_name: str, p: Any, xs: list, params: dict, buffers: dict, tra
         return torch.sigmoid(x)
     if op_name == "tanh":
         return torch.tanh(x)
-    if op_name == "softmax":
-        return F.softmax(x, dim=1)
     if op_name == "dropout":
         return x if dropout_mask is None else x * torch.from_numpy(dropout_mask)
     if op_name == "batchnorm":
@@ -93,8 +97,6 @@ def torch_apply(op_name: str, p: Any, xs: list, params: dict, buffers: dict, tra
                             momentum=p.momentum, eps=p.eps)
     if op_name == "add":
         return sum(xs[1:], xs[0])
-    if op_name == "concat":
-        return torch.cat(xs, dim=p.axis + 1)
     if op_name in CONV_OPS:
         return CONV_OPS[op_name](p, xs, dropout_mask)
     if op_name == "conv_transpose2d":
@@ -202,6 +204,8 @@ PARITY_CASES = [
                       "padding": [2, 3]}, ((2, 3, 10, 11),)),
     OpCase("conv2d", {"out_channels": 6, "kernel_size": 3, "groups": 6, "dilation": 2,
                       "stride": 2, "padding": 2}, ((2, 6, 12, 9),)),
+    # tensors of any rank: tests/tensor_cases.py
+    *TENSOR_PARITY_CASES,
     OpCase("mul", {}, ((2, 8, 1, 1), (2, 8, 7, 6))),
     OpCase("mul", {}, ((3, 4, 5, 6), (3, 4, 5, 6)), channels_last=True),
     OpCase("mul", {}, ((2, 1, 5, 1), (2, 3, 1, 4))),
@@ -392,10 +396,10 @@ def torch_network(net: netspec.Network, x: np.ndarray, train: bool, rng_state: d
             # the same draw from the same generator state netspec's forward made
             ones = np.ones((x.shape[0], *node.input_shapes[0]))
             mask = node.op.forward([ones], {}, {}, Context(train=True, rng=replay))[0]
-        params = {name: tparams[f"{node_id}.{name}"] for name in node.param_specs}
-        buffers = {name: tbuffers[f"{node_id}.{name}"] for name in node.buffer_specs}
+        params = {name: tparams[param_key(node_id, name)] for name in node.param_specs}
+        buffers = {name: tbuffers[param_key(node_id, name)] for name in node.buffer_specs}
         values[node_id] = torch_apply(node.op_name, node.params, xs, params, buffers, train,
-                                      mask)
+                                      mask, batch=x.shape[0])
     return values[net.plan.output], tx, tparams, tbuffers
 
 
@@ -516,13 +520,14 @@ op = "log_softmax"
 
 NETWORKS = {"resnet_mini": lambda: netspec.compile("resnet_mini", seed=0, dtype="float64"),
             "every_op": lambda: build_network(EVERY_OP, seed=0),
+            "every_tensor_op": lambda: build_network(EVERY_TENSOR_OP, seed=0),
             "every_conv_op": lambda: build_network(EVERY_CONV_OP, seed=0)}
 
 
 def test_the_every_op_networks_use_every_registered_op() -> None:
-    covered = {node.op_name for text in (EVERY_OP, EVERY_CONV_OP)
+    covered = {node.op_name for text in (EVERY_OP, EVERY_TENSOR_OP, EVERY_CONV_OP)
                for node in build_network(text, seed=0).plan.nodes.values()}
-    assert covered == set(REGISTRY), "EVERY_OP and EVERY_CONV_OP must use every registered op"
+    assert covered == set(REGISTRY), "the every-op networks must use every registered op"
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))

@@ -118,7 +118,8 @@ def test_bare_name_resolves_to_a_shipped_architecture(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_spec_path("lenet5") in shipped_architectures()
     spec = load_spec("lenet5")
-    assert (spec.name, spec.file) == ("lenet5", "lenet5.toml")
+    # named by its installed path, so that its errors say where the shipped file is
+    assert (spec.name, spec.file) == ("lenet5", str(resolve_spec_path("lenet5")))
 
 
 def test_a_local_file_wins_over_a_shipped_name(tmp_path, monkeypatch):
@@ -437,7 +438,7 @@ FILE_ERRORS = [
                                       'op = "input"'], id="no-nodes"),
     pytest.param('[trian]\nepochs = 1\n' + CHAIN,
                  ["net.toml:1: unknown top-level table [trian]; did you mean 'train'? "
-                  "(expected include, network, vars, blocks, nodes, train, data)"],
+                  "(expected include, network, vars, assert, blocks, nodes, train, data)"],
                  id="unknown-top-level-table"),
     pytest.param('train = 5\n' + CHAIN, ["net.toml:1: [train] must be a table"],
                  id="train-not-a-table"),
@@ -527,3 +528,14 @@ def test_printable_escapes_control_characters_only():
     assert printable("layer1.0 conv") == "layer1.0 conv"
     assert printable("ünïcode") == "ünïcode"
     assert printable("a\x00b\nc") == "a\\x00b\\nc"
+
+
+@pytest.mark.parametrize(("written", "meant"), [("ReLU", "relu"), ("BatchNorm", "batchnorm"),
+                                                ("Linear", "linear"), ("MaxPool2d", "maxpool2d")])
+def test_an_op_name_in_another_case_finds_its_suggestion(written, meant):
+    """PyTorch's class names (``nn.ReLU``) are what a newcomer writes first."""
+    text = f'[nodes.image]\nop = "input"\nshape = [4]\n[nodes.r]\nop = "{written}"\n'
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text, file="net.toml")
+    assert f"net.toml:5: node 'r': unknown op '{written}'; did you mean '{meant}'?" in str(
+        caught.value)

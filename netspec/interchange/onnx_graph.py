@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from netspec.common.extras import require
+from netspec.ops.base import param_key
 from netspec.plan.compiler import Plan, PlanNode
 
 OPSET = 17
@@ -54,7 +55,7 @@ class Emitter:
 
     def parameter(self, node: PlanNode, name: str) -> str:
         """An initializer named by the parameter's netspec key."""
-        key = f"{node.id}.{name}"
+        key = param_key(node.id, name)
         array = np.asarray(self.state[key], dtype=np.float32)
         self.initializers.append(onnx_module().numpy_helper.from_array(array, key))
         return key

@@ -63,8 +63,10 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
                             importers=IMPORTERS, folded=FOLDED, control_flow=CONTROL_FLOW)
     translator.run()
     output = translator.output()
-    if translator.problems or output is None:
-        raise OnnxImportError(source, translator.problems or ["the model has no output"])
+    problems = translator.report()
+    if problems or output is None:
+        raise OnnxImportError(source, problems or ["the model has no output"],
+                              note=translator.unsupported_note())
     meta = translator.metadata()
     output_node = translator.restore_dropout(output)
     spec_name = clean_id(meta.get(META_NAME) or name or text_of(model.graph.name) or "imported",
@@ -85,7 +87,8 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
     return ImportedModel(spec_text=text, plan=plan, network=network,
                          output_onnx_shape=output.onnx_shape,
                          onnx_nodes=len(model.graph.node), normalisation=normalisation,
-                         source=source, input_ids=translator.input_ids)
+                         source=source, input_ids=translator.input_ids,
+                         static_batch=translator.static_batch)
 
 
 def import_onnx(path: str | Path, *, input_shape: Sequence[int] | None = None,

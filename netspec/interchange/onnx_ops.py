@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from netspec.common.errors import NetspecError
-from netspec.ops.shapes import format_shape, pair
+from netspec.interchange.onnx_graph import onnx_module
+from netspec.ops.base import WHOLE_NODE
+from netspec.ops.shapes import batched_axis, format_shape, pair
 
 _GELU_CUBIC = 0.044715
 
@@ -66,6 +68,8 @@ def _export_global_avgpool(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 
 def _export_linear(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    if len(node.input_shapes[0]) > 1:
+        return _export_linear_rows(g, node, x)
     inputs = [x[0], g.parameter(node, "weight")]
     if node.params.bias:
         inputs.append(g.parameter(node, "bias"))
@@ -73,6 +77,8 @@ def _export_linear(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 
 def _export_flatten(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    if len(node.shape) > 1:
+        return _export_reshape(g, node, x)
     return g.node("Flatten", x, node.id, node.id, axis=1)
 
 
@@ -87,8 +93,9 @@ def _export_leaky_relu(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 
 def _export_softmax(g: Emitter, node: PlanNode, x: list[str]) -> str:
-    # netspec's softmax runs over the first per-sample axis
-    return g.node("Softmax", x, node.id, node.id, axis=1)
+    # opset 13 on: over that one axis, as netspec's
+    return g.node("Softmax", x, node.id, node.id,
+                  axis=batched_axis(node.params.dim, node.input_shapes[0]))
 
 
 def _export_dropout(g: Emitter, node: PlanNode, x: list[str]) -> str:
@@ -109,11 +116,88 @@ def _export_add(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 
 def _export_concat(g: Emitter, node: PlanNode, x: list[str]) -> str:
-    return g.node("Concat", x, node.id, node.id, axis=node.params.axis + 1)
+    return g.node("Concat", x, node.id, node.id, axis=node.op.axis(node.input_shapes[0]))
 
 
 def _export_input(g: Emitter, node: PlanNode, x: list[str]) -> str:
     return node.id
+
+
+# ---- tensors of any rank (issue 25)
+
+def _ints(g: Emitter, name: str, values: Any) -> str:
+    """An int64 initializer (a shape, axes, an index) named ``name``."""
+    array = np.asarray(values, dtype=np.int64)
+    g.initializers.append(onnx_module().numpy_helper.from_array(array, name))
+    return name
+
+
+def _export_linear_rows(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    # Gemm takes 2-D inputs only; MatMul broadcasts over the leading axes as PyTorch does
+    weight_t = g.node("Transpose", [g.parameter(node, "weight")], f"{node.id}/weight_t",
+                      f"{node.id}/weight_t", perm=[1, 0])
+    if not node.params.bias:
+        return g.node("MatMul", [x[0], weight_t], node.id, node.id)
+    product = g.node("MatMul", [x[0], weight_t], f"{node.id}/product", f"{node.id}/matmul")
+    return g.node("Add", [product, g.parameter(node, "bias")], node.id, node.id)
+
+
+def _export_reshape(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    # 0 keeps the batch axis as it is (allowzero is off)
+    shape = _ints(g, f"{node.id}/shape", [0, *node.shape])
+    return g.node("Reshape", [x[0], shape], node.id, node.id)
+
+
+def _export_permute(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return g.node("Transpose", x, node.id, node.id,
+                  perm=list(node.op.axes(node.input_shapes[0])))
+
+
+def _export_select(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    axis, index = node.op.position(node.input_shapes[0])
+    # a scalar index drops the axis, as torch.select does
+    return g.node("Gather", [x[0], _ints(g, f"{node.id}/index", index)], node.id, node.id,
+                  axis=axis)
+
+
+def _export_slice(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    axis, window = node.op.window(node.input_shapes[0])
+    inputs = [x[0], _ints(g, f"{node.id}/starts", [window.start]),
+              _ints(g, f"{node.id}/ends", [window.stop]), _ints(g, f"{node.id}/axes", [axis]),
+              _ints(g, f"{node.id}/steps", [window.step])]
+    return g.node("Slice", inputs, node.id, node.id)
+
+
+def _export_mean(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    # opset 17's ReduceMean takes its axes as an attribute (an input from opset 18)
+    return g.node("ReduceMean", x, node.id, node.id,
+                  axes=list(node.op.axes(node.input_shapes[0])), keepdims=int(node.params.keepdim))
+
+
+def _export_channel_shuffle(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    shape, groups = node.input_shapes[0], node.params.groups
+    grouped_shape = [0, groups, shape[0] // groups, *shape[1:]]
+    grouped = g.node("Reshape", [x[0], _ints(g, f"{node.id}/grouped_shape", grouped_shape)],
+                     f"{node.id}/grouped", f"{node.id}/group")
+    perm = [0, 2, 1, *range(3, len(shape) + 2)]
+    swapped = g.node("Transpose", [grouped], f"{node.id}/swapped", f"{node.id}/swap",
+                     perm=perm)
+    return g.node("Reshape", [swapped, _ints(g, f"{node.id}/shape", [0, *shape])], node.id,
+                  node.id)
+
+
+def _export_parameter(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    # the stored tensor is the initializer named by its key, the node's path; the node's
+    # value, that tensor broadcast to the batch of the network's first input, is named apart
+    tensor = g.parameter(node, WHOLE_NODE)
+    sample = list(node.shape)
+    one = g.node("Reshape", [tensor, _ints(g, f"{node.id}/one_shape", [1, *sample])],
+                 f"{node.id}/one", f"{node.id}/one")
+    batch_of = g.node("Shape", [g.plan.inputs[0]], f"{node.id}/input_shape",
+                      f"{node.id}/input_shape", start=0, end=1)
+    shape = g.node("Concat", [batch_of, _ints(g, f"{node.id}/sample_shape", sample)],
+                   f"{node.id}/shape", f"{node.id}/shape", axis=0)
+    return g.node("Expand", [one, shape], f"{node.id}/value", f"{node.id}/expand")
 
 
 EXPORTERS: dict[str, Callable[[Emitter, PlanNode, list[str]], str]] = {
@@ -133,6 +217,15 @@ EXPORTERS: dict[str, Callable[[Emitter, PlanNode, list[str]], str]] = {
     "batchnorm": _export_batchnorm,
     "add": _export_add,
     "concat": _export_concat,
+    # tensors of any rank (issue 25)
+    "reshape": _export_reshape,
+    "permute": _export_permute,
+    "transpose": _export_permute,
+    "select": _export_select,
+    "slice": _export_slice,
+    "mean": _export_mean,
+    "channel_shuffle": _export_channel_shuffle,
+    "parameter": _export_parameter,
 }
 # ---- the convolutional-network ops (issue 24)
 
@@ -437,7 +530,7 @@ def _import_concat(t: Translator, n: Any) -> None:
     if squeezed and axis != 1:
         t.refuse(n, f"axis={axis} on a pooled (C, 1, 1) value is not supported")
         return
-    _merge(t, n, "concat", {"axis": axis - 1})
+    _merge(t, n, "concat", {"dim": axis})
 
 
 def _import_flatten(t: Translator, n: Any) -> None:

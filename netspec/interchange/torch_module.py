@@ -388,7 +388,7 @@ _ALLOWED_NODES = (
     ast.Name, ast.Load, ast.Store, ast.Tuple, ast.List, ast.Dict, ast.ClassDef, ast.FunctionDef,
     ast.arguments, ast.arg, ast.Return, ast.Call, ast.Attribute, ast.Subscript, ast.keyword,
     ast.BinOp, ast.Add, ast.If,
-    # a negative constant (log_softmax's dim = -1)
+    # negative constants (a reshape's -1 for the batch, log_softmax's dim = -1)
     ast.UnaryOp, ast.USub,
 )
 _IMPORTS = {"torch", "torch.nn.functional", "torch.nn"}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from netspec.ops.shapes import pair
+from netspec.ops.shapes import batched_axis, pair
 from netspec.plan.compiler import PlanNode
 
 # a keyword value that stands for "the module is in training mode"
@@ -63,7 +63,7 @@ def _conv2d(node: PlanNode) -> Form:
 
 
 def _linear(node: PlanNode) -> Form:
-    return Layer("Linear", {"in_features": node.input_shapes[0][0],
+    return Layer("Linear", {"in_features": node.input_shapes[0][-1],
                             "out_features": node.params.out_features, "bias": node.params.bias},
                  _frozen(node))
 
@@ -99,18 +99,55 @@ TORCH_FORMS: dict[str, Callable[[PlanNode], Form]] = {
     "avgpool2d": _pool("F.avg_pool2d", lambda node: {
         "count_include_pad": node.params.count_include_pad}),
     "global_avgpool": _fixed("torch.mean", dim=(2, 3)),
-    "flatten": _fixed("torch.flatten", start_dim=1),
+    "flatten": lambda node: _flatten(node),
     "relu": _fixed("F.relu"),
     "leaky_relu": lambda node: Call("F.leaky_relu",
                                     {"negative_slope": node.params.negative_slope}),
     "sigmoid": _fixed("torch.sigmoid"),
     "tanh": _fixed("torch.tanh"),
-    # the feature axis of the per-sample shape is axis 1 of the batch
-    "softmax": _fixed("F.softmax", dim=1),
+    "softmax": lambda node: Call("F.softmax", {"dim": _dim(node, node.params.dim)}),
     "dropout": lambda node: Call("F.dropout", {"p": node.params.p, "training": TRAINING}),
     "add": _fixed(None, "sum"),
-    "concat": lambda node: Call("torch.cat", {"dim": node.params.axis + 1}, "list"),
+    "concat": lambda node: Call("torch.cat", {"dim": node.op.axis(node.input_shapes[0])},
+                                "list"),
 }
+
+# ---- tensors of any rank (issue 25): dims as positive axes of the batched value
+
+
+def _dim(node: PlanNode, dim: int) -> int:
+    return batched_axis(dim, node.input_shapes[0])
+
+
+def _flatten(node: PlanNode) -> Form:
+    start, end = _dim(node, node.params.start_dim), _dim(node, node.params.end_dim)
+    # the default (every per-sample axis) keeps the call it always had
+    extra = {} if end == len(node.input_shapes[0]) else {"end_dim": end}
+    return Call("torch.flatten", {"start_dim": start, **extra})
+
+
+def _slice(node: PlanNode) -> Form:
+    p = node.params
+    size = node.input_shapes[0][_dim(node, p.dim) - 1]
+    start, stop, step = slice(p.start, p.end, p.step).indices(size)
+    return Call("torch.slice_copy", {"dim": _dim(node, p.dim), "start": start, "end": stop,
+                                     "step": step})
+
+
+TORCH_FORMS.update({
+    "reshape": lambda node: Call("torch.reshape", {"shape": (-1, *node.shape)}),
+    "permute": lambda node: Call("torch.permute", {"dims": tuple(
+        node.op.axes(node.input_shapes[0]))}),
+    "transpose": lambda node: Call("torch.transpose", {
+        "dim0": _dim(node, node.params.dim0), "dim1": _dim(node, node.params.dim1)}),
+    "select": lambda node: Call("torch.select", dict(zip(
+        ("dim", "index"), node.op.position(node.input_shapes[0])))),
+    "slice": _slice,
+    "mean": lambda node: Call("torch.mean", {"dim": node.op.axes(node.input_shapes[0]),
+                                             "keepdim": node.params.keepdim}),
+    "channel_shuffle": lambda node: Call("F.channel_shuffle", {"groups": node.params.groups}),
+})
+
 
 # ---- the convolutional-network ops (issue 24)
 
@@ -157,8 +194,11 @@ TORCH_FORMS.update({
     "stochastic_depth": _stochastic_depth,
 })
 
-# op name -> why it has no PyTorch form (none so far: every op maps)
-TORCH_REFUSED: dict[str, str] = {}
+# op name -> why it has no PyTorch form
+TORCH_REFUSED: dict[str, str] = {
+    "parameter": "a learned tensor has no PyTorch form yet (the module would hold an "
+                 "nn.Parameter at the node's path and broadcast it to the batch)",
+}
 
 
 def torch_form(node: PlanNode) -> Form:

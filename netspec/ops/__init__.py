@@ -12,6 +12,7 @@ from netspec.ops import (
     pooling,
     regularization,
     stochastic_depth,
+    tensor,
     upsample,
 )
 from netspec.ops.base import REGISTRY, Context, NodeParams, Op, ParamSpec, register
@@ -29,6 +30,7 @@ __all__ = [
     "linear",
     "pooling",
     "regularization",
+    "tensor",
     "adaptive_pool",
     "modern_activations",
     "mul",
