@@ -179,7 +179,8 @@ def test_the_language_server_shows_the_new_ops() -> None:
     op_line = lines.index('op = "relu6"')
     names = {item.label for item in complete(analysis, op_line, len('op = "'))}
     assert {"mul", "adaptive_avgpool2d", "relu6", "hardtanh", "silu", "gelu", "hardswish",
-            "hardsigmoid", "log_softmax", "stochastic_depth"} <= names
+            "hardsigmoid", "log_softmax", "stochastic_depth", "conv_transpose2d",
+            "upsample"} <= names
     # the fields a conv2d without them may take
     fields = {item.label for item in complete(analysis, lines.index("[nodes.expand]") + 1, 0)}
     assert {"groups", "dilation"} <= fields
