@@ -81,3 +81,51 @@ def test_the_imported_network_exports_a_model_the_checker_passes(exported) -> No
     ours = imported.network.forward(x)
     theirs = session.run(None, {session.get_inputs()[0].name: x})[0]
     assert np.abs(ours - theirs.reshape(ours.shape)).max() <= 1e-5 * np.abs(ours).max()
+
+
+class UNet(torch.nn.Module):
+    """Two levels down by max pooling, up once by a transposed convolution and once by nearest
+    upsampling, each joined with its skip (tools/onnx_torchvision.py's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+
+        def double(cin: int, cout: int) -> torch.nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                                 nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        self.down1, self.down2, self.bottom = double(3, 8), double(8, 16), double(16, 32)
+        self.pool = nn.MaxPool2d(2)
+        self.up1 = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        self.dec1 = double(32, 16)
+        self.up2 = nn.Upsample(scale_factor=2, mode="nearest")
+        self.dec2 = double(24, 8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        d1 = self.down1(x)
+        d2 = self.down2(self.pool(d1))
+        bottom = self.bottom(self.pool(d2))
+        u1 = self.dec1(torch.cat([self.up1(bottom), d2], 1))
+        return self.head(self.dec2(torch.cat([self.up2(u1), d1], 1)))
+
+
+def test_a_unet_exported_from_one_image_imports_equals_onnxruntime_and_reexports(
+        tmp_path) -> None:
+    torch.manual_seed(0)
+    model = trained_like(UNet())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.randn(1, 3, 32, 32), str(tmp_path / "unet.onnx"),
+                          dynamo=False, opset_version=17)
+    imported = import_onnx(tmp_path / "unet.onnx")
+    ops = {node.op_name for node in imported.plan.nodes.values()}
+    assert {"conv_transpose2d", "upsample", "concat", "maxpool2d"} <= ops
+    assert imported.static_batch == 1
+    error = compare_with_onnxruntime(tmp_path / "unet.onnx", imported.network,
+                                     input_names=imported.input_ids)
+    assert error is not None and error < 1e-5
+    check_exported(export_onnx(imported.plan, imported.network.state()))
