@@ -11,6 +11,9 @@ their ratio (netspec / torch, below 1 means netspec is faster) are reported.
     python tools/bench.py lenet_caffe mlp --json bench.json
     python tools/bench.py --epoch lenet_caffe     # one synthetic MNIST epoch per batch size,
                                                   # each in a fresh process: time and peak RSS
+    python tools/bench.py mobilenet_mnist mobilenet_v2:size=28,classes=10 mobilenet_v2
+                                                  # the mobile networks at MNIST size, and
+                                                  # MobileNetV2 at 224 (inference, batch 8)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 
 from netspec.common.atomic import atomic_write_text
 from netspec.common.tables import Column, render_table
-from netspec.lang.spec import shipped_architectures
+from netspec.lang.spec import parse_overrides, shipped_architectures
 from netspec.runtime.executor import Network, compile
 from netspec.runtime.threads import BlasThreads, usable_cores
 from netspec.train.optim import SGD
@@ -55,10 +58,27 @@ def make_optimizer() -> SGD:
 
 
 def torch_twin(net: Network) -> Any:
-    """The same DAG as a torch.nn.Module, holding a copy of ``net``'s parameters and buffers."""
+    """The same DAG as a torch.nn.Module, holding a copy of ``net``'s parameters and buffers.
+
+    Networks with ops beyond the ones written out below (grouped convolutions, squeeze-
+    excitation's product, hard-swish, ...) run as the torch engine's module: PyTorch's own
+    layers and functions per node (``interchange/torch_ops.py``), walked in the plan's order.
+    """
     import torch
     from torch import nn
     from torch.nn import functional
+
+    if any(node.op_name not in TWIN_OPS or getattr(node.params, "groups", 1) != 1
+           or getattr(node.params, "dilation", 1) != 1 or getattr(node.params, "ceil_mode", False)
+           or not getattr(node.params, "count_include_pad", True)
+           for node in net.plan.nodes.values()):
+        from netspec.interchange.torch_runtime import PlanModule, load_arrays
+
+        module = PlanModule(net.plan)
+        load_arrays(module, net.state())
+        for key, parameter in module.named_parameters():
+            parameter.requires_grad_(key in net.trainable)
+        return module
 
     def module_for(node: Any) -> nn.Module | None:
         p, in_shape = node.params, node.input_shapes[0] if node.input_shapes else None
@@ -129,6 +149,12 @@ def torch_twin(net: Network) -> Any:
     return twin
 
 
+# the ops the written-out twin above knows
+TWIN_OPS = frozenset({"input", "conv2d", "linear", "maxpool2d", "avgpool2d", "batchnorm",
+                      "dropout", "leaky_relu", "relu", "sigmoid", "tanh", "softmax", "flatten",
+                      "global_avgpool", "add", "concat"})
+
+
 def module_key(node_id: str) -> str:
     """A node id as a torch module name, which may not hold dots (block-built nodes do:
     ``layer1.0.conv1``)."""
@@ -187,8 +213,16 @@ def is_large(net: Network) -> bool:
     return int(np.prod(net.shapes[net.plan.inputs[0]])) > LARGE_INPUT_VALUES
 
 
-def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[str, Any]:
-    net = compile(name, seed=args.seed)
+def split_overrides(argument: str) -> tuple[str, dict[str, Any]]:
+    """``mobilenet_v2:size=28`` -> ("mobilenet_v2", {"size": 28}): a shipped name or path with
+    variables set as ``--set`` sets them (values read as TOML)."""
+    name, _, settings = argument.partition(":")
+    return name, parse_overrides([s for s in settings.split(",") if s]) if settings else {}
+
+
+def bench_architecture(argument: str, args: argparse.Namespace, torch: Any) -> dict[str, Any]:
+    name, overrides = split_overrides(argument)
+    net = compile(name, seed=args.seed, overrides=overrides)
     rng = np.random.default_rng(args.seed)
     large = is_large(net)
     batches = ({"infer_large": args.large_batch_size} if large else
@@ -203,7 +237,8 @@ def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[
             "infer": {"netspec": lambda: net.forward(x)},
             "infer_big": {"netspec": lambda: net.forward(x_big)},
         })
-    result: dict[str, Any] = {"architecture": net.plan.name,
+    shown = net.plan.name + "".join(f" {key}={value}" for key, value in overrides.items())
+    result: dict[str, Any] = {"architecture": shown,
                               "forward_flops_per_sample": net.plan.total_flops}
     if torch is not None:
         twin = torch_twin(net)
@@ -260,7 +295,8 @@ def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[
         entry["netspec"]["peak_mib"] = traced_peak_mib(frameworks["netspec"])
         result[mode] = entry
     if not large and args.profile_steps:
-        profile = profile_training(compile(name, seed=args.seed), make_optimizer(),
+        profile = profile_training(compile(name, seed=args.seed, overrides=overrides),
+                                   make_optimizer(),
                                    args.batch_size, steps=args.profile_steps, seed=args.seed)
         result["profile"] = profile_dict(profile)
     return result
@@ -458,7 +494,8 @@ def machine_info(torch: Any) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("architectures", nargs="*",
-                        help="shipped names or .toml paths (default: every shipped one)")
+                        help="shipped names or .toml paths (default: every shipped one), each "
+                        "optionally with variables: mobilenet_v2:size=28,classes=10")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--infer-batch-size", type=int, default=1000)
     parser.add_argument("--large-batch-size", type=int, default=8,
