@@ -60,25 +60,20 @@ def make_optimizer() -> SGD:
 def torch_twin(net: Network) -> Any:
     """The same DAG as a torch.nn.Module, holding a copy of ``net``'s parameters and buffers.
 
-    Networks with ops beyond the ones written out below (grouped convolutions, squeeze-
-    excitation's product, hard-swish, ...) run as the torch engine's module: PyTorch's own
-    layers and functions per node (``interchange/torch_ops.py``), walked in the plan's order.
-    """
+    Networks of the ops below are written here with plain torch modules; any other (grouped
+    convolutions, squeeze-excitation, hard-swish, ...) runs as netspec's own PyTorch module
+    (``netspec.interchange.torch_runtime.PlanModule``: the same torch layers and functions
+    that ``netspec export`` writes)."""
     import torch
     from torch import nn
     from torch.nn import functional
 
-    if any(node.op_name not in TWIN_OPS or getattr(node.params, "groups", 1) != 1
-           or getattr(node.params, "dilation", 1) != 1 or getattr(node.params, "ceil_mode", False)
-           or not getattr(node.params, "count_include_pad", True)
+    plain = {"input", "add", "concat", "conv2d", "linear", "maxpool2d", "avgpool2d",
+             "batchnorm", "dropout", "leaky_relu", "relu", "sigmoid", "tanh", "softmax",
+             "flatten", "global_avgpool"}
+    if any(node.op_name not in plain or _beyond_plain(node)
            for node in net.plan.nodes.values()):
-        from netspec.interchange.torch_runtime import PlanModule, load_arrays
-
-        module = PlanModule(net.plan)
-        load_arrays(module, net.state())
-        for key, parameter in module.named_parameters():
-            parameter.requires_grad_(key in net.trainable)
-        return module
+        return _plan_module(net)
 
     def module_for(node: Any) -> nn.Module | None:
         p, in_shape = node.params, node.input_shapes[0] if node.input_shapes else None
@@ -149,10 +144,23 @@ def torch_twin(net: Network) -> Any:
     return twin
 
 
-# the ops the written-out twin above knows
-TWIN_OPS = frozenset({"input", "conv2d", "linear", "maxpool2d", "avgpool2d", "batchnorm",
-                      "dropout", "leaky_relu", "relu", "sigmoid", "tanh", "softmax", "flatten",
-                      "global_avgpool", "add", "concat"})
+def _beyond_plain(node: Any) -> bool:
+    """A field of a plain op that the hand-written twin does not pass on."""
+    p = node.params
+    return (getattr(p, "groups", 1) != 1 or getattr(p, "dilation", 1) not in (1, [1, 1])
+            or getattr(p, "ceil_mode", False) or not getattr(p, "count_include_pad", True)
+            or getattr(p, "dim", 1) != 1)
+
+
+def _plan_module(net: Network) -> Any:
+    from netspec.interchange.torch_runtime import PlanModule, load_arrays
+
+    module = PlanModule(net.plan)
+    load_arrays(module, net.state())
+    for name, parameter in module.named_parameters():
+        if name not in net.trainable:
+            parameter.requires_grad_(False)
+    return module
 
 
 def module_key(node_id: str) -> str:
