@@ -54,6 +54,8 @@ class Analysis:
     chains: dict[str, tuple[Container, ...]] = field(default_factory=dict)
     # block name -> (its table as written, the file that defines it, that file's text)
     blocks: dict[str, tuple[Mapping[str, Any], Path, str]] = field(default_factory=dict)
+    # what builds but is probably wrong (shown as warnings)
+    warnings: list[Diagnostic] = field(default_factory=list)
 
     @property
     def source(self) -> SourceMap:
@@ -76,6 +78,7 @@ def analyse(text: str, path: str | Path) -> Analysis:
         return _finish(analysis, {})
     spec = checked.spec
     analysis.spec = spec
+    analysis.warnings = with_columns(spec.warnings, {name: text, **spec.included})
     try:
         plan = compile_plan(checked)
         analysis.nodes = dict(plan.nodes)

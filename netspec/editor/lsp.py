@@ -32,7 +32,9 @@ def document_path(uri: str) -> Path:
     return Path.cwd() / (Path(unquote(parsed.path)).name or "untitled.toml")
 
 
-def lsp_diagnostic(diagnostic: Diagnostic, analysis: Analysis) -> types.Diagnostic:
+def lsp_diagnostic(diagnostic: Diagnostic, analysis: Analysis,
+                   severity: types.DiagnosticSeverity = types.DiagnosticSeverity.Error
+                   ) -> types.Diagnostic:
     """One problem as the protocol shows it: at its line (0-based), from its column to the end
     of the line, the hint kept in the message. A problem in another file (an include) is put
     at the spec's include line and names where it is."""
@@ -50,7 +52,7 @@ def lsp_diagnostic(diagnostic: Diagnostic, analysis: Analysis) -> types.Diagnost
     return types.Diagnostic(
         range=types.Range(start=types.Position(line=line, character=max(start, 0)),
                           end=types.Position(line=line, character=max(len(text), start))),
-        message=message, severity=types.DiagnosticSeverity.Error, source=SOURCE,
+        message=message, severity=severity, source=SOURCE,
         code=str(record["code"]), data=record)
 
 
@@ -70,7 +72,9 @@ def create_server() -> LanguageServer:
         analyses[uri] = analysis
         server.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
             uri=uri, version=document.version,
-            diagnostics=[lsp_diagnostic(d, analysis) for d in analysis.diagnostics]))
+            diagnostics=[lsp_diagnostic(d, analysis) for d in analysis.diagnostics]
+            + [lsp_diagnostic(d, analysis, types.DiagnosticSeverity.Warning)
+               for d in analysis.warnings]))
 
     def latest(uri: str) -> Analysis:
         if uri not in analyses:
