@@ -21,7 +21,10 @@ from netspec.editor.features import Analysis, analyse, complete, definition, hov
 SOURCE = "netspec"
 _KINDS = {"op": types.CompletionItemKind.Class, "field": types.CompletionItemKind.Field,
           "node": types.CompletionItemKind.Reference, "block": types.CompletionItemKind.Module,
-          "argument": types.CompletionItemKind.Variable}
+          "argument": types.CompletionItemKind.Variable,
+          "function": types.CompletionItemKind.Function,
+          "variable": types.CompletionItemKind.Variable,
+          "local": types.CompletionItemKind.Variable}
 
 
 def document_path(uri: str) -> Path:

@@ -482,7 +482,8 @@ class _Expander:
                 current, [self.shapes[s] for s in sources])
         shape = self.shapes[node_id]
         if isinstance(shape, str):
-            raise ExpressionError(f"the shape of '{node_id}' is not known: {shape}")
+            # worded by its cause alone, so that every instance reading it says it once
+            raise ExpressionError(f"it reads a shape that is not known: {shape}")
         return shape
 
     def _sources(self, node_id: str) -> list[str] | str:
