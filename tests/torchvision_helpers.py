@@ -46,5 +46,8 @@ def copy_into(arrays: Mapping[str, np.ndarray], model: object) -> None:
     state = model.state_dict()
     missing = set(k for k in state if not k.endswith("num_batches_tracked")) - set(arrays)
     assert not missing, f"keys netspec lacks: {sorted(missing)[:5]}"
-    model.load_state_dict({key: torch.as_tensor(arrays[key]) if key in arrays else value
-                           for key, value in state.items()})
+    for key in state:
+        if key in arrays:
+            state[key] = torch.as_tensor(arrays[key])
+    # the state_dict itself, metadata and all: MNASNet reads its version from the metadata
+    model.load_state_dict(state)

@@ -178,7 +178,8 @@ def check_spec_file(source: str | Path,
     """Read a spec file (a path, or a bare shipped name) and validate what can be validated."""
     path = resolve_spec_path(source)
     text = _read_text(path, "the spec")
-    return check_spec(text, file=str(source) if Path(source).exists() else path.name,
+    # a shipped spec is named by its installed path, so that its errors say where it is
+    return check_spec(text, file=str(source) if Path(source).exists() else str(path),
                       directory=path.resolve().parent, overrides=overrides)
 
 
