@@ -787,7 +787,9 @@ class _Expander:
             # no instance: the repeat passes its input on
             output = bound[0]
         if output is not None:
-            group_path = flat_id if "name" not in raw else None
+            # a named instance without repeat is reached by its name too
+            group_path = (flat_id if "name" not in raw
+                          else instance_id if not repeated and count and name else None)
             self._register(scope, local, group_path, output,
                            f"instance '{flat_id}' ({at})", origin)
 
