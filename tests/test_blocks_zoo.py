@@ -10,6 +10,7 @@ import pytest
 
 from netspec.cli import main
 from netspec.common.errors import NetspecError
+from netspec.lang.flat import flat_toml
 from netspec.lang.spec import check_spec, parse_spec
 from netspec.plan.compiler import CompileError, compile_plan
 from netspec.plan.summary import partial_summary
@@ -312,4 +313,8 @@ def test_a_branch_that_reads_the_end_of_another_by_default_is_warned_about_once(
 @pytest.mark.parametrize("name", ["resnet18", "resnet_mini", "resnet_mnist", "densenet121",
                                   "vgg11_bn", "convnet_bn"])
 def test_shipped_networks_with_branches_and_chains_give_no_warning(name):
-    assert compile_plan(name).spec.warnings == ()
+    spec = compile_plan(name).spec
+    assert spec.warnings == ()
+    # nor their flat forms, where a residual's add or a dense layer's concat names the node
+    # before the next one explicitly: a join, not the end of a branch
+    assert parse_spec(flat_toml(spec), file=FILE).warnings == ()

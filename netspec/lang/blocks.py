@@ -400,7 +400,11 @@ class _Expander:
             return found
 
         def ends_branch(local: str) -> bool:
-            return any(wiring.get(n, (None, []))[1] for n in chain(local))
+            """Whether ``local`` ends a branch: the chain read by default back from it starts
+            at a node that names one input (a fork), not at a join (a residual's add, a
+            dense layer's concat, whose output the next node rightly reads by default)."""
+            starts = [listed for n in chain(local) if (listed := wiring.get(n, (None, []))[1])]
+            return bool(starts) and len(starts[0]) == 1
 
         for join, (_, listed) in wiring.items():
             for before in listed:
