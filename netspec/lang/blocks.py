@@ -767,7 +767,7 @@ class _Expander:
             for entry, ref in zip(entries, bound):
                 inner.names[entry] = ref
             inner_values = self._instance_values(block, arguments, defaults, own, inner,
-                                                 entries, flat_id, origin)
+                                                 flat_id, origin)
             if inner_values is None:
                 return
             args = {k: v for k, v in inner_values.items() if k in defaults or k in required}
@@ -799,7 +799,7 @@ class _Expander:
 
     def _instance_values(self, block: BlockDef, arguments: Mapping[str, Any],
                          defaults: Mapping[str, Any], own: Mapping[str, Any], inner: _Scope,
-                         entries: list[str], node: str, origin: NodeOrigin
+                         node: str, origin: NodeOrigin
                          ) -> dict[str, Any] | None:
         """What the block's expressions see in one instance: the variables, its arguments
         (defaults computed from the others), index, its local values in order, the shapes of
@@ -824,9 +824,17 @@ class _Expander:
                                     code="expression")
                 return None
         where = self._block_origin(block, ("assert",), inner, origin)
-        self.out.problems += check_assertions(block.raw.get("assert", {}), values, block.file,
-                                              block.path + ("assert",), inner.prefix or node,
-                                              where.field_context())
+        for problem in check_assertions(block.raw.get("assert", {}), values, block.file,
+                                        block.path + ("assert",), inner.prefix or node,
+                                        where.field_context()):
+            said = (problem.file, problem.line, None, problem.message)
+            if problem.code == "assertion":  # a failing assertion names each instance
+                self.out.problems.append(problem)
+            elif said in self.said:  # a malformed one is the block's text: said once
+                self.said[said][1] += 1
+            else:
+                self.said[said] = [len(self.out.problems), 1]
+                self.out.problems.append(problem)
         del values[SHAPES]  # the body's own view of shapes is added with its scope
         return values
 
