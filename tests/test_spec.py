@@ -114,7 +114,8 @@ def test_bare_name_resolves_to_a_shipped_architecture(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_spec_path("lenet5") in shipped_architectures()
     spec = load_spec("lenet5")
-    assert (spec.name, spec.file) == ("lenet5", "lenet5.toml")
+    # named by its installed path, so that its errors say where the shipped file is
+    assert (spec.name, spec.file) == ("lenet5", str(resolve_spec_path("lenet5")))
 
 
 def test_a_local_file_wins_over_a_shipped_name(tmp_path, monkeypatch):

@@ -395,10 +395,14 @@ def run_predict(args: argparse.Namespace) -> int:
     # one file may hold a stack of images: each row names the image it is about
     labels: list[str] = []
     stacks = []
+    notes: list[str] = []
     for path in args.inputs:
-        stack = load_images([path], tuple(shape), light_on_dark=choice.light_on_dark)
+        stack = load_images([path], tuple(shape), light_on_dark=choice.light_on_dark,
+                            notes=notes)
         stacks.append(stack)
         labels += [path] if len(stack) == 1 else [f"{path}[{i}]" for i in range(len(stack))]
+    for note in notes:
+        print(note, file=sys.stderr)
     x = normalise_images(np.concatenate(stacks), mean, std)
     logits = predict_logits(net, x, EVALUATION_BATCH).astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))

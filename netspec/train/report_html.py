@@ -249,7 +249,8 @@ def _class_table(confusion: np.ndarray, names: Sequence[str]) -> str:
             "<th>F1</th>" + "".join(f"<th>p{index}</th>" for index in range(len(names))) +
             "</tr>")
     rows = "".join(
-        f'<tr><td class="l">{index} {_e(name)}</td><td>{int(confusion[index].sum())}</td>'
+        f'<tr><td class="l">{_e(name if name == str(index) else f"{index} {name}")}</td>'
+        f"<td>{int(confusion[index].sum())}</td>"
         f"<td>{_percent(precision[index])}</td><td>{_percent(recall[index])}</td>"
         f"<td>{_percent(f1[index])}</td>"
         + "".join(f"<td>{int(count)}</td>" for count in confusion[index]) + "</tr>"
