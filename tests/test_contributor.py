@@ -23,7 +23,9 @@ TESTS = ROOT / "tests"
 def test_the_slow_marker_is_declared_and_skips_say_why() -> None:
     options = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
         "tool"]["pytest"]["ini_options"]
-    assert "-rs" in options["addopts"].split()
+    # -r: failures and errors listed as by default, skips with their reasons too
+    report = next(option for option in options["addopts"].split() if option.startswith("-r"))
+    assert {"f", "E", "s"} <= set(report[2:])
     assert any(marker.startswith("slow:") for marker in options["markers"])
     assert {path.name for path in TESTS.glob("test_*.py")} >= SLOW_MODULES
 
@@ -82,6 +84,6 @@ def test_the_tests_of_a_slow_module_are_marked_slow() -> None:
         def add_marker(self, marker: pytest.MarkDecorator) -> None:
             self.markers.append(marker.name)
 
-    slow, fast = Item("test_train.py"), Item("test_ops.py")
+    slow, fast = Item("test_train.py"), Item("test_spec.py")
     pytest_collection_modifyitems([slow, fast])
     assert (slow.markers, fast.markers) == (["slow"], [])
