@@ -35,14 +35,14 @@ SLOW_MODULES = frozenset({
     "test_cli_behaviour.py", "test_cli_train.py", "test_convops.py",
     "test_convops_interchange.py", "test_data_properties.py", "test_data_sources.py",
     "test_executor.py", "test_fast_paths.py", "test_fusion.py", "test_gradcheck.py",
-    "test_initializers.py", "test_kill_resume.py", "test_lsp_neovim.py", "test_onnx.py",
-    "test_onnx_conformance.py", "test_onnx_import_checks.py", "test_onnx_torch.py",
-    "test_onnx_transformers.py", "test_ops.py", "test_optim.py", "test_parity_torch.py",
-    "test_pictures.py", "test_plots.py", "test_png.py", "test_predict.py", "test_profile.py",
-    "test_properties.py", "test_report.py", "test_resnet_twin.py", "test_runs.py",
-    "test_startup.py", "test_tensor_ops.py", "test_threads.py", "test_torch_engine.py",
-    "test_torch_export.py", "test_torchvision_convnets.py", "test_train.py",
-    "test_zoo_torchvision.py",
+    "test_initializers.py", "test_kill_resume.py", "test_lsp.py", "test_lsp_neovim.py",
+    "test_onnx.py", "test_onnx_conformance.py", "test_onnx_import_checks.py",
+    "test_onnx_torch.py", "test_onnx_transformers.py", "test_ops.py", "test_optim.py",
+    "test_parity_torch.py", "test_pictures.py", "test_plots.py", "test_png.py",
+    "test_predict.py", "test_profile.py", "test_properties.py", "test_report.py",
+    "test_resnet_twin.py", "test_runs.py", "test_schema.py", "test_startup.py",
+    "test_tensor_ops.py", "test_threads.py", "test_torch_engine.py", "test_torch_export.py",
+    "test_torchvision_convnets.py", "test_train.py", "test_zoo_torchvision.py",
 })
 
 
