@@ -46,8 +46,9 @@ BAD_ERRORS = [
     "bad.toml:10: node 'big' (conv2d): input shape (4, 6, 6): kernel 7x7 is larger than the "
     "padded input 6x6 (6x6 with padding 0x0); use a smaller kernel, more padding, or remove a "
     "pooling step",
-    "bad.toml:18: node 'side' (linear): input has shape (4, 6, 6); linear needs a 1-D input "
-    "per sample, add a flatten node before it",
+    "bad.toml:18: node 'side' (linear): input has shape (4, 6, 6), an image (C, H, W); "
+    "linear acts on the last axis only; add a flatten node before it (or a permute that puts "
+    "the channels last, to act on them)",
 ]
 
 

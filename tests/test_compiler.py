@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import tensor_cases
 
 from netspec.common.errors import SpecError
 from netspec.lang.spec import load_spec, parse_spec, shipped_architectures
@@ -20,8 +21,9 @@ def toml_value(value: object) -> str:
 
 
 def single_op_spec(op: str, params: dict, in_shapes: list[tuple[int, ...]]) -> str:
-    """One input node per shape, then node ``x`` applying ``op`` to all of them."""
-    lines = []
+    """One input node per shape, then node ``x`` applying ``op`` to all of them (and, for an
+    op without inputs, an input node that nothing reads: a network needs one)."""
+    lines = [] if in_shapes else ["[nodes.unused]", 'op = "input"', "shape = [1]", ""]
     for index, shape in enumerate(in_shapes):
         lines += [f"[nodes.in{index}]", 'op = "input"', f"shape = {list(shape)}", ""]
     lines += ["[nodes.x]", f'op = "{op}"',
@@ -60,6 +62,27 @@ OP_CASES = [
      (2, 1, 1), 2 * 16 + 2, (2 * 16 + 1) * 2),
     ("conv2d", {"out_channels": 3, "kernel_size": 1, "trainable": False}, [(2, 4, 4)],
      (3, 4, 4), 3, (2 * 2 + 1) * 3 * 16),
+    # groups: each output sees in/groups channels (depthwise: one); dilation widens the span
+    ("conv2d", {"out_channels": 32, "kernel_size": 3, "groups": 32, "padding": 1},
+     [(32, 14, 14)], (32, 14, 14), 32 * 9 + 32, (2 * 9 + 1) * 32 * 196),
+    ("conv2d", {"out_channels": 8, "kernel_size": 3, "groups": 2, "bias": False},
+     [(4, 6, 6)], (8, 4, 4), 8 * 2 * 9, 2 * 2 * 9 * 8 * 16),
+    ("conv2d", {"out_channels": 2, "kernel_size": 3, "dilation": 2}, [(1, 9, 9)],
+     (2, 5, 5), 2 * 9 + 2, (2 * 9 + 1) * 2 * 25),
+    ("mul", {}, [(8, 1, 1), (8, 5, 5)], (8, 5, 5), 0, 200),
+    ("mul", {}, [(3, 4), (1, 4)], (3, 4), 0, 12),
+    # adaptive pooling: every input cell added into each window holding it, then a division
+    ("adaptive_avgpool2d", {"output_size": 1}, [(16, 7, 7)], (16, 1, 1), 0, 16 * 49 + 16),
+    ("adaptive_avgpool2d", {"output_size": [3, 2]}, [(2, 7, 4)], (2, 3, 2), 0,
+     2 * (3 + 3 + 3) * (2 + 2) + 12),
+    ("hardtanh", {"min_val": 0, "max_val": 6}, [(4,)], (4,), 0, 4),
+    ("relu6", {}, [(3, 2, 2)], (3, 2, 2), 0, 12),
+    ("silu", {}, [(10,)], (10,), 0, 50),
+    ("gelu", {}, [(10,)], (10,), 0, 80),
+    ("hardswish", {}, [(10,)], (10,), 0, 40),
+    ("hardsigmoid", {}, [(10,)], (10,), 0, 30),
+    ("log_softmax", {"dim": -1}, [(2, 5)], (2, 5), 0, 50),
+    ("stochastic_depth", {"p": 0.2}, [(8, 4, 4)], (8, 4, 4), 0, 0),
     ("linear", {"out_features": 120}, [(400,)], (120,), 400 * 120 + 120, (2 * 400 + 1) * 120),
     ("linear", {"out_features": 10, "bias": False}, [(84,)], (10,), 840, 2 * 84 * 10),
     ("relu", {}, [(6, 28, 28)], (6, 28, 28), 0, 6 * 28 * 28),
@@ -83,6 +106,7 @@ OP_CASES = [
     ("concat", {}, [(2, 4, 4), (3, 4, 4)], (5, 4, 4), 0, 0),
     ("concat", {"axis": 1}, [(2, 4, 4), (2, 3, 4)], (2, 7, 4), 0, 0),
     ("concat", {}, [(3,), (5,), (1,)], (9,), 0, 0),
+    *tensor_cases.OP_CASES,
 ]
 
 
@@ -128,14 +152,16 @@ SHAPE_ERRORS = [
      "input shape (8, 1, 1): kernel 2x2 is larger than the padded input 1x1 (1x1 with "
      "padding 0x0); use a smaller kernel, more padding, or remove a pooling step"),
     ("linear", {"out_features": 10}, [(16, 5, 5)],
-     "input has shape (16, 5, 5); linear needs a 1-D input per sample, add a flatten node "
-     "before it"),
+     "input has shape (16, 5, 5), an image (C, H, W); linear acts on the last axis only; "
+     "add a flatten node before it (or a permute that puts the channels last, to act on "
+     "them)"),
     ("conv2d", {"out_channels": 2, "kernel_size": 3}, [(784,)],
      "conv2d input must be 3-D per sample, got shape (784,)"),
     ("global_avgpool", {}, [(10,)], "global_avgpool input must be 3-D per sample, got shape "
                                     "(10,)"),
     ("batchnorm", {}, [(3, 4)], "batchnorm input must be 1-D or 3-D per sample, got shape "
                                 "(3, 4)"),
+    *tensor_cases.SHAPE_ERRORS,
 ]
 
 
@@ -269,8 +295,9 @@ inputs = "lfet"
         "remove a pooling step",
         "net.toml:37: node 'sum' (add): inputs must have identical shapes, got (4, 6, 6), "
         "(2, 6, 6); insert a 1x1 conv2d or a pooling node on the mismatched branch",
-        "net.toml:41: node 'head' (linear): input has shape (4, 6, 6); linear needs a 1-D "
-        "input per sample, add a flatten node before it",
+        "net.toml:41: node 'head' (linear): input has shape (4, 6, 6), an image (C, H, W); "
+        "linear acts on the last axis only; add a flatten node before it (or a permute that "
+        "puts the channels last, to act on them)",
         "net.toml:52: node 'orphan' (relu): input 'lfet' names no node; did you mean 'left'?",
     ]
 

@@ -911,7 +911,7 @@ def test_a_picture_folder_trains_and_evaluates_with_its_class_names(tmp_path):
     assert f"60 training / 20 validation images of {root}/ (2 classes)" in out.splitlines()[0]
     code, out, err = run_cli("evaluate", spec, "--weights", run / "best.npz")
     assert code == 0, err
-    assert out.startswith("test accuracy 1.0000")
+    assert out.startswith("test accuracy 100.00%")
     assert [line.split()[:2] for line in out.splitlines()[4:6]] == [["0", "dark"],
                                                                     ["1", "light"]]
     code, out, err = run_cli("predict", spec, "--weights", run / "best.npz",
@@ -1022,7 +1022,7 @@ def test_a_folder_copy_of_mnist_trains_and_evaluates_with_its_class_names(tmp_pa
     write_mnist_folder(tmp_path / "digits", str(mnist_dir), 30, 5)
     picture = tmp_path / "digits" / "test" / "seven" / "00000.png"
     assert np.asarray(__import__("PIL.Image").Image.open(picture))[0, 0] == 255  # dark on white
-    spec = write_spec(tmp_path, TINY.replace("limit = 700", "limit = 0"))
+    spec = write_spec(tmp_path, TINY.replace("limit = 600", "limit = 0"))
     run = tmp_path / "run"
     code, out, err = run_cli("train", spec, "--data", tmp_path / "digits", "--out", run,
                              "--no-plots")

@@ -72,8 +72,9 @@ def test_neovim_shows_the_servers_diagnostics_hover_and_completion(tmp_path):
                     f"luafile {script}"], cwd=tmp_path, env=env, timeout=120,
                    capture_output=True, check=False)
     lines = (tmp_path / "result.txt").read_text(encoding="utf-8").splitlines()
-    assert "diagnostic 7: node 'fc' (linear): input has shape (6, 24, 24); linear needs a " \
-           "1-D input per sample, add a flatten node before it" in lines
+    assert "diagnostic 7: node 'fc' (linear): input has shape (6, 24, 24), an image (C, H, " \
+           "W); linear acts on the last axis only; add a flatten node before it (or a " \
+           "permute that puts the channels last, to act on them)" in lines
     hover = next(line for line in lines if line.startswith("hover: "))
     assert "**conv** · `conv2d`" in hover and "output `(6, 24, 24)` per sample" in hover
     completions = {line.removeprefix("completion: ") for line in lines

@@ -328,3 +328,59 @@ def test_schedules_match_torch(table: dict, make) -> None:
         assert learning_rate(schedule, 0.1, epoch, 12) == pytest.approx(expected, rel=1e-12), epoch
         optimizer.step()
         scheduler.step()
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adamw"])
+def test_weight_decay_may_leave_out_biases_norms_and_learned_tensors(kind: str) -> None:
+    torch = pytest.importorskip("torch")
+    shapes = {"conv.weight": (4, 3, 3, 3), "conv.bias": (4,), "ln.weight": (8,),
+              "ln.bias": (8,), "class_token": (1, 1, 8), "features.1.0.layer_scale": (4, 1, 1),
+              "fc.weight": (10, 8)}
+    case = {"type": kind, "lr": 0.05, "weight_decay": 0.3,
+            **({"momentum": 0.9} if kind == "sgd" else {})}
+    config = TrainConfig.model_validate(
+        {"optimizer": {**case, "decay_norms_and_biases": False}}).optimizer
+    ours = make_optimizer(config, shapes)
+    assert ours.no_decay == {"conv.bias", "ln.weight", "ln.bias", "class_token",
+                             "features.1.0.layer_scale"}
+    rng = np.random.default_rng(0)
+    params = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    everything = {k: v.copy() for k, v in params.items()}
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    groups = [{"params": [tensors["conv.weight"], tensors["fc.weight"]]},
+              {"params": [t for k, t in tensors.items() if k in ours.no_decay],
+               "weight_decay": 0.0}]
+    theirs = _torch_optimizer(torch, case, groups)
+    decays_all = make_optimizer(TrainConfig.model_validate({"optimizer": case}).optimizer,
+                                shapes)
+    assert decays_all.no_decay == frozenset()
+    for _ in range(3):
+        grads = {k: rng.standard_normal(s) for k, s in shapes.items()}
+        ours.step(params, grads)
+        decays_all.step(everything, grads)
+        for key, tensor in tensors.items():
+            tensor.grad = torch.from_numpy(grads[key].copy())
+        theirs.step()
+    for key, tensor in tensors.items():
+        np.testing.assert_allclose(params[key], tensor.detach().numpy(), rtol=1e-12, atol=0)
+    # the weights decay alike; the rest decays only when told to
+    for key in shapes:
+        same = np.array_equal(params[key], everything[key])
+        assert same == (key in ("conv.weight", "fc.weight")), key
+
+
+def test_the_torch_engine_leaves_the_same_parameters_out_of_weight_decay() -> None:
+    torch = pytest.importorskip("torch")
+    from netspec.train.torch_engine import _torch_optimizer as engine_optimizer
+
+    named = {"fc.weight": torch.zeros(3, 2, requires_grad=True),
+             "fc.bias": torch.zeros(3, requires_grad=True),
+             "encoder.pos_embedding": torch.zeros(1, 4, 2, requires_grad=True)}
+    for skip in (False, True):
+        config = TrainConfig.model_validate({"optimizer": {
+            "type": "adamw", "weight_decay": 0.1, "decay_norms_and_biases": not skip}}).optimizer
+        groups = engine_optimizer(config, named).param_groups
+        decayed = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]
+        expected = [named["fc.weight"]] if skip else list(named.values())
+        assert len(decayed) == len(expected) and all(
+            any(p is e for e in expected) for p in decayed)

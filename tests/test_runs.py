@@ -37,7 +37,7 @@ epochs = 2
 batch_size = 50
 seed = 1
 validation = 100
-limit = 600
+limit = 500
 
 [train.optimizer]
 type = "adam"

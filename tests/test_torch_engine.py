@@ -176,7 +176,7 @@ def test_torch_run_resumes_exactly_and_netspec_reads_its_files(tmp_path, mnist_d
     assert main(["evaluate", str(spec), "--weights", str(tmp_path / "cut/best.npz"),
                  "--data-dir", str(mnist_dir)]) == 0
     line = capsys.readouterr().out.splitlines()[0]
-    accuracy = float(line.split()[2].rstrip(","))
+    accuracy = float(line.split()[2].rstrip(",%")) / 100
     assert abs(accuracy - result["test"]["accuracy"]) <= 1e-4  # one image of 10,000
     # and the CLI resumes a finished torch run as a torch run, refusing another engine
     assert main(["train", "--resume", str(tmp_path / "cut"), "--engine", "numpy",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from netspec.cli.common import add_set_option
 from netspec.cli.common import overrides as spec_settings
-from netspec.cli.progress import ProgressLine, download_progress
+from netspec.cli.progress import ProgressLine, TrainingDisplay, download_progress, percent
 from netspec.cli.threads import add_threads_option, threads_note
 from netspec.common.errors import NetspecError
 from netspec.common.tables import Column, render_table
@@ -85,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     train.add_argument("--seed", type=int)
     train.add_argument("--validation", type=int, help="images held out for validation")
-    train.add_argument("--limit", type=int, help="train on the first N images only")
+    train.add_argument("--limit", type=int, metavar="N", help="train on N images only "
+                       "(the validation images are held out besides them)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--engine", choices=["numpy", "torch"],
                        help="who computes: netspec's NumPy executor (default) or PyTorch "
@@ -135,25 +136,14 @@ DATA_HELP = ("the data: mnist, fashion-mnist, kmnist, cifar10, a Keras-layout .n
              "spec's [data], else mnist)")
 
 
-def _callbacks(progress: ProgressLine, threads: BlasThreads) -> Callbacks:
+def _callbacks(display: TrainingDisplay, threads: BlasThreads) -> Callbacks:
     def on_batch(p: BatchProgress) -> None:
         # a netspec process started beside this one since: give it its share of the cores
         threads.refresh()
-        progress.update(p.batch, p.batches,
-                        f"epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches} "
-                        f"loss {p.loss:.4f} acc {p.accuracy:.4f} "
-                        f"{p.samples_per_second:,.0f} img/s lr {p.lr:.4g}")
+        display.on_batch(p)
 
-    def on_epoch(record: dict) -> None:
-        progress.clear()
-        val = (f"val loss {record['val_loss']:.4f} val acc {record['val_accuracy']:.4f}"
-               if record["val_loss"] is not None else "no validation set")
-        print(f"epoch {record['epoch']:>3}: train loss {record['train_loss']:.4f} "
-              f"acc {record['train_accuracy']:.4f} | {val} | lr {record['lr']:.4g} | "
-              f"{record['seconds']:.1f}s", flush=True)
-
-    return Callbacks(on_batch=on_batch, on_epoch=on_epoch,
-                     on_download=download_progress(progress))
+    return Callbacks(on_batch=on_batch, on_epoch=display.on_epoch,
+                     on_download=download_progress(display.line))
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -185,7 +175,8 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
     main = placement is None or placement.main
     say = print if main else _silent
     progress = ProgressLine()
-    callbacks = _callbacks(progress, args.blas_threads) if main else None
+    display = TrainingDisplay(progress)
+    callbacks = _callbacks(display, args.blas_threads) if main else None
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                  "momentum": args.momentum, "weight_decay": args.weight_decay,
                  "optimizer": args.optimizer, "seed": args.seed,
@@ -247,6 +238,7 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
               f"{len(trainer.splits.val_images):,} validation images{_of(trainer.data)}{where}"
               f"{threads_note(args.blas_threads)} -> {trainer.run_dir}"
               + (f", starting from {args.weights}" if args.weights else ""))
+    display.best_epoch = lambda: trainer.state.best_epoch
     try:
         result = trainer.run()
     except TrainingInterrupted as exc:
@@ -259,7 +251,7 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
         return 0
     seconds = sum(r["seconds"] for r in result.history)
     stop = " (stopped early)" if result.stopped_early else ""
-    print(f"\ntest accuracy {result.test.accuracy:.4f} (loss {result.test.loss:.4f}) with the "
+    print(f"\ntest accuracy {percent(result.test.accuracy)} (loss {result.test.loss:.4f}) with the "
           f"weights of epoch {result.best_epoch}{stop}; {_plural(len(result.history), 'epoch')} in "
           f"{seconds:.0f}s of training")
     print(f"run directory: {result.run_dir}")
@@ -313,10 +305,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     mean, std = _normalisation(checkpoint.meta, args.weights, args, lambda: data)
     x = normalise_images(data.test_images, mean, std)
     result = evaluate(net, x, data.test_labels.astype(np.int64))
-    print(f"test accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
+    print(f"test accuracy {percent(result.accuracy)}, loss {result.loss:.4f} "
           f"({len(result.labels):,} images{_of(data)})\n")
     names = _row_names(data.class_names)
-    rows = [[names[index], f"{acc:.4f}", *result.confusion[index]]
+    rows = [[names[index], percent(acc), *result.confusion[index]]
             for index, acc in enumerate(result.per_class_accuracy)]
     columns = [Column("true", "<" if names != list(DIGITS) else ">"), Column("accuracy")] + [
         Column(f"p{d}") for d in range(len(names))]

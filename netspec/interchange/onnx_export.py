@@ -30,6 +30,7 @@ from netspec.interchange.onnx_graph import (
     onnx_module,
 )
 from netspec.interchange.onnx_ops import EXPORT_REFUSED, EXPORTERS
+from netspec.ops.base import param_key
 from netspec.plan.compiler import Plan, PlanNode
 
 
@@ -41,9 +42,9 @@ def export_onnx(plan: Plan, state: Mapping[str, np.ndarray], *,
                for node in plan.nodes.values() if node.op_name in EXPORT_REFUSED]
     if refused:
         raise NetspecError("cannot export to ONNX:\n" + "\n".join(refused))
-    missing = [f"{node.id}.{name}" for node in plan.nodes.values()
+    missing = [param_key(node.id, name) for node in plan.nodes.values()
                for name in (*node.param_specs, *node.buffer_specs)
-               if f"{node.id}.{name}" not in state]
+               if param_key(node.id, name) not in state]
     if missing:
         raise NetspecError(f"weights lack {', '.join(missing[:5])}")
     size = sum(np.asarray(state[key]).size * 4 for key in state)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from netspec.common.extras import require
+from netspec.ops.base import param_key
 from netspec.plan.compiler import Plan, PlanNode
 
 OPSET = 17
@@ -46,9 +47,15 @@ class Emitter:
                                                 **attributes))
         return output
 
+    def constant(self, name: str, value: Any) -> str:
+        """A float32 initializer that is no parameter (a bound, a scale), named ``name``."""
+        array = np.asarray(value, dtype=np.float32)
+        self.initializers.append(onnx_module().numpy_helper.from_array(array, name))
+        return name
+
     def parameter(self, node: PlanNode, name: str) -> str:
         """An initializer named by the parameter's netspec key."""
-        key = f"{node.id}.{name}"
+        key = param_key(node.id, name)
         array = np.asarray(self.state[key], dtype=np.float32)
         self.initializers.append(onnx_module().numpy_helper.from_array(array, key))
         return key

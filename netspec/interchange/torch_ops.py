@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from netspec.ops.shapes import batched_axis, pair
 from netspec.plan.compiler import PlanNode
 
 # a keyword value that stands for "the module is in training mode"
@@ -34,13 +35,14 @@ class Layer:
 @dataclass(frozen=True)
 class Call:
     """A node computed by a function of its inputs: ``function(x, **kwargs)`` for one input,
-    ``function([a, b], **kwargs)`` (``inputs="list"``), or ``a + b + ...`` (``"sum"``).
+    ``function([a, b], **kwargs)`` (``inputs="list"``), ``function(a, b, **kwargs)``
+    (``"args"``), or ``a + b + ...`` (``"sum"``).
     ``function`` is a dotted name under ``torch`` or ``F`` (``torch.nn.functional``);
     ``None`` passes the input through (the network's inputs)."""
 
     function: str | None
     kwargs: dict[str, Any] = field(default_factory=dict)
-    inputs: Literal["one", "list", "sum"] = "one"
+    inputs: Literal["one", "list", "args", "sum"] = "one"
 
 
 Form = Layer | Call
@@ -54,12 +56,14 @@ def _conv2d(node: PlanNode) -> Form:
     kernel, stride, padding = node.op.geometry
     return Layer("Conv2d", {"in_channels": node.input_shapes[0][0],
                             "out_channels": node.params.out_channels, "kernel_size": kernel,
-                            "stride": stride, "padding": padding, "bias": node.params.bias},
+                            "stride": stride, "padding": padding, "bias": node.params.bias,
+                            "groups": node.params.groups,
+                            "dilation": pair(node.params.dilation)},
                  _frozen(node))
 
 
 def _linear(node: PlanNode) -> Form:
-    return Layer("Linear", {"in_features": node.input_shapes[0][0],
+    return Layer("Linear", {"in_features": node.input_shapes[0][-1],
                             "out_features": node.params.out_features, "bias": node.params.bias},
                  _frozen(node))
 
@@ -79,7 +83,7 @@ def _pool(function: str, **extra: Any) -> Callable[[PlanNode], Form]:
     return form
 
 
-def _fixed(function: str | None, inputs: Literal["one", "list", "sum"] = "one",
+def _fixed(function: str | None, inputs: Literal["one", "list", "args", "sum"] = "one",
            **kwargs: Any) -> Callable[[PlanNode], Form]:
     return lambda node: Call(function, dict(kwargs), inputs)
 
@@ -94,21 +98,87 @@ TORCH_FORMS: dict[str, Callable[[PlanNode], Form]] = {
     # netspec averages over padded zeros too: PyTorch's count_include_pad
     "avgpool2d": _pool("F.avg_pool2d", count_include_pad=True),
     "global_avgpool": _fixed("torch.mean", dim=(2, 3)),
-    "flatten": _fixed("torch.flatten", start_dim=1),
+    "flatten": lambda node: _flatten(node),
     "relu": _fixed("F.relu"),
     "leaky_relu": lambda node: Call("F.leaky_relu",
                                     {"negative_slope": node.params.negative_slope}),
     "sigmoid": _fixed("torch.sigmoid"),
     "tanh": _fixed("torch.tanh"),
-    # the feature axis of the per-sample shape is axis 1 of the batch
-    "softmax": _fixed("F.softmax", dim=1),
+    "softmax": lambda node: Call("F.softmax", {"dim": _dim(node, node.params.dim)}),
     "dropout": lambda node: Call("F.dropout", {"p": node.params.p, "training": TRAINING}),
     "add": _fixed(None, "sum"),
-    "concat": lambda node: Call("torch.cat", {"dim": node.params.axis + 1}, "list"),
+    "concat": lambda node: Call("torch.cat", {"dim": node.op.axis(node.input_shapes[0])},
+                                "list"),
 }
 
-# op name -> why it has no PyTorch form (none so far: every op maps)
-TORCH_REFUSED: dict[str, str] = {}
+# ---- tensors of any rank (issue 25): dims as positive axes of the batched value
+
+
+def _dim(node: PlanNode, dim: int) -> int:
+    return batched_axis(dim, node.input_shapes[0])
+
+
+def _flatten(node: PlanNode) -> Form:
+    start, end = _dim(node, node.params.start_dim), _dim(node, node.params.end_dim)
+    # the default (every per-sample axis) keeps the call it always had
+    extra = {} if end == len(node.input_shapes[0]) else {"end_dim": end}
+    return Call("torch.flatten", {"start_dim": start, **extra})
+
+
+def _slice(node: PlanNode) -> Form:
+    p = node.params
+    size = node.input_shapes[0][_dim(node, p.dim) - 1]
+    start, stop, step = slice(p.start, p.end, p.step).indices(size)
+    return Call("torch.slice_copy", {"dim": _dim(node, p.dim), "start": start, "end": stop,
+                                     "step": step})
+
+
+TORCH_FORMS.update({
+    "reshape": lambda node: Call("torch.reshape", {"shape": (-1, *node.shape)}),
+    "permute": lambda node: Call("torch.permute", {"dims": tuple(
+        node.op.axes(node.input_shapes[0]))}),
+    "transpose": lambda node: Call("torch.transpose", {
+        "dim0": _dim(node, node.params.dim0), "dim1": _dim(node, node.params.dim1)}),
+    "select": lambda node: Call("torch.select", dict(zip(
+        ("dim", "index"), node.op.position(node.input_shapes[0])))),
+    "slice": _slice,
+    "mean": lambda node: Call("torch.mean", {"dim": node.op.axes(node.input_shapes[0]),
+                                             "keepdim": node.params.keepdim}),
+    "channel_shuffle": lambda node: Call("F.channel_shuffle", {"groups": node.params.groups}),
+})
+
+
+# ---- the convolutional-network ops (issue 24)
+
+
+def _stochastic_depth(node: PlanNode) -> Form:
+    # torchvision's StochasticDepth (mode "row") is channel dropout with the batch as the
+    # channels: an unbatched (C, D, H, W) to dropout3d, an unbatched (C, L) to dropout1d
+    rank = len(node.input_shapes[0])
+    return Call("F.dropout3d" if rank == 3 else "F.dropout1d",
+                {"p": node.params.p, "training": TRAINING})
+
+
+TORCH_FORMS.update({
+    "mul": _fixed("torch.mul", "args"),
+    "adaptive_avgpool2d": lambda node: Call("F.adaptive_avg_pool2d",
+                                            {"output_size": pair(node.params.output_size)}),
+    "hardtanh": lambda node: Call("F.hardtanh", {"min_val": node.params.min_val,
+                                                 "max_val": node.params.max_val}),
+    "relu6": _fixed("F.relu6"),
+    "silu": _fixed("F.silu"),
+    "gelu": lambda node: Call("F.gelu", {"approximate": node.params.approximate}),
+    "hardswish": _fixed("F.hardswish"),
+    "hardsigmoid": _fixed("F.hardsigmoid"),
+    "log_softmax": lambda node: Call("F.log_softmax", {"dim": node.params.dim}),
+    "stochastic_depth": _stochastic_depth,
+})
+
+# op name -> why it has no PyTorch form
+TORCH_REFUSED: dict[str, str] = {
+    "parameter": "a learned tensor has no PyTorch form yet (the module would hold an "
+                 "nn.Parameter at the node's path and broadcast it to the batch)",
+}
 
 
 def torch_form(node: PlanNode) -> Form:

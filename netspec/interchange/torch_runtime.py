@@ -101,6 +101,8 @@ def _call(form: Call, xs: list[torch.Tensor], training: bool) -> torch.Tensor:
               for key, value in form.kwargs.items()}
     if form.inputs == "list":
         return function(xs, **kwargs)
+    if form.inputs == "args":
+        return function(*xs, **kwargs)
     return function(xs[0], **kwargs)
 
 

@@ -1,6 +1,18 @@
 """The op catalogue. Importing this package registers every op under its TOML name."""
 
-from netspec.ops import activations, conv, core, linear, pooling, regularization
+from netspec.ops import (
+    activations,
+    adaptive_pool,
+    conv,
+    core,
+    linear,
+    modern_activations,
+    mul,
+    pooling,
+    regularization,
+    stochastic_depth,
+    tensor,
+)
 from netspec.ops.base import REGISTRY, Context, NodeParams, Op, ParamSpec, register
 
 __all__ = [
@@ -16,4 +28,9 @@ __all__ = [
     "linear",
     "pooling",
     "regularization",
+    "tensor",
+    "adaptive_pool",
+    "modern_activations",
+    "mul",
+    "stochastic_depth",
 ]

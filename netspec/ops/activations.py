@@ -10,7 +10,7 @@ from pydantic import Field
 from netspec.common.lazy import lazy_import
 from netspec.ops.base import Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import memory_order
-from netspec.ops.shapes import Shape, numel
+from netspec.ops.shapes import MAX_RANK, Shape, batched_axis, numel
 
 np = lazy_import("numpy")
 # np.maximum against a scalar runs NumPy's loop for a stride-0 operand, 2-3x slower than
@@ -167,22 +167,39 @@ class Tanh(_Elementwise):
 
 class SoftmaxParams(NodeParams):
     op: Literal["softmax"]
+    dim: int = Field(
+        default=1, ge=-MAX_RANK - 1, le=MAX_RANK,
+        description="Axis to normalise over, PyTorch's (1 = the first per-sample axis: the "
+                    "classes of a vector, the channels of an image; -1 = the last, as "
+                    "attention's keys).")
 
 
 @register
 class Softmax(_Elementwise):
-    """Softmax over the feature axis (axis 0 of the per-sample shape)."""
+    """Softmax over one axis (dim, PyTorch's; the first per-sample axis by default); any
+    rank, the output has the input's shape."""
 
     name = "softmax"
     Params = SoftmaxParams
     flops_per_element = 5
 
+    def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        batched_axis(self.p.dim, in_shapes[0])
+        return in_shapes[0]
+
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Array]:
         x = xs[0]
-        shifted = np.exp(x - x.max(axis=1, keepdims=True))
-        y = shifted / shifted.sum(axis=1, keepdims=True)
+        y = softmax(x, batched_axis(self.p.dim, x.shape[1:]))
         return y, y
 
     def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:
         y = cache
-        return [y * (dy - (dy * y).sum(axis=1, keepdims=True))], {}
+        axis = batched_axis(self.p.dim, y.shape[1:])
+        return [y * (dy - (dy * y).sum(axis=axis, keepdims=True))], {}
+
+
+def softmax(x: Array, axis: int) -> Array:
+    """exp(x) / sum(exp(x)) along ``axis`` of a batched array, shifted by the maximum so that
+    no exponential overflows."""
+    shifted = np.exp(x - x.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)

@@ -76,11 +76,29 @@ class ParamSpec:
     """A parameter or buffer tensor an op needs: its shape and how it starts.
 
     ``init`` is ``"weight"`` for tensors initialised by the node's chosen scheme, or a
-    constant scheme (``"zeros"``, ``"ones"``, ``"bias"``) that ignores it.
+    constant scheme (``"zeros"``, ``"ones"``, ``"bias"``, or ``"value"``: the node's
+    ``value`` field) that ignores it.
     """
 
     shape: Shape
-    init: Literal["weight", "zeros", "ones", "bias"]
+    init: Literal["weight", "zeros", "ones", "bias", "value"]
+
+
+# the name of a node's one parameter when that parameter is the node itself (a learned
+# tensor): its key is then the node's path alone, as torchvision's ``class_token``
+WHOLE_NODE = ""
+
+
+def param_key(node_id: str, name: str) -> str:
+    """The state key of parameter or buffer ``name`` of node ``node_id``: ``"conv1.weight"``,
+    or the node's own path for its :data:`WHOLE_NODE` tensor.
+
+    >>> param_key("conv1", "weight")
+    'conv1.weight'
+    >>> param_key("encoder.pos_embedding", WHOLE_NODE)
+    'encoder.pos_embedding'
+    """
+    return f"{node_id}.{name}" if name != WHOLE_NODE else node_id
 
 
 @dataclass
@@ -89,6 +107,8 @@ class Context:
 
     train: bool
     rng: np.random.Generator
+    # samples in the batch: what an op without inputs (a learned tensor) broadcasts to
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -128,6 +148,13 @@ class Op:
     # the output is a new array that neither the cache nor anything else refers to, so its
     # only consumer may overwrite it (Fusion.overwrite_input)
     fresh_output: ClassVar[bool] = False
+    # whether an image (C, H, W) in gives an image out: false for ops that move values
+    # between axes (reshape, permute, ...), whose output is a plain tensor of any rank
+    keeps_image: ClassVar[bool] = True
+    # why the op refuses an image (C, H, W), though its rule takes any rank: a linear layer
+    # straight after a convolution acts on the width axis, which is the missing flatten in
+    # practice; after a permute or reshape the value is a plain tensor and passes
+    image_refusal: ClassVar[str | None] = None
 
     def __init__(self, params: NodeParams):
         self.p: Any = params

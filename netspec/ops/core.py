@@ -12,7 +12,7 @@ from netspec.common.lazy import lazy_import
 from netspec.ops.activations import relu_gradient, relu_into
 from netspec.ops.base import NO_FUSION, Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import Workspace, empty_in_order, memory_order
-from netspec.ops.shapes import Shape, format_shape, numel
+from netspec.ops.shapes import MAX_RANK, Shape, batched_axis, format_shape, numel
 
 np = lazy_import("numpy")
 
@@ -24,7 +24,9 @@ MAX_INPUT_VALUES = 2**24
 class InputParams(NodeParams):
     op: Literal["input"]
     shape: list[Annotated[int, Field(gt=0, le=MAX_INPUT_DIM)]] = Field(
-        min_length=1, max_length=4, description="Per-sample shape, e.g. [1, 28, 28] (C, H, W)."
+        min_length=1, max_length=MAX_RANK,
+        description="Per-sample shape of any rank: [1, 28, 28] (C, H, W), [197, 768] (tokens, "
+                    "features), [784] (features)."
     )
 
     @model_validator(mode="after")
@@ -58,21 +60,39 @@ class Input(Op):
 
 class FlattenParams(NodeParams):
     op: Literal["flatten"]
+    start_dim: int = Field(
+        default=1, ge=-MAX_RANK - 1, le=MAX_RANK,
+        description="First axis to flatten, PyTorch's (0 is the batch axis, so at least 1; "
+                    "negative counts from the end).")
+    end_dim: int = Field(
+        default=-1, ge=-MAX_RANK - 1, le=MAX_RANK,
+        description="Last axis to flatten, PyTorch's; -1 is the last.")
 
 
 @register
 class Flatten(Op):
-    """Any per-sample shape to (product,), in row-major (C, H, W) order."""
+    """Axes start_dim..end_dim (PyTorch's, counting the batch axis) joined into one, in
+    row-major order; by default every per-sample axis: (C, H, W) -> (C*H*W,). Any rank in,
+    the same rank less end_dim - start_dim out."""
 
     name = "flatten"
     Params = FlattenParams
+    keeps_image = False
 
     def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
-        return (numel(in_shapes[0]),)
+        shape = in_shapes[0]
+        start = batched_axis(self.p.start_dim, shape, "start_dim") - 1
+        end = batched_axis(self.p.end_dim, shape, "end_dim") - 1
+        if start > end:
+            raise ShapeError(f"start_dim {self.p.start_dim} comes after end_dim "
+                             f"{self.p.end_dim} for an input of shape {format_shape(shape)}; "
+                             f"swap them")
+        return shape[:start] + (numel(shape[start:end + 1]),) + shape[end + 1:]
 
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Shape]:
         x = xs[0]
-        return x.reshape(x.shape[0], -1), x.shape
+        out = self.output_shape([x.shape[1:]])
+        return x.reshape(x.shape[0], *out), x.shape
 
     def backward(self, cache: Shape, dy: Array) -> tuple[list[Array | None], Grads]:
         return [dy.reshape(cache)], {}
@@ -143,14 +163,29 @@ class Add(Op):
 
 class ConcatParams(NodeParams):
     op: Literal["concat"]
-    axis: int = Field(
-        default=0, ge=0, le=3, description="Per-sample axis to join along (0 = channels)."
-    )
+    dim: int = Field(
+        default=1, ge=-MAX_RANK - 1, le=MAX_RANK,
+        description="Axis to join along, PyTorch's torch.cat dim (1 = the first per-sample "
+                    "axis, channels of an image or tokens of a sequence; negative counts from "
+                    "the end).")
+    axis: int | None = Field(
+        default=None, ge=0, le=MAX_RANK - 1,
+        description="The same axis counted per sample (0 = channels); dim - 1. Give one of "
+                    "dim and axis.")
+
+    @model_validator(mode="after")
+    def _one_axis(self) -> ConcatParams:
+        if "dim" in self.model_fields_set and self.axis is not None:
+            raise ValueError("give either 'dim' (PyTorch's, counting the batch axis) or "
+                             "'axis' (per sample), not both")
+        return self
 
 
 @register
 class Concat(Op):
-    """Join inputs along a per-sample axis (channels by default); other axes must match."""
+    """Join inputs along one axis (dim, PyTorch's; channels by default); other axes must
+    match. Any rank, all inputs of one rank: (1, 768) and (196, 768) along dim 1 give
+    (197, 768)."""
 
     name = "concat"
     Params = ConcatParams
@@ -158,10 +193,14 @@ class Concat(Op):
     max_inputs = None
 
     def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
-        axis = self.p.axis
         first = in_shapes[0]
         listed = ", ".join(format_shape(s) for s in in_shapes)
-        if any(len(s) != len(first) for s in in_shapes) or axis >= len(first):
+        if self.p.axis is not None and self.p.axis >= len(first):
+            raise ShapeError(
+                f"cannot concatenate along axis {self.p.axis}: inputs have shapes {listed}"
+            )
+        axis = self.axis(first) - 1
+        if any(len(s) != len(first) for s in in_shapes):
             raise ShapeError(
                 f"cannot concatenate along axis {axis}: inputs have shapes {listed}"
             )
@@ -173,6 +212,12 @@ class Concat(Op):
         joined = sum(s[axis] for s in in_shapes)
         return first[:axis] + (joined,) + first[axis + 1 :]
 
+    def axis(self, shape: Shape) -> int:
+        """The axis joined, in the batched array (PyTorch's dim, from 1)."""
+        if self.p.axis is not None:
+            return self.p.axis + 1
+        return batched_axis(self.p.dim, shape)
+
     fresh_output = True
 
     def __init__(self, params: ConcatParams):
@@ -180,7 +225,7 @@ class Concat(Op):
         self.workspace = Workspace()
 
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, list[int]]:
-        axis = self.p.axis + 1
+        axis = self.axis(xs[0].shape[1:])
         sizes = [x.shape[axis] for x in xs]
         shape = list(xs[0].shape)
         shape[axis] = sum(sizes)
@@ -193,4 +238,4 @@ class Concat(Op):
 
     def backward(self, cache: list[int], dy: Array) -> tuple[list[Array | None], Grads]:
         splits = np.cumsum(cache)[:-1]
-        return list(np.split(dy, splits, axis=self.p.axis + 1)), {}
+        return list(np.split(dy, splits, axis=self.axis(dy.shape[1:]))), {}

@@ -9,6 +9,10 @@ from netspec.common.errors import ShapeError
 
 Shape = tuple[int, ...]
 
+# the most axes a per-sample value may have (PyTorch's own limit is 64; 8 is beyond any
+# network netspec knows)
+MAX_RANK = 8
+
 
 def pair(value: int | Sequence[int]) -> tuple[int, int]:
     """An ``int`` or ``[a, b]`` spec value as a (height, width) pair.
@@ -99,3 +103,40 @@ def require_rank(shape: Shape, ranks: Sequence[int], what: str) -> None:
     if len(shape) not in ranks:
         wanted = " or ".join(f"{r}-D" for r in ranks)
         raise ShapeError(f"{what} must be {wanted} per sample, got shape {format_shape(shape)}")
+
+
+def batched_axis(dim: int, shape: Shape, what: str = "dim") -> int:
+    """PyTorch's ``dim`` of a batched value, whose per-sample shape is ``shape``, as an axis of
+    the batched array: from 1 (the first per-sample axis) to ``len(shape)``; a negative dim
+    counts from the end, as in PyTorch. The batch axis (0) is refused: ops act on each sample.
+
+    >>> batched_axis(1, (197, 768))
+    1
+    >>> batched_axis(-1, (197, 768))
+    2
+    >>> batched_axis(0, (197, 768))
+    Traceback (most recent call last):
+    ...
+    netspec.common.errors.ShapeError: dim 0 is the batch axis of the input (N, 197, 768); ...
+    use a dim from 1 to 2 (or -2 to -1)
+    """
+    rank = len(shape)
+    batched = batched_shape(shape)
+    if rank == 0:
+        raise ShapeError(f"{what} {dim}: the input {batched} has no per-sample axis")
+    hint = f"use a dim from 1 to {rank} (or -{rank} to -1)"
+    if not -(rank + 1) <= dim <= rank:
+        raise ShapeError(f"{what} {dim} is out of range for the input {batched}; {hint}")
+    axis = dim % (rank + 1)
+    if axis == 0:
+        raise ShapeError(f"{what} {dim} is the batch axis of the input {batched}; {hint}")
+    return axis
+
+
+def batched_shape(shape: Shape) -> str:
+    """A per-sample shape with the batch axis in front, as PyTorch sees the value.
+
+    >>> batched_shape((197, 768))
+    '(N, 197, 768)'
+    """
+    return "(N, " + ", ".join(map(str, shape)) + ")"

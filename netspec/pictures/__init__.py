@@ -108,9 +108,27 @@ def node_attributes(node: PlanNode) -> list[str]:
     if (slope := getattr(params, "negative_slope", None)) is not None:
         phrases.append(f"slope {slope:g}")
     if node.op_name == "concat":
-        phrases.append(f"axis {params.axis}")
+        # the per-sample axis, as the diagram's shapes are per sample
+        phrases.append(f"axis {node.op.axis(node.input_shapes[0]) - 1}")
+    phrases += _tensor_attributes(node)
     if not getattr(params, "trainable", True):
         phrases.append("fixed weights")
+    return phrases
+
+
+def _tensor_attributes(node: PlanNode) -> list[str]:
+    """The phrases of the ops that move values between axes, attention and learned tensors:
+    their dims, shapes and heads, PyTorch's spelling."""
+    params, names = node.params, ("dim", "dims", "dim0", "dim1", "index", "start", "end",
+                                  "groups", "num_heads", "normalized_shape")
+    if node.op_name in ("concat", "linear", "conv2d"):
+        return []
+    phrases = [f"{name} {getattr(params, name)}" for name in names
+               if getattr(params, name, None) is not None]
+    if node.op_name == "reshape":
+        phrases.append(f"to {format_shape(node.shape)}")
+    if node.op_name == "parameter":
+        phrases.append(f"tensor {format_shape(tuple(params.shape))}")
     return phrases
 
 

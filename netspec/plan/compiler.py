@@ -16,6 +16,7 @@ from netspec.common.lazy import lazy_import
 from netspec.lang.hierarchy import Container, node_chains
 from netspec.lang.spec import CheckedSpec, Spec, check_spec_file
 from netspec.ops import REGISTRY, NodeParams, Op, ParamSpec
+from netspec.ops.base import WHOLE_NODE
 from netspec.ops.shapes import Shape, format_shape, numel
 
 np = lazy_import("numpy")
@@ -26,6 +27,8 @@ UPSTREAM_FAILED = "an input did not compile"  # why a node after a failed one is
 INVALID_NODE = "invalid in the spec"
 RELU_FAMILY = frozenset({"relu", "leaky_relu"})
 # ops that sit between a layer and its activation without changing which init suits it
+# ops whose output is an image (C, H, W) whatever fed them
+_IMAGE_MAKERS = frozenset({"conv2d", "maxpool2d", "avgpool2d"})
 _SEE_THROUGH = frozenset({"batchnorm", "dropout", "maxpool2d", "avgpool2d", "global_avgpool"})
 
 
@@ -53,7 +56,8 @@ class PlanNode:
     @property
     def trainable_names(self) -> tuple[str, ...]:
         frozen = not getattr(self.params, "trainable", True)
-        return tuple(name for name in self.param_specs if not (frozen and name == "weight"))
+        return tuple(name for name in self.param_specs
+                     if not (frozen and name in ("weight", WHOLE_NODE)))
 
     @property
     def n_params(self) -> int:
@@ -198,6 +202,7 @@ def compile_plan(spec_or_path: Spec | CheckedSpec | str | Path,
 
     order = list(nx.lexicographical_topological_sort(graph, key=lambda n: position[n]))
     relu_after = _relu_follows(spec, graph, order)
+    images: set[str] = set()
     compiled: dict[str, PlanNode] = {}
     failed: dict[str, str] = {}
     for node_id in order:
@@ -211,7 +216,9 @@ def compile_plan(spec_or_path: Spec | CheckedSpec | str | Path,
             continue
         try:
             compiled[node_id] = _compile_node(spec, node_id, params, sources, compiled,
-                                              relu_after[node_id])
+                                              relu_after[node_id], images)
+            if _is_image(compiled[node_id], images):
+                images.add(node_id)
         except NetspecError as exc:
             report(str(exc), node_id, _blamed_key(exc), code=_code_of(exc))
             failed[node_id] = str(exc)
@@ -254,10 +261,25 @@ def _blamed_key(exc: NetspecError) -> str | None:
     return exc.key if isinstance(exc, _KeyedError) else None
 
 
+def _is_image(node: PlanNode, images: set[str]) -> bool:
+    """Whether a node's value is an image (C, H, W): a network input of rank 3, what a
+    convolution or pooling gives, and what an op that keeps images makes of one."""
+    if len(node.shape) != 3:
+        return False
+    if node.op_name == "input" or node.op_name in _IMAGE_MAKERS:
+        return True
+    return node.op.keeps_image and any(source in images for source in node.inputs)
+
+
 def _compile_node(spec: Spec, node_id: str, params: NodeParams, sources: tuple[str, ...],
-                  compiled: dict[str, PlanNode], relu_after: bool) -> PlanNode:
+                  compiled: dict[str, PlanNode], relu_after: bool,
+                  images: set[str]) -> PlanNode:
     op = REGISTRY[params.op](params)
     in_shapes = tuple(compiled[s].shape for s in sources)
+    if op.image_refusal and any(source in images for source in sources):
+        shape = next(compiled[s].shape for s in sources if s in images)
+        raise ShapeError(f"input has shape {format_shape(shape)}, an image (C, H, W); "
+                         f"{op.image_refusal}")
     try:
         shape = tuple(int(d) for d in op.output_shape(in_shapes))
     except ShapeError as exc:

@@ -12,7 +12,7 @@ import numpy as np
 from netspec.common.errors import NetspecError
 from netspec.lang.spec import Spec
 from netspec.ops import Context
-from netspec.ops.base import NO_FUSION, Fusion
+from netspec.ops.base import NO_FUSION, Fusion, param_key
 from netspec.ops.shapes import format_shape
 from netspec.plan.budget import inference_chunk
 from netspec.plan.compiler import Plan, compile_plan
@@ -48,11 +48,11 @@ class Network:
         self.grads: dict[str, np.ndarray] = {}
         self.rng = np.random.default_rng(dropout_seed)
         self._node_params = {
-            node_id: {name: self.params[f"{node_id}.{name}"] for name in node.param_specs}
+            node_id: {name: self.params[param_key(node_id, name)] for name in node.param_specs}
             for node_id, node in plan.nodes.items()
         }
         self._node_buffers = {
-            node_id: {name: self.buffers[f"{node_id}.{name}"] for name in node.buffer_specs}
+            node_id: {name: self.buffers[param_key(node_id, name)] for name in node.buffer_specs}
             for node_id, node in plan.nodes.items()
         }
         self._caches: dict[str, Any] | None = None
@@ -156,7 +156,7 @@ class Network:
         # one generator walks the nodes in topological order, so a seed fixes every value
         for node_id, node in self.plan.nodes.items():
             for name, spec in node.param_specs.items():
-                key = f"{node_id}.{name}"
+                key = param_key(node_id, name)
                 if spec.init == "weight":
                     if node.fixed_weight is not None:
                         values = node.fixed_weight
@@ -165,6 +165,8 @@ class Network:
                         values = initialise(node.weight_init, spec.shape, rng, scale)
                 elif spec.init == "bias":
                     values = np.full(spec.shape, node.params.bias_init)
+                elif spec.init == "value":
+                    values = np.full(spec.shape, node.params.value)
                 else:
                     values = np.zeros(spec.shape) if spec.init == "zeros" else np.ones(spec.shape)
                 self.params[key] = values.astype(self.dtype)
@@ -172,7 +174,7 @@ class Network:
                     self.trainable.append(key)
             for name, spec in node.buffer_specs.items():
                 fill = np.zeros if spec.init == "zeros" else np.ones
-                self.buffers[f"{node_id}.{name}"] = fill(spec.shape, dtype=self.dtype)
+                self.buffers[param_key(node_id, name)] = fill(spec.shape, dtype=self.dtype)
 
     def _inputs(self, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         given = dict(x) if isinstance(x, Mapping) else {self.plan.inputs[0]: x}
@@ -223,7 +225,7 @@ class Network:
         return out
 
     def _forward(self, given: dict[str, np.ndarray], train: bool, keep: bool) -> np.ndarray:
-        ctx = Context(train=train, rng=self.rng)
+        ctx = Context(train=train, rng=self.rng, batch=len(next(iter(given.values()))))
         values: dict[str, np.ndarray] = {}
         caches: dict[str, Any] = {}
         remaining_uses = {node_id: len(users) for node_id, users in self._consumers.items()}
@@ -350,7 +352,7 @@ class Network:
                 grad = self._backward_node(activation, caches.pop(activation), grad, True)[0][0]
             dxs, dparams = self._backward_node(node_id, cache, grad, sources_want)
             for name, value in dparams.items():
-                self.grads[f"{node_id}.{name}"] = value
+                self.grads[param_key(node_id, name)] = value
             if node.op_name == "input":
                 # a copy: ops may hand the same array to several inputs, or return dy itself
                 input_grads[node_id] = np.array(dxs[0], order="C")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from netspec.ops import Context
+from netspec.ops.base import param_key
 from netspec.runtime.executor import Network
 
 
@@ -13,12 +14,12 @@ def first_nonfinite_output(net: Network, x: np.ndarray, rng: np.random.Generator
                            train: bool = True) -> str | None:
     """Replay a forward pass node by node and return the first node whose output holds NaN or
     infinity (or None). Buffers are copied, so running statistics are left as they were."""
-    ctx = Context(train=train, rng=rng)
+    ctx = Context(train=train, rng=rng, batch=len(x))
     values: dict[str, np.ndarray] = {}
     with np.errstate(all="ignore"):
         for node_id, node in net.plan.nodes.items():
-            params = {name: net.params[f"{node_id}.{name}"] for name in node.param_specs}
-            buffers = {name: net.buffers[f"{node_id}.{name}"].copy()
+            params = {name: net.params[param_key(node_id, name)] for name in node.param_specs}
+            buffers = {name: net.buffers[param_key(node_id, name)].copy()
                        for name in node.buffer_specs}
             xs = [x] if node.op_name == "input" else [values[s] for s in node.inputs]
             values[node_id], _ = node.op.forward(xs, params, buffers, ctx)

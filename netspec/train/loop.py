@@ -69,6 +69,8 @@ class BatchProgress:
     accuracy: float
     samples_per_second: float
     lr: float
+    # seconds of training in this epoch so far
+    seconds: float = 0.0
 
 
 @dataclass
@@ -123,10 +125,12 @@ class Splits:
 def make_splits(data: Dataset, config: TrainConfig) -> Splits:
     images, labels = data.train_images, data.train_labels
     if config.limit:
-        images, labels = images[: config.limit], labels[: config.limit]
+        # limit counts the training images; the validation images are held out besides them
+        kept = config.limit + config.validation
+        images, labels = images[:kept], labels[:kept]
     if config.validation >= len(images):
         raise TrainingError(f"validation = {config.validation} leaves no training images out "
-                            f"of {len(images)}; lower it (or raise limit)")
+                            f"of the {len(images)} of {data.label}; lower it")
     train_idx, val_idx = split_train_validation(len(images), config.validation, config.seed)
     mean, std = channel_stats(images[train_idx])
     flat = [c for c, s in enumerate(std) if s == 0]
@@ -170,7 +174,8 @@ class Trainer:
         self.callbacks = callbacks or Callbacks()
         self.state = state or LoopState()
         self.splits = make_splits(data, config)
-        self.optimizer: Optimizer = make_optimizer(config.optimizer)
+        self.optimizer: Optimizer = make_optimizer(
+            config.optimizer, {key: net.params[key].shape for key in net.trainable})
         if optimizer_state:
             self.optimizer.load_state_dict(optimizer_state)
         self.val_x = normalise_images(self.splits.val_images, self.splits.mean, self.splits.std,
@@ -230,7 +235,7 @@ class Trainer:
                 self.callbacks.on_batch(BatchProgress(
                     state.epoch + 1, config.epochs, batch + 1, batches,
                     state.loss_sum / state.seen, state.correct / state.seen,
-                    state.seen / max(elapsed, 1e-9), lr))
+                    state.seen / max(elapsed, 1e-9), lr, elapsed))
         state.seconds += time.perf_counter() - started
         self._end_epoch(lr)
 

@@ -54,6 +54,8 @@ class Optimizer(ABC):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         self.lr = lr
         self.weight_decay = weight_decay
+        # parameters left out of weight decay (biases and norms, when a recipe says so)
+        self.no_decay: frozenset[str] = frozenset()
         self._state: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self._slots}
         self._scratch = _Scratch()
 
@@ -137,7 +139,7 @@ class SGD(Optimizer):
 
     def _update(self, key: str, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
         direction = grad
-        if self.weight_decay:
+        if self.weight_decay and key not in self.no_decay:
             direction = self._scratch.get(param, 0)
             np.multiply(param, self.weight_decay, out=direction)
             direction += grad
@@ -198,11 +200,12 @@ class Adam(Optimizer):
         count += 1
         step = int(count)
 
-        if self.weight_decay and self._decoupled:
-            param *= 1 - lr * self.weight_decay
-        elif self.weight_decay:
+        decay = self.weight_decay if key not in self.no_decay else 0.0
+        if decay and self._decoupled:
+            param *= 1 - lr * decay
+        elif decay:
             decayed = self._scratch.get(param, 0)
-            np.multiply(param, self.weight_decay, out=decayed)
+            np.multiply(param, decay, out=decayed)
             decayed += grad
             grad = decayed
 
@@ -241,12 +244,31 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay)
 
 
-def make_optimizer(config: OptimizerConfig) -> Optimizer:
-    """The optimizer a validated ``[train.optimizer]`` table describes."""
+def make_optimizer(config: OptimizerConfig,
+                   shapes: Mapping[str, tuple[int, ...]] | None = None) -> Optimizer:
+    """The optimizer a validated ``[train.optimizer]`` table describes, for parameters of
+    these ``shapes`` (key -> shape; needed only to leave some out of weight decay)."""
+    optimizer: Optimizer
     if isinstance(config, SGDConfig):
-        return SGD(config.lr, config.momentum, config.nesterov, config.weight_decay)
-    adam = AdamW if isinstance(config, AdamWConfig) else Adam
-    return adam(config.lr, config.betas, config.eps, config.weight_decay)
+        optimizer = SGD(config.lr, config.momentum, config.nesterov, config.weight_decay)
+    else:
+        adam = AdamW if isinstance(config, AdamWConfig) else Adam
+        optimizer = adam(config.lr, config.betas, config.eps, config.weight_decay)
+    if not config.decay_norms_and_biases:
+        optimizer.no_decay = frozenset(key for key, shape in (shapes or {}).items()
+                                       if not decays_as_a_layer_weight(key, shape))
+    return optimizer
+
+
+def decays_as_a_layer_weight(key: str, shape: tuple[int, ...]) -> bool:
+    """Whether a parameter is the weight of a linear or convolution layer (a ``.weight`` of
+    two axes or more), the only parameters transformer recipes decay: not biases, norm scales,
+    class tokens, position embeddings or layer scales.
+
+    >>> decays_as_a_layer_weight("fc.weight", (10, 64)), decays_as_a_layer_weight("fc.bias", (10,))
+    (True, False)
+    """
+    return key.endswith(".weight") and len(shape) >= 2
 
 
 def clip_grad_norm(grads: Arrays, max_norm: float) -> float:

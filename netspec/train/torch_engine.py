@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from netspec.common.extras import require_torch
 from netspec.train.config import AdamWConfig, OptimizerConfig, SGDConfig
 from netspec.train.evaluate import EVALUATION_BATCH, Evaluation, evaluation_from_logits
 from netspec.train.loop import Callbacks, Trainer, resume_run, start_run
+from netspec.train.optim import decays_as_a_layer_weight
 
 _DROPOUT = 3  # the loop's stream id for dropout draws
 _SLOTS = {"sgd": ("momentum_buffer",), "adam": ("step", "exp_avg", "exp_avg_sq"),
@@ -138,14 +140,19 @@ def agree(placement: Placement, text: str) -> str:
     return bytes(data.cpu().tolist()).decode("utf-8")
 
 
-def _torch_optimizer(config: OptimizerConfig, parameters: list) -> Any:
+def _torch_optimizer(config: OptimizerConfig, named: Mapping[str, Any]) -> Any:
     import torch
 
+    # the parameters left out of weight decay form a second group without it
+    decayed = [p for key, p in named.items() if config.decay_norms_and_biases
+               or decays_as_a_layer_weight(key, tuple(p.shape))]
+    kept = [p for p in named.values() if all(p is not d for d in decayed)]
+    groups = [{"params": decayed}] + ([{"params": kept, "weight_decay": 0.0}] if kept else [])
     if isinstance(config, SGDConfig):
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                nesterov=config.nesterov, weight_decay=config.weight_decay)
     kind = torch.optim.AdamW if isinstance(config, AdamWConfig) else torch.optim.Adam
-    return kind(parameters, lr=config.lr, betas=config.betas, eps=config.eps,
+    return kind(groups, lr=config.lr, betas=config.betas, eps=config.eps,
                 weight_decay=config.weight_decay)
 
 
@@ -171,7 +178,8 @@ class TorchTrainer(Trainer):
         named = dict(self.module.named_parameters())
         self.keys = [key for key in net.trainable if key in named]
         self.parameters = [named[key] for key in self.keys]
-        self.torch_optimizer = _torch_optimizer(config.optimizer, self.parameters)
+        self.torch_optimizer = _torch_optimizer(
+            config.optimizer, {key: named[key] for key in self.keys})
         if optimizer_state:
             self._load_optimizer(optimizer_state)
         self.model = self.module

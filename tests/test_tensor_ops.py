@@ -1,0 +1,198 @@
+"""Tensors of any rank beyond the shared tables (tests/tensor_cases.py): the harness catches a
+broken backward of each new op (negative controls), a learned tensor's key is its path, an image
+refuses linear while a permuted one does not, and the PyTorch export of the tensor ops equals
+netspec in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from layer_harness import GradientMismatch, OpCase, build_network, run_layer_test
+from tensor_cases import EVERY_TENSOR_OP
+
+from netspec.common.errors import SpecError
+from netspec.lang.spec import parse_spec
+from netspec.ops import REGISTRY
+from netspec.plan.compiler import compile_plan
+
+
+def _scaled(backward):
+    """A backward whose every gradient is 10% too large."""
+    def broken(self, cache, dy):
+        dxs, grads = backward(self, cache, dy)
+        return [None if dx is None else 1.1 * dx for dx in dxs], \
+            {name: 1.1 * value for name, value in grads.items()}
+    return broken
+
+
+def _transposed(backward):
+    """A backward that hands back its gradient with the last two axes swapped (a permute or
+    transpose that forgets to undo itself, on a square shape so the shapes still agree)."""
+    def broken(self, cache, dy):
+        dxs, grads = backward(self, cache, dy)
+        return [dx.swapaxes(-1, -2) for dx in dxs], grads
+    return broken
+
+
+NEGATIVE_CONTROLS = [
+    (OpCase("permute", {"dims": [0, 1, 3, 2]}, ((2, 3, 3, 3),)), _transposed),
+    (OpCase("transpose", {"dim0": 2, "dim1": 3}, ((2, 2, 3, 3),)), _transposed),
+    (OpCase("reshape", {"shape": [3, 3]}, ((2, 9),)), _scaled),
+    (OpCase("select", {"dim": 1, "index": 1}, ((2, 3, 4),)), _scaled),
+    (OpCase("slice", {"dim": 1, "start": 1}, ((2, 3, 4),)), _scaled),
+    (OpCase("mean", {"dim": [1]}, ((2, 3, 4),)), _scaled),
+    (OpCase("channel_shuffle", {"groups": 2}, ((2, 4, 3),)), _scaled),
+    (OpCase("parameter", {"shape": [1, 2, 3], "batch_axis": True}, ()), _scaled),
+    (OpCase("linear", {"out_features": 2}, ((2, 3, 4),)), _scaled),
+    (OpCase("softmax", {"dim": -1}, ((2, 3, 4),)), _scaled),
+    (OpCase("flatten", {"start_dim": 2}, ((2, 3, 2, 2),)), _scaled),
+]
+
+
+@pytest.mark.parametrize(("case", "sabotage"), NEGATIVE_CONTROLS,
+                         ids=[case.id for case, _ in NEGATIVE_CONTROLS])
+def test_the_harness_catches_a_broken_backward(monkeypatch, case, sabotage) -> None:
+    run_layer_test(case)  # the real op passes
+    op_class = REGISTRY[case.op]
+    monkeypatch.setattr(op_class, "backward", sabotage(op_class.backward))
+    with pytest.raises(GradientMismatch):
+        run_layer_test(case)
+
+
+BLOCKED_TENSOR = """
+[nodes.image]
+op = "input"
+shape = [4, 2, 3]
+
+[blocks.encoder]
+[blocks.encoder.nodes.tokens]
+op = "flatten"
+start_dim = 2
+
+[blocks.encoder.nodes.pos_embedding]
+op = "parameter"
+shape = [1, 4, 6]
+batch_axis = true
+init = "normal"
+init_scale = 0.02
+
+[blocks.encoder.nodes.sum]
+op = "add"
+inputs = ["tokens", "pos_embedding"]
+
+[nodes.encoder]
+block = "encoder"
+inputs = "image"
+
+[nodes.class_token]
+op = "parameter"
+shape = [1, 1, 6]
+batch_axis = true
+
+[nodes.joined]
+op = "concat"
+inputs = ["class_token", "encoder"]
+"""
+
+
+def test_a_learned_tensor_is_keyed_by_its_path() -> None:
+    net = build_network(BLOCKED_TENSOR, seed=0)
+    assert set(net.params) == {"class_token", "encoder.pos_embedding"}
+    assert net.params["class_token"].shape == (1, 1, 6)
+    assert not net.params["class_token"].any()  # zeros by default
+    assert 0.01 < float(net.params["encoder.pos_embedding"].std()) < 0.03
+    assert net.plan.nodes["joined"].shape == (5, 6)
+    x = np.random.default_rng(0).normal(size=(3, 4, 2, 3))
+    y = net.forward(x, train=True)
+    net.backward(np.ones_like(y))
+    # every sample adds its gradient into the one shared tensor
+    assert np.allclose(net.grads["class_token"], 3.0)
+    assert np.allclose(net.grads["encoder.pos_embedding"], 3.0)
+
+
+def test_a_fixed_learned_tensor_does_not_train() -> None:
+    net = build_network(BLOCKED_TENSOR.replace('shape = [1, 1, 6]\nbatch_axis = true',
+                                               'shape = [1, 1, 6]\nbatch_axis = true\n'
+                                               'trainable = false\nvalue = 0.5'))
+    assert "class_token" not in net.trainable and np.all(net.params["class_token"] == 0.5)
+
+
+IMAGE_THEN = """
+[nodes.image]
+op = "input"
+shape = [3, 4, 5]
+
+[nodes.conv]
+op = "conv2d"
+out_channels = 6
+kernel_size = 1
+{between}
+[nodes.fc]
+op = "linear"
+out_features = 2
+"""
+
+
+def test_linear_refuses_an_image_and_takes_a_permuted_one() -> None:
+    with pytest.raises(SpecError) as caught:
+        compile_plan(parse_spec(IMAGE_THEN.format(between=""), file="net.toml"))
+    assert str(caught.value.diagnostics[0]) == (
+        "net.toml:11: node 'fc' (linear): input has shape (6, 4, 5), an image (C, H, W); "
+        "linear acts on the last axis only; add a flatten node before it (or a permute that "
+        "puts the channels last, to act on them)")
+    permuted = IMAGE_THEN.format(between='\n[nodes.last]\nop = "permute"\n'
+                                         'dims = [0, 2, 3, 1]\n')
+    plan = compile_plan(parse_spec(permuted, file="net.toml"))
+    assert plan.nodes["fc"].shape == (4, 5, 2)
+    assert plan.nodes["fc"].flops == 4 * 5 * (2 * 6 + 1) * 2
+
+
+def test_the_input_takes_any_rank() -> None:
+    for shape in ([7], [5, 4], [3, 4, 5], [2, 3, 4, 5], [1, 1, 2, 1, 3]):
+        text = f'[nodes.x]\nop = "input"\nshape = {shape}\n'
+        assert compile_plan(parse_spec(text)).nodes["x"].shape == tuple(shape)
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_the_torch_module_of_the_tensor_ops_equals_netspec(train: bool) -> None:
+    from torch_helpers import compare_with_netspec
+
+    from netspec.interchange.torch_module import generate_source
+    from netspec.interchange.torch_runtime import PlanModule, load_arrays
+
+    # the learned tensors have no PyTorch form yet: inputs stand in for them
+    text = EVERY_TENSOR_OP.replace('op = "parameter"\nshape = [1, 1, 4]\nbatch_axis = true',
+                                   'op = "input"\nshape = [1, 4]')
+    text = text.replace('op = "parameter"\nshape = [7, 4]', 'op = "input"\nshape = [7, 4]')
+    text = "\n".join(line for line in text.splitlines()
+                     if not line.startswith(("init", "batch_axis")))
+    net = build_network(text)
+    assert {"reshape", "permute", "transpose", "select", "slice", "mean",
+            "channel_shuffle"} <= {n.op_name for n in net.plan.nodes.values()}
+    model = PlanModule(net.plan).double()
+    load_arrays(model, net.state())
+    errors = compare_with_netspec(net, model, train, lambda masks: None)
+    assert max(errors.values()) < 1e-9, errors
+    source = generate_source(net.plan)
+    assert "torch.permute(" in source and "torch.slice_copy(" in source
+
+
+def test_the_onnx_export_of_the_tensor_ops_equals_onnxruntime() -> None:
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from netspec.interchange.onnx_export import check_exported, export_onnx
+
+    net = build_network(EVERY_TENSOR_OP, dtype="float32")
+    assert {"parameter", "reshape", "permute", "transpose", "select", "slice", "mean",
+            "channel_shuffle"} <= {n.op_name for n in net.plan.nodes.values()}
+    model = export_onnx(net.plan, net.state())
+    check_exported(model)
+    x = np.random.default_rng(0).normal(size=(3, 4, 3, 2)).astype(np.float32)
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    (theirs,) = session.run(None, {"image": x})
+    ours = net.forward(x)
+    assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
