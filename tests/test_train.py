@@ -387,10 +387,12 @@ def test_bad_train_values_point_at_the_spec_line(tmp_path, change, line, message
 
 def test_a_validation_set_as_large_as_the_data_is_refused_before_any_file_is_written(
         tmp_path, mnist_dir):
-    with pytest.raises(TrainingError, match=r"validation = 700 leaves no training images "
-                                            r"out of 700"):
+    # limit counts the training images: the validation images are taken besides them, so
+    # only the whole data set can be too small
+    with pytest.raises(TrainingError, match=r"validation = 60000 leaves no training images "
+                                            r"out of the 60000 of mnist"):
         start_run(write_spec(tmp_path), tmp_path / "run", data_dir=mnist_dir,
-                  overrides={"validation": 700})
+                  overrides={"validation": 60000})
     assert not (tmp_path / "run").exists()
 
 
@@ -445,3 +447,14 @@ def test_a_non_finite_gradient_names_its_parameter(tmp_path, mnist_dir):
     assert first_nonfinite_gradient(net) is None
     net.grads["fc2.bias"][0] = np.inf
     assert first_nonfinite_gradient(net) == "fc2.bias"
+
+
+def test_limit_counts_the_training_images(tmp_path, mnist_dir):
+    """``--limit N`` trains on N images, as its help says; validation is held out besides."""
+    trainer = start_run(write_spec(tmp_path), tmp_path / "run", data_dir=mnist_dir,
+                        overrides={"limit": 250, "validation": 50})
+    assert (len(trainer.splits.train_images), len(trainer.splits.val_images)) == (250, 50)
+    # the first limit + validation images of the set, split between the two
+    seen = np.concatenate([trainer.splits.train_labels, trainer.splits.val_labels])
+    first = trainer.data.train_labels[:300]
+    assert sorted(seen.tolist()) == sorted(first.tolist())
