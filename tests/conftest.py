@@ -32,7 +32,8 @@ SLOW_MODULES = frozenset({
     "test_blocks_properties.py", "test_cli_behaviour.py", "test_cli_train.py",
     "test_data_properties.py", "test_kill_resume.py", "test_lsp_neovim.py", "test_onnx_torch.py",
     "test_parity_torch.py", "test_predict.py", "test_properties.py", "test_resnet_twin.py",
-    "test_runs.py", "test_startup.py", "test_torch_engine.py", "test_torch_export.py",
+    "test_report.py", "test_runs.py", "test_startup.py", "test_torch_engine.py",
+    "test_torch_export.py",
     "test_train.py",
 })
 
