@@ -68,6 +68,11 @@ max_rotation = 10.0
 """
 
 
+def files(run: Path) -> dict[str, bytes]:
+    """Every file of a run directory (its tensorboard/ folder too) by relative path."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
 def write_spec(directory: Path, text: str = TINY, name: str = "tiny.toml") -> Path:
     path = directory / name
     path.write_text(text, encoding="utf-8")
@@ -212,8 +217,10 @@ def test_run_directory_contents(tmp_path, mnist_dir):
     result = start_run(spec, run, data_dir=mnist_dir,
                        callbacks=Callbacks(on_epoch=epochs_seen.append)).run()
 
-    assert sorted(p.name for p in run.iterdir()) == [
-        "best.npz", "config.json", "history.json", "last.npz", "result.json", "spec.toml"]
+    # tensorboard/: the event files, with the tensorboard extra (tests/test_runs.py)
+    assert sorted(p.name for p in run.iterdir() if p.name != "tensorboard") == [
+        "best.npz", "config.json", "history.json", "last.npz", "metrics.csv", "result.json",
+        "spec.toml"]
     assert (run / "spec.toml").read_text(encoding="utf-8") == TINY
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["optimizer"] == {"type": "adam", "lr": 0.003, "betas": [0.9, 0.999],
@@ -324,10 +331,10 @@ def test_an_existing_run_is_never_overwritten(tmp_path, mnist_dir):
     spec = write_spec(tmp_path)
     run = tmp_path / "run"
     start_run(spec, run, data_dir=mnist_dir).run()
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = files(run)
     with pytest.raises(NetspecError, match=r"already holds a run; continue it with --resume"):
         start_run(spec, run, data_dir=mnist_dir, overrides={"seed": 9})
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert files(run) == before
 
 
 @pytest.mark.parametrize(("setup", "message"), [
