@@ -32,6 +32,7 @@ def fresh_python() -> Callable[[str], None]:
 # working (README, "Run the tests"); CI runs everything.
 SLOW_MODULES = frozenset({
     "test_bad_inputs.py", "test_blocks_properties.py", "test_blocks_zoo.py",
+    "test_blocks_zoo_properties.py", "test_mnist_copies.py",
     "test_cli_behaviour.py", "test_cli_train.py", "test_convops.py",
     "test_convops_interchange.py", "test_data_properties.py", "test_data_sources.py",
     "test_executor.py", "test_fast_paths.py", "test_fusion.py", "test_gradcheck.py",
