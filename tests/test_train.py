@@ -224,7 +224,8 @@ def test_run_directory_contents(tmp_path, mnist_dir):
     assert (run / "spec.toml").read_text(encoding="utf-8") == TINY
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["optimizer"] == {"type": "adam", "lr": 0.003, "betas": [0.9, 0.999],
-                                             "eps": 1e-8, "weight_decay": 0.0}
+                                             "eps": 1e-8, "weight_decay": 0.0,
+                                             "decay_norms_and_biases": True}
     assert config["dtype"] == "float32"
 
     history = json.loads((run / "history.json").read_text())
