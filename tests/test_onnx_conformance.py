@@ -62,9 +62,9 @@ EXCLUDED = {
     r"|nearest_round_prefer_ceil_asymmetric)": (
         "interpolation other than PyTorch's nearest and bilinear (align_corners=False)",
         "netspec's upsample is PyTorch's nearest, or bilinear"),
-    r"(?<!hardswish)_expanded(_ver18)?_cpu$": ("the op expanded into its ONNX function body uses ops netspec "
-                                 "does not import (Where, Max, Div, Exp, ...)",
-                                 "is not supported"),
+    r"(?<!hardswish)_expanded(_ver18)?_cpu$": (
+        "the op expanded into its ONNX function body uses ops netspec does not import (Where, "
+        "Max, Div, Exp, ...)", "is not supported"),
     r"^test_(sigmoid|tanh|leakyrelu)_example_cpu$|^test_sum_|^test_dropout_default_old_cpu$"
     r"|^test_matmul_1d_|^test_add_bcast_cpu$|^test_concat_1d_": (
         "the input has no axis besides the batch (netspec inputs have a per-sample shape)",
