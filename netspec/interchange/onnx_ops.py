@@ -886,7 +886,17 @@ def _import_resize(t: Translator, n: Any) -> None:
                                 "mode": netspec_mode}, {})
 
 
+def _import_swish(t: Translator, n: Any) -> None:
+    alpha = float(t.attr(n, "alpha", 1.0))
+    if alpha != 1.0:
+        t.refuse(n, f"alpha={alpha:g}: netspec's silu is x * sigmoid(x) (alpha 1)")
+    x = t.tensor(n, 0)
+    if x is not None and not t.refused(n):
+        t.emit(n, "silu", [x], {}, {}, onnx_shape=x.onnx_shape)
+
+
 IMPORTERS.update({
+    "Swish": _import_swish,
     "ConvTranspose": _import_conv_transpose,
     "Resize": _import_resize,
     "Upsample": _import_resize,
@@ -920,7 +930,8 @@ def _scalar_constants(graph: Any) -> dict[str, float]:
 def fuse_gelu(model: Any) -> Any:
     """``model`` with each GELU that an exporter wrote out at opset < 20 (PyTorch's
     decompositions: x * (1 + erf(x / sqrt 2)) * 0.5, and x * (1 + tanh(sqrt(2/pi) * (x +
-    0.044715 x^3))) * 0.5) as one Gelu node; the model itself if it holds none."""
+    0.044715 x^3))) * 0.5) as one Gelu node, and each x * sigmoid(x) (PyTorch's SiLU) as one
+    Swish; the model itself if it holds none."""
     graph = model.graph
     constants = _scalar_constants(graph)
     producer = {out: n for n in graph.node for out in n.output if out}
@@ -1008,6 +1019,20 @@ def fuse_gelu(model: Any) -> Any:
         fused[id(half)] = helper.make_node("Gelu", [x], [half.output[0]], name=name,
                                            approximate=approximate)
         removed.update(id(n) for n in (*head, curve, add, times_x))
+    # x * sigmoid(x), PyTorch's SiLU: ONNX's Swish (alpha 1)
+    for gate in graph.node:
+        if gate.op_type != "Sigmoid" or not gate.input or id(gate) in removed:
+            continue
+        times = only_user(gate.output[0], "Mul")
+        if times is None or other(times, gate.output[0]) != gate.input[0]:
+            continue
+        name = gate.name[:-len("Sigmoid")] + "Swish" if gate.name.endswith("Sigmoid") \
+            else times.name
+        from onnx import helper
+
+        fused[id(times)] = helper.make_node("Swish", [gate.input[0]], [times.output[0]],
+                                            name=name, alpha=1.0)
+        removed.add(id(gate))
     if not fused:
         return model
     from copy import deepcopy
