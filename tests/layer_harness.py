@@ -353,14 +353,28 @@ def _ref_conv2d(p, xs, params, buffers, train, observed):
     return y, {}
 
 
+def _pool_out_size(size: int, kernel: int, stride: int, padding: int, ceil: bool) -> int:
+    if not ceil:
+        return _out_size(size, kernel, stride, padding)
+    # PyTorch: rounded up, less a last window starting past the input and its leading padding
+    out = math.ceil((size + 2 * padding - kernel) / stride) + 1
+    return out - 1 if (out - 1) * stride >= size + padding else out
+
+
 def _pool(p, x, combine):
+    """``combine(cells inside the input, cells the divisor counts)`` over every window."""
     n, c, h, width = x.shape
     (kh, kw), (sh, sw), (ph, pw) = _windows(p)
-    y = np.zeros((n, c, _out_size(h, kh, sh, ph), _out_size(width, kw, sw, pw)))
+    ceil = getattr(p, "ceil_mode", False)
+    y = np.zeros((n, c, _pool_out_size(h, kh, sh, ph, ceil),
+                  _pool_out_size(width, kw, sw, pw, ceil)))
     for b, ch, i, j in np.ndindex(y.shape):
-        inside = [x[b, ch, i * sh + a - ph, j * sw + d - pw] for a, d in np.ndindex(kh, kw)
-                  if 0 <= i * sh + a - ph < h and 0 <= j * sw + d - pw < width]
-        y[b, ch, i, j] = combine(inside, kh * kw)
+        rows = [i * sh + a - ph for a in range(kh)]
+        cols = [j * sw + d - pw for d in range(kw)]
+        inside = [x[b, ch, r, q] for r in rows for q in cols if 0 <= r < h and 0 <= q < width]
+        # the padded grid: the input and its padding, never a ceil-mode overhang beyond it
+        padded = sum(1 for r in rows for q in cols if -ph <= r < h + ph and -pw <= q < width + pw)
+        y[b, ch, i, j] = combine(inside, padded)
     return y
 
 
@@ -369,8 +383,10 @@ def _ref_maxpool2d(p, xs, params, buffers, train, observed):
 
 
 def _ref_avgpool2d(p, xs, params, buffers, train, observed):
-    # padded cells are zeros that count in the divisor (count_include_pad)
-    return _pool(p, xs[0], lambda inside, count: sum(inside) / count), {}
+    # padded cells are zeros that count in the divisor when count_include_pad
+    if p.count_include_pad:
+        return _pool(p, xs[0], lambda inside, count: sum(inside) / count), {}
+    return _pool(p, xs[0], lambda inside, count: sum(inside) / len(inside)), {}
 
 
 def _ref_global_avgpool(p, xs, params, buffers, train, observed):
@@ -587,7 +603,52 @@ def _sigmoid_of(v: float) -> float:
     return 1.0 / (1.0 + math.exp(-v))
 
 
+def _ref_conv_transpose2d(p, xs, params, buffers, train, observed):
+    """Every input cell adds its value times the kernel onto the output it reaches."""
+    x, w = xs[0], params["weight"]
+    n, c, h, width = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = _pair(p.kernel_size), _pair(p.stride), _pair(p.padding)
+    (eh, ew), (dh, dw) = _pair(p.output_padding), _pair(p.dilation)
+    out_c = p.out_channels
+    oh = (h - 1) * sh - 2 * ph + dh * (kh - 1) + eh + 1
+    ow = (width - 1) * sw - 2 * pw + dw * (kw - 1) + ew + 1
+    group_in, group_out = c // p.groups, out_c // p.groups
+    y = np.zeros((n, out_c, oh, ow))
+    for b, ci, i, j in np.ndindex(x.shape):
+        group = ci // group_in
+        for oc, a, d in np.ndindex(group_out, kh, kw):
+            row, col = i * sh + a * dh - ph, j * sw + d * dw - pw
+            if 0 <= row < oh and 0 <= col < ow:
+                y[b, group * group_out + oc, row, col] += x[b, ci, i, j] * w[ci, oc, a, d]
+    if p.bias:
+        for b, o, i, j in np.ndindex(y.shape):
+            y[b, o, i, j] += params["bias"][o]
+    return y, {}
+
+
+def _ref_upsample(p, xs, params, buffers, train, observed):
+    x = xs[0]
+    n, c, h, w = x.shape
+    sh, sw = _pair(p.scale_factor)
+    y = np.zeros((n, c, h * sh, w * sw))
+
+    def source(dst: int, scale: int, size: int) -> list[tuple[int, float]]:
+        if p.mode == "nearest":
+            return [(dst // scale, 1.0)]
+        position = max((dst + 0.5) / scale - 0.5, 0.0)
+        low = math.floor(position)
+        frac = position - low
+        return [(low, 1 - frac), (min(low + 1, size - 1), frac)]
+
+    for b, ch, i, j in np.ndindex(y.shape):
+        y[b, ch, i, j] = sum(wr * wc * x[b, ch, r, q] for r, wr in source(i, sh, h)
+                             for q, wc in source(j, sw, w))
+    return y, {}
+
+
 REFERENCES.update({
+    "conv_transpose2d": _ref_conv_transpose2d,
+    "upsample": _ref_upsample,
     "mul": _ref_mul,
     "adaptive_avgpool2d": _ref_adaptive_avgpool2d,
     "hardtanh": _ref_hardtanh,

@@ -676,6 +676,36 @@ CONV_OP_FIELDS = [
      "sample, got shape (4, 8)"),
     ([4, 8, 8], 'op = "stochastic_depth"\np = 0.2\nmode = "batch"',
      "net.toml:8: node 'y' (stochastic_depth): mode must be 'row', got \"batch\""),
+    ([4, 8, 8], 'op = "maxpool2d"\nkernel_size = 2\nceil_mode = 1',
+     "net.toml:8: node 'y' (maxpool2d): ceil_mode must be a valid boolean, got 1"),
+    ([4, 2, 2], 'op = "maxpool2d"\nkernel_size = 3\nceil_mode = true',
+     "net.toml:5: node 'y' (maxpool2d): input shape (4, 2, 2): kernel 3x3 is larger than the "
+     "padded input 2x2 (2x2 with padding 0x0); use a smaller kernel, more padding, or remove "
+     "a pooling step"),
+    ([4, 8, 8], 'op = "maxpool2d"\nkernel_size = 2\ncount_include_pad = false',
+     "net.toml:8: node 'y' (maxpool2d): unknown field 'count_include_pad' (valid fields: "
+     "inputs, kernel_size, stride, padding, ceil_mode)"),
+    ([4, 8, 8], 'op = "avgpool2d"\nkernel_size = 2\ncount_include_pad = "no"',
+     "net.toml:8: node 'y' (avgpool2d): count_include_pad must be a valid boolean, got \"no\""),
+    ([4, 8, 8], 'op = "conv_transpose2d"\nout_channels = 4\nkernel_size = 2\nstride = 2\n'
+     'output_padding = 2',
+     "net.toml:5: node 'y' (conv_transpose2d): output_padding [2, 2] must be smaller than the "
+     "stride [2, 2] or the dilation [1, 1]"),
+    ([4, 8, 8], 'op = "conv_transpose2d"\nout_channels = 4\nkernel_size = 2\ngroups = 3',
+     "net.toml:5: node 'y' (conv_transpose2d): input shape (4, 8, 8): groups=3 does not divide "
+     "the input's 4 channels; in_channels must be a multiple of groups"),
+    ([4, 1, 1], 'op = "conv_transpose2d"\nout_channels = 4\nkernel_size = 1\npadding = 1',
+     "net.toml:5: node 'y' (conv_transpose2d): input shape (4, 1, 1): padding 1x1 cuts the "
+     "whole output away (-1x-1 left of the input 1x1); use less padding"),
+    ([4, 8, 8], 'op = "upsample"\nscale_factor = 0',
+     "net.toml:7: node 'y' (upsample): scale_factor must be greater than or equal to 1, got 0"),
+    ([4, 8, 8], 'op = "upsample"\nscale_factor = 1.5',
+     "net.toml:7: node 'y' (upsample): scale_factor must be a valid integer or a valid list, "
+     "got 1.5"),
+    ([4, 8, 8], 'op = "upsample"\nscale_factor = 2\nmode = "bicubic"',
+     "net.toml:8: node 'y' (upsample): mode must be 'nearest' or 'bilinear', got \"bicubic\""),
+    ([8], 'op = "upsample"\nscale_factor = 2',
+     "net.toml:5: node 'y' (upsample): upsample input must be 3-D per sample, got shape (8,)"),
 ]
 
 

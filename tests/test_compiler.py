@@ -69,6 +69,24 @@ OP_CASES = [
      [(4, 6, 6)], (8, 4, 4), 8 * 2 * 9, 2 * 2 * 9 * 8 * 16),
     ("conv2d", {"out_channels": 2, "kernel_size": 3, "dilation": 2}, [(1, 9, 9)],
      (2, 5, 5), 2 * 9 + 2, (2 * 9 + 1) * 2 * 25),
+    # ceil mode: GoogLeNet's 112 -> 56 (floor would give 55); a last window that would
+    # start in the padding is dropped (5 + 2 -> 3 windows of 2, not 4)
+    ("maxpool2d", {"kernel_size": 3, "stride": 2, "ceil_mode": True}, [(64, 112, 112)],
+     (64, 56, 56), 0, 9 * 64 * 56 * 56),
+    ("maxpool2d", {"kernel_size": 2, "stride": 2, "padding": 1, "ceil_mode": True},
+     [(1, 4, 5)], (1, 3, 3), 0, 4 * 9),
+    ("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
+     [(2, 7, 7)], (2, 4, 4), 0, 9 * 32),
+    # transposed convolution: (H-1)*s - 2p + d*(k-1) + output_padding + 1; each input cell
+    # times (out/groups)*k*k weights
+    ("conv_transpose2d", {"out_channels": 4, "kernel_size": 2, "stride": 2}, [(8, 7, 7)],
+     (4, 14, 14), 8 * 4 * 4 + 4, 2 * 4 * 4 * 8 * 49 + 4 * 196),
+    ("conv_transpose2d", {"out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1,
+                          "output_padding": 1, "groups": 2, "bias": False}, [(4, 5, 5)],
+     (6, 10, 10), 4 * 3 * 9, 2 * 3 * 9 * 4 * 25),
+    ("upsample", {"scale_factor": 2}, [(3, 4, 5)], (3, 8, 10), 0, 0),
+    ("upsample", {"scale_factor": [2, 3], "mode": "bilinear"}, [(3, 4, 5)], (3, 8, 15), 0,
+     7 * 3 * 8 * 15),
     ("mul", {}, [(8, 1, 1), (8, 5, 5)], (8, 5, 5), 0, 200),
     ("mul", {}, [(3, 4), (1, 4)], (3, 4), 0, 12),
     # adaptive pooling: every input cell added into each window holding it, then a division

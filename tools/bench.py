@@ -55,10 +55,22 @@ def make_optimizer() -> SGD:
 
 
 def torch_twin(net: Network) -> Any:
-    """The same DAG as a torch.nn.Module, holding a copy of ``net``'s parameters and buffers."""
+    """The same DAG as a torch.nn.Module, holding a copy of ``net``'s parameters and buffers.
+
+    Networks of the ops below are written here with plain torch modules; any other (grouped
+    convolutions, squeeze-excitation, hard-swish, ...) runs as netspec's own PyTorch module
+    (``netspec.interchange.torch_runtime.PlanModule``: the same torch layers and functions
+    that ``netspec export`` writes)."""
     import torch
     from torch import nn
     from torch.nn import functional
+
+    plain = {"input", "add", "concat", "conv2d", "linear", "maxpool2d", "avgpool2d",
+             "batchnorm", "dropout", "leaky_relu", "relu", "sigmoid", "tanh", "softmax",
+             "flatten", "global_avgpool"}
+    if any(node.op_name not in plain or _beyond_plain(node)
+           for node in net.plan.nodes.values()):
+        return _plan_module(net)
 
     def module_for(node: Any) -> nn.Module | None:
         p, in_shape = node.params, node.input_shapes[0] if node.input_shapes else None
@@ -127,6 +139,25 @@ def torch_twin(net: Network) -> Any:
             node_id, name = key.rsplit(".", 1)
             getattr(twin.layers[module_key(node_id)], name).requires_grad_(False)
     return twin
+
+
+def _beyond_plain(node: Any) -> bool:
+    """A field of a plain op that the hand-written twin does not pass on."""
+    p = node.params
+    return (getattr(p, "groups", 1) != 1 or getattr(p, "dilation", 1) not in (1, [1, 1])
+            or getattr(p, "ceil_mode", False) or not getattr(p, "count_include_pad", True)
+            or getattr(p, "dim", 1) != 1)
+
+
+def _plan_module(net: Network) -> Any:
+    from netspec.interchange.torch_runtime import PlanModule, load_arrays
+
+    module = PlanModule(net.plan)
+    load_arrays(module, net.state())
+    for name, parameter in module.named_parameters():
+        if name not in net.trainable:
+            parameter.requires_grad_(False)
+    return module
 
 
 def module_key(node_id: str) -> str:

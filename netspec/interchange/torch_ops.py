@@ -75,11 +75,12 @@ def _batchnorm(node: PlanNode) -> Form:
                        "momentum": node.params.momentum})
 
 
-def _pool(function: str, **extra: Any) -> Callable[[PlanNode], Form]:
+def _pool(function: str, extra: Callable[[PlanNode], dict[str, Any]] = lambda node: {}
+          ) -> Callable[[PlanNode], Form]:
     def form(node: PlanNode) -> Form:
         kernel, stride, padding = node.op.geometry
         return Call(function, {"kernel_size": kernel, "stride": stride, "padding": padding,
-                               **extra})
+                               "ceil_mode": node.params.ceil_mode, **extra(node)})
     return form
 
 
@@ -95,8 +96,8 @@ TORCH_FORMS: dict[str, Callable[[PlanNode], Form]] = {
     "linear": _linear,
     "batchnorm": _batchnorm,
     "maxpool2d": _pool("F.max_pool2d"),
-    # netspec averages over padded zeros too: PyTorch's count_include_pad
-    "avgpool2d": _pool("F.avg_pool2d", count_include_pad=True),
+    "avgpool2d": _pool("F.avg_pool2d", lambda node: {
+        "count_include_pad": node.params.count_include_pad}),
     "global_avgpool": _fixed("torch.mean", dim=(2, 3)),
     "flatten": lambda node: _flatten(node),
     "relu": _fixed("F.relu"),
@@ -159,7 +160,26 @@ def _stochastic_depth(node: PlanNode) -> Form:
                 {"p": node.params.p, "training": TRAINING})
 
 
+def _conv_transpose2d(node: PlanNode) -> Form:
+    kernel, stride, padding, output_padding, dilation = node.op.geometry
+    return Layer("ConvTranspose2d", {
+        "in_channels": node.input_shapes[0][0], "out_channels": node.params.out_channels,
+        "kernel_size": kernel, "stride": stride, "padding": padding,
+        "output_padding": output_padding, "groups": node.params.groups,
+        "bias": node.params.bias, "dilation": dilation}, _frozen(node))
+
+
+def _upsample(node: PlanNode) -> Form:
+    settings: dict[str, Any] = {"scale_factor": pair(node.params.scale_factor),
+                                "mode": node.params.mode}
+    if node.params.mode == "bilinear":
+        settings["align_corners"] = False
+    return Call("F.interpolate", settings)
+
+
 TORCH_FORMS.update({
+    "conv_transpose2d": _conv_transpose2d,
+    "upsample": _upsample,
     "mul": _fixed("torch.mul", "args"),
     "adaptive_avgpool2d": lambda node: Call("F.adaptive_avg_pool2d",
                                             {"output_size": pair(node.params.output_size)}),

@@ -4,6 +4,7 @@ from netspec.ops import (
     activations,
     adaptive_pool,
     conv,
+    conv_transpose,
     core,
     linear,
     modern_activations,
@@ -12,6 +13,7 @@ from netspec.ops import (
     regularization,
     stochastic_depth,
     tensor,
+    upsample,
 )
 from netspec.ops.base import REGISTRY, Context, NodeParams, Op, ParamSpec, register
 
@@ -33,4 +35,6 @@ __all__ = [
     "modern_activations",
     "mul",
     "stochastic_depth",
+    "conv_transpose",
+    "upsample",
 ]
