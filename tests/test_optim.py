@@ -328,3 +328,78 @@ def test_schedules_match_torch(table: dict, make) -> None:
         assert learning_rate(schedule, 0.1, epoch, 12) == pytest.approx(expected, rel=1e-12), epoch
         optimizer.step()
         scheduler.step()
+
+
+# --- weight decay that skips biases and norms ---------------------------------------------
+
+NORMED = """
+[nodes.tokens]
+op = "input"
+shape = [3, 4]
+
+[nodes.norm]
+op = "layernorm"
+normalized_shape = 4
+
+[nodes.attn]
+op = "multihead_attention"
+embed_dim = 4
+num_heads = 2
+
+[nodes.fc]
+op = "linear"
+out_features = 2
+"""
+
+
+def test_the_norm_and_bias_keys_of_a_plan() -> None:
+    from netspec.lang.spec import parse_spec
+    from netspec.plan.compiler import compile_plan
+    from netspec.train.optim import norm_and_bias_keys
+
+    plan = compile_plan(parse_spec(NORMED))
+    assert norm_and_bias_keys(plan) == {"norm.weight", "norm.bias", "attn.in_proj_bias",
+                                        "attn.out_proj.bias", "fc.bias"}
+
+
+@pytest.mark.parametrize("kind", ["adamw", "adam", "sgd"])
+def test_skipping_norms_and_biases_matches_torch_parameter_groups(kind: str) -> None:
+    """decay_norms_and_biases = false is torch's optimizer with two parameter groups, the
+    biases and norms at weight_decay 0 (AdamW's decoupled decay too)."""
+    torch = pytest.importorskip("torch")
+    from netspec.lang.spec import parse_spec
+    from netspec.plan.compiler import compile_plan
+    from netspec.runtime.executor import Network
+    from netspec.train.optim import norm_and_bias_keys
+
+    plan = compile_plan(parse_spec(NORMED))
+    case = {"type": kind, "lr": 0.05, "weight_decay": 0.3, "decay_norms_and_biases": False,
+            **({"momentum": 0.9} if kind == "sgd" else {})}
+    ours = make_optimizer(TrainConfig.model_validate({"optimizer": case}).optimizer, plan)
+    params = {k: v.astype(np.float64) for k, v in Network(plan, seed=1).params.items()}
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    skipped = norm_and_bias_keys(plan)
+    groups = [{"params": [t for k, t in tensors.items() if k not in skipped]},
+              {"params": [t for k, t in tensors.items() if k in skipped], "weight_decay": 0.0}]
+    kwargs = {"lr": 0.05, "weight_decay": 0.3, **({"momentum": 0.9} if kind == "sgd" else {})}
+    theirs = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(kind, torch.optim.SGD)(
+        groups, **kwargs, **({} if kind == "sgd" else {"foreach": False}))
+    rng = np.random.default_rng(2)
+    before = {k: v.copy() for k, v in params.items()}
+    for _ in range(4):
+        grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+        ours.step(params, grads)
+        for key, tensor in tensors.items():
+            tensor.grad = torch.from_numpy(grads[key].copy())
+        theirs.step()
+    for key, tensor in tensors.items():
+        np.testing.assert_allclose(params[key], tensor.detach().numpy(), rtol=1e-12, atol=0)
+    # the negative control: decaying everything moves the biases differently
+    everything = make_optimizer(TrainConfig.model_validate(
+        {"optimizer": {**case, "decay_norms_and_biases": True}}).optimizer, plan)
+    again = {k: v.copy() for k, v in before.items()}
+    rng = np.random.default_rng(2)
+    for _ in range(4):
+        everything.step(again, {k: rng.standard_normal(v.shape) for k, v in again.items()})
+    assert not np.allclose(again["norm.bias"], params["norm.bias"], rtol=1e-9, atol=0)
+    np.testing.assert_allclose(again["fc.weight"], params["fc.weight"], rtol=1e-12, atol=0)

@@ -137,7 +137,7 @@ def test_config_is_frozen() -> None:
          "net.toml:3: [train.optimizer] momentun: unknown field; did you mean 'momentum'?"),
         ("[train.optimizer]\ntype = 'sgd'\nbetas = [0.9, 0.99]\n",
          "net.toml:3: [train.optimizer] betas: unknown field; "
-         "valid fields: type, lr, momentum, nesterov, weight_decay"),
+         "valid fields: type, lr, momentum, nesterov, weight_decay, decay_norms_and_biases"),
         ("[train.augment]\nmax_shfit = 2\n",
          "net.toml:2: [train.augment] max_shfit: unknown field; did you mean 'max_shift'?"),
         # out-of-range values
@@ -243,7 +243,7 @@ def test_new_optimizer_type_starts_from_its_defaults() -> None:
          "valid types: sgd, adam, adamw; did you mean 'adam'?"),
         ({"optimizer": "adam", "momentum": 0.9},
          "after overrides: [train.optimizer] momentum: unknown field; "
-         "valid fields: type, lr, betas, eps, weight_decay"),
+         "valid fields: type, lr, betas, eps, weight_decay, decay_norms_and_biases"),
         ({"validation": 0}, "after overrides: [train.early_stopping] monitor: needs a validation "
                             "set; set validation > 0 in [train]"),
         ({"epochs": 0}, "after overrides: [train] epochs: Input should be greater than 0 (got 0)"),

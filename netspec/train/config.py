@@ -56,6 +56,10 @@ class SGDConfig(_Table):
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="Momentum factor.")
     nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0).")
     weight_decay: NonNegativeFloat = Field(0.0, description="L2 penalty added to the gradient.")
+    decay_norms_and_biases: bool = Field(
+        True, description="false: no weight decay for biases and for the weights of "
+                          "batchnorm, layernorm and layernorm2d (a second parameter group "
+                          "with weight_decay 0, as ViTs and ConvNeXts are trained).")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> SGDConfig:
@@ -77,6 +81,10 @@ class AdamConfig(_AdamBase):
 
     type: Literal["adam"] = "adam"
     weight_decay: NonNegativeFloat = Field(0.0, description="L2 penalty added to the gradient.")
+    decay_norms_and_biases: bool = Field(
+        True, description="false: no weight decay for biases and for the weights of "
+                          "batchnorm, layernorm and layernorm2d (a second parameter group "
+                          "with weight_decay 0, as ViTs and ConvNeXts are trained).")
 
 
 class AdamWConfig(_AdamBase):
@@ -84,6 +92,10 @@ class AdamWConfig(_AdamBase):
 
     type: Literal["adamw"] = "adamw"
     weight_decay: NonNegativeFloat = Field(0.01, description="Decoupled weight decay.")
+    decay_norms_and_biases: bool = Field(
+        True, description="false: no weight decay for biases and for the weights of "
+                          "batchnorm, layernorm and layernorm2d (a second parameter group "
+                          "with weight_decay 0, as ViTs and ConvNeXts are trained).")
 
 
 OptimizerConfig = Annotated[SGDConfig | AdamConfig | AdamWConfig, Field(discriminator="type")]

@@ -167,7 +167,7 @@ class Trainer:
         self.callbacks = callbacks or Callbacks()
         self.state = state or LoopState()
         self.splits = make_splits(data, config)
-        self.optimizer: Optimizer = make_optimizer(config.optimizer)
+        self.optimizer: Optimizer = make_optimizer(config.optimizer, net.plan)
         if optimizer_state:
             self.optimizer.load_state_dict(optimizer_state)
         self.val_x = normalise_images(self.splits.val_images, self.splits.mean, self.splits.std,

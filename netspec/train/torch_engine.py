@@ -33,6 +33,7 @@ from netspec.common.extras import require_torch
 from netspec.train.config import AdamWConfig, OptimizerConfig, SGDConfig
 from netspec.train.evaluate import EVALUATION_BATCH, Evaluation, evaluation_from_logits
 from netspec.train.loop import Callbacks, Trainer, resume_run, start_run
+from netspec.train.optim import norm_and_bias_keys
 
 _DROPOUT = 3  # the loop's stream id for dropout draws
 _SLOTS = {"sgd": ("momentum_buffer",), "adam": ("step", "exp_avg", "exp_avg_sq"),
@@ -138,9 +139,16 @@ def agree(placement: Placement, text: str) -> str:
     return bytes(data.cpu().tolist()).decode("utf-8")
 
 
-def _torch_optimizer(config: OptimizerConfig, parameters: list) -> Any:
+def _torch_optimizer(config: OptimizerConfig, parameters: list,
+                     exempt: list | None = None) -> Any:
+    """torch's optimizer over ``parameters``; ``exempt`` (those of them that take no weight
+    decay) form a second parameter group with weight_decay 0."""
     import torch
 
+    if exempt:
+        exempt_ids = {id(p) for p in exempt}
+        parameters = [{"params": [p for p in parameters if id(p) not in exempt_ids]},
+                      {"params": list(exempt), "weight_decay": 0.0}]
     if isinstance(config, SGDConfig):
         return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
                                nesterov=config.nesterov, weight_decay=config.weight_decay)
@@ -171,7 +179,11 @@ class TorchTrainer(Trainer):
         named = dict(self.module.named_parameters())
         self.keys = [key for key in net.trainable if key in named]
         self.parameters = [named[key] for key in self.keys]
-        self.torch_optimizer = _torch_optimizer(config.optimizer, self.parameters)
+        exempt = None
+        if not config.optimizer.decay_norms_and_biases:
+            no_decay = norm_and_bias_keys(net.plan)
+            exempt = [named[key] for key in self.keys if key in no_decay]
+        self.torch_optimizer = _torch_optimizer(config.optimizer, self.parameters, exempt)
         if optimizer_state:
             self._load_optimizer(optimizer_state)
         self.model = self.module
