@@ -24,27 +24,56 @@ def fresh_python() -> Callable[[str], None]:
     return run
 
 
+# Modules whose tests take seconds each: they train on MNIST, run PyTorch, start other
+# processes (the CLI as a user runs it, Neovim, torchrun) or search with Hypothesis.
+# `python -m pytest -m "not slow"` leaves them out: the fast subset a contributor runs while
+# working (README, "Run the tests"); CI runs everything.
+SLOW_MODULES = frozenset({
+    "test_blocks_properties.py", "test_cli_behaviour.py", "test_cli_train.py",
+    "test_data_properties.py", "test_kill_resume.py", "test_lsp_neovim.py", "test_onnx_torch.py",
+    "test_parity_torch.py", "test_predict.py", "test_properties.py", "test_resnet_twin.py",
+    "test_runs.py", "test_startup.py", "test_torch_engine.py", "test_torch_export.py",
+    "test_train.py",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
+def mnist_candidates() -> list[Path]:
+    """Where the tests look for MNIST: ``NETSPEC_DATA_DIR`` when set; else
+    ``shared/datasets/mnist`` beside the repository, then the copy ``netspec train``
+    downloaded into the user's cache (``~/.cache/netspec/mnist``)."""
+    from netspec.data import default_cache_dir
+
+    override = os.environ.get("NETSPEC_DATA_DIR")
+    if override:
+        return [Path(override).expanduser()]
+    return [ROOT.parent / "shared/datasets/mnist", default_cache_dir()]
+
+
+# read before any test changes the environment (tests of the cache set NETSPEC_CACHE_DIR)
+MNIST_CANDIDATES = mnist_candidates()
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The offline MNIST copy (``NETSPEC_DATA_DIR`` or ``shared/datasets/mnist`` beside the repo).
+    """The offline MNIST copy: the first of :func:`mnist_candidates` holding the four files.
 
     Tests never download: without a copy they skip, saying where the copy was looked for.
     """
     from netspec.data import MNIST_FILES
 
-    override = os.environ.get("NETSPEC_DATA_DIR")
-    if override:
-        directory = Path(override).expanduser()
-    else:
-        directory = Path(__file__).resolve().parents[1].parent / "shared/datasets/mnist"
-    missing = [
-        name
-        for name in MNIST_FILES
-        if not (directory / name).is_file() and not (directory / f"{name}.gz").is_file()
-    ]
-    if missing:
-        pytest.skip(
-            f"MNIST copy not found at {directory} (missing {', '.join(missing)}); set "
-            "NETSPEC_DATA_DIR to a directory holding the four MNIST files to run these tests"
-        )
-    return directory
+    looked = []
+    for directory in MNIST_CANDIDATES:
+        missing = [name for name in MNIST_FILES
+                   if not (directory / name).is_file() and not (directory / f"{name}.gz").is_file()]
+        if not missing:
+            return directory
+        looked.append(f"{directory} (missing {', '.join(missing)})")
+    pytest.skip(f"MNIST copy not found in {'; nor in '.join(looked)}; run `netspec train "
+                f"lenet5` once to download it, or set NETSPEC_DATA_DIR to a directory holding "
+                f"the four MNIST files")

@@ -337,14 +337,18 @@ def _ref_conv2d(p, xs, params, buffers, train, observed):
     x, w = xs[0], params["weight"]
     n, c, h, width = x.shape
     (kh, kw), (sh, sw), (ph, pw) = _windows(p)
-    oh, ow = _out_size(h, kh, sh, ph), _out_size(width, kw, sw, pw)
+    dh, dw = _pair(p.dilation)
+    group_in, group_out = c // p.groups, w.shape[0] // p.groups
+    oh = _out_size(h, dh * (kh - 1) + 1, sh, ph)
+    ow = _out_size(width, dw * (kw - 1) + 1, sw, pw)
     y = np.zeros((n, w.shape[0], oh, ow))
     for b, o, i, j in np.ndindex(y.shape):
         total = params["bias"][o] if p.bias else 0.0
-        for ci, a, d in np.ndindex(c, kh, kw):
-            row, col = i * sh + a - ph, j * sw + d - pw
+        first = (o // group_out) * group_in
+        for ci, a, d in np.ndindex(group_in, kh, kw):
+            row, col = i * sh + a * dh - ph, j * sw + d * dw - pw
             if 0 <= row < h and 0 <= col < width:
-                total += w[o, ci, a, d] * x[b, ci, row, col]
+                total += w[o, ci, a, d] * x[b, first + ci, row, col]
         y[b, o, i, j] = total
     return y, {}
 
@@ -509,6 +513,92 @@ REFERENCES: dict[str, Reference] = {
     # the tensor ops, and the general forms of linear, softmax, flatten and concat
     **TENSOR_REFERENCES,
 }
+
+
+# ---- the convolutional-network ops (issue 24) ----
+
+
+def _ref_mul(p, xs, params, buffers, train, observed):
+    a, b = xs
+    shape = tuple(max(i, j) for i, j in zip(a.shape, b.shape))
+    y = np.zeros(shape)
+    for index in np.ndindex(shape):
+        pick_a = tuple(min(i, size - 1) for i, size in zip(index, a.shape))
+        pick_b = tuple(min(i, size - 1) for i, size in zip(index, b.shape))
+        y[index] = a[pick_a] * b[pick_b]
+    return y, {}
+
+
+def _ref_adaptive_avgpool2d(p, xs, params, buffers, train, observed):
+    x = xs[0]
+    n, c, h, w = x.shape
+    out_h, out_w = _pair(p.output_size)
+    y = np.zeros((n, c, out_h, out_w))
+    for b, ch, i, j in np.ndindex(y.shape):
+        top, bottom = math.floor(i * h / out_h), math.ceil((i + 1) * h / out_h)
+        left, right = math.floor(j * w / out_w), math.ceil((j + 1) * w / out_w)
+        cells = [x[b, ch, r, q] for r in range(top, bottom) for q in range(left, right)]
+        y[b, ch, i, j] = sum(cells) / len(cells)
+    return y, {}
+
+
+def _ref_hardtanh(p, xs, params, buffers, train, observed):
+    return _elementwise(lambda v: min(max(v, p.min_val), p.max_val))(
+        p, xs, params, buffers, train, observed)
+
+
+def _ref_gelu(p, xs, params, buffers, train, observed):
+    if p.approximate == "tanh":
+        def function(v):
+            return 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3)))
+    else:
+        def function(v):
+            return 0.5 * v * (1 + math.erf(v / math.sqrt(2)))
+    return _elementwise(function)(p, xs, params, buffers, train, observed)
+
+
+def _ref_log_softmax(p, xs, params, buffers, train, observed):
+    x = xs[0]
+    axis = p.dim % x.ndim
+    y = np.zeros(x.shape)
+    for index in np.ndindex(x.shape):
+        line = [float(x[index[:axis] + (k,) + index[axis + 1:]]) for k in range(x.shape[axis])]
+        y[index] = float(x[index]) - math.log(sum(math.exp(v) for v in line))
+    return y, {}
+
+
+def _ref_stochastic_depth(p, xs, params, buffers, train, observed):
+    """Which samples survive is the generator's to choose, so it is read off the op's output
+    (inputs are never zero); checked: a sample is kept whole, scaled by 1/(1-p), or zeroed
+    whole, and inference is the identity."""
+    x = xs[0]
+    if not train or p.p == 0:
+        return x.copy(), {}
+    y = np.zeros(x.shape)
+    kept = [bool(np.any(observed[b] != 0)) for b in range(x.shape[0])]
+    for b in range(x.shape[0]):
+        if kept[b]:
+            for index in np.ndindex(x.shape[1:]):
+                y[(b, *index)] = x[(b, *index)] / (1.0 - p.p)
+    return y, {}
+
+
+def _sigmoid_of(v: float) -> float:
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+REFERENCES.update({
+    "mul": _ref_mul,
+    "adaptive_avgpool2d": _ref_adaptive_avgpool2d,
+    "hardtanh": _ref_hardtanh,
+    "relu6": _elementwise(lambda v: min(max(v, 0.0), 6.0)),
+    "silu": _elementwise(lambda v: v * _sigmoid_of(v)),
+    "gelu": _ref_gelu,
+    "hardswish": _elementwise(lambda v: v * min(max(v + 3, 0.0), 6.0) / 6),
+    "hardsigmoid": _elementwise(lambda v: min(max(v + 3, 0.0), 6.0) / 6),
+    "log_softmax": _ref_log_softmax,
+    "stochastic_depth": _ref_stochastic_depth,
+})
 
 
 # ---- whole networks ----

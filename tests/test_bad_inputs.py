@@ -622,3 +622,79 @@ def test_unreadable_meminfo_falls_back_to_sysconf(tmp_path: Path, monkeypatch) -
                                                             "SC_PAGE_SIZE": 4096}[name])
     assert budget.available_memory() == 10 * 4096
     assert budget.total_memory() == 20 * 4096
+
+
+# --------------------------------------------------------------------------------------------
+# Fields of the convolutional-network ops (issue 24): each bad value with the exact message
+# `netspec compile` prints, as docs/bad_inputs.md lists it
+
+
+CONV_OP_FIELDS = [
+    # (input shape, the node's lines, what `netspec compile net.toml` prints on stderr)
+    ([4, 8, 8], 'op = "conv2d"\nout_channels = 4\nkernel_size = 3\ngroups = 3',
+     "net.toml:5: node 'y' (conv2d): input shape (4, 8, 8): groups=3 does not divide the "
+     "input's 4 channels; in_channels must be a multiple of groups"),
+    ([4, 8, 8], 'op = "conv2d"\nout_channels = 6\nkernel_size = 3\ngroups = 4',
+     "net.toml:5: node 'y' (conv2d): input shape (4, 8, 8): groups=4 does not divide "
+     "out_channels=6; out_channels must be a multiple of groups"),
+    ([4, 8, 8], 'op = "conv2d"\nout_channels = 4\nkernel_size = 3\ngroups = 0',
+     "net.toml:9: node 'y' (conv2d): groups must be greater than 0, got 0"),
+    ([4, 8, 8], 'op = "conv2d"\nout_channels = 4\nkernel_size = 3\ndilation = 4',
+     "net.toml:5: node 'y' (conv2d): input shape (4, 8, 8): kernel 3x3 with dilation 4x4 "
+     "spans 9x9, larger than the padded input 8x8 (8x8 with padding 0x0); use a smaller "
+     "dilation or more padding"),
+    ([4, 8, 8], 'op = "conv2d"\nout_channels = 4\nkernel_size = 3\ndilation = [1, 0]',
+     "net.toml:9: node 'y' (conv2d): dilation[1] must be greater than 0, got 0"),
+    ([4, 8, 8], 'op = "mul"\ninputs = ["x", "g"]\n\n[nodes.g]\nop = "adaptive_avgpool2d"\n'
+     'inputs = "x"\noutput_size = 2',
+     "net.toml:5: node 'y' (mul): inputs of shapes (4, 8, 8) and (4, 2, 2) do not broadcast: "
+     "axis 1 has 8 and 2; each axis must match or be 1 in one of them"),
+    ([4, 8, 8], 'op = "mul"\ninputs = ["x", "g"]\n\n[nodes.g]\nop = "flatten"\ninputs = "x"',
+     "net.toml:5: node 'y' (mul): inputs have shapes (4, 8, 8) and (256,) of different ranks; "
+     "mul broadcasts axes of size 1 between inputs of one rank"),
+    ([4, 8, 8], 'op = "mul"\ninputs = "x"',
+     "net.toml:7: node 'y' (mul): takes at least 2 inputs, got 1; list them, e.g. inputs = "
+     '["a", "b"]'),
+    ([4, 8, 8], 'op = "adaptive_avgpool2d"\noutput_size = 0',
+     "net.toml:7: node 'y' (adaptive_avgpool2d): output_size must be greater than 0, got 0"),
+    ([64], 'op = "adaptive_avgpool2d"\noutput_size = 1',
+     "net.toml:5: node 'y' (adaptive_avgpool2d): adaptive_avgpool2d input must be 3-D per "
+     "sample, got shape (64,)"),
+    ([4, 8, 8], 'op = "hardtanh"\nmin_val = 1.0\nmax_val = -1.0',
+     "net.toml:5: node 'y' (hardtanh): max_val -1 must be greater than min_val 1"),
+    ([4, 8, 8], 'op = "gelu"\napproximate = "erf"',
+     "net.toml:7: node 'y' (gelu): approximate must be 'none' or 'tanh', got \"erf\""),
+    ([10], 'op = "log_softmax"\ndim = 2',
+     "net.toml:5: node 'y' (log_softmax): input shape (10,): dim 2 is out of range for the "
+     "input (N, 10); use a dim from 1 to 1 (or -1 to -1)"),
+    ([10], 'op = "log_softmax"\ndim = 0',
+     "net.toml:5: node 'y' (log_softmax): input shape (10,): dim 0 is the batch axis of the "
+     "input (N, 10); use a dim from 1 to 1 (or -1 to -1)"),
+    ([4, 8, 8], 'op = "stochastic_depth"\np = 1.0',
+     "net.toml:7: node 'y' (stochastic_depth): p must be less than 1, got 1.0"),
+    ([4, 8], 'op = "stochastic_depth"\np = 0.2',
+     "net.toml:5: node 'y' (stochastic_depth): stochastic_depth input must be 1-D or 3-D per "
+     "sample, got shape (4, 8)"),
+    ([4, 8, 8], 'op = "stochastic_depth"\np = 0.2\nmode = "batch"',
+     "net.toml:8: node 'y' (stochastic_depth): mode must be 'row', got \"batch\""),
+]
+
+
+@pytest.mark.parametrize(("shape", "node", "message"), CONV_OP_FIELDS,
+                         ids=[case[2].split(": ", 2)[-1][:60] for case in CONV_OP_FIELDS])
+def test_bad_fields_of_the_conv_ops_get_their_message(shape: list[int], node: str,
+                                                      message: str, tmp_path: Path,
+                                                      monkeypatch, capsys) -> None:
+    (tmp_path / "net.toml").write_text(f'[nodes.x]\nop = "input"\nshape = {shape}\n\n'
+                                       f'[nodes.y]\n{node}\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code = main(["compile", "net.toml"])
+    err = capsys.readouterr().err
+    assert_user_error(code, err)
+    assert err.strip() == f"netspec compile: error: {message}"
+
+
+def test_the_conv_op_field_cases_are_in_the_docs() -> None:
+    docs = (REPO / "docs" / "bad_inputs.md").read_text(encoding="utf-8")
+    for _, _, message in CONV_OP_FIELDS:
+        assert f"netspec compile: error: {message}" in docs, message

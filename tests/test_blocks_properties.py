@@ -215,8 +215,9 @@ def simulate(models: dict[str, BlockModel], model: BlockModel, prefix: str,
                 out[node] = (width, {}, {})
         elif kind == "inner":
             inner = models[detail]
+            # an instance without repeat sees the index around it, in its body too
             inner_env = {"width": env["width"], "in_width": env["width"],
-                         "scale": inner.scale_default, "index": 0}
+                         "scale": inner.scale_default, "index": env["index"]}
             width = simulate(models, inner, node, inner_env, width, out)
         elif kind == "proj":
             if env["in_width"] != env["width"]:
@@ -384,7 +385,7 @@ BAD_EXPRESSIONS = [
     "= 2.5", "= true", "= 'wide'", "= {1: 2}", "= (1, 2)", "= x[0:1]", "= index < 'a'",
     "= width if index else 1", "= len(width)", "= round(1.5, 'a')", "= int('3')",
 ]
-BAD_REPEATS = [0, -2, "3", True, 2.5, "= 'a'", "= depth", "= 0", [2], 200_000,
+BAD_REPEATS = [-1, -2, "3", True, 2.5, "= 'a'", "= depth", "= -1", [2], 200_000,
                "= 1000 * 1000", "= 100000 * 3", 10**9]
 BAD_ARGUMENTS = ["wide", True, 2.5, [1, 2], "= 'a'", "= true", 0, -3, {"a": 1}]
 

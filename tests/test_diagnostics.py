@@ -72,6 +72,8 @@ CASES = [
      27),
     ("variable", "[vars]\n\"two words\" = 2\n" + CHAIN, 2),
     ("include", "include = [\"missing.toml\"]\n" + CHAIN, 1),
+    ("assertion", "[vars]\nw = 3\n[assert]\nodd = { check = \"= w % 2 == 0\", message = "
+                  "\"an even width\" }\n" + CHAIN, 4),
 ]
 
 

@@ -5,20 +5,29 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from netspec.cli import main
+from netspec.common.extras import install_line
 from netspec.runtime import doctor
 from netspec.runtime.doctor import MISSING, OK, diagnose
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 # the torch engine's devices and backends are reported where torch is installed
 TORCH_LINES = ["torch CUDA", "torch distributed"] if importlib.util.find_spec("torch") else []
 NAMES = ["python", "platform", "netspec", "numpy", "pydantic", "networkx", "BLAS",
-         "BLAS threads", "CPUs", "memory", "MNIST", "matplotlib", "Pillow", "torch",
-         "hypothesis", "onnx", "onnxruntime", "threadpoolctl", *TORCH_LINES, "graphviz"]
+         "BLAS threads", "CPUs", "memory", "MNIST", "plot extra", "image extra", "torch extra",
+         "onnx extra", "lsp extra", "threads extra", "tensorboard extra",
+         "test extra", *TORCH_LINES, "graphviz"]
 
 
 def by_name(checks) -> dict:
@@ -55,15 +64,35 @@ def test_damaged_mnist_names_the_file(mnist_dir: Path, tmp_path: Path) -> None:
 
 
 def test_absent_extras_are_optional_and_say_what_they_are_for(monkeypatch) -> None:
-    real = doctor.importlib.util.find_spec
+    real_version, real_find_spec = doctor._version, doctor.importlib.util.find_spec
+    monkeypatch.setattr(doctor, "_version",
+                        lambda name: None if name in ("torch", "Pillow") else real_version(name))
     monkeypatch.setattr(doctor.importlib.util, "find_spec",
-                        lambda name: None if name in ("torch", "PIL") else real(name))
+                        lambda name: None if name == "torch" else real_find_spec(name))
     monkeypatch.setattr(doctor.shutil, "which", lambda program: None)
     found = by_name(diagnose(verify_mnist=False))
     assert "torch CUDA" not in found
-    for name, use in (("torch", "parity"), ("Pillow", "predict"), ("graphviz", ".png")):
+    for name, use in (("torch extra", "parity"), ("image extra", "predict"),
+                      ("graphviz", "layout")):
         assert found[name].status == MISSING
         assert "optional" in found[name].detail and use in found[name].detail
+    # an extra half there names what is missing and the line that installs it
+    plot = found["plot extra"].detail
+    assert "Pillow not installed (matplotlib" in plot and install_line("plot") in plot
+    assert install_line("torch") in found["torch extra"].detail
+    # netspec draws .png without Graphviz: the doctor does not say otherwise
+    assert "without it netspec lays out every format itself" in found["graphviz"].detail
+
+
+def test_every_extra_of_pyproject_is_reported() -> None:
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml")
+                              .read_text(encoding="utf-8"))
+    extras = pyproject["project"]["optional-dependencies"]
+    assert set(doctor.EXTRAS) == set(extras)
+    for extra, requirements in extras.items():
+        named = {re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower()
+                 for requirement in requirements}
+        assert named == {package.lower() for package in doctor.EXTRAS[extra][0]}, extra
 
 
 def test_blas_threads_follow_the_environment(monkeypatch) -> None:

@@ -96,7 +96,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def train_args(spec: Path, mnist_dir: Path, out: Path) -> list[str]:
-    return ["train", str(spec), "--data-dir", str(mnist_dir), "--limit", "2000",
+    return ["train", str(spec), "--data-dir", str(mnist_dir), "--limit", "1800",
             "--validation", "200", "--epochs", "3", "--out", str(out), "--no-plots"]
 
 

@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_properties import examples
 
+from netspec.common.extras import install_line
 from netspec.editor.features import analyse, complete, cursor_at, definition, hover
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,4 +314,4 @@ def test_without_pygls_the_command_says_what_to_install(monkeypatch, capsys):
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "netspec.editor.lsp", raising=False)
     assert main(["lsp", "--stdio"]) == 1
-    assert "pip install 'netspec[lsp]'" in capsys.readouterr().err
+    assert install_line("lsp") in capsys.readouterr().err

@@ -52,6 +52,22 @@ CASES = [
            ((2, 3, 4, 6),), seed=2),
     OpCase("conv2d", {"out_channels": 1, "kernel_size": 3, "padding": 2, "bias": False},
            ((1, 2, 3, 4),)),
+    # conv2d groups and dilation: depthwise (with and without a channel multiplier),
+    # grouped, dilated dense, dilated depthwise with stride and padding, both layouts
+    OpCase("conv2d", {"out_channels": 4, "kernel_size": 3, "groups": 4, "padding": 1},
+           ((2, 4, 5, 6),)),
+    OpCase("conv2d", {"out_channels": 6, "kernel_size": 3, "groups": 3, "stride": 2},
+           ((2, 3, 7, 6),), seed=1),
+    OpCase("conv2d", {"out_channels": 4, "kernel_size": [3, 2], "groups": 2,
+                      "padding": [1, 0], "bias": False}, ((2, 4, 5, 4),)),
+    OpCase("conv2d", {"out_channels": 6, "kernel_size": 1, "groups": 3}, ((2, 6, 3, 4),)),
+    OpCase("conv2d", {"out_channels": 3, "kernel_size": 3, "dilation": 2, "padding": 2},
+           ((2, 2, 6, 5),)),
+    OpCase("conv2d", {"out_channels": 3, "kernel_size": 3, "groups": 3, "dilation": [2, 1],
+                      "stride": [1, 2], "padding": [2, 1]}, ((2, 3, 6, 7),),
+           channels_last=True),
+    OpCase("conv2d", {"out_channels": 4, "kernel_size": 2, "groups": 2, "dilation": 3},
+           ((1, 4, 5, 5),), channels_last=True),
     # maxpool2d
     OpCase("maxpool2d", {"kernel_size": 2}, ((2, 3, 6, 6),)),
     OpCase("maxpool2d", {"kernel_size": 2}, ((2, 2, 7, 5),)),
@@ -131,6 +147,46 @@ CASES = [
     OpCase("add", {}, ((2, 3, 2, 2), (2, 3, 2, 2)), channels_last=True),
     # tensors of any rank: tests/tensor_cases.py
     *TENSOR_LAYER_CASES,
+
+    # ---- the convolutional-network ops (issue 24) ----
+    # mul: equal shapes, the excitation gate (C, 1, 1) x (C, H, W) either way round,
+    # broadcasting on both sides, vectors
+    OpCase("mul", {}, ((2, 3, 4, 5), (2, 3, 4, 5))),
+    OpCase("mul", {}, ((2, 3, 1, 1), (2, 3, 4, 5))),
+    OpCase("mul", {}, ((2, 3, 4, 5), (2, 3, 1, 1)), channels_last=True),
+    OpCase("mul", {}, ((2, 1, 4, 1), (2, 3, 1, 5))),
+    OpCase("mul", {}, ((3, 4), (3, 1))),
+    # adaptive_avgpool2d: global keeping 1x1, dividing sizes, overlapping windows (7 -> 3,
+    # 5 -> 4), an output larger than the input, both layouts
+    OpCase("adaptive_avgpool2d", {"output_size": 1}, ((2, 3, 4, 5),)),
+    OpCase("adaptive_avgpool2d", {"output_size": 1}, ((2, 3, 4, 5),), channels_last=True),
+    OpCase("adaptive_avgpool2d", {"output_size": 2}, ((2, 3, 6, 4),)),
+    OpCase("adaptive_avgpool2d", {"output_size": [3, 4]}, ((2, 2, 7, 5),)),
+    OpCase("adaptive_avgpool2d", {"output_size": [4, 2]}, ((1, 2, 3, 5),), channels_last=True),
+    # clipping: both bounds reached, relu6 around 0
+    OpCase("hardtanh", {}, ((2, 3, 4, 5),)),
+    OpCase("hardtanh", {"min_val": -0.5, "max_val": 1.5}, ((3, 7),)),
+    OpCase("relu6", {}, ((2, 3, 4, 5),)),
+    OpCase("relu6", {}, ((2, 3, 4, 5),), channels_last=True),
+    OpCase("silu", {}, ((2, 3, 4, 5),)),
+    OpCase("silu", {}, ((3, 7),)),
+    OpCase("gelu", {}, ((2, 3, 4, 5),)),
+    OpCase("gelu", {"approximate": "tanh"}, ((2, 3, 4, 5),)),
+    OpCase("gelu", {}, ((3, 7),)),
+    OpCase("hardswish", {}, ((2, 3, 4, 5),)),
+    OpCase("hardswish", {}, ((3, 7),)),
+    OpCase("hardsigmoid", {}, ((2, 3, 4, 5),)),
+    OpCase("hardsigmoid", {}, ((3, 7),)),
+    # log_softmax over classes, over channels of an image, over the last axis
+    OpCase("log_softmax", {}, ((3, 5),)),
+    OpCase("log_softmax", {"dim": 1}, ((2, 4, 3, 2),), channels_last=True),
+    OpCase("log_softmax", {"dim": -1}, ((2, 4, 3, 2),)),
+    OpCase("log_softmax", {"dim": 2}, ((2, 3, 4),)),
+    # stochastic_depth: identity in inference, whole samples kept or dropped in training
+    OpCase("stochastic_depth", {"p": 0.5}, ((4, 3, 2, 2),)),
+    OpCase("stochastic_depth", {"p": 0.5}, ((6, 3, 2, 2),), train=True),
+    OpCase("stochastic_depth", {"p": 0.2}, ((5, 7),), seed=3, train=True),
+    OpCase("stochastic_depth", {"p": 0.0}, ((3, 7),), train=True),
 ]
 
 
@@ -240,6 +296,14 @@ class FlippedKernelConv(Conv2d):
         return super().forward(xs, flipped, buffers, ctx)
 
 
+class UngroupedWeightGradConv(Conv2d):
+    """A grouped convolution whose weight gradient lands on the wrong group's rows."""
+
+    def backward(self, cache, dy):
+        dxs, grads = super().backward(cache, dy)
+        return dxs, {**grads, "weight": np.roll(grads["weight"], 1, axis=0)}
+
+
 class ShapeLyingConv(Conv2d):
     def output_shape(self, in_shapes):
         channels, height, width = super().output_shape(in_shapes)
@@ -260,6 +324,15 @@ SABOTAGE = [
                                          (IMAGE,)), ForwardMismatch),
     ("conv2d", ShapeLyingConv, OpCase("conv2d", {"out_channels": 2, "kernel_size": 3},
                                       (IMAGE,)), ShapeMismatch),
+    ("conv2d", FlippedKernelConv, OpCase("conv2d", {"out_channels": 4, "kernel_size": 3,
+                                                    "groups": 4}, ((2, 4, 5, 5),)),
+     ForwardMismatch),
+    ("conv2d", UngroupedWeightGradConv, OpCase("conv2d", {"out_channels": 4, "kernel_size": 3,
+                                                          "groups": 4}, ((2, 4, 5, 5),)),
+     GradientMismatch),
+    ("conv2d", UngroupedWeightGradConv, OpCase("conv2d", {"out_channels": 4, "kernel_size": 2,
+                                                          "groups": 2, "dilation": 2},
+                                               ((2, 4, 5, 5),)), GradientMismatch),
 ]
 
 

@@ -330,76 +330,57 @@ def test_schedules_match_torch(table: dict, make) -> None:
         scheduler.step()
 
 
-# --- weight decay that skips biases and norms ---------------------------------------------
-
-NORMED = """
-[nodes.tokens]
-op = "input"
-shape = [3, 4]
-
-[nodes.norm]
-op = "layernorm"
-normalized_shape = 4
-
-[nodes.attn]
-op = "multihead_attention"
-embed_dim = 4
-num_heads = 2
-
-[nodes.fc]
-op = "linear"
-out_features = 2
-"""
-
-
-def test_the_norm_and_bias_keys_of_a_plan() -> None:
-    from netspec.lang.spec import parse_spec
-    from netspec.plan.compiler import compile_plan
-    from netspec.train.optim import norm_and_bias_keys
-
-    plan = compile_plan(parse_spec(NORMED))
-    assert norm_and_bias_keys(plan) == {"norm.weight", "norm.bias", "attn.in_proj_bias",
-                                        "attn.out_proj.bias", "fc.bias"}
-
-
-@pytest.mark.parametrize("kind", ["adamw", "adam", "sgd"])
-def test_skipping_norms_and_biases_matches_torch_parameter_groups(kind: str) -> None:
-    """decay_norms_and_biases = false is torch's optimizer with two parameter groups, the
-    biases and norms at weight_decay 0 (AdamW's decoupled decay too)."""
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adamw"])
+def test_weight_decay_may_leave_out_biases_norms_and_learned_tensors(kind: str) -> None:
     torch = pytest.importorskip("torch")
-    from netspec.lang.spec import parse_spec
-    from netspec.plan.compiler import compile_plan
-    from netspec.runtime.executor import Network
-    from netspec.train.optim import norm_and_bias_keys
-
-    plan = compile_plan(parse_spec(NORMED))
-    case = {"type": kind, "lr": 0.05, "weight_decay": 0.3, "decay_norms_and_biases": False,
+    shapes = {"conv.weight": (4, 3, 3, 3), "conv.bias": (4,), "ln.weight": (8,),
+              "ln.bias": (8,), "class_token": (1, 1, 8), "features.1.0.layer_scale": (4, 1, 1),
+              "fc.weight": (10, 8)}
+    case = {"type": kind, "lr": 0.05, "weight_decay": 0.3,
             **({"momentum": 0.9} if kind == "sgd" else {})}
-    ours = make_optimizer(TrainConfig.model_validate({"optimizer": case}).optimizer, plan)
-    params = {k: v.astype(np.float64) for k, v in Network(plan, seed=1).params.items()}
+    config = TrainConfig.model_validate(
+        {"optimizer": {**case, "decay_norms_and_biases": False}}).optimizer
+    ours = make_optimizer(config, shapes)
+    assert ours.no_decay == {"conv.bias", "ln.weight", "ln.bias", "class_token",
+                             "features.1.0.layer_scale"}
+    rng = np.random.default_rng(0)
+    params = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    everything = {k: v.copy() for k, v in params.items()}
     tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    skipped = norm_and_bias_keys(plan)
-    groups = [{"params": [t for k, t in tensors.items() if k not in skipped]},
-              {"params": [t for k, t in tensors.items() if k in skipped], "weight_decay": 0.0}]
-    kwargs = {"lr": 0.05, "weight_decay": 0.3, **({"momentum": 0.9} if kind == "sgd" else {})}
-    theirs = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(kind, torch.optim.SGD)(
-        groups, **kwargs, **({} if kind == "sgd" else {"foreach": False}))
-    rng = np.random.default_rng(2)
-    before = {k: v.copy() for k, v in params.items()}
-    for _ in range(4):
-        grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+    groups = [{"params": [tensors["conv.weight"], tensors["fc.weight"]]},
+              {"params": [t for k, t in tensors.items() if k in ours.no_decay],
+               "weight_decay": 0.0}]
+    theirs = _torch_optimizer(torch, case, groups)
+    decays_all = make_optimizer(TrainConfig.model_validate({"optimizer": case}).optimizer,
+                                shapes)
+    assert decays_all.no_decay == frozenset()
+    for _ in range(3):
+        grads = {k: rng.standard_normal(s) for k, s in shapes.items()}
         ours.step(params, grads)
+        decays_all.step(everything, grads)
         for key, tensor in tensors.items():
             tensor.grad = torch.from_numpy(grads[key].copy())
         theirs.step()
     for key, tensor in tensors.items():
         np.testing.assert_allclose(params[key], tensor.detach().numpy(), rtol=1e-12, atol=0)
-    # the negative control: decaying everything moves the biases differently
-    everything = make_optimizer(TrainConfig.model_validate(
-        {"optimizer": {**case, "decay_norms_and_biases": True}}).optimizer, plan)
-    again = {k: v.copy() for k, v in before.items()}
-    rng = np.random.default_rng(2)
-    for _ in range(4):
-        everything.step(again, {k: rng.standard_normal(v.shape) for k, v in again.items()})
-    assert not np.allclose(again["norm.bias"], params["norm.bias"], rtol=1e-9, atol=0)
-    np.testing.assert_allclose(again["fc.weight"], params["fc.weight"], rtol=1e-12, atol=0)
+    # the weights decay alike; the rest decays only when told to
+    for key in shapes:
+        same = np.array_equal(params[key], everything[key])
+        assert same == (key in ("conv.weight", "fc.weight")), key
+
+
+def test_the_torch_engine_leaves_the_same_parameters_out_of_weight_decay() -> None:
+    torch = pytest.importorskip("torch")
+    from netspec.train.torch_engine import _torch_optimizer as engine_optimizer
+
+    named = {"fc.weight": torch.zeros(3, 2, requires_grad=True),
+             "fc.bias": torch.zeros(3, requires_grad=True),
+             "encoder.pos_embedding": torch.zeros(1, 4, 2, requires_grad=True)}
+    for skip in (False, True):
+        config = TrainConfig.model_validate({"optimizer": {
+            "type": "adamw", "weight_decay": 0.1, "decay_norms_and_biases": not skip}}).optimizer
+        groups = engine_optimizer(config, named).param_groups
+        decayed = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]
+        expected = [named["fc.weight"]] if skip else list(named.values())
+        assert len(decayed) == len(expected) and all(
+            any(p is e for e in expected) for p in decayed)

@@ -69,7 +69,7 @@ def torch_apply(op_name: str, p: Any, xs: list, params: dict, buffers: dict, tra
         return x
     if op_name == "conv2d":
         return F.conv2d(x, params["weight"], params.get("bias"), stride=_pair(p.stride),
-                        padding=_pair(p.padding))
+                        padding=_pair(p.padding), dilation=_pair(p.dilation), groups=p.groups)
     if op_name in ("maxpool2d", "avgpool2d"):
         kernel = _pair(p.kernel_size)
         stride = kernel if p.stride is None else _pair(p.stride)
@@ -96,7 +96,27 @@ def torch_apply(op_name: str, p: Any, xs: list, params: dict, buffers: dict, tra
                             momentum=p.momentum, eps=p.eps)
     if op_name == "add":
         return sum(xs[1:], xs[0])
+    if op_name in CONV_OPS:
+        return CONV_OPS[op_name](p, xs, dropout_mask)
     raise KeyError(f"no torch translation for op '{op_name}'; add one to torch_apply")
+
+
+# the convolutional-network ops (issue 24); stochastic depth multiplies by netspec's own
+# per-sample mask, as dropout does (torchvision draws it from torch's generator)
+CONV_OPS = {
+    "mul": lambda p, xs, mask: torch.mul(xs[0], xs[1]),
+    "adaptive_avgpool2d": lambda p, xs, mask: F.adaptive_avg_pool2d(xs[0],
+                                                                    _pair(p.output_size)),
+    "hardtanh": lambda p, xs, mask: F.hardtanh(xs[0], p.min_val, p.max_val),
+    "relu6": lambda p, xs, mask: F.relu6(xs[0]),
+    "silu": lambda p, xs, mask: F.silu(xs[0]),
+    "gelu": lambda p, xs, mask: F.gelu(xs[0], approximate=p.approximate),
+    "hardswish": lambda p, xs, mask: F.hardswish(xs[0]),
+    "hardsigmoid": lambda p, xs, mask: F.hardsigmoid(xs[0]),
+    "log_softmax": lambda p, xs, mask: F.log_softmax(xs[0], dim=p.dim),
+    "stochastic_depth": lambda p, xs, mask: xs[0] if mask is None
+    else xs[0] * torch.from_numpy(mask),
+}
 
 
 def _leaf(array: np.ndarray):
@@ -157,8 +177,41 @@ PARITY_CASES = [
     OpCase("avgpool2d", {"kernel_size": 2, "stride": 3}, ((2, 2, 9, 9),)),
     OpCase("global_avgpool", {}, ((4, 16, 24, 24),), channels_last=True),
     OpCase("batchnorm", {}, ((4, 16, 24, 24),), train=True, channels_last=True),
+    # conv2d groups and dilation: depthwise (MobileNet's 3x3, stride 1 and 2), a channel
+    # multiplier, grouped (RegNet's), dilated dense and depthwise
+    OpCase("conv2d", {"out_channels": 16, "kernel_size": 3, "groups": 16, "padding": 1},
+           ((4, 16, 14, 14),)),
+    OpCase("conv2d", {"out_channels": 16, "kernel_size": 5, "groups": 16, "stride": 2,
+                      "padding": 2, "bias": False}, ((3, 16, 15, 15),), channels_last=True),
+    OpCase("conv2d", {"out_channels": 12, "kernel_size": 3, "groups": 4, "padding": 1},
+           ((2, 4, 9, 8),)),
+    OpCase("conv2d", {"out_channels": 8, "kernel_size": 3, "groups": 2, "stride": 2,
+                      "padding": 1}, ((3, 8, 11, 10),), channels_last=True),
+    OpCase("conv2d", {"out_channels": 4, "kernel_size": 3, "dilation": [2, 3],
+                      "padding": [2, 3]}, ((2, 3, 10, 11),)),
+    OpCase("conv2d", {"out_channels": 6, "kernel_size": 3, "groups": 6, "dilation": 2,
+                      "stride": 2, "padding": 2}, ((2, 6, 12, 9),)),
     # tensors of any rank: tests/tensor_cases.py
     *TENSOR_PARITY_CASES,
+    OpCase("mul", {}, ((2, 8, 1, 1), (2, 8, 7, 6))),
+    OpCase("mul", {}, ((3, 4, 5, 6), (3, 4, 5, 6)), channels_last=True),
+    OpCase("mul", {}, ((2, 1, 5, 1), (2, 3, 1, 4))),
+    OpCase("adaptive_avgpool2d", {"output_size": 1}, ((4, 16, 9, 7),), channels_last=True),
+    OpCase("adaptive_avgpool2d", {"output_size": [7, 7]}, ((2, 3, 13, 15),)),
+    OpCase("adaptive_avgpool2d", {"output_size": [5, 3]}, ((2, 3, 10, 9),)),
+    OpCase("adaptive_avgpool2d", {"output_size": [6, 4]}, ((2, 2, 4, 3),)),
+    OpCase("hardtanh", {"min_val": -0.5, "max_val": 1.25}, ((2, 3, 4, 5),)),
+    OpCase("relu6", {}, ((2, 3, 4, 5),)),
+    OpCase("silu", {}, ((2, 3, 4, 5),)),
+    OpCase("gelu", {}, ((2, 3, 4, 5),)),
+    OpCase("gelu", {"approximate": "tanh"}, ((2, 3, 4, 5),)),
+    OpCase("hardswish", {}, ((2, 3, 4, 5),)),
+    OpCase("hardsigmoid", {}, ((2, 3, 4, 5),)),
+    OpCase("log_softmax", {}, ((3, 10),)),
+    OpCase("log_softmax", {"dim": -1}, ((2, 4, 3, 5),)),
+    OpCase("stochastic_depth", {"p": 0.4}, ((6, 3, 4, 5),)),
+    OpCase("stochastic_depth", {"p": 0.4}, ((6, 3, 4, 5),), train=True),
+    OpCase("stochastic_depth", {"p": 0.3}, ((5, 7),), seed=2, train=True),
 ]
 
 
@@ -177,7 +230,7 @@ def test_op_matches_torch(case: OpCase) -> None:
     dxs, dparams = op.backward(cache, dy)
 
     mask = None
-    if case.op == "dropout" and case.train:
+    if case.op in ("dropout", "stochastic_depth") and case.train:
         mask = run_op(op, [np.ones(xs[0].shape)], {}, {}, True, case.seed)[0]
     txs = [_leaf(x) for x in xs]
     tparams = {name: _leaf(value) for name, value in params.items()}
@@ -299,7 +352,7 @@ def torch_network(net: netspec.Network, x: np.ndarray, train: bool, rng_state: d
     for node_id, node in net.plan.nodes.items():
         xs = [tx] if node.op_name == "input" else [values[s] for s in node.inputs]
         mask = None
-        if node.op_name == "dropout" and train:
+        if node.op_name in ("dropout", "stochastic_depth") and train:
             # the same draw from the same generator state netspec's forward made
             ones = np.ones((x.shape[0], *node.input_shapes[0]))
             mask = node.op.forward([ones], {}, {}, Context(train=True, rng=replay))[0]
@@ -310,18 +363,118 @@ def torch_network(net: netspec.Network, x: np.ndarray, train: bool, rng_state: d
     return values[net.plan.output], tx, tparams, tbuffers
 
 
+# the convolutional-network ops (issue 24): a mobile block with squeeze-and-excitation
+EVERY_CONV_OP = """
+[nodes.image]
+op = "input"
+shape = [3, 10, 9]
+
+[nodes.expand]
+op = "conv2d"
+out_channels = 8
+kernel_size = 1
+
+[nodes.act6]
+op = "relu6"
+
+[nodes.depthwise]
+op = "conv2d"
+out_channels = 8
+kernel_size = 3
+padding = 2
+dilation = 2
+groups = 8
+
+[nodes.swish]
+op = "silu"
+
+[nodes.squeeze]
+op = "adaptive_avgpool2d"
+output_size = 1
+
+[nodes.reduce]
+op = "conv2d"
+out_channels = 4
+kernel_size = 1
+
+[nodes.clip]
+op = "hardtanh"
+min_val = -0.5
+max_val = 2.0
+
+[nodes.excite]
+op = "conv2d"
+out_channels = 8
+kernel_size = 1
+
+[nodes.gate]
+op = "hardsigmoid"
+
+[nodes.scaled]
+op = "mul"
+inputs = ["gate", "swish"]
+
+[nodes.grouped]
+op = "conv2d"
+out_channels = 6
+kernel_size = 3
+padding = 1
+groups = 2
+
+[nodes.hs]
+op = "hardswish"
+
+[nodes.project]
+op = "conv2d"
+inputs = "scaled"
+out_channels = 6
+kernel_size = 1
+
+[nodes.drop]
+op = "stochastic_depth"
+p = 0.4
+
+[nodes.sum]
+op = "add"
+inputs = ["drop", "hs"]
+
+[nodes.pooled]
+op = "adaptive_avgpool2d"
+output_size = [3, 2]
+
+[nodes.smooth]
+op = "gelu"
+
+[nodes.smooth_tanh]
+op = "gelu"
+approximate = "tanh"
+
+[nodes.flat]
+op = "flatten"
+
+[nodes.fc]
+op = "linear"
+out_features = 5
+
+[nodes.out]
+op = "log_softmax"
+"""
+
 NETWORKS = {"resnet_mini": lambda: netspec.compile("resnet_mini", seed=0, dtype="float64"),
             "every_op": lambda: build_network(EVERY_OP, seed=0),
-            "every_tensor_op": lambda: build_network(EVERY_TENSOR_OP, seed=0)}
+            "every_tensor_op": lambda: build_network(EVERY_TENSOR_OP, seed=0),
+            "every_conv_op": lambda: build_network(EVERY_CONV_OP, seed=0)}
+
+
+def test_the_every_op_networks_use_every_registered_op() -> None:
+    covered = {node.op_name for text in (EVERY_OP, EVERY_TENSOR_OP, EVERY_CONV_OP)
+               for node in build_network(text, seed=0).plan.nodes.values()}
+    assert covered == set(REGISTRY), "the every-op networks must use every registered op"
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_network_matches_torch_in_training_then_inference(name: str) -> None:
     net = NETWORKS[name]()
-    covered = {node.op_name for node in net.plan.nodes.values()}
-    if name == "every_op":
-        covered |= {node.op_name for node in NETWORKS["every_tensor_op"]().plan.nodes.values()}
-        assert covered == set(REGISTRY), "EVERY_OP and EVERY_TENSOR_OP must use every op"
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3, *net.shapes[net.plan.inputs[0]]))
     for train in (True, False):

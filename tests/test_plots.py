@@ -4,6 +4,7 @@ without matplotlib every function raises PlotsUnavailable saying how to install 
 from __future__ import annotations
 
 import builtins
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from netspec.common.errors import NetspecError
+from netspec.common.extras import install_line
 from netspec.pictures.plots import (
     PlotsUnavailable,
     plot_confusion,
@@ -146,7 +148,7 @@ def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("case", ["curves", "confusion", "filters", "mistakes"])
 def test_without_matplotlib_each_plot_says_how_to_install_it(case, tmp_path, no_matplotlib):
     target = tmp_path / "plot.png"
-    with pytest.raises(PlotsUnavailable, match=r"pip install netspec\[plot\]"):
+    with pytest.raises(PlotsUnavailable, match=re.escape(install_line("plot"))):
         CASES[case](target)
     assert not target.exists()
     assert issubclass(PlotsUnavailable, NetspecError)

@@ -14,6 +14,7 @@ import pytest
 
 from netspec import compile_plan
 from netspec.cli import main
+from netspec.common.extras import install_line
 from netspec.pictures.png import SCALE
 from netspec.pictures.render import draw
 from netspec.pictures.svg import lay_out
@@ -99,7 +100,7 @@ def test_png_without_pillow_names_the_extra(tmp_path, no_graphviz, monkeypatch, 
     target = tmp_path / "x.png"
     assert main(["draw", "lenet5", "-o", str(target)]) == 1
     err = capsys.readouterr().err
-    assert "pip install 'netspec[plot]'" in err
+    assert install_line("plot") in err
     assert "apt-get install graphviz" in err  # the other way out
     assert "Traceback" not in err
     assert not target.exists()

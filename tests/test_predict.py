@@ -187,7 +187,7 @@ out_features = 10
 epochs = 1
 batch_size = 32
 validation = 100
-limit = 3100
+limit = 3000
 
 [train.optimizer]
 type = "adam"

@@ -318,7 +318,7 @@ BLOCK_MISTAKES = [
     ("unknown block key", 'args = ["planes"]', 'arg = ["planes"]', 6, "arg"),
     ("unknown field in a block's node", "padding = 1", "paddin = 1", 14, "paddin"),
     ("wrong type in a block's node", "kernel_size = 1\n", "kernel_size = true\n", 20, ""),
-    ("repeat below 1", 'repeat = "= depth"', "repeat = 0", 29, "minimum"),
+    ("repeat below 0", 'repeat = "= depth"', "repeat = -1", 29, "minimum"),
     ("condition not a bool", 'if = "= stride != 1"', 'if = "stride"', 17, "boolean"),
     ("variable that is not a name", "depth = 2", '"two words" = 2', 3, "two words"),
 ]

@@ -16,6 +16,10 @@ from netspec.lang.spec import (
     resolve_spec_path,
     shipped_architectures,
 )
+from netspec.ops import REGISTRY
+
+# every registered op, as the messages list them: other issues add ops too
+KNOWN_OPS = ", ".join(sorted(REGISTRY))
 
 CHAIN = """\
 [nodes.image]
@@ -114,7 +118,8 @@ def test_bare_name_resolves_to_a_shipped_architecture(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_spec_path("lenet5") in shipped_architectures()
     spec = load_spec("lenet5")
-    assert (spec.name, spec.file) == ("lenet5", "lenet5.toml")
+    # named by its installed path, so that its errors say where the shipped file is
+    assert (spec.name, spec.file) == ("lenet5", str(resolve_spec_path("lenet5")))
 
 
 def test_a_local_file_wins_over_a_shipped_name(tmp_path, monkeypatch):
@@ -284,7 +289,7 @@ NODE_ERRORS = [
         'out_channels = 4\nkernel_size = 3\ncolour = "red"\n',
         ["net.toml:8: node 'c' (conv2d): unknown field 'colour' (valid fields: inputs, init, "
          "init_scale, weight, weight_file, bias_init, trainable, out_channels, kernel_size, "
-         "stride, padding, bias)"],
+         "stride, padding, bias, groups, dilation)"],
         id="unknown-field-lists-valid-ones"),
     pytest.param(
         '[nodes.image]\nop = "input"\nshape = [1, 8, 8]\n\n[nodes.c]\nop = "conv2d"\n'
@@ -294,9 +299,8 @@ NODE_ERRORS = [
         id="missing-field-at-header"),
     pytest.param(
         '[nodes.image]\nop = "input"\nshape = [4]\n[nodes.r]\nop = "relux"\n',
-        ["net.toml:5: node 'r': unknown op 'relux'; did you mean 'relu'? (known ops: add, "
-         "avgpool2d, batchnorm, concat, conv2d, dropout, flatten, global_avgpool, input, "
-         "leaky_relu, linear, maxpool2d, relu, sigmoid, softmax, tanh)"],
+        ["net.toml:5: node 'r': unknown op 'relux'; did you mean 'relu'? (known ops: "
+         + KNOWN_OPS + ")"],
         id="unknown-op"),
     pytest.param(
         '[nodes.image]\nop = "input"\nshape = [4]\n[nodes.r]\nop = ["relu"]\n',
@@ -304,9 +308,7 @@ NODE_ERRORS = [
         id="op-not-a-string"),
     pytest.param(
         '[nodes.image]\nshape = [4]\n',
-        ["net.toml:1: node 'image': missing 'op'; add op = \"...\" (one of: add, avgpool2d, "
-         "batchnorm, concat, conv2d, dropout, flatten, global_avgpool, input, leaky_relu, "
-         "linear, maxpool2d, relu, sigmoid, softmax, tanh)"],
+        ["net.toml:1: node 'image': missing 'op'; add op = \"...\" (one of: " + KNOWN_OPS + ")"],
         id="missing-op"),
     pytest.param(
         '[nodes]\nimage = 5\n',
@@ -377,9 +379,8 @@ NODE_ERRORS = [
         id="inputs-in-a-multiline-list"),
     pytest.param(
         '[nodes.image]\nop = "input"\nshape = [4]\n[nodes.r]\nop = "relux"\ninputs = "imge"\n',
-        ["net.toml:5: node 'r': unknown op 'relux'; did you mean 'relu'? (known ops: add, "
-         "avgpool2d, batchnorm, concat, conv2d, dropout, flatten, global_avgpool, input, "
-         "leaky_relu, linear, maxpool2d, relu, sigmoid, softmax, tanh)",
+        ["net.toml:5: node 'r': unknown op 'relux'; did you mean 'relu'? (known ops: "
+         + KNOWN_OPS + ")",
          "net.toml:6: node 'r': input 'imge' names no node; did you mean 'image'?"],
         id="references-checked-on-invalid-nodes-too"),
     pytest.param(
@@ -437,7 +438,7 @@ FILE_ERRORS = [
                                       'op = "input"'], id="no-nodes"),
     pytest.param('[trian]\nepochs = 1\n' + CHAIN,
                  ["net.toml:1: unknown top-level table [trian]; did you mean 'train'? "
-                  "(expected include, network, vars, blocks, nodes, train, data)"],
+                  "(expected include, network, vars, assert, blocks, nodes, train, data)"],
                  id="unknown-top-level-table"),
     pytest.param('train = 5\n' + CHAIN, ["net.toml:1: [train] must be a table"],
                  id="train-not-a-table"),
@@ -486,9 +487,8 @@ out_features = -1
         "net.toml:6: [network] output 'fc3' names no node; did you mean 'fc'?",
         "net.toml:15: node 'conv' (conv2d): unknown field 'kernal_size'; did you mean "
         "'kernel_size'?",
-        "net.toml:18: node 'act': unknown op 'relux'; did you mean 'relu'? (known ops: add, "
-        "avgpool2d, batchnorm, concat, conv2d, dropout, flatten, global_avgpool, input, "
-        "leaky_relu, linear, maxpool2d, relu, sigmoid, softmax, tanh)",
+        "net.toml:18: node 'act': unknown op 'relux'; did you mean 'relu'? (known ops: "
+        + KNOWN_OPS + ")",
         "net.toml:22: node 'fc' (linear): input 'flat' names no node",
         "net.toml:23: node 'fc' (linear): out_features must be greater than 0, got -1",
     ]
@@ -528,3 +528,14 @@ def test_printable_escapes_control_characters_only():
     assert printable("layer1.0 conv") == "layer1.0 conv"
     assert printable("ünïcode") == "ünïcode"
     assert printable("a\x00b\nc") == "a\\x00b\\nc"
+
+
+@pytest.mark.parametrize(("written", "meant"), [("ReLU", "relu"), ("BatchNorm", "batchnorm"),
+                                                ("Linear", "linear"), ("MaxPool2d", "maxpool2d")])
+def test_an_op_name_in_another_case_finds_its_suggestion(written, meant):
+    """PyTorch's class names (``nn.ReLU``) are what a newcomer writes first."""
+    text = f'[nodes.image]\nop = "input"\nshape = [4]\n[nodes.r]\nop = "{written}"\n'
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text, file="net.toml")
+    assert f"net.toml:5: node 'r': unknown op '{written}'; did you mean '{meant}'?" in str(
+        caught.value)

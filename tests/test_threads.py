@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import pytest
 
 from netspec.cli import main
 from netspec.common.errors import NetspecError
+from netspec.common.extras import install_line
 from netspec.runtime import threads as threads_module
 from netspec.runtime.threads import BlasThreads, Neighbour, fair_share
 
@@ -133,7 +135,7 @@ def test_requests_out_of_range_are_refused() -> None:
 
 def test_without_threadpoolctl_a_request_names_the_extra(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(threads_module, "threadpoolctl_available", lambda: False)
-    with pytest.raises(NetspecError, match=r"pip install netspec\[threads\]"):
+    with pytest.raises(NetspecError, match=re.escape(install_line("threads"))):
         BlasThreads(2, registry=tmp_path).__enter__()
     # the default leaves the BLAS alone
     with BlasThreads(registry=tmp_path) as limit:
@@ -166,7 +168,7 @@ def test_cli_threads_without_threadpoolctl(monkeypatch, capsys) -> None:
     monkeypatch.setattr(threads_module, "threadpoolctl_available", lambda: False)
     assert main(["gradcheck", "mlp", "--threads", "2"]) == 1
     assert capsys.readouterr().err == ("netspec gradcheck: error: --threads needs threadpoolctl: "
-                                       "pip install netspec[threads]\n")
+                                       f"{install_line('threads')}\n")
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "100000"])

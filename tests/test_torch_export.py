@@ -5,6 +5,7 @@ back in as weights with every mismatch named."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from torch_helpers import (  # noqa: E402 - after importorskip
     toml_string,
 )
 
+from netspec.common.extras import install_line  # noqa: E402
 from netspec.interchange.torch_classes import class_name  # noqa: E402
 from netspec.interchange.torch_module import export_pytorch, generate_source  # noqa: E402
 from netspec.interchange.torch_ops import TORCH_FORMS, TORCH_REFUSED  # noqa: E402
@@ -543,9 +545,9 @@ def test_without_torch_the_export_says_what_to_install(tmp_path, monkeypatch, ca
 
     monkeypatch.setitem(sys.modules, "torch", None)
     assert main(["export", "lenet5", "-o", str(tmp_path / "m.py")]) == 1
-    assert "pip install netspec[torch]" in capsys.readouterr().err
+    assert install_line("torch") in capsys.readouterr().err
     (tmp_path / "w.pt").write_bytes(b"x")
-    with pytest.raises(NetspecError, match=r"pip install netspec\[torch\]"):
+    with pytest.raises(NetspecError, match=re.escape(install_line("torch"))):
         load_weights(tmp_path / "w.pt", Network(compile_plan("lenet5")))
 
 

@@ -56,7 +56,7 @@ epochs = 2
 batch_size = 50
 seed = 3
 validation = {VALIDATION}
-limit = 700
+limit = 600
 
 [train.optimizer]
 type = "adam"
@@ -118,7 +118,7 @@ epochs = 1
 batch_size = 32
 seed = 0
 validation = 500
-limit = 6000
+limit = 5500
 
 [train.optimizer]
 type = "sgd"
@@ -270,7 +270,7 @@ def test_best_npz_holds_the_best_validation_epoch(tmp_path, mnist_dir, monkeypat
     scripted_validation(monkeypatch, [(1.0, 0.5), (0.8, 0.7), (0.7, 0.6)])
     snapshots: list[dict[str, np.ndarray]] = []
     trainer = start_run(write_spec(tmp_path), tmp_path / "run", data_dir=mnist_dir,
-                        overrides={"epochs": 3, "limit": 300})
+                        overrides={"epochs": 3, "limit": 200})
     trainer.callbacks.on_epoch = lambda record: snapshots.append(
         {k: v.copy() for k, v in trainer.net.params.items()})
     result = trainer.run()
@@ -302,7 +302,7 @@ def test_early_stopping_on_validation_loss(tmp_path, mnist_dir, monkeypatch, sto
     spec = write_spec(tmp_path, TINY.replace("epochs = 2", f"epochs = {epochs}")
                       + f"\n[train.early_stopping]\nmonitor = \"val_loss\"\n{stopping}\n")
     result = start_run(spec, tmp_path / "run", data_dir=mnist_dir,
-                       overrides={"limit": 300}).run()
+                       overrides={"limit": 200}).run()
     assert len(result.history) == epochs_run
     assert result.best_epoch == best_epoch
     assert result.stopped_early is stopped_early
@@ -316,7 +316,7 @@ def test_early_stopping_on_validation_accuracy(tmp_path, mnist_dir, monkeypatch)
     spec = write_spec(tmp_path, TINY.replace("epochs = 2", "epochs = 10")
                       + '\n[train.early_stopping]\nmonitor = "val_accuracy"\npatience = 2\n')
     result = start_run(spec, tmp_path / "run", data_dir=mnist_dir,
-                       overrides={"limit": 300}).run()
+                       overrides={"limit": 200}).run()
     assert (len(result.history), result.best_epoch, result.stopped_early) == (4, 2, True)
 
 
@@ -366,7 +366,7 @@ def test_resume_reports_a_damaged_run(tmp_path, mnist_dir, damage, error, messag
     (('type = "adam"', 'type = "adma"'), 34, r"unknown optimizer type 'adma'.*did you mean "
                                              r"'adam'"),
     (("lr = 0.003", "lr = -1.0"), 35, r"\[train.optimizer\] lr: .*greater than 0"),
-    (("limit = 700", "limt = 700"), 31, r"\[train\] limt: unknown field; did you mean 'limit'"),
+    (("limit = 600", "limt = 600"), 31, r"\[train\] limt: unknown field; did you mean 'limit'"),
     (("max_shift = 2", 'max_shift = "2"'), 38, r"\[train.augment\] max_shift: .*integer"),
 ])
 def test_bad_train_values_point_at_the_spec_line(tmp_path, change, line, message):

@@ -157,7 +157,33 @@ def test_config_is_frozen() -> None:
         ("[train]\nepochs = 2.5\n",
          "net.toml:2: [train] epochs: Input should be a valid integer (got 2.5)"),
         ("[train]\noptimizer = 'adam'\n",
-         "net.toml:2: [train] optimizer: should be a table (got 'adam')"),
+         "net.toml:2: [train] optimizer: should be a table (got 'adam'): optimizer = { type = "
+         "\"adam\", lr = 0.001 } in [train], or the same keys under [train.optimizer]"),
+        ("[train]\nschedule = 'cosine'\n",
+         "net.toml:2: [train] schedule: should be a table (got 'cosine'): schedule = { type = "
+         "\"cosine\", warmup_epochs = 1 } in [train], or the same keys under [train.schedule]"),
+        # the optimizer's and the schedule's settings written at the top of [train]
+        ("[train]\nepochs = 3\nlr = 0.1\n",
+         "net.toml:3: [train] lr: unknown field; did you mean optimizer.lr? The optimizer "
+         "settings are a table: optimizer = { type = \"adam\", lr = 0.001 } in [train], or the "
+         "same keys under [train.optimizer]"),
+        ("[train]\nmomentum = 0.5\n",
+         "net.toml:2: [train] momentum: unknown field; did you mean optimizer.momentum? The "
+         "optimizer settings are a table: optimizer = { type = \"adam\", lr = 0.001 } in "
+         "[train], or the same keys under [train.optimizer]"),
+        ("[train]\nwarmup_epochs = 1\n",
+         "net.toml:2: [train] warmup_epochs: unknown field; did you mean schedule.warmup_epochs? "
+         "The schedule settings are a table: schedule = { type = \"cosine\", warmup_epochs = 1 "
+         "} in [train], or the same keys under [train.schedule]"),
+        # PyTorch's word for the kind of optimizer
+        ("[train]\noptimizer = { name = 'adam', lr = 0.001 }\n",
+         "net.toml:2: [train.optimizer] name: unknown field; did you mean 'type'? For example: "
+         "optimizer = { type = \"adam\", lr = 0.001 } in [train], or the same keys under "
+         "[train.optimizer]"),
+        ("[train.optimizer]\ntype = 'rmsprop'\n",
+         "net.toml:2: [train.optimizer] type: unknown optimizer type 'rmsprop'; valid types: "
+         "sgd, adam, adamw. For example: optimizer = { type = \"adam\", lr = 0.001 } in "
+         "[train], or the same keys under [train.optimizer]"),
         # unknown types and literals, with suggestions
         ("[train.optimizer]\nlr = 0.1\ntype = 'adamm'\n",
          "net.toml:3: [train.optimizer] type: unknown optimizer type 'adamm'; "

@@ -65,10 +65,14 @@ class MaskedDropout:
             return x
         return x * torch.from_numpy(self.masks.pop(0))
 
+    # stochastic depth's forms: channel dropout with the batch as the channels
+    dropout1d = dropout3d = dropout
+
 
 def dropout_masks(net: Network, caches: dict[str, Any]) -> list[np.ndarray]:
     return [caches[node_id] for node_id, node in net.plan.nodes.items()
-            if node.op_name == "dropout" and caches.get(node_id) is not None]
+            if node.op_name in ("dropout", "stochastic_depth")
+            and caches.get(node_id) is not None]
 
 
 def compare_with_netspec(net: Network, model: torch.nn.Module, train: bool,

@@ -35,8 +35,13 @@ def trained_like(net: Network, seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import onnxruntime
-
+    try:
+        import onnx  # noqa: F401 - the export needs it
+        import onnxruntime
+    except ImportError as exc:
+        print(f"onnx_parity: needs onnx and onnxruntime ({exc.name} is not installed); "
+              f'install them with: pip install -e ".[onnx]"', file=sys.stderr)
+        return 1
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="shipped architectures (default: all)")
     parser.add_argument("--batch", type=int, default=4)

@@ -54,7 +54,9 @@ def run_compile(args: argparse.Namespace) -> int:
         exc.add(_train_diagnostics(exc.spec))
         if args.json:
             return _print_errors(args.spec, exc, exc.spec.included)
-        if exc.partial:
+        # the table helps find the failing nodes; when none failed (an unknown --set name, a
+        # [train] problem) it is the whole network, and would push the error off the screen
+        if exc.partial and exc.failed:
             print(f"{exc.spec.name}: compiled up to the failing node(s)\n")
             print(partial_summary(exc, args.batch_size, args.depth))
             print()

@@ -61,8 +61,8 @@ def _export_pytorch(request: ExportRequest) -> list[str]:
 
 # output suffix -> (what it is, the function that writes it, whether it needs the network)
 FORMATS: dict[str, tuple[str, Callable[[ExportRequest], list[str]], bool]] = {
-    ".onnx": ("ONNX model (pip install 'netspec[onnx]')", _export_onnx, True),
-    ".py": ("PyTorch module file, and model.pt with --weights (pip install 'netspec[torch]')",
+    ".onnx": ("ONNX model (the onnx extra)", _export_onnx, True),
+    ".py": ("PyTorch module file, and model.pt with --weights (the torch extra)",
             _export_pytorch, False),
 }
 

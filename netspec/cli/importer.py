@@ -74,6 +74,9 @@ def run_import(args: argparse.Namespace) -> int:
     plan = imported.plan
     print(f"imported {args.model}: {imported.onnx_nodes} ONNX nodes -> {len(plan.nodes)} "
           f"netspec nodes, {plan.total_params:,} params, output {plan.nodes[plan.output].shape}")
+    if imported.static_batch is not None:
+        print(f"the model fixes its batch at {imported.static_batch}; the imported network "
+              f"takes any batch")
     print(f"wrote {output} and {weights} (input normalisation: mean {mean:g}, std {std:g}, "
           f"{said})")
     _compare(args.model, imported)
@@ -90,7 +93,9 @@ def _compare(model: str, imported: ImportedModel) -> None:
         error = compare_with_onnxruntime(model, imported.network,
                                          input_names=imported.input_ids)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base
-        print(f"onnxruntime could not run {model} to compare: {str(exc).splitlines()[0]}")
+        # onnxruntime says what it expected on the lines after the first: keep them all
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"onnxruntime could not run {model} to compare: {reason}")
         return
     if error is not None:
         print(f"checked against onnxruntime: max |difference| {error:.2e} of the output's "

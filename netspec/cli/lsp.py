@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
 
 from netspec.common.errors import NetspecError
+from netspec.common.extras import install_line
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +30,20 @@ def run_lsp(args: argparse.Namespace) -> int:
         if exc.name not in ("pygls", "lsprotocol") and not str(exc.name).startswith(
                 ("pygls.", "lsprotocol.")):
             raise
-        raise NetspecError("the language server needs pygls: pip install 'netspec[lsp]'"
+        raise NetspecError(f"the language server needs pygls: {install_line('lsp')}"
                            ) from None
+    if sys.stdin.isatty():
+        # a person typed it: an editor starts the server with pipes, never at a terminal
+        print("netspec lsp: speaking the Language Server Protocol on standard input and "
+              "output; an editor starts it itself (the README shows VS Code and Neovim). "
+              "Ctrl-C stops it.", file=sys.stderr, flush=True)
+    # pygls swallows KeyboardInterrupt and then waits for its thread blocked reading stdin,
+    # forever at a terminal; the server writes no file, so Ctrl-C ends the process at once
+    signal.signal(signal.SIGINT, _stop)
     serve()
     return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    print("\nnetspec lsp: stopped", file=sys.stderr, flush=True)
+    os._exit(128 + signum)

@@ -9,7 +9,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plot", help="draw curves, confusion matrix, filters and mistakes of a run",
         description="Write curves.png, confusion.png, filters.png and mistakes.png into "
-        "RUN_DIR (needs matplotlib: pip install netspec[plot]).")
+        "RUN_DIR (needs matplotlib: the plot extra).")
     parser.add_argument("run_dir")
     parser.add_argument("--data-dir", help="directory holding the files of the run's named "
                         "data set (MNIST's IDX files, say)")

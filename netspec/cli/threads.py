@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from netspec.runtime.threads import INSTALL_HINT, MAX_THREADS, BlasThreads
+from netspec.runtime.threads import MAX_THREADS, BlasThreads
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
         "--threads", type=_thread_count, default=None, metavar="N",
         help="BLAS threads for matrix products (default: this process's share of the "
         "machine's cores, divided with the other netspec processes running; needs "
-        f"threadpoolctl: {INSTALL_HINT})")
+        "threadpoolctl, the threads extra)")
 
 
 def _thread_count(text: str) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from netspec.cli.common import add_set_option
 from netspec.cli.common import overrides as spec_settings
-from netspec.cli.progress import ProgressLine, download_progress
+from netspec.cli.progress import ProgressLine, TrainingDisplay, download_progress, percent
 from netspec.cli.threads import add_threads_option, threads_note
 from netspec.common.errors import NetspecError
 from netspec.common.tables import Column, render_table
@@ -26,7 +26,7 @@ def _load() -> None:
     global compile_plan, DIGITS, data_info, Dataset, load_images, Network, PlotsUnavailable
     global format_shape, load_spec, load_weights, data_choice, input_channels, prepare_data
     global recorded_choice, plot_run, recipe_normalisation, run_engine, launched_processes
-    global is_torch_file
+    global is_torch_file, recorded_options, write_report
     import numpy as np
 
     from netspec.data.catalog import DIGITS
@@ -51,12 +51,14 @@ def _load() -> None:
         Callbacks,
         TrainingInterrupted,
         recipe_normalisation,
+        recorded_options,
         recorded_overrides,
         resume_run,
         run_engine,
         start_run,
     )
     from netspec.train.report import plot_run
+    from netspec.train.report_html import write_report
     from netspec.train.torch_engine import launched_processes
     from netspec.weights.checkpoint import load_weights
     from netspec.weights.torch_weights import is_torch_file
@@ -83,14 +85,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     train.add_argument("--seed", type=int)
     train.add_argument("--validation", type=int, help="images held out for validation")
-    train.add_argument("--limit", type=int, help="train on the first N images only")
+    train.add_argument("--limit", type=int, metavar="N", help="train on N images only "
+                       "(the validation images are held out besides them)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--engine", choices=["numpy", "torch"],
                        help="who computes: netspec's NumPy executor (default) or PyTorch "
-                       "(pip install netspec[torch]); under torchrun, torch trains with "
+                       "(the torch extra); under torchrun, torch trains with "
                        "DistributedDataParallel")
     train.add_argument("--device", help="with --engine torch: cpu (default), cuda or cuda:N")
-    train.add_argument("--no-plots", action="store_true", help="do not write plot images")
+    train.add_argument("--no-plots", action="store_true", help="write neither the plot images nor "
+                       "report.html (kept by --resume; netspec plot and netspec report write "
+                       "them later)")
     train.add_argument("--weights", metavar="W.npz", help="start from these weights "
                        "(fine-tuning): a .npz of the same spec, from a run or netspec import")
     add_threads_option(train)
@@ -131,25 +136,14 @@ DATA_HELP = ("the data: mnist, fashion-mnist, kmnist, cifar10, a Keras-layout .n
              "spec's [data], else mnist)")
 
 
-def _callbacks(progress: ProgressLine, threads: BlasThreads) -> Callbacks:
+def _callbacks(display: TrainingDisplay, threads: BlasThreads) -> Callbacks:
     def on_batch(p: BatchProgress) -> None:
         # a netspec process started beside this one since: give it its share of the cores
         threads.refresh()
-        progress.update(p.batch, p.batches,
-                        f"epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches} "
-                        f"loss {p.loss:.4f} acc {p.accuracy:.4f} "
-                        f"{p.samples_per_second:,.0f} img/s lr {p.lr:.4g}")
+        display.on_batch(p)
 
-    def on_epoch(record: dict) -> None:
-        progress.clear()
-        val = (f"val loss {record['val_loss']:.4f} val acc {record['val_accuracy']:.4f}"
-               if record["val_loss"] is not None else "no validation set")
-        print(f"epoch {record['epoch']:>3}: train loss {record['train_loss']:.4f} "
-              f"acc {record['train_accuracy']:.4f} | {val} | lr {record['lr']:.4g} | "
-              f"{record['seconds']:.1f}s", flush=True)
-
-    return Callbacks(on_batch=on_batch, on_epoch=on_epoch,
-                     on_download=download_progress(progress))
+    return Callbacks(on_batch=on_batch, on_epoch=display.on_epoch,
+                     on_download=download_progress(display.line))
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -181,7 +175,8 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
     main = placement is None or placement.main
     say = print if main else _silent
     progress = ProgressLine()
-    callbacks = _callbacks(progress, args.blas_threads) if main else None
+    display = TrainingDisplay(progress)
+    callbacks = _callbacks(display, args.blas_threads) if main else None
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                  "momentum": args.momentum, "weight_decay": args.weight_decay,
                  "optimizer": args.optimizer, "seed": args.seed,
@@ -195,6 +190,7 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
         if ignored:
             raise NetspecError(f"--resume continues a run as it was set up; drop "
                                f"{', '.join(ignored)} (or start a new run with --out instead)")
+        plots = not args.no_plots and recorded_options(args.resume).get("plots", True)
         if placement is None:
             trainer = resume_run(args.resume, data_dir=args.data_dir, callbacks=callbacks)
         else:
@@ -210,11 +206,14 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
         spec_overrides = spec_settings(args)
         name = load_spec(args.spec, spec_overrides).name
         out = args.out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+        plots = not args.no_plots
+        recorded = {"command": ["netspec", *args.argv], "blas_threads": args.blas_threads.threads,
+                    "options": {"plots": plots}}
         if placement is None:
             trainer = start_run(args.spec, out, overrides=overrides, data_dir=args.data_dir,
                                 dtype=args.dtype, callbacks=callbacks,
                                 spec_overrides=spec_overrides, data=args.data,
-                                initial_weights=args.weights)
+                                initial_weights=args.weights, **recorded)
             where = ""
         else:
             from netspec.train.torch_engine import agree, start_torch_run
@@ -226,7 +225,8 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
             out = Path(agree(placement, str(out)))
             trainer = start_torch_run(args.spec, out, placement=placement, overrides=overrides,
                                       data_dir=args.data_dir, dtype=args.dtype,
-                                      callbacks=callbacks, spec_overrides=spec_overrides)
+                                      callbacks=callbacks, spec_overrides=spec_overrides,
+                                      **recorded)
             where = (f" on PyTorch ({placement.device}"
                      + (f", {placement.world} processes" if placement.distributed else "")
                      + ")")
@@ -238,6 +238,7 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
               f"{len(trainer.splits.val_images):,} validation images{_of(trainer.data)}{where}"
               f"{threads_note(args.blas_threads)} -> {trainer.run_dir}"
               + (f", starting from {args.weights}" if args.weights else ""))
+    display.best_epoch = lambda: trainer.state.best_epoch
     try:
         result = trainer.run()
     except TrainingInterrupted as exc:
@@ -250,12 +251,13 @@ def _train(args: argparse.Namespace, placement) -> int:  # noqa: ANN001 - a torc
         return 0
     seconds = sum(r["seconds"] for r in result.history)
     stop = " (stopped early)" if result.stopped_early else ""
-    print(f"\ntest accuracy {result.test.accuracy:.4f} (loss {result.test.loss:.4f}) with the "
+    print(f"\ntest accuracy {percent(result.test.accuracy)} (loss {result.test.loss:.4f}) with the "
           f"weights of epoch {result.best_epoch}{stop}; {_plural(len(result.history), 'epoch')} in "
           f"{seconds:.0f}s of training")
     print(f"run directory: {result.run_dir}")
-    if not args.no_plots:
+    if plots:
         _write_plots(result.run_dir, args.data_dir)
+        _write_report(result.run_dir, args.data_dir)
     return 0
 
 
@@ -283,6 +285,15 @@ def _write_plots(run_dir: Path, data_dir: str | None) -> None:
     print("plots: " + ", ".join(str(p) for p in written))
 
 
+def _write_report(run_dir: Path, data_dir: str | None) -> None:
+    try:
+        path = write_report(run_dir, data_dir)
+    except NetspecError as exc:
+        print(f"report skipped: {exc}")
+        return
+    print(f"report: {path}")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     _load()
     net = _inference_network(args.spec, EVALUATION_BATCH, _settings_for(args))
@@ -294,10 +305,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     mean, std = _normalisation(checkpoint.meta, args.weights, args, lambda: data)
     x = normalise_images(data.test_images, mean, std)
     result = evaluate(net, x, data.test_labels.astype(np.int64))
-    print(f"test accuracy {result.accuracy:.4f}, loss {result.loss:.4f} "
+    print(f"test accuracy {percent(result.accuracy)}, loss {result.loss:.4f} "
           f"({len(result.labels):,} images{_of(data)})\n")
     names = _row_names(data.class_names)
-    rows = [[names[index], f"{acc:.4f}", *result.confusion[index]]
+    rows = [[names[index], percent(acc), *result.confusion[index]]
             for index, acc in enumerate(result.per_class_accuracy)]
     columns = [Column("true", "<" if names != list(DIGITS) else ">"), Column("accuracy")] + [
         Column(f"p{d}") for d in range(len(names))]
@@ -384,10 +395,14 @@ def run_predict(args: argparse.Namespace) -> int:
     # one file may hold a stack of images: each row names the image it is about
     labels: list[str] = []
     stacks = []
+    notes: list[str] = []
     for path in args.inputs:
-        stack = load_images([path], tuple(shape), light_on_dark=choice.light_on_dark)
+        stack = load_images([path], tuple(shape), light_on_dark=choice.light_on_dark,
+                            notes=notes)
         stacks.append(stack)
         labels += [path] if len(stack) == 1 else [f"{path}[{i}]" for i in range(len(stack))]
+    for note in notes:
+        print(note, file=sys.stderr)
     x = normalise_images(np.concatenate(stacks), mean, std)
     logits = predict_logits(net, x, EVALUATION_BATCH).astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))

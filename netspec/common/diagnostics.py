@@ -33,7 +33,7 @@ CODES: tuple[Code, ...] = (
          (r": no such file", r": a directory, not a spec file", r"cannot read the spec")),
     Code("toml-syntax", "The file is not valid TOML.", (r"^invalid TOML",)),
     Code("duplicate", "A table, node, node id or block is defined twice.",
-         (r"defined twice", r"is made twice")),
+         (r"defined twice", r"is made twice", r"names two things")),
     Code("too-large", "A file, an expansion or an include chain exceeds netspec's bounds.",
          (r"^the network expands to more than", r"bytes; a spec file may have at most",
           r"included files; that is the limit")),
@@ -79,6 +79,8 @@ CODES: tuple[Code, ...] = (
     Code("train", "The [train] table's recipe is inconsistent.", (r"^\[train",)),
     Code("shape-mismatch", "Shapes do not fit: an op's input has the wrong rank or size, or "
                            "an output axis is empty.", ()),
+    Code("assertion", "A spec's or a block's assertion does not hold; its message says "
+                      "what it means.", ()),
     Code("expression", "An expression (\"= ...\") does not evaluate: bad syntax, an unknown "
                        "variable, a wrong type.", ()),
     Code(FALLBACK, "Any other problem of a spec.", ()),

@@ -51,9 +51,19 @@ def closest(name: str, candidates: Iterable[str]) -> str | None:
     'kernel_size'
     >>> closest("xyz", ["kernel_size"]) is None
     True
+
+    Case does not count: PyTorch's class names find netspec's op names.
+
+    >>> closest("ReLU", ["relu", "gelu", "linear"])
+    'relu'
+    >>> closest("BatchNorm", ["batchnorm", "layernorm"])
+    'batchnorm'
     """
-    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+    by_lower: dict[str, str] = {}
+    for candidate in candidates:
+        by_lower.setdefault(candidate.lower(), candidate)
+    matches = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[matches[0]] if matches else None
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -21,7 +21,14 @@ import numpy as np
 
 from netspec.common.errors import DataError
 from netspec.data.dataset import DataInfo, Dataset
-from netspec.data.download import Opener, Progress, download_published
+from netspec.data.download import (
+    Opener,
+    Progress,
+    download_published,
+    make_folders,
+    note,
+    remove_empty_folders,
+)
 from netspec.data.idx import check_file_sha256, decode, parse_idx
 from netspec.data.mnist import CACHE_DIR_ENV, _env_path, default_cache_dir, load_mnist
 
@@ -157,8 +164,10 @@ def locate_named(known: NamedSet, data_dir: str | os.PathLike[str] | None, *,
     if not download:
         raise DataError(f"{known.title} is not in {cache} and downloading is switched off. "
                         f"{_where_to_put(known, cache)}")
+    note(progress, f"{known.title} is not in {cache}: downloading {len(missing)} file(s) into "
+                   f"it (--data-dir names a copy you have)")
     try:
-        cache.mkdir(parents=True, exist_ok=True)
+        created = make_folders(cache)
     except OSError as error:
         raise DataError(f"cannot create the cache {cache}: {error.strerror or error}; set "
                         f"{CACHE_DIR_ENV} to a writable directory, or use --data-dir") from None
@@ -166,7 +175,12 @@ def locate_named(known: NamedSet, data_dir: str | os.PathLike[str] | None, *,
         download_published(missing, cache, known.mirrors, what=known.title, opener=opener,
                            progress=progress)
     except DataError as error:
+        remove_empty_folders(created)
         raise DataError(f"{error}\n{_where_to_put(known, cache)}") from None
+    except BaseException:  # Ctrl-C: the files verified so far stay, an empty cache does not
+        remove_empty_folders(created)
+        raise
+    note(progress, f"{known.title} is in {cache}: {len(known.files)} files, verified")
     return cache
 
 

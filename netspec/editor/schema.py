@@ -36,8 +36,10 @@ EXPRESSION = {
     "type": "string",
     # netspec.lang.expressions.is_expression: "=" starts an expression, "==" a literal "="
     "pattern": "^=([^=]|$)",
-    "description": "An expression over [vars], a block's arguments and index: a string "
-                   "starting with '=', e.g. \"= planes * 2\".",
+    "description": "An expression over [vars], a block's arguments, local values (let), "
+                   "index and the shapes of earlier nodes (shape, channels, height, width): a "
+                   "string starting with '=', e.g. \"= planes * 2\" or \"= channels(x) // "
+                   "2\".",
 }
 IDENTIFIER = "^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -70,7 +72,9 @@ def spec_schema() -> dict[str, Any]:
         node["properties"]["op"] = {"const": name, "description": f"op = \"{name}\": "
                                                                f"{node['description']}"}
         node["properties"]["if"] = CONDITION
+        node["properties"]["name"] = NAME
     definitions["expression"] = EXPRESSION
+    definitions["assertions"] = ASSERTIONS
     definitions["op_node"] = _node_union(ops)
     definitions["instance"] = INSTANCE
     definitions["node"] = {
@@ -110,6 +114,9 @@ def spec_schema() -> dict[str, Any]:
                 "additionalProperties": {
                     "type": ["boolean", "integer", "number", "string", "array"]},
             },
+            "assert": {"$ref": REF_PREFIX + "assertions",
+                       "description": "Conditions on the variables, each with its message: "
+                                      "name = { check = \"= ...\", message = \"...\" }."},
             "blocks": {
                 "type": "object",
                 "description": "Reusable groups of nodes with arguments, used by nodes with "
@@ -140,6 +147,29 @@ def spec_schema() -> dict[str, Any]:
     return _draft07(schema)
 
 
+NAME = {
+    "type": "string",
+    "description": "The id this node or instance gets instead of its key: a pattern whose "
+                   "{...} parts are expressions (name = \"denselayer{index + 1}\") or an "
+                   "expression; an instance named \"\" adds no level to its nodes' names.",
+}
+ASSERTIONS = {
+    "type": "object",
+    "description": "Assertions: name = { check = \"= condition\", message = \"what it "
+                   "means\" }; a false condition is an error at its line with its message.",
+    "propertyNames": {"pattern": IDENTIFIER},
+    "additionalProperties": {
+        "type": "object",
+        "required": ["check", "message"],
+        "additionalProperties": False,
+        "properties": {
+            "check": {"$ref": REF_PREFIX + "expression",
+                      "description": "A condition that must hold, e.g. \"= layers <= 24\"."},
+            "message": {"type": "string",
+                        "description": "What the condition means, said when it fails."},
+        },
+    },
+}
 CONDITION = {
     "description": "A condition: the node exists only where it holds, e.g. "
                    "if = \"= stride != 1\".",
@@ -156,11 +186,12 @@ INSTANCE = {
         "block": {"type": "string", "description": "The block this node instantiates."},
         "repeat": {
             "description": "Chain this many instances, output to input; each sees index "
-                           "(0-based).",
+                           "(0-based). 0 makes none: the next node reads the repeat's input.",
             "if": {"$ref": REF_PREFIX + "expression"},
             "then": {},
-            "else": {"type": "integer", "minimum": 1},
+            "else": {"type": "integer", "minimum": 0},
         },
+        "name": NAME,
         "inputs": {"description": "The node(s) feeding the block's input(s); omitted means "
                                   "the node defined just before.",
                    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
@@ -180,7 +211,14 @@ BLOCK = {
                  "description": "Required arguments, e.g. args = [\"planes\"]."},
         "defaults": {"type": "object", "propertyNames": {"pattern": IDENTIFIER},
                      "description": "Optional arguments with their defaults, e.g. "
-                                    "defaults = { stride = 1 }."},
+                                    "defaults = { stride = 1 }; a default may use the "
+                                    "arguments given and the defaults before it."},
+        "let": {"type": "object", "propertyNames": {"pattern": IDENTIFIER},
+                "description": "Local values computed once per instance, in order, from the "
+                               "arguments, index, shapes and earlier local values, e.g. "
+                               "let = { project = \"= stride != 1\" }."},
+        "assert": {"$ref": REF_PREFIX + "assertions",
+                   "description": "Conditions each instance must meet, with their messages."},
         "inputs": {"description": "Names of the block's entries, which its nodes read "
                                   "(default [\"x\"]).",
                    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},

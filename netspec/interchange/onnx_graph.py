@@ -47,6 +47,12 @@ class Emitter:
                                                 **attributes))
         return output
 
+    def constant(self, name: str, value: Any) -> str:
+        """A float32 initializer that is no parameter (a bound, a scale), named ``name``."""
+        array = np.asarray(value, dtype=np.float32)
+        self.initializers.append(onnx_module().numpy_helper.from_array(array, name))
+        return name
+
     def parameter(self, node: PlanNode, name: str) -> str:
         """An initializer named by the parameter's netspec key."""
         key = param_key(node.id, name)

@@ -24,7 +24,7 @@ from netspec.interchange.onnx_graph import (
     META_NAME,
     META_STD,
 )
-from netspec.interchange.onnx_ops import CONTROL_FLOW, FOLDED, IMPORTERS
+from netspec.interchange.onnx_ops import CONTROL_FLOW, FOLDED, IMPORTERS, fuse_gelu
 from netspec.interchange.onnx_translator import (
     ImportedModel,
     OnnxImportError,
@@ -57,13 +57,16 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
               name: str | None = None) -> ImportedModel:
     """Translate a parsed ModelProto. ``bound`` gives values for graph inputs that netspec
     must hold as constants (the conformance tests pass weights as inputs)."""
+    model = fuse_gelu(model)
     translator = Translator(model, directory=directory,
                             input_shape=input_shape, bound=bound or {},
                             importers=IMPORTERS, folded=FOLDED, control_flow=CONTROL_FLOW)
     translator.run()
     output = translator.output()
-    if translator.problems or output is None:
-        raise OnnxImportError(source, translator.problems or ["the model has no output"])
+    problems = translator.report()
+    if problems or output is None:
+        raise OnnxImportError(source, problems or ["the model has no output"],
+                              note=translator.unsupported_note())
     meta = translator.metadata()
     output_node = translator.restore_dropout(output)
     spec_name = clean_id(meta.get(META_NAME) or name or text_of(model.graph.name) or "imported",
@@ -84,7 +87,8 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
     return ImportedModel(spec_text=text, plan=plan, network=network,
                          output_onnx_shape=output.onnx_shape,
                          onnx_nodes=len(model.graph.node), normalisation=normalisation,
-                         source=source, input_ids=translator.input_ids)
+                         source=source, input_ids=translator.input_ids,
+                         static_batch=translator.static_batch)
 
 
 def import_onnx(path: str | Path, *, input_shape: Sequence[int] | None = None,

@@ -9,14 +9,18 @@ it with the reason. ``CONSTANT_INPUTS`` names the inputs of an ONNX op that must
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from netspec.common.errors import NetspecError
 from netspec.interchange.onnx_graph import onnx_module
 from netspec.ops.base import WHOLE_NODE, param_key
-from netspec.ops.shapes import batched_axis, pair
+from netspec.ops.shapes import batched_axis, format_shape, pair
+
+_GELU_CUBIC = 0.044715
 
 if TYPE_CHECKING:
     from netspec.interchange.onnx_graph import Emitter
@@ -37,7 +41,8 @@ def _export_conv2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
     if p.bias:
         inputs.append(g.parameter(node, "bias"))
     return g.node("Conv", inputs, node.id, node.id, kernel_shape=list(pair(p.kernel_size)),
-                  strides=list(pair(p.stride)), pads=_pads(p.padding))
+                  strides=list(pair(p.stride)), pads=_pads(p.padding), group=p.groups,
+                  dilations=list(pair(p.dilation)))
 
 
 def _pool_attributes(node: PlanNode) -> dict[str, Any]:
@@ -57,9 +62,9 @@ def _export_avgpool2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 
 def _export_global_avgpool(g: Emitter, node: PlanNode, x: list[str]) -> str:
-    # ONNX keeps the pooled 1x1 axes; netspec's output is (C,)
-    pooled = g.node("GlobalAveragePool", x, f"{node.id}/pooled", node.id)
-    return g.node("Flatten", [pooled], node.id, f"{node.id}/flatten", axis=1)
+    # netspec's output is (C,): the mean over H and W without keeping them (GlobalAveragePool
+    # keeps them: adaptive_avgpool2d with output_size 1)
+    return g.node("ReduceMean", x, node.id, node.id, axes=[2, 3], keepdims=0)
 
 
 def _export_linear(g: Emitter, node: PlanNode, x: list[str]) -> str:
@@ -306,6 +311,83 @@ EXPORTERS: dict[str, Callable[[Emitter, PlanNode, list[str]], str]] = {
     "matmul": _export_matmul,
     "multihead_attention": _export_multihead_attention,
 }
+# ---- the convolutional-network ops (issue 24)
+
+def _export_adaptive_avgpool2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    out_hw = pair(node.params.output_size)
+    if out_hw == (1, 1):
+        return g.node("GlobalAveragePool", x, node.id, node.id)
+    in_hw = node.input_shapes[0][1:]
+    if any(size % out for size, out in zip(in_hw, out_hw)):
+        raise NetspecError(
+            f"node '{node.id}' (adaptive_avgpool2d): output size {out_hw[0]}x{out_hw[1]} "
+            f"does not divide the input {in_hw[0]}x{in_hw[1]}; ONNX has no adaptive pooling, "
+            f"and only equal windows are an AveragePool")
+    kernel = [size // out for size, out in zip(in_hw, out_hw)]
+    return g.node("AveragePool", x, node.id, node.id, kernel_shape=kernel, strides=kernel)
+
+
+def _export_clip(low: float | None, high: float | None
+                 ) -> Callable[[Emitter, PlanNode, list[str]], str]:
+    def export(g: Emitter, node: PlanNode, x: list[str]) -> str:
+        p = node.params
+        bounds = (p.min_val, p.max_val) if low is None else (low, high)
+        return g.node("Clip", [x[0], g.constant(f"{node.id}/min", bounds[0]),
+                               g.constant(f"{node.id}/max", bounds[1])], node.id, node.id)
+    return export
+
+
+def _export_silu(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    gate = g.node("Sigmoid", x, f"{node.id}/sigmoid", f"{node.id}/sigmoid")
+    return g.node("Mul", [x[0], gate], node.id, node.id)
+
+
+def _export_gelu(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    # opset 17 has no Gelu: PyTorch's own decompositions, node for node, which the import
+    # folds back into one gelu (fuse_gelu)
+    n = node.id
+
+    def mul(a: str, b: str, name: str) -> str:
+        return g.node("Mul", [a, b], f"{n}/{name}", f"{n}/{name}")
+
+    if node.params.approximate == "tanh":
+        cube = mul(x[0], mul(x[0], x[0], "square"), "cube")
+        inner = g.node("Add", [x[0], mul(g.constant(f"{n}/c", _GELU_CUBIC), cube, "cubic")],
+                       f"{n}/inner", f"{n}/inner")
+        scaled = mul(g.constant(f"{n}/k", math.sqrt(2 / math.pi)), inner, "scaled")
+        curve = g.node("Tanh", [scaled], f"{n}/tanh", f"{n}/tanh")
+    else:
+        scaled = g.node("Div", [x[0], g.constant(f"{n}/sqrt2", math.sqrt(2))],
+                        f"{n}/scaled", f"{n}/scaled")
+        curve = g.node("Erf", [scaled], f"{n}/erf", f"{n}/erf")
+    one_plus = g.node("Add", [curve, g.constant(f"{n}/one", 1.0)], f"{n}/one_plus",
+                      f"{n}/one_plus")
+    return g.node("Mul", [mul(x[0], one_plus, "x_one_plus"), g.constant(f"{n}/half", 0.5)],
+                  n, n)
+
+
+def _export_hardsigmoid(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return g.node("HardSigmoid", x, node.id, node.id, alpha=1.0 / 6, beta=0.5)
+
+
+def _export_log_softmax(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return g.node("LogSoftmax", x, node.id, node.id, axis=node.params.dim)
+
+
+EXPORTERS.update({
+    "mul": _simple("Mul"),
+    "adaptive_avgpool2d": _export_adaptive_avgpool2d,
+    "hardtanh": _export_clip(None, None),
+    "relu6": _export_clip(0.0, 6.0),
+    "silu": _export_silu,
+    "gelu": _export_gelu,
+    "hardswish": _simple("HardSwish"),
+    "hardsigmoid": _export_hardsigmoid,
+    "log_softmax": _export_log_softmax,
+    # the identity in inference, as dropout
+    "stochastic_depth": _export_dropout,
+})
+
 # netspec ops ONNX cannot express, with the reason shown to the user
 EXPORT_REFUSED: dict[str, str] = {}
 
@@ -319,12 +401,12 @@ EXPORT_REFUSED: dict[str, str] = {}
 def _import_conv(t: Translator, n: Any) -> None:
     t.only_attributes(n, "auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
     group = t.attr(n, "group", 1)
-    if group != 1:
-        t.refuse(n, f"group={group} is not supported (netspec's conv2d is a dense "
-                    f"convolution)")
-    dilations = t.attr(n, "dilations", None, list)
-    if dilations is not None and any(d != 1 for d in dilations):
-        t.refuse(n, f"dilations={list(dilations)} is not supported")
+    if group < 1:
+        t.refuse(n, f"group={group} is not a number of channel groups")
+    dilations = tuple(t.attr(n, "dilations", [1, 1], list))
+    if len(dilations) != 2 or any(d < 1 for d in dilations):
+        t.refuse(n, f"dilations={list(dilations)} is not supported: a positive pair is "
+                    f"needed")
     weight = t.constant(n, 1, "the weight")
     bias = t.constant(n, 2, "the bias") if len(n.input) > 2 and n.input[2] else None
     x = t.tensor(n, 0)
@@ -342,16 +424,21 @@ def _import_conv(t: Translator, n: Any) -> None:
         return
     if not t.rank_is(n, x, 3, "Conv's input"):
         return
-    if weight.shape[1] != x.shape[0]:
-        t.refuse(n, f"the weight {list(weight.shape)} expects {weight.shape[1]} input "
-                    f"channels, the input has {x.shape[0]}")
+    if weight.shape[1] * group != x.shape[0] or weight.shape[0] % group:
+        t.refuse(n, f"the weight {list(weight.shape)} in group={group} groups expects "
+                    f"{weight.shape[1] * group} input channels, the input has {x.shape[0]}")
         return
     strides = tuple(t.attr(n, "strides", [1, 1]))
-    padding = t.symmetric_padding(n, x.shape[1:], kernel, strides)
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilations))
+    padding = t.symmetric_padding(n, x.shape[1:], extent, strides)
     if padding is None:
         return
     fields = {"out_channels": int(weight.shape[0]), "kernel_size": _size(kernel),
               "stride": _size(strides), "padding": _size(padding), "bias": bias is not None}
+    if group != 1:
+        fields["groups"] = int(group)
+    if dilations != (1, 1):
+        fields["dilation"] = _size(dilations)
     params = {"weight": weight}
     if bias is not None:
         if bias.shape != (weight.shape[0],):
@@ -408,8 +495,8 @@ def _import_global_average_pool(t: Translator, n: Any) -> None:
     x = t.tensor(n, 0)
     if x is None or not t.rank_is(n, x, 3, "GlobalAveragePool's input"):
         return
-    # netspec's output is (C,); ONNX's (C, 1, 1) holds the same values in the same order
-    t.emit(n, "global_avgpool", [x], {}, {}, onnx_shape=(x.shape[0], 1, 1))
+    # the pooled 1x1 axes stay, as ONNX's: a 1x1 convolution may follow (squeeze-excitation)
+    t.emit(n, "adaptive_avgpool2d", [x], {"output_size": 1}, {})
 
 
 def _import_gemm(t: Translator, n: Any) -> None:
@@ -678,3 +765,233 @@ CONSTANT_INPUTS: dict[str, tuple[int, ...]] = {
     "Dropout": (1, 2),
 }
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+
+# ---- the convolutional-network ops (issue 24)
+
+def _import_mul(t: Translator, n: Any) -> None:
+    inputs = [t.tensor(n, i) for i in range(len(n.input))]
+    if len(inputs) != 2 or any(x is None for x in inputs):
+        return
+    if any(x.shape != x.onnx_shape for x in inputs):
+        t.refuse(n, "a product with a pooled (C, 1, 1) value held flat is not supported")
+        return
+    t.emit(n, "mul", inputs, {}, {})
+
+
+def _import_clip(t: Translator, n: Any) -> None:
+    t.only_attributes(n, "min", "max")
+    bounds = []
+    for index, name in ((1, "min"), (2, "max")):
+        value = t.attr(n, name, None, float)
+        if index < len(n.input) and n.input[index]:
+            given = t.constant(n, index, name)
+            value = None if given is None or given.size != 1 else float(given.reshape(-1)[0])
+        bounds.append(value)
+    x = t.tensor(n, 0)
+    if x is None or t.refused(n):
+        return
+    low, high = bounds
+    if (low, high) == (0.0, 6.0):
+        t.emit(n, "relu6", [x], {}, {}, onnx_shape=x.onnx_shape)
+    elif low == 0.0 and high is None:
+        t.emit(n, "relu", [x], {}, {}, onnx_shape=x.onnx_shape)
+    elif low is not None and high is not None:
+        t.emit(n, "hardtanh", [x], {"min_val": low, "max_val": high}, {},
+               onnx_shape=x.onnx_shape)
+    else:
+        t.refuse(n, f"min={low} and max={high}: netspec clips between two bounds (hardtanh) "
+                    f"or at 0 from below (relu)")
+
+
+def _import_hard_sigmoid(t: Translator, n: Any) -> None:
+    alpha, beta = float(t.attr(n, "alpha", 0.2)), float(t.attr(n, "beta", 0.5))
+    if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
+        t.refuse(n, f"alpha={alpha:g}, beta={beta:g}: netspec's hardsigmoid is PyTorch's "
+                    f"(alpha=1/6, beta=0.5)")
+    x = t.tensor(n, 0)
+    if x is not None and not t.refused(n):
+        t.emit(n, "hardsigmoid", [x], {}, {}, onnx_shape=x.onnx_shape)
+
+
+def _import_gelu(t: Translator, n: Any) -> None:
+    approximate = t.attr(n, "approximate", "none")
+    if approximate not in ("none", "tanh"):
+        t.refuse(n, f"approximate={approximate!r} is not supported")
+    x = t.tensor(n, 0)
+    if x is not None and not t.refused(n):
+        t.emit(n, "gelu", [x], {"approximate": approximate}, {}, onnx_shape=x.onnx_shape)
+
+
+def _import_log_softmax(t: Translator, n: Any) -> None:
+    x = t.tensor(n, 0)
+    if x is None:
+        return
+    rank = len(x.onnx_shape) + 1
+    modern = t.opset >= 13
+    axis = t.attr(n, "axis", -1 if modern else 1)
+    if not -rank <= axis < rank:
+        t.refuse(n, f"axis={axis} is out of range for a rank-{rank} input")
+        return
+    # before opset 13 the op ran over every axis from `axis` on, as one
+    if not modern and axis % rank != rank - 1:
+        t.refuse(n, f"axis={axis} on a rank-{rank} input before opset 13 is not supported: it "
+                    f"normalises over several axes at once")
+        return
+    if axis % rank == 0:
+        t.refuse(n, f"axis={axis} is the batch axis; netspec normalises within each sample")
+        return
+    if x.shape != x.onnx_shape:
+        t.refuse(n, "a pooled (C, 1, 1) value held flat is not supported here")
+        return
+    t.emit(n, "log_softmax", [x], {"dim": axis}, {})
+
+
+def _import_reduce_mean(t: Translator, n: Any) -> None:
+    t.only_attributes(n, "axes", "keepdims", "noop_with_empty_axes")
+    axes = t.attr(n, "axes", None, list)
+    if len(n.input) > 1 and n.input[1]:
+        given = t.constant(n, 1, "axes")
+        axes = None if given is None else [int(a) for a in given.reshape(-1)]
+    keepdims = t.attr(n, "keepdims", 1)
+    x = t.tensor(n, 0)
+    if x is None or t.refused(n):
+        return
+    rank = len(x.onnx_shape) + 1
+    if axes is None or rank != 4 or sorted(a % rank for a in axes) != [2, 3] \
+            or x.shape != x.onnx_shape:
+        t.refuse(n, f"axes={axes} on per-sample shape {format_shape(x.onnx_shape)}: netspec "
+                    f"takes the mean over the two spatial axes of (C, H, W) only")
+        return
+    if keepdims:
+        t.emit(n, "adaptive_avgpool2d", [x], {"output_size": 1}, {})
+    else:
+        t.emit(n, "global_avgpool", [x], {}, {})
+
+
+IMPORTERS.update({
+    "Mul": _import_mul,
+    "Clip": _import_clip,
+    "HardSwish": _elementwise("hardswish"),
+    "HardSigmoid": _import_hard_sigmoid,
+    "Gelu": _import_gelu,
+    "LogSoftmax": _import_log_softmax,
+    "ReduceMean": _import_reduce_mean,
+})
+CONSTANT_INPUTS.update({"Clip": (1, 2), "ReduceMean": (1,)})
+
+
+
+def _scalar_constants(graph: Any) -> dict[str, float]:
+    """The graph's one-value float constants (initializers and Constant nodes) by name."""
+    from onnx import numpy_helper
+
+    found = {}
+    tensors = [(t.name, t) for t in graph.initializer]
+    tensors += [(n.output[0], a.t) for n in graph.node if n.op_type == "Constant" and n.output
+                for a in n.attribute if a.name == "value"]
+    for name, tensor in tensors:
+        if len(tensor.dims) <= 1 and math.prod(tensor.dims) == 1 and tensor.data_type in (1, 11):
+            found[name] = float(numpy_helper.to_array(tensor).reshape(-1)[0])
+    return found
+
+
+def fuse_gelu(model: Any) -> Any:
+    """``model`` with each GELU that an exporter wrote out at opset < 20 (PyTorch's
+    decompositions: x * (1 + erf(x / sqrt 2)) * 0.5, and x * (1 + tanh(sqrt(2/pi) * (x +
+    0.044715 x^3))) * 0.5) as one Gelu node; the model itself if it holds none."""
+    graph = model.graph
+    constants = _scalar_constants(graph)
+    producer = {out: n for n in graph.node for out in n.output if out}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    outputs = {value.name for value in graph.output}
+
+    def only_user(name: str, op_type: str) -> Any | None:
+        users = consumers.get(name, [])
+        if name in outputs or len(users) != 1 or users[0].op_type != op_type:
+            return None
+        return users[0]
+
+    def is_constant(name: str, value: float) -> bool:
+        return name in constants and math.isclose(constants[name], value, rel_tol=1e-6)
+
+    def other(n: Any, known: str) -> str | None:
+        """The input of a two-input node besides ``known``."""
+        inputs = list(n.input)
+        if len(inputs) != 2 or known not in inputs:
+            return None
+        return inputs[1] if inputs[0] == known else inputs[0]
+
+    def fed(name: str, op_type: str) -> Any | None:
+        n = producer.get(name)
+        return n if n is not None and n.op_type == op_type \
+            and len(consumers.get(name, [])) == 1 else None
+
+    def erf_input(curve: Any) -> tuple[str, list[Any]] | None:
+        divide = fed(curve.input[0], "Div")
+        if divide is not None and is_constant(divide.input[1], math.sqrt(2)):
+            return divide.input[0], [divide]
+        scale = fed(curve.input[0], "Mul")
+        if scale is not None:
+            for x in scale.input:
+                if is_constant(other(scale, x) or "", math.sqrt(0.5)):
+                    return x, [scale]
+        return None
+
+    def tanh_input(curve: Any) -> tuple[str, list[Any]] | None:
+        scaled = fed(curve.input[0], "Mul")
+        if scaled is None:
+            return None
+        for k in scaled.input:
+            inner = fed(other(scaled, k) or "", "Add") if is_constant(
+                k, math.sqrt(2 / math.pi)) else None
+            if inner is None:
+                continue
+            for x in inner.input:
+                cubic = fed(other(inner, x) or "", "Mul")
+                if cubic is None:
+                    continue
+                for c in cubic.input:
+                    cube = fed(other(cubic, c) or "", "Mul") if is_constant(c, _GELU_CUBIC) \
+                        else None
+                    square = fed(other(cube, x) or "", "Mul") if cube is not None else None
+                    if square is not None and list(square.input) == [x, x]:
+                        return x, [square, cube, cubic, inner, scaled]
+        return None
+
+    fused: dict[int, Any] = {}  # id of the last node -> the Gelu replacing the pattern
+    removed: set[int] = set()
+    for curve in graph.node:
+        if curve.op_type not in ("Erf", "Tanh") or not curve.input:
+            continue
+        found = (erf_input if curve.op_type == "Erf" else tanh_input)(curve)
+        add = only_user(curve.output[0], "Add")
+        times_x = only_user(add.output[0], "Mul") if add is not None else None
+        half = only_user(times_x.output[0], "Mul") if times_x is not None else None
+        if found is None or half is None or not is_constant(
+                other(add, curve.output[0]) or "", 1.0):
+            continue
+        x, head = found
+        if other(times_x, add.output[0]) != x or not is_constant(
+                other(half, times_x.output[0]) or "", 0.5):
+            continue
+        approximate = "none" if curve.op_type == "Erf" else "tanh"
+        # PyTorch names the parts after the module ("/act/Erf"): the Gelu is "/act/Gelu"
+        name = curve.name[:-len(curve.op_type)] + "Gelu" \
+            if curve.name.endswith(curve.op_type) else half.name
+        from onnx import helper
+
+        fused[id(half)] = helper.make_node("Gelu", [x], [half.output[0]], name=name,
+                                           approximate=approximate)
+        removed.update(id(n) for n in (*head, curve, add, times_x))
+    if not fused:
+        return model
+    from copy import deepcopy
+
+    rewritten = deepcopy(model)
+    nodes = [fused.get(id(n), n) for n in graph.node if id(n) not in removed]
+    del rewritten.graph.node[:]
+    rewritten.graph.node.extend(nodes)
+    return rewritten

@@ -36,19 +36,23 @@ MAX_NODES = 100_000
 MAX_ATTRIBUTE_VALUES = 64
 MIN_OPSET = 9
 MAX_ID_LENGTH = 128
+# node names listed on one line of a refusal; the count says how many more
+_NAMES_SHOWN = 5
 _ID_UNSAFE = re.compile(r"[^\w.\-]")
 _FLOAT_TYPES = ("FLOAT", "DOUBLE", "FLOAT16")
 _CONSTANT_TYPES = (*_FLOAT_TYPES, "INT64", "INT32", "INT16", "INT8", "UINT8", "BOOL")
 
 
 class OnnxImportError(NetspecError):
-    """A model netspec cannot import; ``problems`` lists every reason, one per line."""
+    """A model netspec cannot import; ``problems`` lists every reason, one per line, and
+    ``note`` (if any) follows them once (what netspec reads instead)."""
 
-    def __init__(self, source: str, problems: Sequence[str]):
+    def __init__(self, source: str, problems: Sequence[str], note: str = ""):
         self.problems = list(problems)
         head = f"{source}: cannot import" + (f" ({len(problems)} problems)"
                                              if len(problems) > 1 else "")
-        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
+        lines = [f"  {p}" for p in self.problems] + ([f"  ({note})"] if note else [])
+        super().__init__(head + ":\n" + "\n".join(lines))
 
 
 class _Batch:
@@ -72,6 +76,11 @@ class Tensor:
     onnx_shape: Shape
 
 
+# ops folded whenever every input is a constant (shape arithmetic); on the network's values
+# they are the per-op importers' to judge
+_NUMERIC = frozenset({"Add", "Sub", "Mul", "Div", "Mod", "Pow", "Neg", "Sqrt", "Equal", "Where",
+                      "Expand", "ConstantOfShape", "Reshape"})
+
 _POISON = object()  # a value after a refused node: its users are not blamed again
 
 
@@ -89,6 +98,8 @@ class ImportedModel:
     source: str
     # ONNX graph input name -> netspec input node id
     input_ids: dict[str, str] = field(default_factory=dict)
+    # the batch size the file fixes (netspec's network takes any), if it fixes one
+    static_batch: int | None = None
 
     @property
     def name(self) -> str:
@@ -327,25 +338,56 @@ class Translator:
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self._refused: set[int] = set()
+        # (op type, reason) -> names of the nodes refused for it, in the order met
+        self._refusals: dict[tuple[str, str], list[str]] = {}
+        self._unsupported = False
+        self._schemas: dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]] = {}
         self._ids: set[str] = set()
         self._biasless: set[str] = set()  # linear nodes from a MatMul, open to a bias
         self.input_ids: dict[str, str] = {}
+        self.static_batch: int | None = None
         self.opset = self._opset()
         self.uses = Counter(name for node in self.graph.node for name in node.input if name)
         self.uses.update(output.name for output in self.graph.output)
         self._inputs(input_shape, bound)
 
     # -- problems
+    def _name(self, n: Any) -> str:
+        return text_of(n.name or (n.output[0] if n.output else ""))
+
     def _where(self, n: Any) -> str:
-        name = n.name or (n.output[0] if n.output else "")
-        return f"node '{text_of(name)}' ({text_of(n.op_type)})"
+        return f"node '{self._name(n)}' ({text_of(n.op_type)})"
 
     def refuse(self, n: Any, message: str) -> None:
-        self.problems.append(f"{self._where(n)}: {message}")
+        self._refusals.setdefault((text_of(n.op_type), message), []).append(self._name(n))
         self._refused.add(id(n))
 
     def refused(self, n: Any) -> bool:
         return id(n) in self._refused
+
+    def fed_by_refused(self, n: Any) -> bool:
+        """Whether an input of ``n`` comes from a refused node (or an input netspec cannot
+        take): whatever ``n`` would then say about that input was said already."""
+        return any(self.values.get(name) is _POISON for name in n.input if name)
+
+    def report(self) -> list[str]:
+        """Every problem once: the model's own, then one line per kind of node refusal (the
+        op and the reason), with how many nodes and which, in the order first met."""
+        lines = list(self.problems)
+        for (op_type, message), names in self._refusals.items():
+            if len(names) == 1:
+                lines.append(f"node '{names[0]}' ({op_type}): {message}")
+                continue
+            shown = ", ".join(f"'{name}'" for name in names[:_NAMES_SHOWN])
+            more = f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+            lines.append(f"{len(names)} {op_type} nodes ({shown}{more}): {message}")
+        return lines
+
+    def unsupported_note(self) -> str:
+        """The ops netspec reads, said once when some op was not one of them."""
+        if not self._unsupported:
+            return ""
+        return "netspec reads " + ", ".join(sorted((*self.importers, *self.folded)))
 
     # -- attributes
     def attr(self, n: Any, name: str, default: Any, kind: type | None = None) -> Any:
@@ -395,7 +437,7 @@ class Translator:
             return value
         if value is None:
             self.refuse(n, f"input {index} is missing")
-        elif value is not _POISON:
+        elif value is not _POISON and not self.fed_by_refused(n):
             self.refuse(n, f"input '{n.input[index]}' is a constant; netspec computes "
                            f"{n.op_type} on the network's values only")
         return None
@@ -415,8 +457,59 @@ class Translator:
         if value.dtype == object and not symbolic:
             self.refuse(n, f"{what} depends on the batch size")
             return None
+        wrong_type = self.type_problem(n, index, value)
+        if wrong_type:
+            self.refuse(n, f"{what} ('{n.input[index]}') {wrong_type}")
+            return None
         return value if value.dtype == object else value.astype(
             np.float32 if value.dtype.kind == "f" else value.dtype, copy=False)
+
+    def type_problem(self, n: Any, index: int, value: np.ndarray) -> str:
+        """Why constant input ``index`` of ``n`` has a type the ONNX graph does not allow
+        there ("" if none): a type outside the op's constraint, or another type than the
+        network's FLOAT values that share its type parameter (an int8 or float16 weight fed
+        straight into a float convolution). Such values are refused, never converted."""
+        if value.dtype == object:  # shape arithmetic holding the batch: int64 in the graph
+            return ""
+        formals = self._formal_inputs(n)
+        if not formals:
+            return ""
+        type_param, allowed = formals[min(index, len(formals) - 1)]
+        try:
+            type_name = _type_name(self.onnx, self.onnx.helper.np_dtype_to_tensor_dtype(
+                value.dtype))
+        except (KeyError, ValueError, TypeError):
+            type_name = str(value.dtype)
+        if f"tensor({type_name.lower()})" not in allowed:
+            kinds = ", ".join(sorted(a[7:-1].upper() for a in allowed if a.startswith("tensor(")))
+            return (f"holds {type_name} values; {text_of(n.op_type)} takes {kinds} there, so "
+                    f"the model is not valid ONNX")
+        if type_name == "FLOAT":
+            return ""
+        for other, name in enumerate(n.input[:len(formals)]):
+            if other != index and formals[other][0] == type_param and \
+                    isinstance(self.values.get(name), Tensor):
+                return (f"holds {type_name} values; {text_of(n.op_type)} needs the type of "
+                        f"input '{name}', which the network computes in FLOAT (netspec does "
+                        f"not convert weights silently: export them as float32)")
+        return ""
+
+    def _formal_inputs(self, n: Any) -> list[tuple[str, tuple[str, ...]]]:
+        """(type parameter, allowed types) of each formal input of ``n``'s ONNX schema at
+        the model's opset; empty where ONNX does not know the op."""
+        key = (text_of(n.op_type), text_of(n.domain))
+        if key not in self._schemas:
+            try:
+                schema = self.onnx.defs.get_schema(key[0], max(self.opset, 1), key[1])
+            except self.onnx.defs.SchemaError:
+                self._schemas[key] = []
+                return []
+            constraints = {c.type_param_str: tuple(c.allowed_type_strs)
+                           for c in schema.type_constraints}
+            self._schemas[key] = [(formal.type_str, constraints.get(formal.type_str,
+                                                                     (formal.type_str,)))
+                                  for formal in schema.inputs]
+        return self._schemas[key]
 
     def all_constant(self, n: Any) -> bool:
         values = [self.values.get(name) for name in n.input if name]
@@ -534,10 +627,16 @@ class Translator:
         values = [self.values.get(name) for name in n.input]
         if len(values) != 2 or not any(isinstance(v, np.ndarray) for v in values):
             return False
+        if self.fed_by_refused(n):
+            return True
         tensor_index = 0 if isinstance(values[0], Tensor) else 1
         x, bias = values[tensor_index], values[1 - tensor_index]
         if not isinstance(x, Tensor):
             self.refuse(n, "adds two constants; netspec computes on the network's values only")
+            return True
+        wrong_type = self.type_problem(n, 1 - tensor_index, bias)
+        if wrong_type:
+            self.refuse(n, f"the bias ('{n.input[1 - tensor_index]}') {wrong_type}")
             return True
         if (x.node not in self._biasless or self.uses[n.input[tensor_index]] != 1
                 or bias.dtype == object):
@@ -574,6 +673,11 @@ class Translator:
         if dims and dims[0] == -1 and all(isinstance(d, int) and d > 0 for d in dims[1:]) \
                 and math.prod(dims[1:]) == per_sample:
             dims[0] = BATCH  # the batch, inferred
+        elif dims and self.static_batch is not None and dims[0] == self.static_batch and \
+                all(isinstance(d, int) and (d > 0 or d == -1) for d in dims[1:]):
+            # the file's fixed batch, written as a number (`x.view(x.size(0), -1)` traced
+            # from one image writes [1, -1]); its own axes are checked below as per sample
+            dims[0] = BATCH
         if not dims or dims[0] is not BATCH or any(d is BATCH for d in dims[1:]):
             self.refuse(n, f"reshape to {dims} changes the batch axis; netspec reshapes to "
                            f"(N, -1) (a flatten) only")
@@ -620,29 +724,34 @@ class Translator:
             self.problems.append(f"--input-shape sets one input's shape; this model has "
                                  f"{len(data)} inputs")
             input_shape = None
+        batches = set()
         for value in data:
-            self._input(value, input_shape)
+            batches.add(self._input(value, input_shape))
             # an input netspec cannot take: its users are not blamed for it again
             self.values.setdefault(value.name, _POISON)
+        # a batch the file fixes (torch.onnx.export from one example image writes 1): shape
+        # arithmetic then holds it as a number where a batch-free export holds the batch
+        self.static_batch = batches.pop() if len(batches) == 1 else None
 
-    def _input(self, value: Any, override: Sequence[int] | None) -> None:
+    def _input(self, value: Any, override: Sequence[int] | None) -> int | None:
+        """Read one graph input; returns the batch size its shape fixes, if it fixes one."""
         where = f"input '{value.name}'"
         kind = value.type.WhichOneof("value")
         if kind != "tensor_type":
             self.problems.append(f"{where}: {kind or 'untyped'} inputs are not supported; "
                                  f"netspec takes float tensors")
-            return
+            return None
         tensor_type = value.type.tensor_type
         type_name = _type_name(self.onnx, tensor_type.elem_type)
         if type_name != "FLOAT":
             self.problems.append(f"{where}: {type_name} values are not supported; netspec "
                                  f"networks take FLOAT (float32) inputs")
-            return
+            return None
         if not tensor_type.HasField("shape"):
             if override is None:
                 self.problems.append(f"{where}: the model does not give its shape; pass "
                                      f"--input-shape (per sample, e.g. 1,28,28)")
-                return
+                return None
             dims: list[Any] = ["N", *override]
         else:
             dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
@@ -651,13 +760,13 @@ class Translator:
             if len(override) != len(dims) - 1:
                 self.problems.append(f"{where}: --input-shape gives {len(override)} axes; the "
                                      f"model's input has {len(dims) - 1} besides the batch")
-                return
+                return None
             dims = [dims[0], *override]
         per_sample = dims[1:]
         if not per_sample:
             self.problems.append(f"{where}: shape {dims} has no axis besides the batch; "
                                  f"netspec inputs need at least one")
-            return
+            return None
         symbolic = [d for d in per_sample if not isinstance(d, int) or d <= 0]
         if symbolic:
             shown = ["N", *per_sample]
@@ -665,7 +774,7 @@ class Translator:
                                for d in per_sample)
             self.problems.append(f"{where}: shape {shown} has symbolic axes {symbolic}; pass "
                                  f"the per-sample sizes with --input-shape, e.g. {example}")
-            return
+            return None
         node_id = clean_id(value.name, "input")
         while node_id in self._ids:
             node_id += "_input"
@@ -674,12 +783,13 @@ class Translator:
             REGISTRY["input"].Params.model_validate(raw, strict=True)
         except ValidationError as exc:
             self.problems.append(f"{where}: {exc.errors()[0]['msg']}")
-            return
+            return None
         self._ids.add(node_id)
         self.nodes[node_id] = raw
         self.input_ids[value.name] = node_id
         shape = tuple(raw["shape"])
         self.values[value.name] = Tensor(node_id, shape, shape)
+        return dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
 
     def _read_constants(self, bound: Mapping[str, np.ndarray]) -> None:
         """Initializers and Constant nodes: sizes checked as a whole before any is read."""
@@ -739,13 +849,15 @@ class Translator:
                            "graph")
         elif not n.output or not n.output[0]:
             self.refuse(n, "the node has no output")
+        elif n.op_type in _NUMERIC and self.all_constant(n):
+            self._fold(n)
         elif n.op_type in self.importers:
             self.importers[n.op_type](self, n)
-        elif n.op_type in self.folded:
+        elif n.op_type in self.folded or n.op_type in _NUMERIC:
             self._fold(n)
         else:
-            known = ", ".join(sorted((*self.importers, *self.folded)))
-            self.refuse(n, f"the op {n.op_type} is not supported (netspec reads {known})")
+            self._unsupported = True
+            self.refuse(n, f"the op {text_of(n.op_type)} is not supported")
 
     def _fold(self, n: Any) -> None:
         """Shape arithmetic on constants, as exporters emit around a flatten."""
@@ -786,6 +898,8 @@ class Translator:
 
     def _fold_value(self, n: Any, op: str, inputs: list[Any]) -> np.ndarray:
         data = inputs[0]
+        if op in _NUMERIC:
+            return self._fold_numeric(n, op, inputs)
         if op == "Cast":
             to = _type_name(self.onnx, self.attr(n, "to", 0))
             if data.dtype == object or to not in _CONSTANT_TYPES:
@@ -814,6 +928,47 @@ class Translator:
         if step == 0:
             raise ValueError("step 0")
         return data[start:end:step]
+
+    def _fold_numeric(self, n: Any, op: str, inputs: list[Any]) -> np.ndarray:
+        """Arithmetic on constants, as exporters write it around shapes (a split's sizes, an
+        expand's target, attention's scale). The batch symbol takes part in none of it."""
+        if op == "ConstantOfShape":
+            dims = [int(d) for d in np.asarray(inputs[0]).reshape(-1)]
+            if any(d < 0 for d in dims) or math.prod(dims) > MAX_ATTRIBUTE_VALUES ** 2:
+                raise ValueError(f"shape {dims} is negative or too large")
+            fill = next((a.t for a in n.attribute if a.name == "value"), None)
+            value = read_tensor(fill, self.directory).reshape(-1)[:1] if fill is not None \
+                else np.zeros(1, np.float32)
+            return np.full(dims, value[0] if value.size else 0, dtype=value.dtype)
+        arrays = [np.asarray(a) for a in inputs]
+        if any(a.dtype == object for a in arrays):
+            raise ValueError("it depends on the batch size")
+        if op == "Expand":
+            dims = [int(d) for d in arrays[1].reshape(-1)]
+            if math.prod(max(d, 1) for d in dims) > MAX_TENSOR_VALUES:
+                raise ValueError(f"expanding to {dims} is too large")
+            return arrays[0] * np.ones(dims, dtype=arrays[0].dtype)
+        if op == "Reshape":
+            dims = [int(d) for d in arrays[1].reshape(-1)]
+            # a 0 keeps that axis (allowzero=0, the default and what exporters write)
+            dims = [arrays[0].shape[i] if d == 0 and i < arrays[0].ndim else d
+                    for i, d in enumerate(dims)]
+            return arrays[0].reshape(dims)
+        if op == "Where":
+            return np.where(arrays[0].astype(bool), arrays[1], arrays[2])
+        if op in ("Sqrt", "Neg"):
+            return np.sqrt(arrays[0]) if op == "Sqrt" else np.negative(arrays[0])
+        a, b = arrays[0], arrays[1]
+        if op == "Div" and a.dtype.kind in "iu" and b.dtype.kind in "iu":
+            if np.any(b == 0):
+                raise ValueError("integer division by zero")
+            return (np.abs(a) // np.abs(b) * np.sign(a) * np.sign(b)).astype(a.dtype)
+        if op == "Mod":
+            return np.fmod(a, b) if self.attr(n, "fmod", 0) else np.mod(a, b)
+        functions = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
+                     "Div": np.divide, "Equal": np.equal, "Pow": np.power}
+        with np.errstate(all="ignore"):
+            return np.asarray(functions[op](a, b))
 
     def _constant_node(self, n: Any) -> None:
         if len(n.attribute) != 1:

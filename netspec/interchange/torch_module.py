@@ -369,8 +369,8 @@ def _expression(model: ClassModel, entry: Entry, xs: list[str]) -> str:
         f", {key}=" + ("self.training" if _constant(entry, key) == TRAINING
                        else _call_setting(model, entry, key))
         for key in settings)
-    first = f"[{', '.join(xs)}]" if mode == "list" else \
-        (", ".join(xs) if mode == "args" else xs[0])
+    first = f"[{', '.join(xs)}]" if mode == "list" else ", ".join(xs) if mode == "args" \
+        else xs[0]
     return f"{function}({first}{kwargs})"
 
 
@@ -400,7 +400,7 @@ _ALLOWED_NODES = (
     ast.Name, ast.Load, ast.Store, ast.Tuple, ast.List, ast.Dict, ast.ClassDef, ast.FunctionDef,
     ast.arguments, ast.arg, ast.Return, ast.Call, ast.Attribute, ast.Subscript, ast.keyword,
     ast.BinOp, ast.Add, ast.If,
-    # negative constants (a reshape's -1 for the batch)
+    # negative constants (a reshape's -1 for the batch, log_softmax's dim = -1)
     ast.UnaryOp, ast.USub,
 )
 _IMPORTS = {"torch", "torch.nn.functional", "torch.nn"}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from netspec.ops.shapes import batched_axis
+from netspec.ops.shapes import batched_axis, pair
 from netspec.plan.compiler import PlanNode
 
 # a keyword value that stands for "the module is in training mode"
@@ -61,7 +61,9 @@ def _conv2d(node: PlanNode) -> Form:
     kernel, stride, padding = node.op.geometry
     return Layer("Conv2d", {"in_channels": node.input_shapes[0][0],
                             "out_channels": node.params.out_channels, "kernel_size": kernel,
-                            "stride": stride, "padding": padding, "bias": node.params.bias},
+                            "stride": stride, "padding": padding, "bias": node.params.bias,
+                            "groups": node.params.groups,
+                            "dilation": pair(node.params.dilation)},
                  _frozen(node))
 
 
@@ -86,7 +88,7 @@ def _pool(function: str, **extra: Any) -> Callable[[PlanNode], Form]:
     return form
 
 
-def _fixed(function: str | None, inputs: Literal["one", "list", "sum"] = "one",
+def _fixed(function: str | None, inputs: Literal["one", "list", "args", "sum"] = "one",
            **kwargs: Any) -> Callable[[PlanNode], Form]:
     return lambda node: Call(function, dict(kwargs), inputs)
 
@@ -167,6 +169,33 @@ TORCH_FORMS.update({
     "mean": lambda node: Call("torch.mean", {"dim": node.op.axes(node.input_shapes[0]),
                                              "keepdim": node.params.keepdim}),
     "channel_shuffle": lambda node: Call("F.channel_shuffle", {"groups": node.params.groups}),
+})
+
+
+# ---- the convolutional-network ops (issue 24)
+
+
+def _stochastic_depth(node: PlanNode) -> Form:
+    # torchvision's StochasticDepth (mode "row") is channel dropout with the batch as the
+    # channels: an unbatched (C, D, H, W) to dropout3d, an unbatched (C, L) to dropout1d
+    rank = len(node.input_shapes[0])
+    return Call("F.dropout3d" if rank == 3 else "F.dropout1d",
+                {"p": node.params.p, "training": TRAINING})
+
+
+TORCH_FORMS.update({
+    "mul": _fixed("torch.mul", "args"),
+    "adaptive_avgpool2d": lambda node: Call("F.adaptive_avg_pool2d",
+                                            {"output_size": pair(node.params.output_size)}),
+    "hardtanh": lambda node: Call("F.hardtanh", {"min_val": node.params.min_val,
+                                                 "max_val": node.params.max_val}),
+    "relu6": _fixed("F.relu6"),
+    "silu": _fixed("F.silu"),
+    "gelu": lambda node: Call("F.gelu", {"approximate": node.params.approximate}),
+    "hardswish": _fixed("F.hardswish"),
+    "hardsigmoid": _fixed("F.hardsigmoid"),
+    "log_softmax": lambda node: Call("F.log_softmax", {"dim": node.params.dim}),
+    "stochastic_depth": _stochastic_depth,
 })
 
 # op name -> why it has no PyTorch form

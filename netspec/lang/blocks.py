@@ -17,8 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from netspec.common.errors import Diagnostic, did_you_mean
-from netspec.lang.expressions import ExpressionError, is_expression, substitute, type_name
+from pydantic import ValidationError
+
+from netspec.common.errors import Diagnostic, NetspecError, did_you_mean
+from netspec.lang.expressions import (
+    SHAPES,
+    ExpressionError,
+    is_expression,
+    name_from,
+    substitute,
+    type_name,
+)
 from netspec.lang.sourcemap import KeyPath, SourceMap
 from netspec.ops import REGISTRY
 
@@ -26,8 +35,10 @@ MAX_NODES = 100_000
 MAX_NESTING = 32
 INDEX = "index"
 DEFAULT_ENTRY = "x"
-INSTANCE_KEYS = ("block", "repeat", "inputs", "if")
-BLOCK_KEYS = ("args", "defaults", "inputs", "output", "nodes", "description")
+INSTANCE_KEYS = ("block", "repeat", "inputs", "if", "name")
+NODE_KEYS = ("if", "name")  # keys of a plain node that the expansion reads, not its op
+BLOCK_KEYS = ("args", "defaults", "let", "assert", "inputs", "output", "nodes", "description")
+ASSERTION_KEYS = ("check", "message")
 VARIABLE_TYPES = (bool, int, float, str, list)
 
 
@@ -131,6 +142,8 @@ class _Scope:
     absent: dict[str, int | None] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)  # instances reported already
     parent: _Scope | None = None
+    # what each name names, for a person: "node 'layer.0' (net.toml:5)"
+    what: dict[str, str] = field(default_factory=dict)
 
     def flat(self, local: str) -> str:
         return f"{self.prefix}.{local}" if self.prefix else local
@@ -213,7 +226,9 @@ class _Expander:
         self.refs: list[_Ref] = []
         self.count_cache: dict[tuple[str, str], int] = {}
         self.size_is_lower_bound = False
-        self.said: set[tuple] = set()
+        # a problem of a block's text, said once: its key -> (its problem's place, how often)
+        self.said: dict[tuple, list[int]] = {}
+        self.shapes: dict[str, tuple[int, ...] | str] = {}  # a node's shape, or why not
         self.index_users: dict[str, bool] = {}
         self.fixed_sizes: dict[str, bool] = {}
         self.recursive: set[str] = set()  # blocks on a cycle, reported once and never expanded
@@ -235,9 +250,22 @@ class _Expander:
         try:
             self._expand_body(nodes, top, ("nodes",), self.file, self.variables, None)
         except _Abort:
-            return self.out
-        self._resolve(top)
+            # what was made before the refusal is listed; its names still resolve, but names
+            # the refused part would have made are not reported missing
+            self._resolve(top, quiet=True)
+        else:
+            self._resolve(top)
+        self._count_repeats()
         return self.out
+
+    def _count_repeats(self) -> None:
+        """A problem of a block's text said once names how many instances it affects."""
+        for at, times in self.said.values():
+            if times > 1:
+                said = self.out.problems[at]
+                self.out.problems[at] = replace(
+                    said, context=f"{said.context}, and {times - 1:,} more instance"
+                                  f"{'s' if times > 2 else ''}")
 
     def _check_block_definitions(self) -> None:
         for name, block in self.blocks.items():
@@ -251,6 +279,17 @@ class _Expander:
                     self.report(f"block '{name}': unknown key '{key}'"
                                 f"{did_you_mean(key, BLOCK_KEYS)} (block keys: "
                                 f"{', '.join(BLOCK_KEYS)})", block.file, block.path + (key,))
+            lets = raw.get("let", {})
+            if not isinstance(lets, Mapping):
+                self.report(f"block '{name}': let must be a table of name = value, e.g. "
+                            f"let = {{ project = \"= stride != 1\" }}", block.file,
+                            block.path + ("let",))
+                continue
+            for local in lets:
+                if not _local_name(local, block):
+                    self.report(f"block '{name}': local value '{local}' must be a plain name "
+                                f"(letters, digits, _) that is neither an argument nor "
+                                f"{INDEX}", block.file, block.path + ("let", local))
         for cycle in self._block_cycles():
             self.recursive.update(cycle)
             block = self.blocks[cycle[0]]
@@ -289,7 +328,10 @@ class _Expander:
         """Expand the nodes of one scope; return the local name of the last present node.
         A node without inputs reads the one before it, the first one the block's entry."""
         previous: str | None = entry
+        current: list[str] = [""]
+        values = {**values, SHAPES: self._oracle(scope, nodes, current)}
         for local, raw in nodes.items():
+            current[0] = local
             path = table + (local,)
             flat_id = scope.flat(local)
             origin = self._origin(file, path, scope, origin_of_instance)
@@ -308,11 +350,121 @@ class _Expander:
                 if len(self.out.problems) > before and local not in scope.names:
                     scope.failed.add(local)
             else:
-                body = {key: value for key, value in raw.items() if key != "if"}
+                if "name" in raw:
+                    named = self._node_name(raw["name"], values, flat_id, origin)
+                    if named is None:
+                        scope.failed.add(local)
+                        previous = local
+                        continue
+                    flat_id = scope.flat(named)
+                body = {key: value for key, value in raw.items() if key not in NODE_KEYS}
                 self._add_node(flat_id, self._substituted(body, values, flat_id, origin),
                                origin, scope, local, previous)
             previous = local
         return previous if previous != entry else None
+
+    def _node_name(self, written: Any, values: Mapping[str, Any], node: str,
+                   origin: NodeOrigin, empty_ok: bool = False) -> str | None:
+        try:
+            name = name_from(written, values)
+        except ExpressionError as exc:
+            self._field_problem(f"name: {exc}", node, origin, "name", code="expression")
+            return None
+        if not name and not empty_ok:
+            self._field_problem("name: a node's name must not be empty", node, origin, "name")
+            return None
+        return name
+
+    # -- shapes of the nodes made so far -------------------------------------------------------
+
+    def _oracle(self, scope: _Scope, body: Mapping[str, Any], current: list[str]):
+        """The shape functions' view from one scope: a name it knows -> that node's shape."""
+        def shape_of(name: str) -> tuple[int, ...]:
+            target = self._lookup(scope, name)
+            if target is None:
+                if name == current[0]:
+                    raise ExpressionError(f"'{name}' is this node itself; a shape can be read "
+                                          f"only of a node made before it")
+                if name in body:
+                    raise ExpressionError(f"'{name}' comes later in the same table; a shape "
+                                          f"can be read only of a node made before it")
+                raise ExpressionError(f"no node '{name}' is made before this one"
+                                      f"{did_you_mean(name, [n for n in scope.names])}")
+            return self._shape(target)
+        return shape_of
+
+    def _shape(self, node_id: str) -> tuple[int, ...]:
+        """The output shape of a node made already, computed from its op's shape rule and its
+        inputs' shapes (each once); a node that does not compute raises, naming it."""
+        pending, visiting = [node_id], set()
+        while pending:
+            current = pending[-1]
+            if current in self.shapes:
+                pending.pop()
+                continue
+            sources = self._sources(current)
+            if isinstance(sources, str):
+                self.shapes[current] = sources
+                pending.pop()
+                continue
+            waiting = [s for s in sources if s not in self.shapes]
+            if waiting and current not in visiting:
+                visiting.add(current)
+                pending += waiting
+                continue
+            pending.pop()
+            if waiting:
+                self.shapes[current] = f"node '{current}' is on a cycle"
+                continue
+            broken = next((self.shapes[s] for s in sources
+                           if isinstance(self.shapes[s], str)), None)
+            self.shapes[current] = broken if broken is not None else self._compute(
+                current, [self.shapes[s] for s in sources])
+        shape = self.shapes[node_id]
+        if isinstance(shape, str):
+            raise ExpressionError(f"the shape of '{node_id}' is not known: {shape}")
+        return shape
+
+    def _sources(self, node_id: str) -> list[str] | str:
+        raw = self.out.nodes.get(node_id)
+        if not isinstance(raw, dict):
+            return f"node '{node_id}' is not a table"
+        op = raw.get("op")
+        if not isinstance(op, str) or op not in REGISTRY:
+            return f"node '{node_id}' has no known op"
+        declared = raw.get("inputs")
+        if declared is None:
+            if REGISTRY[op].min_inputs == 0:
+                return []
+            declared = self.out.previous.get(node_id)
+            if declared is None:
+                return f"node '{node_id}' has no input"
+        sources = []
+        for ref in declared if isinstance(declared, list) else [declared]:
+            target = self._lookup(ref.scope, ref.name) if isinstance(ref, _Ref) else None
+            if target is None:
+                return (f"input '{getattr(ref, 'name', ref)}' of node '{node_id}' is not "
+                        f"made before it")
+            sources.append(target)
+        return sources
+
+    def _compute(self, node_id: str, in_shapes: list[Any]) -> tuple[int, ...] | str:
+        raw = self.out.nodes[node_id]
+        if any(value is UNEVALUATED for value in raw.values()):
+            return f"node '{node_id}' has a field that does not evaluate"
+        op = REGISTRY[raw["op"]]
+        if len(in_shapes) < op.min_inputs or (op.max_inputs is not None
+                                              and len(in_shapes) > op.max_inputs):
+            return f"node '{node_id}' has {len(in_shapes)} inputs, which its op does not take"
+        try:
+            params = op.Params.model_validate(
+                {key: value for key, value in raw.items() if key != "inputs"}, strict=True)
+            shape = tuple(int(d) for d in op(params).output_shape(tuple(in_shapes)))
+        except ValidationError:
+            return f"node '{node_id}' has invalid fields (its own error says which)"
+        except (NetspecError, ValueError, TypeError, ArithmeticError, LookupError) as exc:
+            return f"node '{node_id}' does not compute ({exc})"
+        return shape
 
     def _origin(self, file: SourceFile, path: KeyPath, scope: _Scope,
                 outer: dict[str, Any] | None) -> NodeOrigin:
@@ -344,8 +496,9 @@ class _Expander:
             # every instance of a block repeats the same mistake in its text: say it once
             said = (origin.file.name, origin.key_line(key), key, message)
             if said in self.said:
+                self.said[said][1] += 1
                 return
-            self.said.add(said)
+            self.said[said] = [len(self.out.problems), 1]
         self.out.problems.append(Diagnostic(message, file=origin.file.name,
                                             line=origin.key_line(key), node=node, op=op,
                                             context=origin.field_context(), code=code))
@@ -407,7 +560,8 @@ class _Expander:
         out.origins[flat_id] = origin
         out.previous[flat_id] = (self._ref(scope, previous, flat_id, origin, "")
                                  if previous is not None else None)
-        self._register(scope, local, flat_id)
+        self._register(scope, local, flat_id, flat_id,
+                       f"node '{flat_id}' ({origin.file.at(origin.path)})", origin)
 
     def _refs(self, declared: Any, scope: _Scope, node: str, origin: NodeOrigin) -> Any:
         if isinstance(declared, str):
@@ -423,16 +577,30 @@ class _Expander:
         self.refs.append(ref)
         return ref
 
-    def _register(self, scope: _Scope, local: str, target: str | _Ref) -> None:
-        """Make ``local`` name ``target`` in its scope, and its relative path in every
-        enclosing scope (``layer1.0.conv1`` from the top)."""
-        scope.names.setdefault(local, target)
-        relative, current = local, scope
-        while current.parent is not None:
-            step = current.prefix[len(current.parent.prefix):].lstrip(".")
-            relative = f"{step}.{relative}"
+    def _register(self, scope: _Scope, handle: str | None, path: str | None,
+                  target: str | _Ref, what: str, origin: NodeOrigin) -> None:
+        """Make ``handle`` (the key it is written under) name ``target`` in its scope, and its
+        ``path`` (its full id) relative to every scope around it (``layer1.0.conv1`` from the
+        top). Two things under one name are an error naming both."""
+        if handle is not None:
+            self._bind(scope, handle, target, what, origin)
+        current: _Scope | None = scope
+        while path is not None and current is not None:
+            relative = path[len(current.prefix) + 1:] if current.prefix else path
+            if relative and (current is not scope or relative != handle):
+                self._bind(current, relative, target, what, origin)
             current = current.parent
-            current.names.setdefault(relative, target)
+
+    def _bind(self, scope: _Scope, name: str, target: str | _Ref, what: str,
+              origin: NodeOrigin) -> None:
+        if name not in scope.names:
+            scope.names[name] = target
+            scope.what[name] = what
+            return
+        if scope.names[name] is target or scope.what.get(name) == what:
+            return
+        self._field_problem(f"'{name}' names two things: {scope.what[name]} and {what}; "
+                            f"rename one of them", name, origin, None)
 
     # -- instances --------------------------------------------------------------------------
 
@@ -511,35 +679,96 @@ class _Expander:
                                 f"'{block_name}' needs exactly one input, not {len(entries)}",
                                 flat_id, origin, "repeat")
             return
-        self._check_size(block, arguments, values, count, flat_id, origin)
+        repeated = "repeat" in raw
+        self._check_size(block, arguments, values, count, repeated, flat_id, origin)
         if outer is None:
             outer = {"at": file.at(path), "file": file.name, "line": file.line(path)}
+        at = file.at(path)
         output: _Ref | None = None
         for index in range(count):
-            instance_id = f"{flat_id}.{index}" if "repeat" in raw else flat_id
-            scope_values = {**values, INDEX: index}
-            args = self._arguments(block, arguments, defaults, scope_values, flat_id, origin)
-            if args is None:
-                return
+            # index is the index of the innermost repeat around a field: an instance's own
+            # for the fields of a repeat line (its if and repeat are decided before it
+            # exists), the enclosing one for every field of an instance without repeat
+            own = {**values, INDEX: index} if repeated else {INDEX: 0, **values}
+            name = f"{local}.{index}" if repeated else local
+            if "name" in raw:
+                name = self._node_name(raw["name"], own, flat_id, origin, empty_ok=True)
+                if name is None:
+                    return
+            # an empty name adds no step to the path: the block's nodes are named as the
+            # enclosing scope's own (a PyTorch Sequential numbered across blocks)
+            instance_id = scope.flat(name) if name else scope.prefix
             inner = _Scope(prefix=instance_id, block=block_name, parent=scope)
             for entry, ref in zip(entries, bound):
                 inner.names[entry] = ref
-            self.out.instances[instance_id] = Instance(
-                path=instance_id, block=block_name, parent=scope.prefix or None,
-                file=file.name, line=file.line(path), args=args,
-                group=flat_id if "repeat" in raw else None)
+            inner_values = self._instance_values(block, arguments, defaults, own, inner,
+                                                 entries, flat_id, origin)
+            if inner_values is None:
+                return
+            args = {k: v for k, v in inner_values.items() if k in defaults or k in required}
+            if name:
+                self.out.instances[instance_id] = Instance(
+                    path=instance_id, block=block_name, parent=scope.prefix or None,
+                    file=file.name, line=file.line(path), args=args,
+                    group=flat_id if repeated and "name" not in raw else None)
             last = self._expand_body(_block_nodes(block.raw), inner, block.path + ("nodes",),
-                                     block.file, {**self.variables, **args, INDEX: index},
-                                     outer, entries[0])
+                                     block.file, inner_values, outer, entries[0])
             output = self._block_output(block, inner, last, instance_id, origin)
             if output is None:
                 return
-            self.instance_outputs[instance_id] = output
-            if "repeat" in raw:
-                self._register(scope, f"{local}.{index}", output)
+            if name:
+                self.instance_outputs[instance_id] = output
+                if repeated:
+                    self._register(scope, None, instance_id, output,
+                                   f"instance '{instance_id}' ({at})", origin)
             bound = [output]
+        if count == 0:
+            # no instance: the repeat passes its input on
+            output = bound[0]
         if output is not None:
-            self._register(scope, local, output)
+            group_path = flat_id if "name" not in raw else None
+            self._register(scope, local, group_path, output,
+                           f"instance '{flat_id}' ({at})", origin)
+
+    def _instance_values(self, block: BlockDef, arguments: Mapping[str, Any],
+                         defaults: Mapping[str, Any], own: Mapping[str, Any], inner: _Scope,
+                         entries: list[str], node: str, origin: NodeOrigin
+                         ) -> dict[str, Any] | None:
+        """What the block's expressions see in one instance: the variables, its arguments
+        (defaults computed from the others), index, its local values in order, the shapes of
+        its inputs; its assertions are checked here."""
+        body_index = own[INDEX]
+        oracle = self._oracle(inner, {}, [""])
+        args = self._arguments(block, arguments, defaults, own,
+                               {**self.variables, INDEX: body_index, SHAPES: oracle},
+                               node, origin)
+        if args is None:
+            return None
+        values = {**self.variables, **args, INDEX: body_index, SHAPES: oracle}
+        lets = block.raw.get("let", {})
+        if not isinstance(lets, Mapping) or not all(_local_name(name, block) for name in lets):
+            return None  # said once, with the block's definition
+        for name, written in lets.items():
+            where = self._block_origin(block, ("let", name), inner, origin)
+            try:
+                values[name] = substitute(written, values)
+            except ExpressionError as exc:
+                self._field_problem(f"let {name}: {exc}", inner.prefix or node, where, None,
+                                    code="expression")
+                return None
+        where = self._block_origin(block, ("assert",), inner, origin)
+        self.out.problems += check_assertions(block.raw.get("assert", {}), values, block.file,
+                                              block.path + ("assert",), inner.prefix or node,
+                                              where.field_context())
+        del values[SHAPES]  # the body's own view of shapes is added with its scope
+        return values
+
+    def _block_origin(self, block: BlockDef, key: KeyPath, inner: _Scope,
+                      origin: NodeOrigin) -> NodeOrigin:
+        return NodeOrigin(file=block.file, path=block.path + key, block=block.name,
+                          instance=inner.prefix, instance_at=origin.instance_at
+                          or origin.file.at(origin.path), instance_file=origin.instance_file,
+                          instance_line=origin.instance_line)
 
     @staticmethod
     def _enclosing(scope: _Scope) -> list[_Scope]:
@@ -559,8 +788,8 @@ class _Expander:
             self._field_problem(f"repeat: {exc}", node, origin, "repeat",
                                     code="expression")
             return None
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            self._field_problem(f"repeat must be a whole number of at least 1, got "
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            self._field_problem(f"repeat must be a whole number of at least 0, got "
                                 f"{_show(count)}", node, origin, "repeat")
             return None
         return count
@@ -611,31 +840,47 @@ class _Expander:
         return entries
 
     def _arguments(self, block: BlockDef, arguments: Mapping[str, Any],
-                   defaults: Mapping[str, Any], values: Mapping[str, Any], node: str,
+                   defaults: Mapping[str, Any], values: Mapping[str, Any],
+                   default_scope: Mapping[str, Any], node: str,
                    origin: NodeOrigin) -> dict[str, Any] | None:
-        args: dict[str, Any] = {}
-        for name, default in defaults.items():
-            try:
-                args[name] = substitute(default, self.variables)
-            except ExpressionError as exc:
-                self.report(f"block '{block.name}': default of '{name}': {exc}", block.file,
-                            block.path + ("defaults", name), code="expression")
-                return None
+        """The arguments given (evaluated where the instance is written) and the defaults of
+        the others, in order, each seeing the variables, index, the shapes of the block's
+        inputs, the arguments given and the defaults before it."""
+        given: dict[str, Any] = {}
         for name, written in arguments.items():
             try:
-                value = substitute(written, values)
+                given[name] = substitute(written, values)
             except ExpressionError as exc:
                 self._field_problem(f"argument '{name}': {exc}", node, origin, name,
                                     code="expression")
                 return None
-            if name in defaults and not _same_type(value, args[name]):
-                self._field_problem(
-                    f"argument '{name}' of block '{block.name}' must be "
-                    f"{type_name(args[name])} like its default {_show(args[name])}, got "
-                    f"{type_name(value)} {_show(value)}", node, origin, name)
+        args: dict[str, Any] = {}
+        for name, default in defaults.items():
+            scope = {**default_scope, **given, **args}
+            if name in given:
+                try:
+                    like = substitute(default, scope)
+                except ExpressionError:
+                    like = given[name]  # a default that cannot be computed here types nothing
+                if not _same_type(given[name], like):
+                    self._field_problem(
+                        f"argument '{name}' of block '{block.name}' must be "
+                        f"{type_name(like)} like its default {_show(like)}, got "
+                        f"{type_name(given[name])} {_show(given[name])}", node, origin, name)
+                    return None
+                args[name] = given[name]
+                continue
+            try:
+                args[name] = substitute(default, scope)
+            except ExpressionError as exc:
+                where = self._block_origin(block, ("defaults", name),
+                                           _Scope(prefix=node, block=block.name), origin)
+                self._field_problem(f"default of '{name}': {exc}; a default sees the "
+                                    f"variables, {INDEX}, the shapes of the block's inputs, "
+                                    f"the arguments given and the defaults written before "
+                                    f"it", node, where, None, code="expression")
                 return None
-            args[name] = value
-        return args
+        return {**args, **{k: v for k, v in given.items() if k not in args}}
 
     def _block_output(self, block: BlockDef, inner: _Scope, last: str | None,
                       instance_id: str, origin: NodeOrigin) -> _Ref | None:
@@ -663,7 +908,7 @@ class _Expander:
         return _Ref(inner, output, instance_id, origin, "output")
 
     def _check_size(self, block: BlockDef, arguments: Mapping[str, Any],
-                    values: Mapping[str, Any], count: int, node: str,
+                    values: Mapping[str, Any], count: int, repeated: bool, node: str,
                     origin: NodeOrigin) -> None:
         """Refuse an instance that would push the network past the node limit, counting
         before building anything (and no further than the limit)."""
@@ -672,7 +917,7 @@ class _Expander:
         if count > room:
             total, self.size_is_lower_bound = count, True
         else:
-            total = self._repeated_size(block, arguments, values, count, room)
+            total = self._repeated_size(block, arguments, values, count, room, repeated)
         if total > room:
             at_least = "at least " if self.size_is_lower_bound else ""
             self._field_problem(f"this instance of block '{block.name}' would make "
@@ -682,9 +927,14 @@ class _Expander:
             raise _Abort
 
     def _repeated_size(self, block: BlockDef, arguments: Mapping[str, Any],
-                       values: Mapping[str, Any], count: int, room: int) -> int:
+                       values: Mapping[str, Any], count: int, room: int,
+                       repeated: bool = True) -> int:
         """Nodes made by ``count`` chained instances; counting stops (and the total becomes a
         lower bound) once it passes ``room``."""
+        if not repeated:
+            index = values.get(INDEX, 0)
+            return self._size(block, _evaluated_loosely(arguments, {INDEX: 0, **values}),
+                              index if isinstance(index, int) else 0, room)
         if self._fixed_size(block):
             return count * self._size(block, {}, 0, room)
         if not self._uses_index(block) and INDEX not in repr(arguments):
@@ -759,13 +1009,13 @@ class _Expander:
                 repeat = substitute(raw.get("repeat", 1), values)
             except ExpressionError:
                 repeat = 1
-            repeat = repeat if isinstance(repeat, int) and repeat > 0 else 1
+            repeat = repeat if isinstance(repeat, int) and repeat >= 0 else 1
             if repeat > room - total:
                 self.size_is_lower_bound = True
                 return total + repeat
             inner_args = {k: v for k, v in raw.items() if k not in INSTANCE_KEYS}
             total += self._repeated_size(self.blocks[name], inner_args, values, repeat,
-                                         room - total)
+                                         room - total, "repeat" in raw)
         if total > room:
             self.size_is_lower_bound = True
         else:
@@ -774,18 +1024,19 @@ class _Expander:
 
     # -- resolving names ---------------------------------------------------------------------
 
-    def _resolve(self, top: _Scope) -> None:
+    def _resolve(self, top: _Scope, quiet: bool = False) -> None:
         out = self.out
         for node_id, raw in out.nodes.items():
             if isinstance(raw, dict) and "inputs" in raw:
                 declared = raw["inputs"]
                 if isinstance(declared, _Ref):
-                    raw["inputs"] = self._target(declared)
+                    raw["inputs"] = self._target(declared, quiet)
                 elif isinstance(declared, list):
-                    raw["inputs"] = [self._target(r) if isinstance(r, _Ref) else r
+                    raw["inputs"] = [self._target(r, quiet) if isinstance(r, _Ref) else r
                                      for r in declared]
             previous = out.previous[node_id]
-            out.previous[node_id] = self._target(previous) if previous is not None else None
+            out.previous[node_id] = (self._target(previous, quiet) if previous is not None
+                                     else None)
         for path, ref in self.instance_outputs.items():
             instance = out.instances[path]
             out.instances[path] = replace(instance,
@@ -793,12 +1044,12 @@ class _Expander:
         out.top_names = {name: target for name in top.names
                          if (target := self._lookup(top, name)) is not None}
 
-    def _target(self, ref: _Ref) -> str:
-        """The flat id a reference names; unknown names are reported and kept as written,
-        so that the graph leaves that edge out."""
+    def _target(self, ref: _Ref, quiet: bool = False) -> str:
+        """The flat id a reference names; unknown names are reported (unless ``quiet``) and
+        kept as written, so that the graph leaves that edge out."""
         if not isinstance(ref.name, str):
             return ref.name  # not a name at all: the node's own checks say so
-        found = self._lookup(ref.scope, ref.name, ref)
+        found = self._lookup(ref.scope, ref.name, None if quiet else ref)
         return found if found is not None else ref.name
 
     def _lookup(self, scope: _Scope | None, name: str, ref: _Ref | None = None,
@@ -837,6 +1088,51 @@ class _Expander:
 
 # a field whose expression failed (and was reported): the spec's checks skip it
 UNEVALUATED = object()
+
+
+def check_assertions(raw: Any, values: Mapping[str, Any], file: SourceFile, table: KeyPath,
+                     subject: str | None = None, context: str | None = None
+                     ) -> list[Diagnostic]:
+    """The problems of an ``assert`` table (top-level ``[assert]`` or a block's): each entry
+    is ``name = { check = "= condition", message = "what it means" }``, and a condition that
+    is false is an error at its line with its message (naming the instance, in a block)."""
+    if not isinstance(raw, Mapping):
+        return [Diagnostic("assert must be a table of name = { check = \"= ...\", message = "
+                           "\"...\" }", file=file.name, line=file.line(table))]
+    problems = []
+    for name, assertion in raw.items():
+        path = table + (name,)
+
+        def problem(message: str, code: str | None = None, path: KeyPath = path) -> None:
+            problems.append(Diagnostic(message, file=file.name, line=file.line(path),
+                                       node=subject, context=context, code=code))
+
+        if (not isinstance(assertion, Mapping) or set(assertion) != set(ASSERTION_KEYS)
+                or not is_expression(assertion.get("check"))
+                or not isinstance(assertion.get("message"), str)):
+            problem(f"assertion '{name}' must be {{ check = \"= condition\", message = \"what "
+                    f"it means\" }}")
+            continue
+        try:
+            holds = substitute(assertion["check"], values)
+        except ExpressionError as exc:
+            problem(f"assertion '{name}': {exc}", "expression")
+            continue
+        if not isinstance(holds, bool):
+            problem(f"assertion '{name}' must be a bool (true/false), got {type_name(holds)} "
+                    f"{_show(holds)}")
+        elif not holds:
+            problem(f"assertion '{name}' fails: {assertion['message']} (check: "
+                    f"{assertion['check'][1:].strip()})", "assertion")
+    return problems
+
+
+def _local_name(name: str, block: BlockDef) -> bool:
+    args = block.raw.get("args", [])
+    defaults = block.raw.get("defaults", {})
+    return (name.isidentifier() and name != INDEX
+            and name not in (args if isinstance(args, list) else [])
+            and name not in (defaults if isinstance(defaults, Mapping) else {}))
 
 
 def _block_nodes(raw: Any) -> Mapping[str, Any]:

@@ -1,8 +1,9 @@
 """The expression language of specs: a string value that starts with ``=`` is computed.
 
 ``out_channels = "= planes * 2"``, ``stride = "= 2 if index == 0 else 1"``,
-``repeat = "= depths[1]"``. Expressions are parsed with Python's ``ast`` and evaluated by a
-small interpreter over an allow-list of node kinds; nothing is ever passed to ``eval``.
+``repeat = "= depths[1]"``, ``out_channels = "= channels(x) // 2"``. Expressions are parsed
+with Python's ``ast`` and evaluated by a small interpreter over an allow-list of node kinds;
+nothing is ever passed to ``eval``.
 Values are ints, floats, bools, strings and lists of them; sizes are bounded so that a spec
 cannot ask for a billion-element list or a thousand-digit number.
 """
@@ -13,6 +14,7 @@ import ast
 import json
 import math
 import operator
+import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -25,7 +27,14 @@ MAX_LIST = 10_000
 MAX_STRING = 10_000
 MAX_INT = 2**63 - 1
 MAX_ROUND_DIGITS = 30
-FUNCTIONS = ("abs", "float", "int", "len", "max", "min", "round")
+FUNCTIONS = ("abs", "float", "int", "len", "max", "min", "round", "str", "sum")
+# functions that read the shape of a node made before: shape(x) is its whole shape,
+# channels(x) its first axis, height(x) and width(x) the last two of a (C, H, W) shape
+SHAPE_FUNCTIONS = ("shape", "channels", "height", "width")
+# the scope entry holding the shape oracle (not an identifier, so no spec can name it)
+SHAPES = "shape()"
+MAX_NAME = 200
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 Value = int | float | bool | str | list
 
 
@@ -73,6 +82,36 @@ def substitute(value: Any, scope: Mapping[str, Any]) -> Any:
     if isinstance(value, list):
         return [substitute(item, scope) for item in value]
     return value
+
+
+def name_from(written: Any, scope: Mapping[str, Any]) -> str:
+    """A name written as a pattern (``"denselayer{index + 1}"``: each ``{...}`` an
+    expression) or an expression (``"= 'block' + str(stage)"``); ints become digits.
+
+    >>> name_from("denselayer{index + 1}", {"index": 0}), name_from("= str(at + 2)", {"at": 4})
+    ('denselayer1', '6')
+    """
+    if not isinstance(written, str):
+        raise ExpressionError(f"a name must be a string (a pattern like \"layer{{index}}\" or "
+                              f"an expression), got {type_name(written)} {_show(written)}")
+    if is_expression(written):
+        parts = [evaluate(written, scope)]
+    else:
+        pieces = _PLACEHOLDER.split(literal_string(written))
+        # odd pieces are the expressions between braces
+        parts = [evaluate(piece, scope) if i % 2 else piece for i, piece in enumerate(pieces)]
+    for part in parts:
+        if not isinstance(part, str | int) or isinstance(part, bool):
+            raise ExpressionError(f"a name is made of strings and ints, got {type_name(part)} "
+                                  f"{_show(part)}")
+    name = "".join(str(part) for part in parts)
+    if len(name) > MAX_NAME:
+        raise ExpressionError(f"a name of {len(name)} characters is longer than {MAX_NAME}")
+    if name and (any(not segment for segment in name.split("."))
+                 or any(not ch.isprintable() or ch.isspace() or ch in "{}\"'" for ch in name)):
+        raise ExpressionError(f"name {_show(name)} must be dot-separated parts of printable "
+                              f"characters without spaces, braces or quotes")
+    return name
 
 
 def type_name(value: Any) -> str:
@@ -151,7 +190,7 @@ class _Evaluator:
             raise ExpressionError(f"'{_source(node)}' is not allowed in an expression "
                                   f"(allowed: numbers, strings, lists, variables, + - * / // "
                                   f"%, comparisons, and/or/not, x if c else y, list[i], "
-                                  f"{', '.join(FUNCTIONS)})")
+                                  f"list[a:b], {', '.join((*FUNCTIONS, *SHAPE_FUNCTIONS))})")
         return _checked(method(node))
 
     def _Constant(self, node: ast.Constant) -> Value:
@@ -165,7 +204,7 @@ class _Evaluator:
             return self.scope[node.id]
         if node.id in names:
             return names[node.id]
-        known = sorted(self.scope)
+        known = sorted(name for name in self.scope if name.isidentifier())
         listed = f" (known: {', '.join(known)})" if known and len(known) <= 12 else ""
         raise ExpressionError(f"unknown variable '{node.id}'{did_you_mean(node.id, known)}"
                               f"{listed}")
@@ -236,12 +275,16 @@ class _Evaluator:
 
     def _Subscript(self, node: ast.Subscript) -> Value:
         container = self.value(node.value)
-        if isinstance(node.slice, ast.Slice):
-            raise ExpressionError("slices are not supported; index one item: list[i]")
-        index = self.value(node.slice)
         if not isinstance(container, list | str):
             raise ExpressionError(f"only lists can be indexed, got {type_name(container)} "
                                   f"{_show(container)}")
+        if isinstance(node.slice, ast.Slice):
+            step = self._slice_bound(node.slice.step)
+            if step == 0:
+                raise ExpressionError("a slice step must not be 0")
+            return container[self._slice_bound(node.slice.lower):
+                             self._slice_bound(node.slice.upper):step]
+        index = self.value(node.slice)
         if not isinstance(index, int) or isinstance(index, bool):
             raise ExpressionError(f"a list index must be an int, got {type_name(index)} "
                                   f"{_show(index)}")
@@ -250,15 +293,53 @@ class _Evaluator:
                                   f"({len(container)} items)")
         return container[index]
 
+    def _slice_bound(self, part: ast.AST | None) -> int | None:
+        if part is None:
+            return None
+        bound = self.value(part)
+        if not isinstance(bound, int) or isinstance(bound, bool):
+            raise ExpressionError(f"a slice bound must be an int, got {type_name(bound)} "
+                                  f"{_show(bound)}")
+        return bound
+
     def _Call(self, node: ast.Call) -> Value:
         name = node.func.id if isinstance(node.func, ast.Name) else _source(node.func)
-        if name not in FUNCTIONS or not isinstance(node.func, ast.Name):
-            raise ExpressionError(f"unknown function '{name}'{did_you_mean(name, FUNCTIONS)} "
-                                  f"(functions: {', '.join(FUNCTIONS)})")
+        known = (*FUNCTIONS, *SHAPE_FUNCTIONS)
+        if name not in known or not isinstance(node.func, ast.Name):
+            raise ExpressionError(f"unknown function '{name}'{did_you_mean(name, known)} "
+                                  f"(functions: {', '.join(known)})")
         if node.keywords:
             raise ExpressionError(f"{name}() takes no keyword arguments")
+        if name in SHAPE_FUNCTIONS:
+            return self._shape_call(name, node.args)
         args = [self.value(arg) for arg in node.args]
         return _call(name, args)
+
+    def _shape_call(self, name: str, args: list[ast.expr]) -> Value:
+        """A shape function: its one argument names a node, bare (``x``) or as a string
+        computed by an expression (``'layer' + str(i)``)."""
+        if len(args) != 1:
+            raise ExpressionError(f"{name}() takes one node, e.g. {name}(x)")
+        node = _dotted(args[0])
+        node = node if node is not None else self.value(args[0])
+        if not isinstance(node, str):
+            raise ExpressionError(f"{name}() takes a node's name, got {type_name(node)} "
+                                  f"{_show(node)}")
+        oracle = self.scope.get(SHAPES)
+        if oracle is None:
+            raise ExpressionError(f"{name}() reads the shape of a node, so it can be used only "
+                                  f"in [nodes] and in blocks")
+        shape = list(oracle(node))
+        if name == "shape":
+            return shape
+        if name == "channels":
+            if not shape:
+                raise ExpressionError(f"channels({node}): '{node}' has no axes")
+            return shape[0]
+        if len(shape) != 3:
+            raise ExpressionError(f"{name}({node}) needs a (channels, height, width) shape; "
+                                  f"'{node}' has {tuple(shape)}")
+        return shape[1] if name == "height" else shape[2]
 
     @staticmethod
     def _truth(value: Value, where: str) -> bool:
@@ -276,6 +357,15 @@ def _call(name: str, args: list[Value]) -> Value:
             raise ExpressionError(f"{name}() needs numbers or one list of numbers, got "
                                   f"{_show(args)}")
         return (min if name == "min" else max)(values)
+    if name == "sum":
+        values = args[0] if len(args) == 1 and isinstance(args[0], list) else None
+        if values is None or not all(_number(v) for v in values):
+            raise ExpressionError(f"sum() needs one list of numbers, got {_show(args)}")
+        return sum(values)
+    if name == "str":
+        if len(args) != 1 or not isinstance(args[0], int | float | str):
+            raise ExpressionError(f"str() needs one number or string, got {_show(args)}")
+        return _show(args[0]) if isinstance(args[0], bool) else str(args[0])
     if name == "len":
         if len(args) != 1 or not isinstance(args[0], list | str):
             raise ExpressionError(f"len() needs one list, got {_show(args)}")
@@ -291,6 +381,17 @@ def _call(name: str, args: list[Value]) -> Value:
     if len(args) != 1 or not _number(args[0]):
         raise ExpressionError(f"{name}() needs one number, got {_show(args)}")
     return {"abs": abs, "float": float, "int": int}[name](args[0])
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """A bare node name in a shape function, dots allowed (``layer1.conv``); None for an
+    expression that computes the name."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        outer = _dotted(node.value)
+        return f"{outer}.{node.attr}" if outer is not None else None
+    return None
 
 
 def _source(node: ast.AST) -> str:

@@ -6,7 +6,7 @@ import json
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from netspec.lang.blocks import (
     Instance,
     NodeOrigin,
     SourceFile,
+    check_assertions,
     evaluate_variables,
     expand,
 )
@@ -31,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-TOP_LEVEL_TABLES = ("include", "network", "vars", "blocks", "nodes", "train", "data")
+TOP_LEVEL_TABLES = ("include", "network", "vars", "assert", "blocks", "nodes", "train", "data")
 MAX_SPEC_BYTES = 4 * 2**20
 MAX_INCLUDES = 64
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -175,7 +176,8 @@ def check_spec_file(source: str | Path,
     """Read a spec file (a path, or a bare shipped name) and validate what can be validated."""
     path = resolve_spec_path(source)
     text = _read_text(path, "the spec")
-    return check_spec(text, file=str(source) if Path(source).exists() else path.name,
+    # a shipped spec is named by its installed path, so that its errors say where it is
+    return check_spec(text, file=str(source) if Path(source).exists() else str(path),
                       directory=path.resolve().parent, overrides=overrides)
 
 
@@ -185,7 +187,8 @@ def _read_text(path: Path, what: str) -> str:
         if size > MAX_SPEC_BYTES:
             raise NetspecError(f"{path}: {what} is {size:,} bytes; a spec file may have at most "
                                f"{MAX_SPEC_BYTES:,}")
-        return path.read_text(encoding="utf-8")
+        # utf-8-sig: Windows editors start a file with a byte-order mark
+        return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise NetspecError(f"{path}: cannot read {what}: {exc}") from None
 
@@ -195,6 +198,7 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
     """Validate spec text node by node, after reading its includes and expanding its blocks.
     Raises SpecError only when no node can be read at all (malformed TOML, a table defined
     twice, no nodes); other problems are returned."""
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as an editor's buffer may hold
     source = SourceMap.scan(text)
     main = SourceFile(file, source)
     problems: list[Diagnostic] = []
@@ -233,6 +237,8 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
     train = document.get("train")
     train = _apply_overrides(overrides, raw_vars, train, problems)
     variables = evaluate_variables(raw_vars, main, overrides, problems)
+    if "assert" in document:
+        problems += check_assertions(document["assert"], variables, main, ("assert",))
     expansion = expand(raw_nodes, blocks, variables, main)
     problems += expansion.problems
 
@@ -253,6 +259,8 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
 
     nodes: dict[str, NodeParams] = {}
     inputs: dict[str, tuple[str, ...]] = {}
+    # a mistake in a block's text is one problem however many instances repeat it
+    in_blocks: dict[tuple, list] = {}
     for node_id, raw in expansion.nodes.items():
         origin = expansion.origins[node_id]
 
@@ -260,9 +268,15 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
         # the instance)
         def report_node(message: str, key: str | None = None, op: str | None = None,
                         node_id: str = node_id, origin: NodeOrigin = origin) -> None:
-            problems.append(Diagnostic(message, file=origin.file.name,
-                                       line=origin.key_line(key), node=node_id, op=op,
-                                       context=origin.field_context()))
+            line = origin.key_line(key)
+            if origin.block is not None:
+                said = (origin.file.name, line, key, message)
+                if said in in_blocks:
+                    in_blocks[said][1] += 1
+                    return
+                in_blocks[said] = [len(problems), 1]
+            problems.append(Diagnostic(message, file=origin.file.name, line=line,
+                                       node=node_id, op=op, context=origin.field_context()))
 
         params = _validate_node(node_id, raw, report_node)
         resolved = None if params is None else _resolve_inputs(
@@ -271,6 +285,11 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
             nodes[node_id] = params
             inputs[node_id] = resolved
 
+    for at, times in in_blocks.values():
+        if times > 1:
+            said = problems[at]
+            problems[at] = replace(said, context=f"{said.context}, and {times - 1:,} more "
+                                                 f"instance{'s' if times > 2 else ''}")
     if train is not None and not isinstance(train, Mapping):
         report("[train] must be a table", path=("train",))
     data = document.get("data")

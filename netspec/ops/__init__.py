@@ -2,13 +2,17 @@
 
 from netspec.ops import (
     activations,
+    adaptive_pool,
     attention,
     conv,
     core,
     linear,
+    modern_activations,
+    mul,
     norm,
     pooling,
     regularization,
+    stochastic_depth,
     tensor,
 )
 from netspec.ops.base import REGISTRY, Context, NodeParams, Op, ParamSpec, register
@@ -29,4 +33,8 @@ __all__ = [
     "tensor",
     "attention",
     "norm",
+    "adaptive_pool",
+    "modern_activations",
+    "mul",
+    "stochastic_depth",
 ]

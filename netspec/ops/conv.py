@@ -23,8 +23,15 @@ from typing import Literal
 
 from pydantic import Field, conint, conlist
 
+from netspec.common.errors import ShapeError
 from netspec.common.lazy import lazy_import
 from netspec.ops.base import Array, Context, Grads, Op, ParamSpec, WeightedParams, register
+from netspec.ops.grouped_conv import (
+    depthwise_backward,
+    depthwise_forward,
+    grouped_backward,
+    grouped_forward,
+)
 from netspec.ops.shapes import Shape, numel, pair, require_rank, window_output_hw
 
 np = lazy_import("numpy")
@@ -44,6 +51,13 @@ class Conv2dParams(WeightedParams):
     padding: NonNegativeSize | PaddingPair = Field(
         default=0, description="Zeros added on each side: n, or [ph, pw].")
     bias: bool = Field(default=True, description="Add a learnt bias per output channel.")
+    groups: int = Field(
+        default=1, gt=0, le=65536,
+        description="Channel groups: each output channel sees in_channels/groups inputs; "
+        "equal to in_channels for a depthwise convolution (PyTorch's groups).")
+    dilation: PositiveSize | SizePair = Field(
+        default=1, description="Spacing between kernel taps: n, or [dh, dw] (PyTorch's "
+        "dilation).")
 
 
 class Workspace:
@@ -364,16 +378,41 @@ class Conv2d(Op):
     def geometry(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         return pair(self.p.kernel_size), pair(self.p.stride), pair(self.p.padding)
 
+    @property
+    def dense(self) -> bool:
+        """Whether the row-lowered path runs: one group, no dilation."""
+        return self.p.groups == 1 and pair(self.p.dilation) == (1, 1)
+
     def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         shape = in_shapes[0]
         require_rank(shape, (3,), "conv2d input")
         kernel, stride, padding = self.geometry
+        groups = self.p.groups
+        if shape[0] % groups:
+            raise ShapeError(
+                f"groups={groups} does not divide the input's {shape[0]} channels; "
+                f"in_channels must be a multiple of groups")
+        if self.p.out_channels % groups:
+            raise ShapeError(
+                f"groups={groups} does not divide out_channels={self.p.out_channels}; "
+                f"out_channels must be a multiple of groups")
+        dilation = pair(self.p.dilation)
+        if dilation != (1, 1):
+            extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+            padded = tuple(size + 2 * p for size, p in zip(shape[1:], padding))
+            if extent[0] > padded[0] or extent[1] > padded[1]:
+                raise ShapeError(
+                    f"kernel {kernel[0]}x{kernel[1]} with dilation {dilation[0]}x{dilation[1]} "
+                    f"spans {extent[0]}x{extent[1]}, larger than the padded input "
+                    f"{padded[0]}x{padded[1]} ({shape[1]}x{shape[2]} with padding "
+                    f"{padding[0]}x{padding[1]}); use a smaller dilation or more padding")
+            kernel = extent
         out_h, out_w = window_output_hw(shape[1:], kernel, stride, padding)
         return (self.p.out_channels, out_h, out_w)
 
     def param_specs(self, in_shapes: Sequence[Shape]) -> dict[str, ParamSpec]:
         kernel_h, kernel_w = pair(self.p.kernel_size)
-        in_channels = in_shapes[0][0]
+        in_channels = in_shapes[0][0] // self.p.groups
         specs = {
             "weight": ParamSpec((self.p.out_channels, in_channels, kernel_h, kernel_w), "weight")
         }
@@ -383,16 +422,38 @@ class Conv2d(Op):
 
     def flops(self, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         kernel_h, kernel_w = pair(self.p.kernel_size)
-        per_output = 2 * in_shapes[0][0] * kernel_h * kernel_w + int(self.p.bias)
+        per_output = 2 * (in_shapes[0][0] // self.p.groups) * kernel_h * kernel_w \
+            + int(self.p.bias)
         return per_output * numel(out_shape)
+
+    def _convolve(self, x: Array, weight: Array, workspace: Workspace | None
+                  ) -> tuple[Array, tuple]:
+        """The convolution without bias, and what its backward needs besides dy."""
+        kernel, stride, padding = self.geometry
+        if self.dense:
+            out, lowered = _convolve(x, weight, kernel, stride, padding, workspace)
+            return out, ("dense", lowered)
+        dilation = pair(self.p.dilation)
+        extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+        out_hw = window_output_hw(x.shape[2:], extent, stride, padding)
+
+        def allocate(shape: tuple[int, ...], dtype: np.dtype) -> Array:
+            return empty(shape, dtype, workspace)
+
+        if weight.shape[1] == 1 and self.p.groups > 1:
+            out, cache = depthwise_forward(x, weight, stride, padding, dilation, out_hw,
+                                           allocate)
+            return out, ("depthwise", cache)
+        out, cache = grouped_forward(x, weight, self.p.groups, stride, padding, dilation,
+                                     out_hw, allocate)
+        return out, ("grouped", cache)
 
     def forward(
         self, xs: list[Array], params: dict[str, Array], buffers, ctx: Context
     ) -> tuple[Array, tuple]:
-        kernel, stride, padding = self.geometry
         x, weight = xs[0], params["weight"]
         workspace = self.workspace if ctx.train else None
-        out, lowered = _convolve(x, weight, kernel, stride, padding, workspace)
+        out, lowered = self._convolve(x, weight, workspace)
         if self.p.bias:
             out += params["bias"][:, None, None]
         return out, (lowered, weight, x.shape[2:], workspace)
@@ -402,10 +463,9 @@ class Conv2d(Op):
         """Inference of this convolution followed by ``y * scale + shift`` per channel (a
         batchnorm folded in: the scale goes into the weight, a single pass less over the
         output), and by a ReLU if ``relu``. Equal to the unfused nodes up to rounding."""
-        kernel, stride, padding = self.geometry
         weight = params["weight"] * scale.astype(params["weight"].dtype)[:, None, None, None]
         bias = shift if not self.p.bias else params["bias"] * scale + shift
-        out = _convolve(x, weight, kernel, stride, padding, None)[0]
+        out = self._convolve(x, weight, None)[0]
         out += bias.astype(out.dtype)[:, None, None]
         if relu:
             np.maximum(out, 0, out=out)
@@ -421,7 +481,9 @@ class Conv2d(Op):
 
     def _backward(self, cache: tuple, dy: Array, need_dx: bool) -> tuple[Array | None, Grads]:
         kernel, stride, padding = self.geometry
-        lowered, weight, in_hw, workspace = cache
+        (path, lowered), weight, in_hw, workspace = cache
+        if path != "dense":
+            return self._grouped_backward(path, lowered, dy, weight, need_dx)
         out_c = weight.shape[0]
         # laid out batch-innermost once, for the products below and for convolving dy
         dy = in_order(dy, BATCH_LAST, workspace)
@@ -445,3 +507,18 @@ class Conv2d(Op):
             full = (kernel[0] - 1 - padding[0], kernel[1] - 1 - padding[1])
             return _convolve(dy, turned, kernel, (1, 1), full, workspace)[0], grads
         return _input_gradient_by_rows(dy, weight, in_hw, stride, padding, workspace), grads
+
+    def _grouped_backward(self, path: str, cache: tuple, dy: Array, weight: Array,
+                          need_dx: bool) -> tuple[Array | None, Grads]:
+        _, stride, padding = self.geometry
+        dilation = pair(self.p.dilation)
+        if path == "depthwise":
+            dx, dweight = depthwise_backward(cache, dy, weight, stride, padding, dilation,
+                                             need_dx)
+        else:
+            dx, dweight = grouped_backward(cache, dy, weight, self.p.groups, stride,
+                                           padding, dilation, need_dx)
+        grads = {"weight": dweight}
+        if self.p.bias:
+            grads["bias"] = dy.sum(axis=(0, 2, 3))
+        return dx, grads

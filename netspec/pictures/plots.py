@@ -1,6 +1,6 @@
 """Training pictures as PNG files: curves, a confusion matrix, first-layer filters, mistakes.
 
-matplotlib is an optional extra (``pip install netspec[plot]``): it is imported inside each
+matplotlib is an optional extra (the ``plot`` extra): it is imported inside each
 function, with the non-interactive Agg backend, so the rest of netspec never needs it.
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from netspec.common.atomic import atomic_path
 from netspec.common.errors import NetspecError
+from netspec.common.extras import install_line
 
 DPI = 110
 
@@ -31,7 +32,7 @@ def _pyplot() -> Any:
     except ImportError as exc:
         raise PlotsUnavailable(
             f"plots need matplotlib, which is not installed ({exc}); install it with: "
-            "pip install netspec[plot]") from None
+            f"{install_line('plot')}") from None
     return plt
 
 

@@ -1,6 +1,6 @@
 """netspec's own PNG diagram: the layout of ``netspec.pictures.svg`` rasterised with Pillow.
 
-Pillow is an optional extra (``pip install 'netspec[plot]'``), imported when a picture is
+Pillow is an optional extra (the ``plot`` extra), imported when a picture is
 drawn. The text uses Pillow's bundled default font, never a system font, so the picture looks
 the same on every machine; a line that the font sets wider than its box is set smaller.
 That font lacks the multiplication sign the labels use ("5×5"), so it is drawn as an x.
@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from netspec.common.errors import NetspecError
+from netspec.common.extras import install_line
 from netspec.pictures.svg import (
     EDGE_COLOR,
     FONT_SIZE,
@@ -30,7 +31,6 @@ from netspec.pictures.svg import (
 )
 from netspec.plan.compiler import Plan
 
-PILLOW_HINT = "pip install 'netspec[plot]'"
 SCALE = 2.0
 # a bound on the picture (about 400 MB of RGB): a huge network is drawn at a smaller scale
 MAX_PIXELS = 128_000_000
@@ -46,7 +46,7 @@ def _pillow() -> tuple[Any, Any, Any]:
         from PIL import Image, ImageDraw, ImageFont
     except ImportError:
         raise NetspecError("writing .png without Graphviz needs Pillow, which is not "
-                           f"installed: {PILLOW_HINT}") from None
+                           f"installed: {install_line('plot')}") from None
     return Image, ImageDraw, ImageFont
 
 

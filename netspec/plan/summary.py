@@ -59,8 +59,8 @@ def summary_table(nodes: Mapping[str, PlanNode], batch_size: int = 1,
                          human_count(totals.flops * batch_size), share(totals.flops),
                          human_bytes(totals.activation_bytes * batch_size)])
         opened = shown
-        if len(chain) > len(shown):
-            continue  # folded into its container's row
+        if depth is not None and len(chain) >= depth:
+            continue  # folded into its container's row: rows deeper than depth do not show
         indent = "  " * len(chain)
         if node_id in nodes:
             node = nodes[node_id]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from netspec.common.errors import DataError
+from netspec.common.extras import install_line
 from netspec.common.tables import human_bytes
 from netspec.common.version import __version__
 from netspec.data import MNIST_FILES, load_mnist
@@ -29,19 +30,20 @@ from netspec.plan.budget import available_memory, total_memory
 
 OK, MISSING, INFO, PROBLEM = "ok", "missing", "info", "problem"
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-# optional package -> what netspec uses it for
-EXTRAS = {
-    "matplotlib": "training plots (pip install netspec[plot])",
-    "Pillow": "netspec predict on .png pictures (pip install netspec[image])",
-    "torch": "--engine torch, .py/.pt export, .pt weights and parity tests "
-             "(pip install netspec[torch])",
-    "hypothesis": "property tests (pip install netspec[test])",
-    "onnx": "netspec export to .onnx and netspec import (pip install netspec[onnx])",
-    "onnxruntime": "checking ONNX exports against onnxruntime (pip install netspec[test])",
-    "threadpoolctl": "--threads and sharing the cores between netspec processes "
-                     "(pip install netspec[threads])",
+# each optional extra of pyproject.toml: its distributions, and what netspec uses it for
+# (tests/test_doctor.py checks the names against pyproject.toml)
+EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
+    "plot": (("matplotlib", "Pillow"), "training plots and netspec plot"),
+    "image": (("Pillow",), "netspec predict and folder data on picture files (.png, .jpg)"),
+    "torch": (("torch",), "--engine torch, .py/.pt export, .pt weights and parity tests"),
+    "onnx": (("onnx",), "netspec export to .onnx and netspec import"),
+    "lsp": (("pygls",), "netspec lsp, the language server for editors"),
+    "threads": (("threadpoolctl",), "--threads and sharing the cores between netspec "
+                                    "processes"),
+    "tensorboard": (("tensorboard",), "TensorBoard event files in each run directory"),
+    "test": (("pytest", "hypothesis", "ruff", "onnxruntime", "jsonschema", "taplo"),
+             "running the tests"),
 }
-_MODULES = {"Pillow": "PIL"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def diagnose(data_dir: str | os.PathLike[str] | None = None, *,
     checks.append(_cpus())
     checks.append(_memory())
     checks.append(_mnist(data_dir, verify_mnist))
-    checks += [_extra(name, use) for name, use in EXTRAS.items()]
+    checks += [_extra(name, *packages_and_use) for name, packages_and_use in EXTRAS.items()]
     checks += _torch_devices()
     checks.append(_graphviz())
     return checks
@@ -86,15 +88,21 @@ def _version(distribution: str) -> str | None:
 def _package(name: str) -> Check:
     version = _version(name)
     return Check(name, OK, version) if version else Check(name, PROBLEM, "not installed; "
-                                                          "pip install netspec")
+                                                          f"{install_line()}")
 
 
-def _extra(name: str, use: str) -> Check:
-    module = _MODULES.get(name, name.lower())
-    version = _version(name) if importlib.util.find_spec(module) is not None else None
-    if version is None:
-        return Check(name, MISSING, f"optional, for {use}")
-    return Check(name, OK, f"{version}, for {use.split(' (')[0]}")
+def _extra(extra: str, packages: tuple[str, ...], use: str) -> Check:
+    """One optional extra: the version of each of its packages, or what is missing and the
+    line that installs it. Looked up in the installed metadata: nothing is imported."""
+    versions = {package: _version(package) for package in packages}
+    missing = [package for package, version in versions.items() if version is None]
+    found = ", ".join(f"{package} {version}" for package, version in versions.items()
+                      if version is not None)
+    name = f"{extra} extra"
+    if not missing:
+        return Check(name, OK, f"{found}, for {use}")
+    lacking = f"{', '.join(missing)} not installed" + (f" ({found} is)" if found else "")
+    return Check(name, MISSING, f"optional, for {use}; {lacking}: {install_line(extra)}")
 
 
 # run in a child process: importing torch takes seconds, and a broken install must not take
@@ -145,10 +153,11 @@ def _torch_devices() -> list[Check]:
 
 def _graphviz() -> Check:
     dot = shutil.which("dot")
-    use = "netspec draw to .png and Graphviz-laid-out .svg"
+    use = "Graphviz's layout of netspec draw's .svg and .png"
     if dot is None:
         return Check("graphviz", MISSING, f"optional, for {use} (install Graphviz so that "
-                                          f"`dot` is on PATH); .svg, .dot and .mmd work without")
+                                          f"`dot` is on PATH); without it netspec lays out "
+                                          f"every format itself")
     try:
         done = subprocess.run([dot, "-V"], capture_output=True, text=True, timeout=10)
         version = (done.stderr or done.stdout).strip().replace("dot - graphviz version ", "")

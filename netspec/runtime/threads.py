@@ -3,7 +3,7 @@
 OpenBLAS starts one thread per core, and its idle threads spin for a while before they sleep.
 Two processes that each run a thread on every core then take turns on the cores at every
 matrix product: training steps were measured 10-20x slower that way. With threadpoolctl
-installed (``pip install netspec[threads]``), a computing command uses ``--threads N`` BLAS
+installed (the ``threads`` extra), a computing command uses ``--threads N`` BLAS
 threads, or by default its share of the cores (never more than the BLAS was set to use, say
 by ``OPENBLAS_NUM_THREADS``): every such process registers itself in a
 per-user directory under the system's temporary directory, and the processes that did not
@@ -30,6 +30,7 @@ from typing import Any
 
 from netspec.common.atomic import atomic_write_text
 from netspec.common.errors import NetspecError
+from netspec.common.extras import install_line
 
 try:
     import fcntl
@@ -40,7 +41,6 @@ MAX_THREADS = 1024
 AUTO = "auto"
 # a registration is one short word; anything longer is not ours
 _MAX_ENTRY_BYTES = 16
-INSTALL_HINT = "pip install netspec[threads]"
 # a registration not locked this long after it was written belongs to a dead process
 STARTING_SECONDS = 10.0
 
@@ -109,7 +109,7 @@ class BlasThreads:
     def __enter__(self) -> BlasThreads:
         if not threadpoolctl_available():
             if self.requested is not None:
-                raise NetspecError(f"--threads needs threadpoolctl: {INSTALL_HINT}")
+                raise NetspecError(f"--threads needs threadpoolctl: {install_line('threads')}")
             return self
         load_blas()
         self._register()

@@ -57,9 +57,9 @@ class SGDConfig(_Table):
     nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0).")
     weight_decay: NonNegativeFloat = Field(0.0, description="L2 penalty added to the gradient.")
     decay_norms_and_biases: bool = Field(
-        True, description="false: no weight decay for biases and for the weights of "
-                          "batchnorm, layernorm and layernorm2d (a second parameter group "
-                          "with weight_decay 0, as ViTs and ConvNeXts are trained).")
+        True, description="Decay every parameter; false decays only the weights of linear and "
+        "convolution layers (not biases, norm scales, tokens, embeddings), as transformers are "
+        "trained.")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> SGDConfig:
@@ -82,9 +82,9 @@ class AdamConfig(_AdamBase):
     type: Literal["adam"] = "adam"
     weight_decay: NonNegativeFloat = Field(0.0, description="L2 penalty added to the gradient.")
     decay_norms_and_biases: bool = Field(
-        True, description="false: no weight decay for biases and for the weights of "
-                          "batchnorm, layernorm and layernorm2d (a second parameter group "
-                          "with weight_decay 0, as ViTs and ConvNeXts are trained).")
+        True, description="Decay every parameter; false decays only the weights of linear and "
+        "convolution layers (not biases, norm scales, tokens, embeddings), as transformers are "
+        "trained.")
 
 
 class AdamWConfig(_AdamBase):
@@ -93,9 +93,9 @@ class AdamWConfig(_AdamBase):
     type: Literal["adamw"] = "adamw"
     weight_decay: NonNegativeFloat = Field(0.01, description="Decoupled weight decay.")
     decay_norms_and_biases: bool = Field(
-        True, description="false: no weight decay for biases and for the weights of "
-                          "batchnorm, layernorm and layernorm2d (a second parameter group "
-                          "with weight_decay 0, as ViTs and ConvNeXts are trained).")
+        True, description="Decay every parameter; false decays only the weights of linear and "
+        "convolution layers (not biases, norm scales, tokens, embeddings), as transformers are "
+        "trained.")
 
 
 OptimizerConfig = Annotated[SGDConfig | AdamConfig | AdamWConfig, Field(discriminator="type")]
@@ -202,7 +202,8 @@ class TrainConfig(_Table):
     batch_size: PositiveInt = Field(64, description="Images per training step.")
     seed: NonNegativeInt = Field(0, description="Drives every random choice of the run.")
     validation: NonNegativeInt = Field(5000, description="Images held out of the training set.")
-    limit: NonNegativeInt = Field(0, description="Use only the first N training images; 0: all.")
+    limit: NonNegativeInt = Field(0, description="Train on N images only (the validation "
+                                  "images are held out besides them); 0: all.")
     clip_grad_norm: _Rate | None = Field(
         None, description="Scale gradients down to this global norm; default no clipping.")
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = Field(
@@ -300,6 +301,26 @@ def _field_name(path: list[str | int]) -> str:
 
 
 _TABLE_ERRORS = ("model_type", "model_attributes_type", "dict_type")
+# the right form of each [train] sub-table, shown where one is written wrongly
+EXAMPLES = {
+    "optimizer": 'optimizer = { type = "adam", lr = 0.001 }',
+    "schedule": 'schedule = { type = "cosine", warmup_epochs = 1 }',
+    "early_stopping": 'early_stopping = { monitor = "val_loss", patience = 3 }',
+    "augment": "augment = { max_shift = 2, max_rotation = 10 }",
+}
+
+
+def _example(table: str) -> str:
+    return f"{EXAMPLES[table]} in [train], or the same keys under [train.{table}]"
+
+
+def _sub_table_of(name: str) -> str | None:
+    """The [train] sub-table that has a field ``name`` (``lr``: the optimizer's)."""
+    for table in EXAMPLES:
+        if any(name in model.model_fields
+               for model in _models(TrainConfig.model_fields[table].annotation)):
+            return table
+    return None
 
 
 def _describe(error: Any) -> tuple[tuple[str, ...], str]:
@@ -316,12 +337,23 @@ def _describe(error: Any) -> tuple[tuple[str, ...], str]:
         valid = list(_tags(_models(model.model_fields[union].annotation)))
         tag = value.get("type") if isinstance(value, dict) else None
         suggestion = did_you_mean(tag, valid) if isinstance(tag, str) else ""
-        text = f"unknown {union} type {tag!r}; valid types: {', '.join(valid)}{suggestion}"
+        text = (f"unknown {union} type {tag!r}; valid types: {', '.join(valid)}{suggestion}"
+                + (f". For example: {_example(union)}" if union in EXAMPLES and not suggestion
+                   else ""))
         table, field = [*table, union], ["type"]
     elif kind == "extra_forbidden":
         fields = sorted(model.model_fields, key=lambda f: f != "type")
-        hint = did_you_mean(str(field[-1]), fields) or f"; valid fields: {', '.join(fields)}"
-        text = f"unknown field{hint}"
+        name = str(field[-1])
+        owner = _sub_table_of(name) if model is TrainConfig and not table else None
+        if owner is not None:
+            # `lr = 0.1` at the top of [train]: it belongs to the optimizer's table
+            text = (f"unknown field; did you mean {owner}.{name}? The {owner} settings are a "
+                    f"table: {_example(owner)}")
+        elif name == "name" and "type" in fields:
+            text = f"unknown field; did you mean 'type'? For example: {_example(table[-1])}"
+        else:
+            hint = did_you_mean(name, fields) or f"; valid fields: {', '.join(fields)}"
+            text = f"unknown field{hint}"
     elif isinstance(cause, ValueError):
         text = str(cause)
     else:
@@ -329,6 +361,8 @@ def _describe(error: Any) -> tuple[tuple[str, ...], str]:
             text = "should be a table"
         if kind != "missing" and isinstance(value, (bool, int, float, str)):
             text += f" (got {value!r})"
+        if kind in _TABLE_ERRORS and not table and field and field[-1] in EXAMPLES:
+            text += f": {_example(str(field[-1]))}"
         if kind == "literal_error" and isinstance(value, str):
             choices = typing.get_args(model.model_fields[str(field[0])].annotation)
             text += did_you_mean(value, choices)

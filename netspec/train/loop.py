@@ -4,8 +4,10 @@ Every random choice of a batch (shuffling, augmentation, dropout) is drawn from 
 seeded by ``(seed, epoch, batch)``, so a run resumed at any batch boundary continues exactly as
 the uninterrupted run would have. A run directory holds:
 
-``spec.toml``, ``config.json``   the spec text, the resolved ``[train]`` config and the data
-``history.json``                 one record per finished epoch
+``spec.toml``, ``config.json``   the spec text, the resolved ``[train]`` config, the data,
+                                 the command's options and the run's provenance
+``history.json``, ``metrics.csv`` one record (row) per finished epoch
+``tensorboard/``                 TensorBoard event files (with the ``tensorboard`` extra)
 ``last.npz``, ``best.npz``       weights, buffers, optimizer state and the loop's position
 ``result.json``                  the final test evaluation with the best weights
 """
@@ -18,7 +20,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from netspec.train.health import (
     first_nonfinite_output,
 )
 from netspec.train.optim import Optimizer, clip_grad_norm, make_optimizer
+from netspec.train.runlog import TensorBoardLog, provenance, write_metrics
 from netspec.train.schedules import learning_rate
 from netspec.weights.checkpoint import load_weights, read_checkpoint, save_checkpoint
 
@@ -66,6 +69,8 @@ class BatchProgress:
     accuracy: float
     samples_per_second: float
     lr: float
+    # seconds of training in this epoch so far
+    seconds: float = 0.0
 
 
 @dataclass
@@ -120,10 +125,12 @@ class Splits:
 def make_splits(data: Dataset, config: TrainConfig) -> Splits:
     images, labels = data.train_images, data.train_labels
     if config.limit:
-        images, labels = images[: config.limit], labels[: config.limit]
+        # limit counts the training images; the validation images are held out besides them
+        kept = config.limit + config.validation
+        images, labels = images[:kept], labels[:kept]
     if config.validation >= len(images):
         raise TrainingError(f"validation = {config.validation} leaves no training images out "
-                            f"of {len(images)}; lower it (or raise limit)")
+                            f"of the {len(images)} of {data.label}; lower it")
     train_idx, val_idx = split_train_validation(len(images), config.validation, config.seed)
     mean, std = channel_stats(images[train_idx])
     flat = [c for c, s in enumerate(std) if s == 0]
@@ -167,12 +174,14 @@ class Trainer:
         self.callbacks = callbacks or Callbacks()
         self.state = state or LoopState()
         self.splits = make_splits(data, config)
-        self.optimizer: Optimizer = make_optimizer(config.optimizer, net.plan)
+        self.optimizer: Optimizer = make_optimizer(
+            config.optimizer, {key: net.params[key].shape for key in net.trainable})
         if optimizer_state:
             self.optimizer.load_state_dict(optimizer_state)
         self.val_x = normalise_images(self.splits.val_images, self.splits.mean, self.splits.std,
                                       net.dtype.type)
         self._stop_requested = False
+        self.tensorboard = TensorBoardLog(run_dir)
 
     @property
     def monitor(self) -> str:
@@ -185,7 +194,16 @@ class Trainer:
                                                       divide="ignore"):
             while not self.state.finished:
                 self._run_epoch()
-        return self._finish()
+        try:
+            return self._finish()
+        except KeyboardInterrupt:
+            # the epochs are all saved in last.npz; a resume only runs the test pass again
+            raise TrainingInterrupted(
+                f"stopped during the final test evaluation, after all "
+                f"{self.state.epoch} epochs (saved in {self.run_dir / 'last.npz'}); finish "
+                f"with: netspec train --resume {self.run_dir}") from None
+        finally:
+            self.tensorboard.close()
 
     def _run_epoch(self) -> None:
         config, state, splits = self.config, self.state, self.splits
@@ -217,7 +235,7 @@ class Trainer:
                 self.callbacks.on_batch(BatchProgress(
                     state.epoch + 1, config.epochs, batch + 1, batches,
                     state.loss_sum / state.seen, state.correct / state.seen,
-                    state.seen / max(elapsed, 1e-9), lr))
+                    state.seen / max(elapsed, 1e-9), lr, elapsed))
         state.seconds += time.perf_counter() - started
         self._end_epoch(lr)
 
@@ -306,6 +324,8 @@ class Trainer:
         if self.writes_files:
             atomic_write_text(self.run_dir / "history.json",
                               json.dumps(state.history, indent=1))
+            write_metrics(self.run_dir, state.history)
+            self.tensorboard.add_epoch(record)
         if self.callbacks.on_epoch:
             self.callbacks.on_epoch(record)
 
@@ -360,6 +380,7 @@ class Trainer:
         if self.writes_files:
             atomic_write_text(self.run_dir / "history.json",
                               json.dumps(self.state.history, indent=1))
+            write_metrics(self.run_dir, self.state.history)
             atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1))
         return TrainResult(self.run_dir, self.state.history, test, self.state.best_epoch,
                            self.state.stopped_early)
@@ -390,7 +411,9 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
               spec_overrides: dict[str, Any] | None = None, data: str | None = None,
               initial_weights: str | Path | None = None,
               trainer_factory: Callable[..., Trainer] | None = None,
-              engine: dict[str, Any] | None = None) -> Trainer:
+              engine: dict[str, Any] | None = None,
+              command: Sequence[str] | None = None, blas_threads: int | None = None,
+              options: dict[str, Any] | None = None) -> Trainer:
     """Set up a new run directory for ``spec_path`` and return its trainer. ``overrides`` are
     the command line's recipe options; ``spec_overrides`` its ``--set`` (variables and
     ``train.`` keys), recorded in the run so that --resume and evaluate rebuild the same
@@ -399,7 +422,9 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
     ``initial_weights`` (a weights file of the same spec) training starts from them.
 
     ``trainer_factory`` (default :class:`Trainer`) builds the trainer from the same arguments;
-    ``engine`` is recorded in ``config.json`` (the torch engine's name and device).
+    ``engine`` is recorded in ``config.json`` (the torch engine's name and device), with the
+    run's provenance (versions, ``command``, the host, ``blas_threads``, the start time) and
+    ``options``, the command's own options that ``--resume`` keeps (``{"plots": False}``).
     """
     from netspec.train.config import apply_overrides
 
@@ -440,7 +465,9 @@ def start_run(spec_path: str | Path, run_dir: str | Path, *, overrides: dict[str
     atomic_write_text(run_dir / "config.json", json.dumps(
         {"config": config.model_dump(mode="json"), "dtype": dtype,
          "spec_dir": str(spec.directory) if spec.directory else None,
-         "set": spec.overrides, "data": choice.as_json(), **(engine or {})}, indent=1))
+         "set": spec.overrides, "data": choice.as_json(), **(engine or {}),
+         "options": options or {},
+         "provenance": provenance(command, blas_threads)}, indent=1))
     return trainer
 
 
@@ -521,6 +548,18 @@ def _recorded(saved: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return overrides
 
 
+def recorded_options(run_dir: str | Path) -> dict[str, Any]:
+    """The command options a run directory was started with (``{"plots": False}``), which
+    ``--resume`` keeps; {} for a run that recorded none."""
+    path = Path(run_dir) / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    options = saved.get("options") if isinstance(saved, dict) else None
+    return options if isinstance(options, dict) else {}
+
+
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "history.json"
     try:
@@ -532,4 +571,5 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 __all__ = ["Callbacks", "LoopState", "TrainResult", "Trainer", "TrainingInterrupted",
-           "read_checkpoint", "read_history", "recorded_overrides", "resume_run", "start_run"]
+           "read_checkpoint", "read_history", "recorded_options", "recorded_overrides",
+           "resume_run", "start_run"]

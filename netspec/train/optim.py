@@ -22,8 +22,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from netspec.common.errors import WeightsError
-from netspec.ops.base import param_key
-from netspec.plan.compiler import Plan
 from netspec.train.config import AdamWConfig, OptimizerConfig, SGDConfig
 
 Arrays = Mapping[str, np.ndarray]
@@ -56,7 +54,7 @@ class Optimizer(ABC):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         self.lr = lr
         self.weight_decay = weight_decay
-        # parameters that take no weight decay (biases and norms, when the config says so)
+        # parameters left out of weight decay (biases and norms, when a recipe says so)
         self.no_decay: frozenset[str] = frozenset()
         self._state: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self._slots}
         self._scratch = _Scratch()
@@ -69,10 +67,6 @@ class Optimizer(ABC):
         rate = self.lr if lr is None else lr
         for key, grad in grads.items():
             self._update(key, params[key], grad, rate)
-
-    def decay_of(self, key: str) -> float:
-        """The weight decay of parameter ``key``: 0 for those in ``no_decay``."""
-        return 0.0 if key in self.no_decay else self.weight_decay
 
     @abstractmethod
     def _update(self, key: str, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
@@ -145,10 +139,9 @@ class SGD(Optimizer):
 
     def _update(self, key: str, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
         direction = grad
-        decay = self.decay_of(key)
-        if decay:
+        if self.weight_decay and key not in self.no_decay:
             direction = self._scratch.get(param, 0)
-            np.multiply(param, decay, out=direction)
+            np.multiply(param, self.weight_decay, out=direction)
             direction += grad
         work = self._scratch.get(param, 1)
         if self.momentum:
@@ -207,7 +200,7 @@ class Adam(Optimizer):
         count += 1
         step = int(count)
 
-        decay = self.decay_of(key)
+        decay = self.weight_decay if key not in self.no_decay else 0.0
         if decay and self._decoupled:
             param *= 1 - lr * decay
         elif decay:
@@ -251,32 +244,31 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay)
 
 
-# ops whose every parameter is a normalisation's scale or shift
-NORM_OPS = frozenset({"batchnorm", "layernorm", "layernorm2d"})
-
-
-def norm_and_bias_keys(plan: Plan) -> frozenset[str]:
-    """The parameter keys of biases (``bias``, ``in_proj_bias``, ``out_proj.bias``) and of
-    normalisation layers: what ``decay_norms_and_biases = false`` exempts from weight decay."""
-    return frozenset(
-        param_key(node.id, name) for node in plan.nodes.values() for name in node.param_specs
-        if node.op_name in NORM_OPS or name.rsplit(".", 1)[-1].endswith("bias"))
-
-
-def make_optimizer(config: OptimizerConfig, plan: Plan | None = None) -> Optimizer:
-    """The optimizer a validated ``[train.optimizer]`` table describes, for the parameters
-    of ``plan`` (which says which are biases and norms)."""
+def make_optimizer(config: OptimizerConfig,
+                   shapes: Mapping[str, tuple[int, ...]] | None = None) -> Optimizer:
+    """The optimizer a validated ``[train.optimizer]`` table describes, for parameters of
+    these ``shapes`` (key -> shape; needed only to leave some out of weight decay)."""
+    optimizer: Optimizer
     if isinstance(config, SGDConfig):
-        optimizer: Optimizer = SGD(config.lr, config.momentum, config.nesterov,
-                                   config.weight_decay)
+        optimizer = SGD(config.lr, config.momentum, config.nesterov, config.weight_decay)
     else:
         adam = AdamW if isinstance(config, AdamWConfig) else Adam
         optimizer = adam(config.lr, config.betas, config.eps, config.weight_decay)
     if not config.decay_norms_and_biases:
-        if plan is None:
-            raise ValueError("decay_norms_and_biases = false needs the plan")
-        optimizer.no_decay = norm_and_bias_keys(plan)
+        optimizer.no_decay = frozenset(key for key, shape in (shapes or {}).items()
+                                       if not decays_as_a_layer_weight(key, shape))
     return optimizer
+
+
+def decays_as_a_layer_weight(key: str, shape: tuple[int, ...]) -> bool:
+    """Whether a parameter is the weight of a linear or convolution layer (a ``.weight`` of
+    two axes or more), the only parameters transformer recipes decay: not biases, norm scales,
+    class tokens, position embeddings or layer scales.
+
+    >>> decays_as_a_layer_weight("fc.weight", (10, 64)), decays_as_a_layer_weight("fc.bias", (10,))
+    (True, False)
+    """
+    return key.endswith(".weight") and len(shape) >= 2
 
 
 def clip_grad_norm(grads: Arrays, max_norm: float) -> float:

@@ -35,7 +35,7 @@ def plot_run(run_dir: str | Path, data_dir: str | Path | None = None) -> list[Pa
     weights = run_dir / "best.npz"
     if not weights.exists():
         return written
-    net, saved = _network(run_dir)
+    net, saved = run_network(run_dir)
     checkpoint = load_weights(weights, net)
     first_conv = next((key for key, value in net.params.items() if value.ndim == 4), None)
     if first_conv is not None:
@@ -56,7 +56,8 @@ def plot_run(run_dir: str | Path, data_dir: str | Path | None = None) -> list[Pa
     return written
 
 
-def _network(run_dir: Path) -> tuple[Network, dict]:
+def run_network(run_dir: Path) -> tuple[Network, dict]:
+    """A run directory's network (with its seed's weights) and its ``config.json``."""
     try:
         saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
         text = (run_dir / "spec.toml").read_text(encoding="utf-8")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from netspec.common.extras import require_torch
 from netspec.train.config import AdamWConfig, OptimizerConfig, SGDConfig
 from netspec.train.evaluate import EVALUATION_BATCH, Evaluation, evaluation_from_logits
 from netspec.train.loop import Callbacks, Trainer, resume_run, start_run
-from netspec.train.optim import norm_and_bias_keys
+from netspec.train.optim import decays_as_a_layer_weight
 
 _DROPOUT = 3  # the loop's stream id for dropout draws
 _SLOTS = {"sgd": ("momentum_buffer",), "adam": ("step", "exp_avg", "exp_avg_sq"),
@@ -139,21 +140,19 @@ def agree(placement: Placement, text: str) -> str:
     return bytes(data.cpu().tolist()).decode("utf-8")
 
 
-def _torch_optimizer(config: OptimizerConfig, parameters: list,
-                     exempt: list | None = None) -> Any:
-    """torch's optimizer over ``parameters``; ``exempt`` (those of them that take no weight
-    decay) form a second parameter group with weight_decay 0."""
+def _torch_optimizer(config: OptimizerConfig, named: Mapping[str, Any]) -> Any:
     import torch
 
-    if exempt:
-        exempt_ids = {id(p) for p in exempt}
-        parameters = [{"params": [p for p in parameters if id(p) not in exempt_ids]},
-                      {"params": list(exempt), "weight_decay": 0.0}]
+    # the parameters left out of weight decay form a second group without it
+    decayed = [p for key, p in named.items() if config.decay_norms_and_biases
+               or decays_as_a_layer_weight(key, tuple(p.shape))]
+    kept = [p for p in named.values() if all(p is not d for d in decayed)]
+    groups = [{"params": decayed}] + ([{"params": kept, "weight_decay": 0.0}] if kept else [])
     if isinstance(config, SGDConfig):
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                nesterov=config.nesterov, weight_decay=config.weight_decay)
     kind = torch.optim.AdamW if isinstance(config, AdamWConfig) else torch.optim.Adam
-    return kind(parameters, lr=config.lr, betas=config.betas, eps=config.eps,
+    return kind(groups, lr=config.lr, betas=config.betas, eps=config.eps,
                 weight_decay=config.weight_decay)
 
 
@@ -179,11 +178,8 @@ class TorchTrainer(Trainer):
         named = dict(self.module.named_parameters())
         self.keys = [key for key in net.trainable if key in named]
         self.parameters = [named[key] for key in self.keys]
-        exempt = None
-        if not config.optimizer.decay_norms_and_biases:
-            no_decay = norm_and_bias_keys(net.plan)
-            exempt = [named[key] for key in self.keys if key in no_decay]
-        self.torch_optimizer = _torch_optimizer(config.optimizer, self.parameters, exempt)
+        self.torch_optimizer = _torch_optimizer(
+            config.optimizer, {key: named[key] for key in self.keys})
         if optimizer_state:
             self._load_optimizer(optimizer_state)
         self.model = self.module
@@ -367,15 +363,17 @@ class TorchTrainer(Trainer):
 def start_torch_run(spec_path: str | Path, run_dir: str | Path, *, placement: Placement,
                     overrides: dict[str, Any] | None = None, data_dir: str | Path | None = None,
                     dtype: str = "float32", callbacks: Callbacks | None = None,
-                    spec_overrides: dict[str, Any] | None = None) -> TorchTrainer:
-    """A new run of ``spec_path`` on the torch engine (see :func:`netspec.train.loop.start_run`)."""
+                    spec_overrides: dict[str, Any] | None = None,
+                    **recorded: Any) -> TorchTrainer:
+    """A new run of ``spec_path`` on the torch engine (see :func:`netspec.train.loop.start_run`;
+    ``recorded`` are its ``command``, ``blas_threads`` and ``options``)."""
     def factory(*args: Any, **kwargs: Any) -> TorchTrainer:
         return TorchTrainer(*args, placement=placement, **kwargs)
 
     return start_run(spec_path, run_dir, overrides=overrides, data_dir=data_dir, dtype=dtype,
                      callbacks=callbacks, spec_overrides=spec_overrides, trainer_factory=factory,
                      engine={"engine": "torch", "device": placement.device,
-                             "processes": placement.world})
+                             "processes": placement.world}, **recorded)
 
 
 def resume_torch_run(run_dir: str | Path, *, placement: Placement,
