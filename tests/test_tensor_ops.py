@@ -46,6 +46,12 @@ NEGATIVE_CONTROLS = [
     (OpCase("linear", {"out_features": 2}, ((2, 3, 4),)), _scaled),
     (OpCase("softmax", {"dim": -1}, ((2, 3, 4),)), _scaled),
     (OpCase("flatten", {"start_dim": 2}, ((2, 3, 2, 2),)), _scaled),
+    (OpCase("layernorm", {"normalized_shape": 4}, ((2, 3, 4),)), _scaled),
+    (OpCase("layernorm2d", {"normalized_shape": 3}, ((2, 3, 2, 2),)), _scaled),
+    (OpCase("matmul", {}, ((2, 3, 3), (2, 3, 3))), _transposed),
+    (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2}, ((2, 3, 4),)), _scaled),
+    (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2}, ((2, 4, 4),)),
+     _transposed),
 ]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from netspec.common.errors import NetspecError
 from netspec.interchange.onnx_graph import onnx_module
-from netspec.ops.base import WHOLE_NODE
+from netspec.ops.base import WHOLE_NODE, param_key
 from netspec.ops.shapes import batched_axis, format_shape, pair
 
 _GELU_CUBIC = 0.044715
@@ -200,6 +200,86 @@ def _export_parameter(g: Emitter, node: PlanNode, x: list[str]) -> str:
     return g.node("Expand", [one, shape], f"{node.id}/value", f"{node.id}/expand")
 
 
+def _floats(g: Emitter, name: str, values: Any) -> str:
+    array = np.asarray(values, dtype=np.float32)
+    g.initializers.append(onnx_module().numpy_helper.from_array(array, name))
+    return name
+
+
+def _layer_normalization(g: Emitter, node: PlanNode, x: str, output: str, name: str,
+                         axis: int) -> str:
+    shape = node.op.p_shape
+    p = node.params
+    scale = g.parameter(node, "weight") if p.elementwise_affine else \
+        _floats(g, f"{node.id}/ones", np.ones(shape))
+    inputs = [x, scale]
+    if p.elementwise_affine and p.bias:
+        inputs.append(g.parameter(node, "bias"))
+    return g.node("LayerNormalization", inputs, output, name, axis=axis,
+                  epsilon=float(p.eps))
+
+
+def _export_layernorm(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return _layer_normalization(g, node, x[0], node.id, node.id, -len(node.op.p_shape))
+
+
+def _export_layernorm2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    # torchvision's LayerNorm2d: channels last, normalise the last axis, channels first
+    last = g.node("Transpose", x, f"{node.id}/channels_last", f"{node.id}/to_last",
+                  perm=[0, 2, 3, 1])
+    normalised = _layer_normalization(g, node, last, f"{node.id}/normalised", f"{node.id}/norm",
+                                      -1)
+    return g.node("Transpose", [normalised], node.id, node.id, perm=[0, 3, 1, 2])
+
+
+def _export_matmul(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return g.node("MatMul", x, node.id, node.id)
+
+
+def _export_multihead_attention(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    """PyTorch's attention decomposed as torch.onnx.export writes it: projections, heads by
+    Reshape and Transpose, scaled scores, Softmax, the weighted sum, the output projection."""
+    p, i = node.params, node.id
+    embed, heads = p.embed_dim, p.num_heads
+    query, key, value = x * 3 if len(x) == 1 else x
+    weight = g.state[param_key(i, "in_proj_weight")]
+    bias = g.state.get(param_key(i, "in_proj_bias")) if p.bias else None
+    split = []
+    for k, (source, role) in enumerate(zip((query, key, value), "qkv")):
+        w_t = _floats(g, f"{i}/{role}_weight_t", weight[k * embed:(k + 1) * embed].T)
+        projected = g.node("MatMul", [source, w_t], f"{i}/{role}_product", f"{i}/{role}_matmul")
+        if bias is not None:
+            projected = g.node("Add", [projected, _floats(g, f"{i}/{role}_bias",
+                                                          bias[k * embed:(k + 1) * embed])],
+                               f"{i}/{role}", f"{i}/{role}_add")
+        heads_shape = _ints(g, f"{i}/{role}_heads_shape", [0, 0, heads, embed // heads])
+        grouped = g.node("Reshape", [projected, heads_shape], f"{i}/{role}_grouped",
+                         f"{i}/{role}_reshape")
+        perm = [0, 2, 3, 1] if role == "k" else [0, 2, 1, 3]
+        split.append(g.node("Transpose", [grouped], f"{i}/{role}_heads", f"{i}/{role}_heads",
+                            perm=perm))
+    q, k_t, v = split
+    scores = g.node("MatMul", [q, k_t], f"{i}/scores", f"{i}/scores")
+    scaled = g.node("Mul", [scores, _floats(g, f"{i}/scale", 1.0 / np.sqrt(embed // heads))],
+                    f"{i}/scaled", f"{i}/scale")
+    if p.causal:
+        tokens, keys = node.input_shapes[0][0], node.input_shapes[-1][0]
+        mask = np.triu(np.full((tokens, keys), -np.inf, dtype=np.float32), 1)
+        scaled = g.node("Add", [scaled, _floats(g, f"{i}/causal_mask", mask)], f"{i}/masked",
+                        f"{i}/mask")
+    weights = g.node("Softmax", [scaled], f"{i}/weights", f"{i}/softmax", axis=-1)
+    summed = g.node("MatMul", [weights, v], f"{i}/weighted", f"{i}/weighted")
+    tokens_first = g.node("Transpose", [summed], f"{i}/tokens_first", f"{i}/tokens_first",
+                          perm=[0, 2, 1, 3])
+    joined = g.node("Reshape", [tokens_first, _ints(g, f"{i}/joined_shape", [0, 0, embed])],
+                    f"{i}/joined", f"{i}/join")
+    out_t = _floats(g, f"{i}/out_weight_t", g.state[param_key(i, "out_proj.weight")].T)
+    if not p.bias:
+        return g.node("MatMul", [joined, out_t], i, i)
+    product = g.node("MatMul", [joined, out_t], f"{i}/out_product", f"{i}/out_matmul")
+    return g.node("Add", [product, g.parameter(node, "out_proj.bias")], i, i)
+
+
 EXPORTERS: dict[str, Callable[[Emitter, PlanNode, list[str]], str]] = {
     "input": _export_input,
     "conv2d": _export_conv2d,
@@ -226,6 +306,10 @@ EXPORTERS: dict[str, Callable[[Emitter, PlanNode, list[str]], str]] = {
     "mean": _export_mean,
     "channel_shuffle": _export_channel_shuffle,
     "parameter": _export_parameter,
+    "layernorm": _export_layernorm,
+    "layernorm2d": _export_layernorm2d,
+    "matmul": _export_matmul,
+    "multihead_attention": _export_multihead_attention,
 }
 # ---- the convolutional-network ops (issue 24)
 
