@@ -353,14 +353,28 @@ def _ref_conv2d(p, xs, params, buffers, train, observed):
     return y, {}
 
 
+def _pool_out_size(size: int, kernel: int, stride: int, padding: int, ceil: bool) -> int:
+    if not ceil:
+        return _out_size(size, kernel, stride, padding)
+    # PyTorch: rounded up, less a last window starting past the input and its leading padding
+    out = math.ceil((size + 2 * padding - kernel) / stride) + 1
+    return out - 1 if (out - 1) * stride >= size + padding else out
+
+
 def _pool(p, x, combine):
+    """``combine(cells inside the input, cells the divisor counts)`` over every window."""
     n, c, h, width = x.shape
     (kh, kw), (sh, sw), (ph, pw) = _windows(p)
-    y = np.zeros((n, c, _out_size(h, kh, sh, ph), _out_size(width, kw, sw, pw)))
+    ceil = getattr(p, "ceil_mode", False)
+    y = np.zeros((n, c, _pool_out_size(h, kh, sh, ph, ceil),
+                  _pool_out_size(width, kw, sw, pw, ceil)))
     for b, ch, i, j in np.ndindex(y.shape):
-        inside = [x[b, ch, i * sh + a - ph, j * sw + d - pw] for a, d in np.ndindex(kh, kw)
-                  if 0 <= i * sh + a - ph < h and 0 <= j * sw + d - pw < width]
-        y[b, ch, i, j] = combine(inside, kh * kw)
+        rows = [i * sh + a - ph for a in range(kh)]
+        cols = [j * sw + d - pw for d in range(kw)]
+        inside = [x[b, ch, r, q] for r in rows for q in cols if 0 <= r < h and 0 <= q < width]
+        # the padded grid: the input and its padding, never a ceil-mode overhang beyond it
+        padded = sum(1 for r in rows for q in cols if -ph <= r < h + ph and -pw <= q < width + pw)
+        y[b, ch, i, j] = combine(inside, padded)
     return y
 
 
@@ -369,8 +383,10 @@ def _ref_maxpool2d(p, xs, params, buffers, train, observed):
 
 
 def _ref_avgpool2d(p, xs, params, buffers, train, observed):
-    # padded cells are zeros that count in the divisor (count_include_pad)
-    return _pool(p, xs[0], lambda inside, count: sum(inside) / count), {}
+    # padded cells are zeros that count in the divisor when count_include_pad
+    if p.count_include_pad:
+        return _pool(p, xs[0], lambda inside, count: sum(inside) / count), {}
+    return _pool(p, xs[0], lambda inside, count: sum(inside) / len(inside)), {}
 
 
 def _ref_global_avgpool(p, xs, params, buffers, train, observed):

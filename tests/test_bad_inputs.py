@@ -677,6 +677,17 @@ CONV_OP_FIELDS = [
      "sample, got shape (4, 8)"),
     ([4, 8, 8], 'op = "stochastic_depth"\np = 0.2\nmode = "batch"',
      "net.toml:8: node 'y' (stochastic_depth): mode must be 'row', got \"batch\""),
+    ([4, 8, 8], 'op = "maxpool2d"\nkernel_size = 2\nceil_mode = 1',
+     "net.toml:8: node 'y' (maxpool2d): ceil_mode must be a valid boolean, got 1"),
+    ([4, 2, 2], 'op = "maxpool2d"\nkernel_size = 3\nceil_mode = true',
+     "net.toml:5: node 'y' (maxpool2d): input shape (4, 2, 2): kernel 3x3 is larger than the "
+     "padded input 2x2 (2x2 with padding 0x0); use a smaller kernel, more padding, or remove "
+     "a pooling step"),
+    ([4, 8, 8], 'op = "maxpool2d"\nkernel_size = 2\ncount_include_pad = false',
+     "net.toml:8: node 'y' (maxpool2d): unknown field 'count_include_pad' (valid fields: "
+     "inputs, kernel_size, stride, padding, ceil_mode)"),
+    ([4, 8, 8], 'op = "avgpool2d"\nkernel_size = 2\ncount_include_pad = "no"',
+     "net.toml:8: node 'y' (avgpool2d): count_include_pad must be a valid boolean, got \"no\""),
 ]
 
 

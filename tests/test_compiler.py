@@ -69,6 +69,14 @@ OP_CASES = [
      [(4, 6, 6)], (8, 4, 4), 8 * 2 * 9, 2 * 2 * 9 * 8 * 16),
     ("conv2d", {"out_channels": 2, "kernel_size": 3, "dilation": 2}, [(1, 9, 9)],
      (2, 5, 5), 2 * 9 + 2, (2 * 9 + 1) * 2 * 25),
+    # ceil mode: GoogLeNet's 112 -> 56 (floor would give 55); a last window that would
+    # start in the padding is dropped (5 + 2 -> 3 windows of 2, not 4)
+    ("maxpool2d", {"kernel_size": 3, "stride": 2, "ceil_mode": True}, [(64, 112, 112)],
+     (64, 56, 56), 0, 9 * 64 * 56 * 56),
+    ("maxpool2d", {"kernel_size": 2, "stride": 2, "padding": 1, "ceil_mode": True},
+     [(1, 4, 5)], (1, 3, 3), 0, 4 * 9),
+    ("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
+     [(2, 7, 7)], (2, 4, 4), 0, 9 * 32),
     ("mul", {}, [(8, 1, 1), (8, 5, 5)], (8, 5, 5), 0, 200),
     ("mul", {}, [(3, 4), (1, 4)], (3, 4), 0, 12),
     # adaptive pooling: every input cell added into each window holding it, then a division

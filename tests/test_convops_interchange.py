@@ -238,3 +238,55 @@ def test_stochastic_depths_pytorch_form_drops_whole_samples() -> None:
     v = torch.nn.functional.dropout1d(torch.ones(64, 7), 0.25, True)
     assert torch.all((v == 0).all(1) | (v == 1 / 0.75).all(1))
     assert math.isclose(float(y.mean()), 1.0, abs_tol=0.3)
+
+
+POOLS = """
+[nodes.image]
+op = "input"
+shape = [3, 13, 12]
+
+[nodes.maxc]
+op = "maxpool2d"
+kernel_size = 3
+stride = 2
+ceil_mode = true
+
+[nodes.avgc]
+op = "avgpool2d"
+kernel_size = 3
+stride = 2
+padding = 1
+ceil_mode = true
+count_include_pad = false
+
+[nodes.avgi]
+op = "avgpool2d"
+inputs = "maxc"
+kernel_size = 2
+stride = 2
+padding = 1
+ceil_mode = true
+
+[nodes.joined]
+op = "concat"
+inputs = ["avgc", "avgi"]
+"""
+
+
+def test_ceil_mode_and_count_include_pad_go_through_onnx_both_ways() -> None:
+    plan = _plan(POOLS)
+    assert plan.nodes["maxc"].shape == (3, 6, 6) and plan.nodes["avgc"].shape == (3, 4, 4)
+    net = Network(plan, seed=0)
+    model = export_onnx(plan, net.state())
+    onnx.checker.check_model(model, full_check=True)
+    x = np.random.default_rng(2).standard_normal((2, 3, 13, 12)).astype(np.float32)
+    ours = net.forward(x)
+    assert _relative(ours, _onnxruntime(model, {"image": x})) < 1e-6
+    imported = translate(parse_onnx_bytes(model.SerializeToString()))
+    for node_id in ("maxc", "avgc", "avgi"):
+        mine, theirs = plan.nodes[node_id], imported.plan.nodes[node_id]
+        assert mine.op.geometry == theirs.op.geometry
+        assert mine.params.ceil_mode == theirs.params.ceil_mode
+        assert getattr(mine.params, "count_include_pad", None) == \
+            getattr(theirs.params, "count_include_pad", None)
+    np.testing.assert_array_equal(imported.network.forward(x), ours)

@@ -42,11 +42,6 @@ EXCLUDED = {
                                             "inputs are not supported"),
     r"^test_(max|average)pool_(1d|3d)_": ("1-D and 3-D pooling", "only 2-D pooling"),
     r"^test_(max|average)pool_2d_dilations_cpu$": ("dilated pooling", "dilations="),
-    r"^test_(max|average)pool_2d_ceil": ("ceil_mode=1 with a partial last window",
-                                         "ceil_mode=1"),
-    r"^test_averagepool_2d_(pads|precomputed_pads|precomputed_same_upper)_cpu$": (
-        "count_include_pad=0 with padding: netspec's average counts the padded zeros",
-        "count_include_pad=0"),
     r"^test_(max|average)pool_2d_pads(_count_include_pad)?_cpu$": (
         "padding larger than half the kernel", "at most half the kernel"),
     r"^test_(max|average)pool_2d_same_(upper|lower)_cpu$": (

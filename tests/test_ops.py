@@ -187,6 +187,22 @@ CASES = [
     OpCase("stochastic_depth", {"p": 0.5}, ((6, 3, 2, 2),), train=True),
     OpCase("stochastic_depth", {"p": 0.2}, ((5, 7),), seed=3, train=True),
     OpCase("stochastic_depth", {"p": 0.0}, ((3, 7),), train=True),
+    # pooling ceil_mode: GoogLeNet's 3x3 stride 2 (partial last windows), a last window that
+    # would start in the padding (dropped), windows tiling exactly (no overhang); and
+    # count_include_pad=false at the edges and with an overhang
+    OpCase("maxpool2d", {"kernel_size": 3, "stride": 2, "ceil_mode": True}, ((2, 2, 8, 7),)),
+    OpCase("maxpool2d", {"kernel_size": 2, "stride": 2, "padding": 1, "ceil_mode": True},
+           ((2, 2, 5, 6),), channels_last=True),
+    OpCase("maxpool2d", {"kernel_size": 2, "ceil_mode": True}, ((2, 2, 6, 6),)),
+    OpCase("maxpool2d", {"kernel_size": [3, 2], "stride": [2, 3], "ceil_mode": True},
+           ((1, 2, 6, 7),)),
+    OpCase("avgpool2d", {"kernel_size": 3, "stride": 2, "ceil_mode": True}, ((2, 2, 8, 7),)),
+    OpCase("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1,
+                         "count_include_pad": False}, ((2, 2, 7, 6),)),
+    OpCase("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+           ((2, 2, 6, 6),), channels_last=True),
+    OpCase("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+                         "count_include_pad": False}, ((2, 2, 6, 7),)),
 ]
 
 

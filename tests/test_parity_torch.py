@@ -74,8 +74,9 @@ def torch_apply(op_name: str, p: Any, xs: list, params: dict, buffers: dict, tra
         kernel = _pair(p.kernel_size)
         stride = kernel if p.stride is None else _pair(p.stride)
         if op_name == "maxpool2d":
-            return F.max_pool2d(x, kernel, stride, _pair(p.padding))
-        return F.avg_pool2d(x, kernel, stride, _pair(p.padding), count_include_pad=True)
+            return F.max_pool2d(x, kernel, stride, _pair(p.padding), ceil_mode=p.ceil_mode)
+        return F.avg_pool2d(x, kernel, stride, _pair(p.padding), ceil_mode=p.ceil_mode,
+                            count_include_pad=p.count_include_pad)
     if op_name == "global_avgpool":
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
     if op_name == "linear":
@@ -212,6 +213,20 @@ PARITY_CASES = [
     OpCase("stochastic_depth", {"p": 0.4}, ((6, 3, 4, 5),)),
     OpCase("stochastic_depth", {"p": 0.4}, ((6, 3, 4, 5),), train=True),
     OpCase("stochastic_depth", {"p": 0.3}, ((5, 7),), seed=2, train=True),
+    OpCase("maxpool2d", {"kernel_size": 3, "stride": 2, "ceil_mode": True}, ((2, 4, 28, 28),)),
+    OpCase("maxpool2d", {"kernel_size": 3, "stride": 2, "ceil_mode": True},
+           ((2, 4, 14, 13),), channels_last=True),
+    OpCase("maxpool2d", {"kernel_size": 2, "stride": 2, "padding": 1, "ceil_mode": True},
+           ((2, 2, 5, 6),)),
+    OpCase("avgpool2d", {"kernel_size": 3, "stride": 2, "ceil_mode": True}, ((2, 3, 8, 7),)),
+    OpCase("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1,
+                         "count_include_pad": False}, ((2, 3, 7, 6),)),
+    OpCase("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+           ((2, 2, 6, 6),), channels_last=True),
+    OpCase("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+                         "count_include_pad": False}, ((2, 2, 6, 7),)),
+    OpCase("avgpool2d", {"kernel_size": 2, "stride": 2, "padding": 1, "ceil_mode": True,
+                         "count_include_pad": False}, ((2, 2, 5, 4),)),
 ]
 
 

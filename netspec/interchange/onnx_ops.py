@@ -48,7 +48,8 @@ def _export_conv2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
 def _pool_attributes(node: PlanNode) -> dict[str, Any]:
     kernel, stride, padding = node.op.geometry
     return {"kernel_shape": list(kernel), "strides": list(stride),
-            "pads": [padding[0], padding[1], padding[0], padding[1]]}
+            "pads": [padding[0], padding[1], padding[0], padding[1]],
+            "ceil_mode": int(node.params.ceil_mode)}
 
 
 def _export_maxpool2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
@@ -56,9 +57,8 @@ def _export_maxpool2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 
 def _export_avgpool2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
-    # netspec's average counts the padded zeros, as PyTorch's default does
-    return g.node("AveragePool", x, node.id, node.id, count_include_pad=1,
-                  **_pool_attributes(node))
+    return g.node("AveragePool", x, node.id, node.id,
+                  count_include_pad=int(node.params.count_include_pad), **_pool_attributes(node))
 
 
 def _export_global_avgpool(g: Emitter, node: PlanNode, x: list[str]) -> str:
@@ -474,19 +474,14 @@ def _import_pool(op: str) -> Callable[[Translator, Any], None]:
         padding = t.symmetric_padding(n, x.shape[1:], kernel, strides)
         if padding is None:
             return
-        if op == "avgpool2d" and any(padding) and not t.attr(n, "count_include_pad", 0):
-            t.refuse(n, "count_include_pad=0 with padding is not supported: netspec's "
-                        "avgpool2d counts the padded zeros (count_include_pad=1)")
-            return
-        if t.attr(n, "ceil_mode", 0):
-            for size, k, s, p in zip(x.shape[1:], kernel, strides, padding):
-                if (size + 2 * p - k) % s:
-                    t.refuse(n, "ceil_mode=1 adds a partial window here, which netspec's "
-                                "pooling (floor mode) does not have")
-                    return
         fields = {"kernel_size": _size(kernel), "padding": _size(padding)}
         if strides != kernel:  # netspec's stride defaults to the kernel size
             fields["stride"] = _size(strides)
+        if t.attr(n, "ceil_mode", 0):
+            fields["ceil_mode"] = True
+        if op == "avgpool2d" and any(padding) and not t.attr(n, "count_include_pad", 0):
+            # ONNX's default; without padding both count the same cells
+            fields["count_include_pad"] = False
         t.emit(n, op, [x], fields, {})
     return convert
 

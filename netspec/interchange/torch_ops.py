@@ -80,11 +80,12 @@ def _batchnorm(node: PlanNode) -> Form:
                        "momentum": node.params.momentum})
 
 
-def _pool(function: str, **extra: Any) -> Callable[[PlanNode], Form]:
+def _pool(function: str, extra: Callable[[PlanNode], dict[str, Any]] = lambda node: {}
+          ) -> Callable[[PlanNode], Form]:
     def form(node: PlanNode) -> Form:
         kernel, stride, padding = node.op.geometry
         return Call(function, {"kernel_size": kernel, "stride": stride, "padding": padding,
-                               **extra})
+                               "ceil_mode": node.params.ceil_mode, **extra(node)})
     return form
 
 
@@ -100,8 +101,8 @@ TORCH_FORMS: dict[str, Callable[[PlanNode], Form]] = {
     "linear": _linear,
     "batchnorm": _batchnorm,
     "maxpool2d": _pool("F.max_pool2d"),
-    # netspec averages over padded zeros too: PyTorch's count_include_pad
-    "avgpool2d": _pool("F.avg_pool2d", count_include_pad=True),
+    "avgpool2d": _pool("F.avg_pool2d", lambda node: {
+        "count_include_pad": node.params.count_include_pad}),
     "global_avgpool": _fixed("torch.mean", dim=(2, 3)),
     "flatten": lambda node: _flatten(node),
     "relu": _fixed("F.relu"),

@@ -145,14 +145,16 @@ def empty_in_order(shape: Sequence[int], dtype: np.dtype, order: Sequence[int],
 
 
 def pad_hw(x: Array, padding: tuple[int, int], value: float = 0.0,
-           workspace: Workspace | None = None) -> Array:
-    """``x`` padded on its two spatial axes with ``value``, laid out in memory as ``x``;
-    ``x`` itself when there is nothing to pad."""
+           workspace: Workspace | None = None, extra: tuple[int, int] = (0, 0)) -> Array:
+    """``x`` padded on its two spatial axes with ``value``, laid out in memory as ``x``, with
+    ``extra`` more cells below and to the right (a pooling's ceil-mode overhang); ``x``
+    itself when there is nothing to pad."""
     pad_h, pad_w = padding
-    if pad_h == 0 and pad_w == 0:
+    extra_h, extra_w = extra
+    if pad_h == pad_w == extra_h == extra_w == 0:
         return x
     n, c, h, w = x.shape
-    shape = (n, c, h + 2 * pad_h, w + 2 * pad_w)
+    shape = (n, c, h + 2 * pad_h + extra_h, w + 2 * pad_w + extra_w)
     padded = empty_in_order(shape, x.dtype, memory_order(x), workspace)
     padded[:, :, :pad_h] = value
     padded[:, :, h + pad_h:] = value

@@ -38,6 +38,9 @@ class _PoolParams(NodeParams):
         default=None, description="Step: n, or [sh, sw]; default the kernel size.")
     padding: NonNegativeSize | PaddingPair = Field(
         default=0, description="Cells added on each side: n, or [ph, pw].")
+    ceil_mode: bool = Field(
+        default=False, description="Round the output size up: a last, partial window that "
+        "starts inside the input (or its leading padding) is kept (PyTorch's ceil_mode).")
 
     @model_validator(mode="after")
     def _padding_at_most_half_kernel(self) -> _PoolParams:
@@ -65,8 +68,30 @@ class _WindowPool(Op):
     def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         shape = in_shapes[0]
         require_rank(shape, (3,), f"{self.name} input")
+        return (shape[0], *self.out_hw(shape[1:]))
+
+    def out_hw(self, in_hw: Sequence[int]) -> tuple[int, int]:
+        """The output (H, W); in ceil mode PyTorch's rule: rounded up, less a last window
+        that would start past the input and its leading padding."""
         kernel, stride, padding = self.geometry
-        return (shape[0], *window_output_hw(shape[1:], kernel, stride, padding))
+        floor = window_output_hw(tuple(in_hw), kernel, stride, padding)
+        if not self.p.ceil_mode:
+            return floor
+        sizes = []
+        for size, k, s, p, rounded_down in zip(in_hw, kernel, stride, padding, floor):
+            out = -(-(size + 2 * p - k) // s) + 1
+            if (out - 1) * s >= size + p:
+                out -= 1
+            sizes.append(max(out, rounded_down))
+        return (sizes[0], sizes[1])
+
+    def overhang(self, in_hw: Sequence[int]) -> tuple[int, int]:
+        """Cells the last windows reach past the padded input, below and to the right (ceil
+        mode only)."""
+        kernel, stride, padding = self.geometry
+        out_hw = self.out_hw(in_hw)
+        return tuple(max(0, (out - 1) * s + k - (size + 2 * p))  # type: ignore[return-value]
+                     for out, size, k, s, p in zip(out_hw, in_hw, kernel, stride, padding))
 
     def flops(self, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         kernel_h, kernel_w = self.geometry[0]
@@ -92,7 +117,7 @@ class _WindowPool(Op):
 
     def scatter(self, padded_shape: Shape, dtype: np.dtype, order: Sequence[int],
                 out_hw: tuple[int, int], write: Callable[[list[Array], bool], object],
-                workspace: Workspace | None) -> Array:
+                workspace: Workspace | None, in_hw: Sequence[int]) -> Array:
         """The input gradient on a grid of the padded input's shape (laid out in memory
         ``order``), padding cropped off: ``write(targets, add)`` fills each kernel offset's
         slab, adding to it if ``add`` (windows overlap) or else assigning."""
@@ -106,7 +131,7 @@ class _WindowPool(Op):
         if not tiled:
             dx.fill(0)
         write(self.slabs(dx, out_hw), overlapping)
-        return dx[:, :, pad_h : height - pad_h, pad_w : width - pad_w]
+        return dx[:, :, pad_h : pad_h + in_hw[0], pad_w : pad_w + in_hw[1]]
 
 
 class MaxPoolParams(_PoolParams):
@@ -131,14 +156,15 @@ class MaxPool2d(_WindowPool):
     def fused_forward(self, xs: list[Array], params, buffers, ctx: Context,
                       fusion: Fusion) -> tuple[Array, tuple]:
         workspace = self.workspace if ctx.train else None
-        padded = pad_hw(xs[0], self.geometry[2], value=-np.inf, workspace=workspace)
+        padded = pad_hw(xs[0], self.geometry[2], value=-np.inf, workspace=workspace,
+                        extra=self.overhang(xs[0].shape[2:]))
         if not ctx.train:
             # a backward after inference is rare (gradient checks): it finds the winners then
             # (the executor fuses no ReLU into a node whose cache it keeps in inference)
             y = self.pool(padded, lambda out, slab: np.maximum(out, slab, out=out), None)
             if fusion.relu:
                 relu_into(y, y)
-            return y, (padded, None, padded.shape, padded.dtype, None)
+            return y, (padded, None, padded.shape, padded.dtype, None, xs[0].shape[2:])
         # found here, where the input was just written and is still in the CPU caches, the
         # winners spare the backward a pass over the whole input
         y, winner = self._first_maxima(padded, workspace)
@@ -151,7 +177,7 @@ class MaxPool2d(_WindowPool):
                                     out=empty_in_order(y.shape, winner.dtype, order, workspace))
             np.maximum(winner, past_last, out=winner)
             relu_into(y, y)
-        return y, (None, winner, padded.shape, padded.dtype, workspace)
+        return y, (None, winner, padded.shape, padded.dtype, workspace, xs[0].shape[2:])
 
     def _window_cells(self) -> int:
         kernel_h, kernel_w = self.geometry[0]
@@ -185,7 +211,7 @@ class MaxPool2d(_WindowPool):
         return y, winner
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
-        padded, winner, padded_shape, dtype, workspace = cache
+        padded, winner, padded_shape, dtype, workspace, in_hw = cache
         if winner is None:
             winner = self._first_maxima(padded, None)[1]
         order = memory_order(winner)
@@ -201,32 +227,56 @@ class MaxPool2d(_WindowPool):
                 else:
                     np.multiply(dy, hit, out=target)
 
-        return [self.scatter(padded_shape, dtype, order, winner.shape[2:], write, workspace)], {}
+        return [self.scatter(padded_shape, dtype, order, winner.shape[2:], write, workspace,
+                             in_hw)], {}
 
 
 class AvgPoolParams(_PoolParams):
     op: Literal["avgpool2d"]
+    count_include_pad: bool = Field(
+        default=True, description="Count the padded zeros in each window's average "
+        "(PyTorch's count_include_pad); false averages the input's cells only.")
 
 
 @register
 class AvgPool2d(_WindowPool):
-    """Average pooling; padded zeros count in the average (PyTorch's count_include_pad)."""
+    """Average pooling; padded zeros count in the average unless count_include_pad is false,
+    a ceil-mode window's overhang past the padding never does (as PyTorch)."""
 
     name = "avgpool2d"
     Params = AvgPoolParams
 
+    def divisor(self, in_hw: Sequence[int]) -> float | Array:
+        """What each window's sum is divided by: the kernel's area, or per output cell (an
+        (OH, OW) array) where windows are cut by the edge of what counts."""
+        (kernel_h, kernel_w), stride, padding = self.geometry
+        if self.p.count_include_pad and self.overhang(in_hw) == (0, 0):
+            return float(kernel_h * kernel_w)
+        counts = []
+        for size, out, k, s, p in zip(in_hw, self.out_hw(in_hw), (kernel_h, kernel_w),
+                                      stride, padding):
+            starts = np.arange(out) * s - p
+            ends = np.minimum(starts + k, size + p)
+            if not self.p.count_include_pad:
+                starts, ends = np.maximum(starts, 0), np.minimum(ends, size)
+            counts.append(ends - starts)
+        return np.multiply.outer(counts[0], counts[1]).astype(np.float64)
+
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, tuple]:
-        (kernel_h, kernel_w), _, padding = self.geometry
+        _, _, padding = self.geometry
         workspace = self.workspace if ctx.train else None
-        padded = pad_hw(xs[0], padding, workspace=workspace)
+        in_hw = xs[0].shape[2:]
+        padded = pad_hw(xs[0], padding, workspace=workspace, extra=self.overhang(in_hw))
         y = self.pool(padded, lambda out, slab: np.add(out, slab, out=out), workspace)
-        y /= kernel_h * kernel_w
-        return y, (padded, workspace)
+        divisor = self.divisor(in_hw)
+        y /= divisor if isinstance(divisor, float) else divisor.astype(y.dtype)
+        return y, (padded, workspace, in_hw)
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
-        padded, workspace = cache
-        kernel_h, kernel_w = self.geometry[0]
-        share = in_order(dy, memory_order(padded)) / (kernel_h * kernel_w)
+        padded, workspace, in_hw = cache
+        divisor = self.divisor(in_hw)
+        share = in_order(dy, memory_order(padded)) / (
+            divisor if isinstance(divisor, float) else divisor.astype(dy.dtype))
 
         def write(targets: list[Array], add: bool) -> None:
             for target in targets:
@@ -236,7 +286,7 @@ class AvgPool2d(_WindowPool):
                     target[...] = share
 
         return [self.scatter(padded.shape, padded.dtype, memory_order(padded), dy.shape[2:],
-                             write, workspace)], {}
+                             write, workspace, in_hw)], {}
 
 
 class GlobalAvgPoolParams(NodeParams):
