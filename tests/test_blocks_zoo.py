@@ -273,3 +273,36 @@ def test_a_malformed_assertion_is_an_error_at_its_line(assertion, expected):
     found = messages(text)
     assert found and all(line.startswith("net.toml:8: ") for line in found)
     assert expected in found[0]
+
+
+# -- a branch rewired by a forgotten inputs ---------------------------------------------------
+
+BRANCHES = '''[blocks.two.nodes]
+a1 = { op = "conv2d", inputs = "x", out_channels = 4, kernel_size = 1 }
+a2 = { op = "relu" }
+b1 = { op = "conv2d", out_channels = 4, kernel_size = 3, padding = 1 }
+b2 = { op = "relu" }
+join = { op = "concat", inputs = ["a2", "b2"] }
+''' + HEAD + 'one = { block = "two", repeat = 2 }\n'
+
+
+def test_a_branch_that_reads_the_end_of_another_by_default_is_warned_about_once(
+        capsys, tmp_path, monkeypatch):
+    spec = plan_of(BRANCHES).spec
+    assert [str(w) for w in spec.warnings] == [
+        "net.toml:4: node 'one.0.b1' (in block 'two' instantiated at net.toml:9): reads 'a2', "
+        "the node before it, by default, but 'a2' ends a branch that 'join' also reads; if "
+        "'b1' starts a branch of its own, name its input (inputs = \"...\")"]
+    assert spec.warnings[0].kind == "branch-rewired"
+    monkeypatch.chdir(tmp_path)
+    Path(FILE).write_text(BRANCHES)
+    assert main(["compile", FILE]) == 0
+    assert "netspec compile: warning: net.toml:4: node 'one.0.b1'" in capsys.readouterr().err
+    fixed = BRANCHES.replace('b1 = { op = "conv2d",', 'b1 = { op = "conv2d", inputs = "x",')
+    assert plan_of(fixed).spec.warnings == ()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet_mini", "resnet_mnist", "densenet121",
+                                  "vgg11_bn", "convnet_bn"])
+def test_shipped_networks_with_branches_and_chains_give_no_warning(name):
+    assert compile_plan(name).spec.warnings == ()

@@ -125,7 +125,9 @@ def test_table_and_json_agree_for_every_shipped_architecture(capsys, name):
     subtotals = table_rows(out, instances=True)
     assert set(subtotals) == instances | groups
     for path, cells in subtotals.items():
-        inside = [n for n in data["nodes"] if n.get("instance", "").startswith(path)]
+        # by whole path steps: denselayer1 does not hold denselayer10's nodes
+        inside = [n for n in data["nodes"]
+                  if (n.get("instance", "") + ".").startswith(path + ".")]
         assert cells[-4] == f"{sum(n['params'] for n in inside):,}", path
 
 
