@@ -400,7 +400,11 @@ class _Expander:
             return found
 
         def ends_branch(local: str) -> bool:
-            return any(wiring.get(n, (None, []))[1] for n in chain(local))
+            """Whether ``local`` ends a branch: the chain read by default back from it starts
+            at a node that names one input (a fork), not at a join (a residual's add, a
+            dense layer's concat, whose output the next node rightly reads by default)."""
+            starts = [listed for n in chain(local) if (listed := wiring.get(n, (None, []))[1])]
+            return bool(starts) and len(starts[0]) == 1
 
         for join, (_, listed) in wiring.items():
             for before in listed:
@@ -763,7 +767,7 @@ class _Expander:
             for entry, ref in zip(entries, bound):
                 inner.names[entry] = ref
             inner_values = self._instance_values(block, arguments, defaults, own, inner,
-                                                 entries, flat_id, origin)
+                                                 flat_id, origin)
             if inner_values is None:
                 return
             args = {k: v for k, v in inner_values.items() if k in defaults or k in required}
@@ -787,13 +791,15 @@ class _Expander:
             # no instance: the repeat passes its input on
             output = bound[0]
         if output is not None:
-            group_path = flat_id if "name" not in raw else None
+            # a named instance without repeat is reached by its name too
+            group_path = (flat_id if "name" not in raw
+                          else instance_id if not repeated and count and name else None)
             self._register(scope, local, group_path, output,
                            f"instance '{flat_id}' ({at})", origin)
 
     def _instance_values(self, block: BlockDef, arguments: Mapping[str, Any],
                          defaults: Mapping[str, Any], own: Mapping[str, Any], inner: _Scope,
-                         entries: list[str], node: str, origin: NodeOrigin
+                         node: str, origin: NodeOrigin
                          ) -> dict[str, Any] | None:
         """What the block's expressions see in one instance: the variables, its arguments
         (defaults computed from the others), index, its local values in order, the shapes of
@@ -818,9 +824,17 @@ class _Expander:
                                     code="expression")
                 return None
         where = self._block_origin(block, ("assert",), inner, origin)
-        self.out.problems += check_assertions(block.raw.get("assert", {}), values, block.file,
-                                              block.path + ("assert",), inner.prefix or node,
-                                              where.field_context())
+        for problem in check_assertions(block.raw.get("assert", {}), values, block.file,
+                                        block.path + ("assert",), inner.prefix or node,
+                                        where.field_context()):
+            said = (problem.file, problem.line, None, problem.message)
+            if problem.code == "assertion":  # a failing assertion names each instance
+                self.out.problems.append(problem)
+            elif said in self.said:  # a malformed one is the block's text: said once
+                self.said[said][1] += 1
+            else:
+                self.said[said] = [len(self.out.problems), 1]
+                self.out.problems.append(problem)
         del values[SHAPES]  # the body's own view of shapes is added with its scope
         return values
 
