@@ -276,3 +276,28 @@ def test_bad_fields_of_the_tensor_ops_are_in_the_docs_as_printed(shape, node, tm
         encoding="utf-8")
     row = f"| {shape}, `{node.replace(chr(10), '; ')}` | 1 | {message} |"
     assert row in docs, row
+
+
+def test_the_language_server_shows_token_shapes_and_a_learned_tensor_by_its_key(
+        tmp_path) -> None:
+    from netspec.editor.features import analyse, hover
+
+    text = BLOCKED_TENSOR + '\n[nodes.attn]\nop = "multihead_attention"\nembed_dim = 6\n' \
+        'num_heads = 2\n'
+    analysis = analyse(text, tmp_path / "net.toml")
+    lines = text.splitlines()
+    shown = hover(analysis, lines.index("[nodes.attn]"), 8)
+    assert "**attn** · `multihead_attention`" in shown and "output `(5, 6)` per sample" in shown
+    assert "`in_proj_weight` (18, 6)" in shown and "`out_proj.weight` (6, 6)" in shown
+    token = hover(analysis, lines.index("[nodes.class_token]"), 8)
+    assert "output `(1, 6)` per sample" in token and "`class_token` (1, 1, 6)" in token
+
+
+def test_diagrams_label_the_tensor_ops_with_their_dims_and_shapes() -> None:
+    from netspec.pictures import node_label
+
+    plan = build_network(EVERY_TENSOR_OP).plan
+    assert node_label(plan.nodes["class_token"]).lines == (
+        "class_token", "parameter", "tensor (1, 1, 4)", "out (1, 4)", "4 params")
+    assert node_label(plan.nodes["keys"]).lines[2] == "dim0 -1 · dim1 -2"
+    assert node_label(plan.nodes["attn"]).lines[2:4] == ("num_heads 2", "out (7, 4)")
