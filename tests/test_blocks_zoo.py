@@ -10,8 +10,10 @@ import pytest
 
 from netspec.cli import main
 from netspec.common.errors import NetspecError
-from netspec.lang.spec import parse_spec
-from netspec.plan.compiler import compile_plan
+from netspec.lang.flat import flat_toml
+from netspec.lang.spec import check_spec, parse_spec
+from netspec.plan.compiler import CompileError, compile_plan
+from netspec.plan.summary import partial_summary
 
 FILE = "net.toml"
 HEAD = '[nodes]\nimage = { op = "input", shape = [3, 16, 16] }\n'
@@ -95,16 +97,19 @@ def test_a_spec_with_a_byte_order_mark_is_read(tmp_path):
 
 def test_a_refused_huge_repeat_prints_its_partial_table_without_a_traceback(
         capsys, tmp_path, monkeypatch):
+    text = ('[blocks.b.nodes]\nconv = { op = "conv2d", out_channels = 2, kernel_size = 1 }\n'
+            'act = { op = "relu", inputs = "conv" }\n' + HEAD
+            + 'stem = { block = "b" }\nlayer = { block = "b", repeat = 100000 }\n'
+            + 'pool = { op = "global_avgpool", inputs = "layer" }\n')
+    with pytest.raises(CompileError) as caught:
+        compile_plan(check_spec(text, file=FILE))
+    assert "would make at least 100,000 nodes" in str(caught.value)
+    # the table of what was built before the refusal (it raised on an unresolved name)
+    assert "stem.conv" in partial_summary(caught.value)
     monkeypatch.chdir(tmp_path)
-    Path(FILE).write_text('[blocks.b.nodes]\nconv = { op = "conv2d", out_channels = 2, '
-                          'kernel_size = 1 }\nact = { op = "relu", inputs = "conv" }\n' + HEAD
-                          + 'stem = { block = "b" }\nlayer = { block = "b", repeat = 100000 }\n'
-                          + 'pool = { op = "global_avgpool", inputs = "layer" }\n')
+    Path(FILE).write_text(text)
     assert main(["compile", FILE]) == 1
-    captured = capsys.readouterr()
-    assert "stem.conv" in captured.out
-    assert "would make at least 100,000 nodes" in captured.err
-    assert "Traceback" not in captured.err
+    assert "would make at least 100,000 nodes" in capsys.readouterr().err
 
 
 # -- shape functions, local values, defaults over arguments ------------------------------------
@@ -189,15 +194,18 @@ def test_instances_and_nodes_are_named_from_patterns_and_expressions():
             'flat = { block = "layer", repeat = 2, name = "", at = "= 2 * index" }\n'
             + HEAD + '"features.denseblock1" = { block = "dense" }\n'
             'enc = { block = "layer", repeat = 2, name = "block1-{index}", at = 0 }\n'
+            'renamed = { block = "layer", name = "stem.{index + 7}", at = 7 }\n'
+            'again = { op = "relu", inputs = "stem.7" }\n'
             'last = { op = "add", inputs = ["block1-1.1", '
             '"features.denseblock1.denselayer2.1"] }\n')
     plan = plan_of(text)
-    assert list(plan.nodes) == [
+    assert list(plan.spec.nodes) == [
         "image", "features.denseblock1.denselayer1.0", "features.denseblock1.denselayer1.1",
         "features.denseblock1.denselayer2.0", "features.denseblock1.denselayer2.1",
         "features.denseblock1.0", "features.denseblock1.1", "features.denseblock1.2",
         "features.denseblock1.3", "block1-0.0", "block1-0.1", "block1-1.0", "block1-1.1",
-        "last"]
+        "stem.7.7", "stem.7.8", "again", "last"]
+    assert plan.spec.inputs["again"] == ("stem.7.8",)
     assert plan.nodes["block1-0.0"].inputs == ("features.denseblock1.3",)
     # a pattern-named instance is its own container; a nameless one adds no level
     assert [c.id for c in plan.chains["features.denseblock1.denselayer2.0"]] == [
@@ -273,3 +281,49 @@ def test_a_malformed_assertion_is_an_error_at_its_line(assertion, expected):
     found = messages(text)
     assert found and all(line.startswith("net.toml:8: ") for line in found)
     assert expected in found[0]
+
+
+# -- a branch rewired by a forgotten inputs ---------------------------------------------------
+
+BRANCHES = '''[blocks.two.nodes]
+a1 = { op = "conv2d", inputs = "x", out_channels = 4, kernel_size = 1 }
+a2 = { op = "relu" }
+b1 = { op = "conv2d", out_channels = 4, kernel_size = 3, padding = 1 }
+b2 = { op = "relu" }
+join = { op = "concat", inputs = ["a2", "b2"] }
+''' + HEAD + 'one = { block = "two", repeat = 2 }\n'
+
+
+def test_a_branch_that_reads_the_end_of_another_by_default_is_warned_about_once(
+        capsys, tmp_path, monkeypatch):
+    spec = plan_of(BRANCHES).spec
+    assert [str(w) for w in spec.warnings] == [
+        "net.toml:4: node 'one.0.b1' (in block 'two' instantiated at net.toml:9): reads 'a2', "
+        "the node before it, by default, but 'a2' ends a branch that 'join' also reads; if "
+        "'b1' starts a branch of its own, name its input (inputs = \"...\")"]
+    assert spec.warnings[0].kind == "branch-rewired"
+    monkeypatch.chdir(tmp_path)
+    Path(FILE).write_text(BRANCHES)
+    assert main(["compile", FILE]) == 0
+    assert "netspec compile: warning: net.toml:4: node 'one.0.b1'" in capsys.readouterr().err
+    fixed = BRANCHES.replace('b1 = { op = "conv2d",', 'b1 = { op = "conv2d", inputs = "x",')
+    assert plan_of(fixed).spec.warnings == ()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet_mini", "resnet_mnist", "densenet121",
+                                  "vgg11_bn", "convnet_bn"])
+def test_shipped_networks_with_branches_and_chains_give_no_warning(name):
+    spec = compile_plan(name).spec
+    assert spec.warnings == ()
+    # nor their flat forms, where a residual's add or a dense layer's concat names the node
+    # before the next one explicitly: a join, not the end of a branch
+    assert parse_spec(flat_toml(spec), file=FILE).warnings == ()
+
+
+def test_a_stage_dropped_with_set_leaves_a_resnet_that_still_fits():
+    # repeat = 0 passes layer1's output on, and layer3's first block reads its width (64)
+    # to project its shortcut: nothing restates it
+    plan = compile_plan("resnet18", {"depths": [2, 0, 2, 2]})
+    assert not any(node_id.startswith("layer2") for node_id in plan.nodes)
+    assert plan.nodes["layer3.0.conv1"].inputs == ("layer1.1.relu",)
+    assert plan.nodes["layer3.0.downsample.0"].param_specs["weight"].shape == (256, 64, 1, 1)

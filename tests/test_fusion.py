@@ -279,7 +279,9 @@ op = "batchnorm"
     np.testing.assert_allclose(net.forward(x), plain.forward(x), rtol=1e-12)
 
 
-@pytest.mark.parametrize("name", LARGE)
+# DenseNet's batchnorms come before their convolutions (pre-activation) and VGG has no add:
+# folding every batchnorm is a ResNet's property
+@pytest.mark.parametrize("name", [name for name in LARGE if name.startswith("resnet")])
 def test_imagenet_sized_networks_fold_every_batchnorm(name: str) -> None:
     fused, plain = twins(EVERY_FUSION, "float32", name)
     norms = {n for n, node in fused.plan.nodes.items() if node.op_name == "batchnorm"}

@@ -315,3 +315,52 @@ def test_without_pygls_the_command_says_what_to_install(monkeypatch, capsys):
     monkeypatch.delitem(sys.modules, "netspec.editor.lsp", raising=False)
     assert main(["lsp", "--stdio"]) == 1
     assert install_line("lsp") in capsys.readouterr().err
+
+
+ZOO = """\
+[vars]
+widths = [4, 8]
+
+[assert]
+few = { check = "= len(widths) <= 4", message = "at most four stages" }
+
+[blocks.basic]
+args = ["planes"]
+defaults = { stride = 1 }
+let = { project = "= stride != 1 or channels(x) != planes" }
+
+[blocks.basic.assert]
+narrow = { check = "= planes <= 4", message = "narrow blocks only" }
+
+[blocks.basic.nodes]
+conv = { op = "conv2d", out_channels = "= planes", kernel_size = 1, stride = "= stride" }
+
+[nodes]
+image = { op = "input", shape = [3, 8, 8] }
+one = { block = "basic", planes = 4 }
+two = { block = "basic", planes = "= widths[1]" }
+"""
+
+
+def test_completion_in_an_expression_offers_shape_functions_and_local_values(tmp_path):
+    analysis = analyse(ZOO, tmp_path / "net.toml")
+    line = line_of(ZOO, "out_channels")
+    column = ZOO.splitlines()[line].index('"= planes"') + 3
+    items = {item.label: item for item in complete(analysis, line, column)}
+    assert {"shape", "channels", "height", "width"} <= set(items)
+    assert items["channels"].insert == "channels(" and items["channels"].kind == "function"
+    assert items["project"].kind == "local" and "project" in items
+    assert {"planes", "stride", "x", "index", "widths", "max"} <= set(items)
+    # outside an expression, a value is not completed with them
+    column = ZOO.splitlines()[line].index("kernel_size = 1") + len("kernel_size = ")
+    assert "channels" not in {item.label for item in complete(analysis, line, column)}
+
+
+def test_hover_on_an_assertion_shows_its_check_message_and_where_it_fails(tmp_path):
+    analysis = analyse(ZOO, tmp_path / "net.toml")
+    narrow = hover(analysis, line_of(ZOO, "narrow ="), 1)
+    assert "**assertion narrow** on each instance of block `basic`" in narrow
+    assert "`= planes <= 4`" in narrow and "narrow blocks only" in narrow
+    assert narrow.endswith("fails in `two`")
+    few = hover(analysis, line_of(ZOO, "few ="), 1)
+    assert "on the variables" in few and few.endswith("holds")

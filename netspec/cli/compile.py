@@ -78,6 +78,8 @@ def run_compile(args: argparse.Namespace) -> int:
         # the data modules are a tenth of a plain compile's start; most specs name no data
         from netspec.train.data import check_spec_data
         data = check_spec_data(plan)
+    for warning in spec.warnings:
+        print(f"netspec compile: warning: {warning}", file=sys.stderr)
     unused = [node_id for node_id in spec.nodes if node_id not in plan.nodes]
     if unused:
         print(f"netspec compile: note: {', '.join(unused)} not used by the output "

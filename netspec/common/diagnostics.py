@@ -79,6 +79,9 @@ CODES: tuple[Code, ...] = (
     Code("train", "The [train] table's recipe is inconsistent.", (r"^\[train",)),
     Code("shape-mismatch", "Shapes do not fit: an op's input has the wrong rank or size, or "
                            "an output axis is empty.", ()),
+    Code("branch-rewired", "A warning: a node reads the node before it by default, but that "
+                           "node ends a branch a join also reads; a forgotten inputs.",
+         (r"ends a branch that",)),
     Code("assertion", "A spec's or a block's assertion does not hold; its message says "
                       "what it means.", ()),
     Code("expression", "An expression (\"= ...\") does not evaluate: bad syntax, an unknown "

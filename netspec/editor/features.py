@@ -18,6 +18,7 @@ from typing import Any
 from netspec.common.diagnostics import with_columns
 from netspec.common.errors import Diagnostic, NetspecError, SpecError
 from netspec.common.tables import human_count
+from netspec.lang.expressions import FUNCTIONS, SHAPE_FUNCTIONS
 from netspec.lang.hierarchy import Container, node_chains
 from netspec.lang.sourcemap import KeyPath, SourceMap
 from netspec.lang.spec import Spec, check_spec
@@ -55,6 +56,8 @@ class Analysis:
     chains: dict[str, tuple[Container, ...]] = field(default_factory=dict)
     # block name -> (its table as written, the file that defines it, that file's text)
     blocks: dict[str, tuple[Mapping[str, Any], Path, str]] = field(default_factory=dict)
+    # what builds but is probably wrong (shown as warnings)
+    warnings: list[Diagnostic] = field(default_factory=list)
 
     @property
     def source(self) -> SourceMap:
@@ -77,6 +80,7 @@ def analyse(text: str, path: str | Path) -> Analysis:
         return _finish(analysis, {})
     spec = checked.spec
     analysis.spec = spec
+    analysis.warnings = with_columns(spec.warnings, {name: text, **spec.included})
     try:
         plan = compile_plan(checked)
         analysis.nodes = dict(plan.nodes)
@@ -202,6 +206,9 @@ def hover(analysis: Analysis, line: int, character: int) -> str | None:
         about = _describe_id(analysis, cursor.word)
         if about:
             return about
+    assertion = _assertion_at(cursor.table, cursor.key)
+    if assertion is not None:
+        return _describe_assertion(analysis, assertion, line + 1)
     path = node_path(cursor.table)
     if path is None:
         return None
@@ -215,6 +222,46 @@ def hover(analysis: Analysis, line: int, character: int) -> str | None:
     rows = [_node_line(analysis, node_id) for node_id in made]
     return f"**{path[3]}** in block `{path[1]}`, {len(made)} instance(s):\n\n" + "\n".join(
         f"- {row}" for row in rows)
+
+
+def _assertion_at(table: KeyPath, key: str | None) -> KeyPath | None:
+    """The assertion a cursor is on: ("assert", name) or ("blocks", block, "assert", name)."""
+    for start in (("assert",), ("blocks", "*", "assert")):
+        if len(table) >= len(start) and all(want in ("*", got) for want, got in
+                                            zip(start, table)):
+            rest = table[len(start):]
+            name = rest[0] if rest else key
+            return (*table[:len(start)], name) if name else None
+    return None
+
+
+def _describe_assertion(analysis: Analysis, path: KeyPath, line: int) -> str:
+    """An assertion: its condition and message, and whether it holds in the last compile
+    (for a block's, in which instances it fails)."""
+    name = path[-1]
+    raw: Any = None
+    if path[0] == "blocks" and path[1] in analysis.blocks:
+        raw = analysis.blocks[path[1]][0].get("assert", {})
+    elif path[0] == "assert":
+        try:
+            raw = tomllib.loads(analysis.text).get("assert", {})
+        except tomllib.TOMLDecodeError:
+            raw = None
+    entry = raw.get(name) if isinstance(raw, Mapping) else None
+    if not isinstance(entry, Mapping):
+        return f"**assertion {name}**: name = {{ check = \"= condition\", message = \"...\" }}"
+    where = "the variables" if path[0] == "assert" else f"each instance of block `{path[1]}`"
+    failing = [d for d in analysis.diagnostics
+               if d.message.startswith(f"assertion '{name}'") and d.line == line]
+    if failing:
+        subjects = [f"`{d.node}`" for d in failing if d.node]
+        status = "fails" + (f" in {', '.join(subjects)}" if subjects else "")
+    elif analysis.spec is None:
+        status = "not checked (the spec does not read)"
+    else:
+        status = "holds"
+    return (f"**assertion {name}** on {where}\n\n`{entry.get('check')}`\n\n"
+            f"{entry.get('message')}\n\n{status}")
 
 
 def _describe_id(analysis: Analysis, node_id: str) -> str | None:
@@ -274,7 +321,7 @@ def _node_line(analysis: Analysis, node_id: str) -> str:
 @dataclass(frozen=True)
 class Completion:
     label: str
-    kind: str  # "op", "field", "node", "block", "argument"
+    kind: str  # "op", "field", "node", "block", "argument", "function", "variable", "local"
     detail: str = ""
     insert: str | None = None
 
@@ -284,6 +331,8 @@ def complete(analysis: Analysis, line: int, character: int) -> list[Completion]:
     defaults, node ids in ``inputs``, block names in ``block = "`` and a block's arguments."""
     cursor = cursor_at(analysis.text, line, character)
     path = node_path(cursor.table)
+    if cursor.in_value and _in_expression(cursor.before):
+        return _expression_names(analysis, cursor.table)
     if cursor.in_value:
         if cursor.key == "op":
             return [Completion(name, "op", _op_summary(name)) for name in sorted(REGISTRY)]
@@ -329,6 +378,51 @@ def complete(analysis: Analysis, line: int, character: int) -> list[Completion]:
             items.append(Completion(name, "field",
                                     f"default {_toml(info.default)} · {info.description or ''}",
                                     f"{name} = {_toml(info.default)}"))
+    return items
+
+
+SHAPE_DETAILS = {
+    "shape": "shape(n): the output shape of node n, a list",
+    "channels": "channels(n): the first axis of node n's shape",
+    "height": "height(n): the height of a (channels, height, width) node",
+    "width": "width(n): the width of a (channels, height, width) node",
+}
+
+
+def _in_expression(before: str) -> bool:
+    """Whether the text before the cursor ends inside a string that is an expression."""
+    quotes = [match.start() for match in re.finditer(r'(?<!\\)"', before)]
+    if len(quotes) % 2 == 0:
+        return False
+    content = before[quotes[-1] + 1:]
+    return content.startswith("=") and not content.startswith("==")
+
+
+def _expression_names(analysis: Analysis, table: KeyPath) -> list[Completion]:
+    """What an expression may use here: the shape functions, the other functions, the
+    variables, and inside a block its arguments, local values, entries and index."""
+    items = [Completion(name, "function", SHAPE_DETAILS[name], f"{name}(")
+             for name in SHAPE_FUNCTIONS]
+    items += [Completion(name, "function", f"{name}(...)", f"{name}(") for name in FUNCTIONS]
+    try:
+        variables = tomllib.loads(analysis.text).get("vars", {})
+    except tomllib.TOMLDecodeError:
+        variables = {}
+    items += [Completion(name, "variable", f"variable = {_toml(value)}")
+              for name, value in (variables.items() if isinstance(variables, Mapping) else ())]
+    if len(table) >= 2 and table[0] == "blocks" and table[1] in analysis.blocks:
+        raw = analysis.blocks[table[1]][0]
+        args = [a for a in raw.get("args", []) if isinstance(a, str)]
+        defaults = raw.get("defaults", {}) if isinstance(raw.get("defaults"), Mapping) else {}
+        lets = raw.get("let", {}) if isinstance(raw.get("let"), Mapping) else {}
+        items += [Completion(a, "argument", "required argument") for a in args]
+        items += [Completion(a, "argument", f"argument, default {_toml(v)}")
+                  for a, v in defaults.items()]
+        items += [Completion(a, "local", f"local value = {_toml(v)}") for a, v in lets.items()]
+        entries = raw.get("inputs", list(ENTRY_DEFAULT))
+        items += [Completion(str(e), "node", "the block's input (for shape functions)")
+                  for e in ([entries] if isinstance(entries, str) else entries)]
+    items.append(Completion("index", "variable", "the index of the innermost repeat"))
     return items
 
 

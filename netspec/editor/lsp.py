@@ -21,7 +21,10 @@ from netspec.editor.features import Analysis, analyse, complete, definition, hov
 SOURCE = "netspec"
 _KINDS = {"op": types.CompletionItemKind.Class, "field": types.CompletionItemKind.Field,
           "node": types.CompletionItemKind.Reference, "block": types.CompletionItemKind.Module,
-          "argument": types.CompletionItemKind.Variable}
+          "argument": types.CompletionItemKind.Variable,
+          "function": types.CompletionItemKind.Function,
+          "variable": types.CompletionItemKind.Variable,
+          "local": types.CompletionItemKind.Variable}
 
 
 def document_path(uri: str) -> Path:
@@ -32,7 +35,9 @@ def document_path(uri: str) -> Path:
     return Path.cwd() / (Path(unquote(parsed.path)).name or "untitled.toml")
 
 
-def lsp_diagnostic(diagnostic: Diagnostic, analysis: Analysis) -> types.Diagnostic:
+def lsp_diagnostic(diagnostic: Diagnostic, analysis: Analysis,
+                   severity: types.DiagnosticSeverity = types.DiagnosticSeverity.Error
+                   ) -> types.Diagnostic:
     """One problem as the protocol shows it: at its line (0-based), from its column to the end
     of the line, the hint kept in the message. A problem in another file (an include) is put
     at the spec's include line and names where it is."""
@@ -50,7 +55,7 @@ def lsp_diagnostic(diagnostic: Diagnostic, analysis: Analysis) -> types.Diagnost
     return types.Diagnostic(
         range=types.Range(start=types.Position(line=line, character=max(start, 0)),
                           end=types.Position(line=line, character=max(len(text), start))),
-        message=message, severity=types.DiagnosticSeverity.Error, source=SOURCE,
+        message=message, severity=severity, source=SOURCE,
         code=str(record["code"]), data=record)
 
 
@@ -70,7 +75,9 @@ def create_server() -> LanguageServer:
         analyses[uri] = analysis
         server.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
             uri=uri, version=document.version,
-            diagnostics=[lsp_diagnostic(d, analysis) for d in analysis.diagnostics]))
+            diagnostics=[lsp_diagnostic(d, analysis) for d in analysis.diagnostics]
+            + [lsp_diagnostic(d, analysis, types.DiagnosticSeverity.Warning)
+               for d in analysis.warnings]))
 
     def latest(uri: str) -> Analysis:
         if uri not in analyses:

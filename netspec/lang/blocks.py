@@ -160,6 +160,8 @@ class Expansion:
     instances: dict[str, Instance] = field(default_factory=dict)
     top_names: dict[str, str] = field(default_factory=dict)
     problems: list[Diagnostic] = field(default_factory=list)
+    # what is probably wrong but builds: a branch rewired by a forgotten inputs
+    warnings: list[Diagnostic] = field(default_factory=list)
 
 
 class _Abort(Exception):
@@ -261,7 +263,7 @@ class _Expander:
     def _count_repeats(self) -> None:
         """A problem of a block's text said once names how many instances it affects."""
         for at, times in self.said.values():
-            if times > 1:
+            if times > 1 and at >= 0:
                 said = self.out.problems[at]
                 self.out.problems[at] = replace(
                     said, context=f"{said.context}, and {times - 1:,} more instance"
@@ -330,8 +332,12 @@ class _Expander:
         previous: str | None = entry
         current: list[str] = [""]
         values = {**values, SHAPES: self._oracle(scope, nodes, current)}
+        # local -> (the node before it, read by default, or None; the names it lists)
+        wiring: dict[str, tuple[str | None, list[str]]] = {}
         for local, raw in nodes.items():
             current[0] = local
+            if isinstance(raw, Mapping):
+                wiring[local] = self._wiring(raw, values, previous, entry)
             path = table + (local,)
             flat_id = scope.flat(local)
             origin = self._origin(file, path, scope, origin_of_instance)
@@ -361,7 +367,65 @@ class _Expander:
                 self._add_node(flat_id, self._substituted(body, values, flat_id, origin),
                                origin, scope, local, previous)
             previous = local
+        self._check_branches(wiring, scope, table, file, origin_of_instance)
         return previous if previous != entry else None
+
+    @staticmethod
+    def _wiring(raw: Mapping[str, Any], values: Mapping[str, Any], previous: str | None,
+                entry: str | None) -> tuple[str | None, list[str]]:
+        if "inputs" in raw:
+            try:
+                listed = substitute(raw["inputs"], values)
+            except ExpressionError:
+                listed = []
+            listed = listed if isinstance(listed, list) else [listed]
+            return None, [name for name in listed if isinstance(name, str)]
+        op = raw.get("op")
+        takes_none = isinstance(op, str) and op in REGISTRY and REGISTRY[op].min_inputs == 0
+        # the block's entry read by default is how a block starts, not a rewired branch
+        return (None if takes_none or previous == entry else previous), []
+
+    def _check_branches(self, wiring: Mapping[str, tuple[str | None, list[str]]],
+                        scope: _Scope, table: KeyPath, file: SourceFile,
+                        outer: dict[str, Any] | None) -> None:
+        """Warn where a node reads the node before it by default although that node ends a
+        branch which a join also reads beside the node's own path: a forgotten inputs = "x"
+        that rewires a parallel branch (only the parameter count would show it)."""
+        def chain(local: str) -> list[str]:
+            """The nodes read by default back from ``local``, itself first."""
+            found = [local]
+            while (before := wiring.get(found[-1], (None, []))[0]) is not None and (
+                    before not in found):
+                found.append(before)
+            return found
+
+        def ends_branch(local: str) -> bool:
+            """Whether ``local`` ends a branch: the chain read by default back from it starts
+            at a node that names one input (a fork), not at a join (a residual's add, a
+            dense layer's concat, whose output the next node rightly reads by default)."""
+            starts = [listed for n in chain(local) if (listed := wiring.get(n, (None, []))[1])]
+            return bool(starts) and len(starts[0]) == 1
+
+        for join, (_, listed) in wiring.items():
+            for before in listed:
+                readers = [node for node, (implicit, _) in wiring.items()
+                           if implicit == before and node != join]
+                for node in readers:
+                    if not ends_branch(before) or not any(
+                            node in chain(other) for other in listed if other != before):
+                        continue
+                    path = table + (node,)
+                    said = ("branch", file.name, file.line(path))
+                    if said in self.said:
+                        continue
+                    self.said[said] = [-1, 1]
+                    origin = self._origin(file, path, scope, outer)
+                    self.out.warnings.append(Diagnostic(
+                        f"reads '{before}', the node before it, by default, but '{before}' "
+                        f"ends a branch that '{join}' also reads; if '{node}' starts a branch "
+                        f"of its own, name its input (inputs = \"...\")", file=file.name,
+                        line=file.line(path), node=scope.flat(node),
+                        context=origin.field_context()))
 
     def _node_name(self, written: Any, values: Mapping[str, Any], node: str,
                    origin: NodeOrigin, empty_ok: bool = False) -> str | None:
@@ -422,7 +486,8 @@ class _Expander:
                 current, [self.shapes[s] for s in sources])
         shape = self.shapes[node_id]
         if isinstance(shape, str):
-            raise ExpressionError(f"the shape of '{node_id}' is not known: {shape}")
+            # worded by its cause alone, so that every instance reading it says it once
+            raise ExpressionError(f"it reads a shape that is not known: {shape}")
         return shape
 
     def _sources(self, node_id: str) -> list[str] | str:
@@ -702,7 +767,7 @@ class _Expander:
             for entry, ref in zip(entries, bound):
                 inner.names[entry] = ref
             inner_values = self._instance_values(block, arguments, defaults, own, inner,
-                                                 entries, flat_id, origin)
+                                                 flat_id, origin)
             if inner_values is None:
                 return
             args = {k: v for k, v in inner_values.items() if k in defaults or k in required}
@@ -726,13 +791,15 @@ class _Expander:
             # no instance: the repeat passes its input on
             output = bound[0]
         if output is not None:
-            group_path = flat_id if "name" not in raw else None
+            # a named instance without repeat is reached by its name too
+            group_path = (flat_id if "name" not in raw
+                          else instance_id if not repeated and count and name else None)
             self._register(scope, local, group_path, output,
                            f"instance '{flat_id}' ({at})", origin)
 
     def _instance_values(self, block: BlockDef, arguments: Mapping[str, Any],
                          defaults: Mapping[str, Any], own: Mapping[str, Any], inner: _Scope,
-                         entries: list[str], node: str, origin: NodeOrigin
+                         node: str, origin: NodeOrigin
                          ) -> dict[str, Any] | None:
         """What the block's expressions see in one instance: the variables, its arguments
         (defaults computed from the others), index, its local values in order, the shapes of
@@ -757,9 +824,17 @@ class _Expander:
                                     code="expression")
                 return None
         where = self._block_origin(block, ("assert",), inner, origin)
-        self.out.problems += check_assertions(block.raw.get("assert", {}), values, block.file,
-                                              block.path + ("assert",), inner.prefix or node,
-                                              where.field_context())
+        for problem in check_assertions(block.raw.get("assert", {}), values, block.file,
+                                        block.path + ("assert",), inner.prefix or node,
+                                        where.field_context()):
+            said = (problem.file, problem.line, None, problem.message)
+            if problem.code == "assertion":  # a failing assertion names each instance
+                self.out.problems.append(problem)
+            elif said in self.said:  # a malformed one is the block's text: said once
+                self.said[said][1] += 1
+            else:
+                self.said[said] = [len(self.out.problems), 1]
+                self.out.problems.append(problem)
         del values[SHAPES]  # the body's own view of shapes is added with its scope
         return values
 

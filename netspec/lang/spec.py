@@ -70,6 +70,8 @@ class Spec:
     data: dict[str, Any] | None = None
     # the text of every included file, by its path relative to the spec's directory
     included: dict[str, str] = field(default_factory=dict)
+    # what builds but is probably wrong (a branch rewired by a forgotten inputs)
+    warnings: tuple[Diagnostic, ...] = ()
 
     def line(self, *path: str) -> int | None:
         return self.source.locate(tuple(path))
@@ -311,6 +313,7 @@ def check_spec(text: str, *, file: str = "<spec>", directory: Path | None = None
         overrides=overrides,
         data=dict(data) if isinstance(data, Mapping) else None,
         included=included,
+        warnings=tuple(expansion.warnings),
     )
     invalid = {node_id: _written_op(raw) for node_id, raw in expansion.nodes.items()
                if node_id not in nodes}
