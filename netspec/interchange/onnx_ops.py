@@ -513,11 +513,12 @@ def _import_gemm(t: Translator, n: Any) -> None:
 
 def _linear(t: Translator, n: Any, x: Any, weight: np.ndarray, bias: np.ndarray | None,
             beta: float = 1.0) -> None:
-    if not t.rank_is(n, x, 1, f"{n.op_type}'s first input"):
+    # netspec's linear acts on the last axis of any rank, as PyTorch's
+    if x.shape != x.onnx_shape and not t.rank_is(n, x, 1, f"{n.op_type}'s first input"):
         return
-    if weight.shape[1] != x.shape[0]:
+    if weight.shape[1] != x.shape[-1]:
         t.refuse(n, f"the weight expects {weight.shape[1]} features, the input has "
-                    f"{x.shape[0]}")
+                    f"{x.shape[-1]}")
         return
     params = {"weight": weight}
     if bias is not None:
@@ -530,6 +531,9 @@ def _linear(t: Translator, n: Any, x: Any, weight: np.ndarray, bias: np.ndarray 
 
 
 def _import_matmul(t: Translator, n: Any) -> None:
+    if len(n.input) == 2 and t.computed(n, 1):
+        _import_tensor_matmul(t, n)
+        return
     weight = t.constant(n, 1, "the second input (the weight)")
     x = t.tensor(n, 0)
     if x is None or weight is None:
@@ -646,7 +650,8 @@ def _static_axis(t: Translator, n: Any, default: int, why: str,
 
 
 def _import_softmax(t: Translator, n: Any) -> None:
-    _static_axis(t, n, -1 if t.opset >= 13 else 1, "netspec's softmax runs over axis 1 only")
+    _static_axis(t, n, -1 if t.opset >= 13 else 1, "it normalises over the batch",
+                 allowed=None)
     x = t.tensor(n, 0)
     if x is None or t.refused(n):
         return
@@ -655,11 +660,14 @@ def _import_softmax(t: Translator, n: Any) -> None:
     axis = t.attr(n, "axis", -1 if modern else 1)
     axis = axis + rank if axis < 0 else axis
     # before opset 13 softmax ran over every axis from `axis` on, as one
-    if axis != 1 or (not modern and rank > 2):
-        t.refuse(n, f"axis={t.attr(n, 'axis', -1 if modern else 1)} on a rank-{rank} input is "
-                    f"not supported: netspec's softmax runs over axis 1 only")
+    if not modern and rank > 2 and axis != rank - 1:
+        t.refuse(n, f"axis={t.attr(n, 'axis', 1)} on a rank-{rank} input before opset 13 "
+                    f"normalises several axes as one, which netspec's softmax does not")
         return
-    t.emit(n, "softmax", [x], {}, {}, onnx_shape=x.onnx_shape)
+    if x.shape != x.onnx_shape and axis != 1:
+        t.refuse(n, f"axis={axis} on a pooled (C, 1, 1) value is not supported")
+        return
+    t.emit(n, "softmax", [x], {"dim": axis}, {}, onnx_shape=x.onnx_shape)
 
 
 def _import_batch_normalization(t: Translator, n: Any) -> None:
@@ -724,6 +732,116 @@ def _import_identity(t: Translator, n: Any) -> None:
     x = t.tensor(n, 0)
     if x is not None:
         t.alias(n, x)
+
+
+# ---- tensors of any rank (issue 25)
+
+def _plain(t: Translator, n: Any, x: Any) -> bool:
+    """Whether ``x`` is held as ONNX holds it (not a pooled (C, 1, 1) kept as (C,))."""
+    if x.shape != x.onnx_shape:
+        t.refuse(n, f"{n.op_type} of a pooled {format_shape(x.onnx_shape)} value is not "
+                    f"supported")
+        return False
+    return True
+
+
+def _import_tensor_matmul(t: Translator, n: Any) -> None:
+    a, b = t.tensor(n, 0), t.tensor(n, 1)
+    if a is None or b is None or not (_plain(t, n, a) and _plain(t, n, b)):
+        return
+    t.emit(n, "matmul", [a, b], {}, {})
+
+
+def _import_transpose(t: Translator, n: Any) -> None:
+    if not t.computed(n, 0):
+        # a weight laid out for a MatMul: folded
+        value = t.constant(n, 0, "the input")
+        if value is not None:
+            t.set_constant(n, np.transpose(value, t.attr(n, "perm", None, list)))
+        return
+    x = t.tensor(n, 0)
+    if x is None or not _plain(t, n, x):
+        return
+    rank = len(x.shape) + 1
+    perm = list(t.attr(n, "perm", list(reversed(range(rank))), list))
+    if not perm or perm[0] != 0:
+        t.refuse(n, f"perm={perm} moves the batch axis; netspec keeps it first")
+        return
+    t.emit(n, "permute", [x], {"dims": [int(d) for d in perm]}, {})
+
+
+def _import_layer_normalization(t: Translator, n: Any) -> None:
+    t.only_attributes(n, "axis", "epsilon", "stash_type")
+    if any(t.output_used(n, i) for i in range(1, len(n.output))):
+        t.refuse(n, "the mean and inverse-deviation outputs are not supported")
+    scale = t.constant(n, 1, "the scale")
+    bias = t.constant(n, 2, "the bias") if len(n.input) > 2 and n.input[2] else None
+    x = t.tensor(n, 0)
+    if t.refused(n) or x is None or scale is None or not _plain(t, n, x):
+        return
+    rank = len(x.shape) + 1
+    axis = t.attr(n, "axis", -1)
+    axis = axis + rank if axis < 0 else axis
+    if axis < 1:
+        t.refuse(n, f"axis={t.attr(n, 'axis', -1)} normalises over the batch")
+        return
+    tail = [int(d) for d in x.shape[axis - 1:]]
+    fields = {"normalized_shape": tail[0] if len(tail) == 1 else tail,
+              "eps": float(t.attr(n, "epsilon", 1e-5)), "bias": bias is not None}
+    params = {"weight": scale.reshape(tail)}
+    if bias is not None:
+        params["bias"] = bias.reshape(tail)
+    t.emit(n, "layernorm", [x], fields, params)
+
+
+def _import_gather(t: Translator, n: Any) -> None:
+    if not t.computed(n, 0):
+        t.fold(n)  # shape arithmetic
+        return
+    index = t.constant(n, 1, "the indices")
+    x = t.tensor(n, 0)
+    if x is None or index is None or not _plain(t, n, x):
+        return
+    if index.ndim != 0:
+        t.refuse(n, f"indices of shape {list(index.shape)} are not supported; netspec's "
+                    f"select takes one position (a scalar index)")
+        return
+    rank = len(x.shape) + 1
+    axis = t.attr(n, "axis", 0)
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0:
+        t.refuse(n, "axis=0 picks samples of the batch, which netspec does not do")
+        return
+    t.emit(n, "select", [x], {"dim": axis, "index": int(index)}, {})
+
+
+def _import_slice(t: Translator, n: Any) -> None:
+    if not t.computed(n, 0):
+        t.fold(n)  # shape arithmetic
+        return
+    starts, ends = t.constant(n, 1, "starts"), t.constant(n, 2, "ends")
+    axes = t.constant(n, 3, "axes") if len(n.input) > 3 and n.input[3] else None
+    steps = t.constant(n, 4, "steps") if len(n.input) > 4 and n.input[4] else None
+    x = t.tensor(n, 0)
+    if x is None or starts is None or ends is None or not _plain(t, n, x):
+        return
+    rank = len(x.shape) + 1
+    axes_list = list(range(len(starts))) if axes is None else \
+        [int(a) + rank if a < 0 else int(a) for a in axes.reshape(-1)]
+    steps_list = [1] * len(axes_list) if steps is None else [int(s) for s in steps.reshape(-1)]
+    if len(axes_list) != 1:
+        t.refuse(n, f"a slice along {len(axes_list)} axes is not supported; netspec's slice "
+                    f"cuts one axis")
+        return
+    if axes_list[0] == 0 or steps_list[0] < 1:
+        t.refuse(n, "a slice of the batch axis or with a negative step is not supported")
+        return
+    size = x.shape[axes_list[0] - 1]
+    # ONNX clamps out-of-range bounds as Python's slices do (INT64_MAX means to the end)
+    start, stop, step = slice(int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]),
+                              steps_list[0]).indices(size)
+    t.emit(n, "slice", [x], {"dim": axes_list[0], "start": start, "end": stop, "step": step},
+           {})
 
 
 IMPORTERS: dict[str, Callable[[Translator, Any], None]] = {
@@ -852,10 +970,14 @@ def _import_reduce_mean(t: Translator, n: Any) -> None:
     if x is None or t.refused(n):
         return
     rank = len(x.onnx_shape) + 1
-    if axes is None or rank != 4 or sorted(a % rank for a in axes) != [2, 3] \
-            or x.shape != x.onnx_shape:
+    if axes is None or x.shape != x.onnx_shape or any(a % rank == 0 for a in axes):
         t.refuse(n, f"axes={axes} on per-sample shape {format_shape(x.onnx_shape)}: netspec "
-                    f"takes the mean over the two spatial axes of (C, H, W) only")
+                    f"takes the mean over per-sample axes of a value it holds as ONNX does")
+        return
+    if rank != 4 or sorted(a % rank for a in axes) != [2, 3]:
+        # any other axes: netspec's mean (tensors of any rank)
+        t.emit(n, "mean", [x], {"dim": [a % rank for a in axes], "keepdim": bool(keepdims)},
+               {})
         return
     if keepdims:
         t.emit(n, "adaptive_avgpool2d", [x], {"output_size": 1}, {})
@@ -871,6 +993,35 @@ IMPORTERS.update({
     "Gelu": _import_gelu,
     "LogSoftmax": _import_log_softmax,
     "ReduceMean": _import_reduce_mean,
+})
+def _import_scaled_mul(t: Translator, n: Any) -> None:
+    """Mul by one constant number (attention's 1/sqrt(head width)): netspec's mul by a fixed
+    learned tensor of ones axes holding it; any other Mul is the convnets' importer's."""
+    constant = next((i for i in range(len(n.input)) if not t.computed(n, i)), None)
+    if len(n.input) != 2 or constant is None or not t.computed(n, 1 - constant):
+        _import_mul(t, n)
+        return
+    factor = t.constant(n, constant, "the factor")
+    x = t.tensor(n, 1 - constant)
+    if factor is None or x is None or not _plain(t, n, x):
+        return
+    if factor.size != 1 or factor.dtype.kind != "f":
+        _import_mul(t, n)
+        return
+    scale = t.emit(n, "parameter", [], {"shape": [1] * len(x.shape),
+                                        "value": float(factor.reshape(-1)[0]),
+                                        "trainable": False},
+                   {"": factor.reshape([1] * len(x.shape))})
+    if scale is not None:
+        t.emit(n, "mul", [x, scale], {}, {})
+
+
+IMPORTERS.update({
+    "Mul": _import_scaled_mul,
+    "Transpose": _import_transpose,
+    "LayerNormalization": _import_layer_normalization,
+    "Gather": _import_gather,
+    "Slice": _import_slice,
 })
 CONSTANT_INPUTS.update({"Clip": (1, 2), "ReduceMean": (1,)})
 

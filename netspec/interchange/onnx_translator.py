@@ -451,6 +451,10 @@ class Translator:
                            f"{n.op_type} on the network's values only")
         return None
 
+    def computed(self, n: Any, index: int) -> bool:
+        """Whether input ``index`` of ``n`` is a value the network computes (not a constant)."""
+        return isinstance(self._value(n, index), Tensor)
+
     def constant(self, n: Any, index: int, what: str, symbolic: bool = False
                  ) -> np.ndarray | None:
         value = self._value(n, index)
@@ -647,12 +651,20 @@ class Translator:
         if wrong_type:
             self.refuse(n, f"the bias ('{n.input[1 - tensor_index]}') {wrong_type}")
             return True
+        if (x.node not in self._biasless and bias.dtype.kind == "f"
+                and bias.shape == (1, *x.shape) and x.shape == x.onnx_shape):
+            # a learned tensor added to every sample (ViT's position embedding)
+            tensor = self.emit(n, "parameter", [], {"shape": list(bias.shape),
+                                                    "batch_axis": True}, {"": bias})
+            if tensor is not None:
+                self.emit(n, "add", [x, tensor], {}, {})
+            return True
         if (x.node not in self._biasless or self.uses[n.input[tensor_index]] != 1
                 or bias.dtype == object):
             self.refuse(n, "adding a constant is supported only as the bias right after a "
                            "MatMul")
             return True
-        size = x.shape[0]
+        size = x.shape[-1]
         vector = self.bias_vector(n, bias, size)
         if vector is None:
             return True
@@ -688,18 +700,20 @@ class Translator:
             # from one image writes [1, -1]); its own axes are checked below as per sample
             dims[0] = BATCH
         if not dims or dims[0] is not BATCH or any(d is BATCH for d in dims[1:]):
-            self.refuse(n, f"reshape to {dims} changes the batch axis; netspec reshapes to "
-                           f"(N, -1) (a flatten) only")
+            self.refuse(n, f"reshape to {dims} changes the batch axis; netspec reshapes each "
+                           f"sample, (N, ...) to (N, ...)")
             return
         rest = dims[1:]
         if rest == list(x.onnx_shape):
             self.alias(n, x)
         elif rest in ([-1], [per_sample]):
             self.flatten(n, x)
+        elif x.shape != x.onnx_shape:
+            self.refuse(n, f"reshape of a pooled {format_shape(x.onnx_shape)} value to {rest} "
+                           f"is not supported")
         else:
-            self.refuse(n, f"reshape of per-sample shape {format_shape(x.onnx_shape)} to "
-                           f"{rest} is not supported; netspec reshapes to (N, -1) (a flatten) "
-                           f"only")
+            # any per-sample shape, one -1 at most (netspec's reshape checks the sizes)
+            self.emit(n, "reshape", [x], {"shape": [int(d) for d in rest]}, {})
 
     def fold_concat(self, n: Any) -> np.ndarray | None:
         arrays = [self.values[name] for name in n.input]
@@ -872,6 +886,8 @@ class Translator:
                            "graph")
         elif not n.output or not n.output[0]:
             self.refuse(n, "the node has no output")
+        elif n.op_type == "Expand" and self._learned_tensor(n):
+            return
         elif n.op_type in _LEARNED_OPERAND and self._lift_learned_tensors(n):
             return
         elif (n.op_type in _NUMERIC or n.op_type in self.folded) and self.all_constant(n):
@@ -917,6 +933,31 @@ class Translator:
                 return True
             n.input[index] = holder.output[0]
         return False
+
+    def _learned_tensor(self, n: Any) -> bool:
+        """An Expand of a weight to the batch (a class token, ``class_token.expand(n, -1,
+        -1)``) becomes netspec's learned tensor; False for every other Expand."""
+        data, shape = self._value(n, 0), self._value(n, 1) if len(n.input) > 1 else None
+        if not (isinstance(data, np.ndarray) and data.dtype.kind == "f"
+                and isinstance(shape, np.ndarray) and shape.dtype == object
+                and shape.ndim == 1 and shape.size and shape[0] is BATCH
+                and all(isinstance(d, (int, np.integer)) for d in shape[1:])):
+            return False
+        per_sample = tuple(data.shape[1:])
+        if data.ndim != shape.size or data.shape[0] != 1 or any(
+                int(d) not in (1, -1, size) for d, size in zip(shape[1:], per_sample)):
+            self.refuse(n, f"expanding a {format_shape(data.shape)} constant to "
+                           f"{[str(d) for d in shape]} is not supported; netspec broadcasts a "
+                           f"learned tensor of shape (1, ...) over the batch only")
+            return True
+        self.emit(n, "parameter", [], {"shape": [int(d) for d in data.shape],
+                                       "batch_axis": True}, {"": data})
+        return True
+
+    def fold(self, n: Any) -> None:
+        """Fold ``n`` on constants (an importer's op met on constants, not on the network's
+        values)."""
+        self._fold(n)
 
     def _fold(self, n: Any) -> None:
         """Shape arithmetic on constants, as exporters emit around a flatten."""
