@@ -55,7 +55,15 @@ def make_optimizer() -> SGD:
 
 
 def torch_twin(net: Network) -> Any:
-    """The same DAG as a torch.nn.Module, holding a copy of ``net``'s parameters and buffers."""
+    """The same DAG as a torch.nn.Module, holding a copy of ``net``'s parameters and buffers.
+
+    The classic ops run as hand-written torch modules (as the numbers before the torch engine
+    were taken); a network with any other op (attention, layer norm, learned tensors) runs as
+    the torch engine's module of its plan, the ops' own PyTorch forms."""
+    if "encoder.layers.encoder_layer_0.self_attention" in net.plan.nodes:
+        return vit_twin(net)
+    if any(node.op_name not in _TWIN_OPS for node in net.plan.nodes.values()):
+        return plan_twin(net)
     import torch
     from torch import nn
     from torch.nn import functional
@@ -126,6 +134,53 @@ def torch_twin(net: Network) -> Any:
         if key not in net.trainable:
             node_id, name = key.rsplit(".", 1)
             getattr(twin.layers[module_key(node_id)], name).requires_grad_(False)
+    return twin
+
+
+_TWIN_OPS = frozenset({"conv2d", "linear", "maxpool2d", "avgpool2d", "batchnorm", "dropout",
+                       "leaky_relu", "relu", "sigmoid", "tanh", "softmax", "flatten",
+                       "global_avgpool", "input", "add", "concat"})
+
+
+def plan_twin(net: Network) -> Any:
+    """The plan as the torch engine builds it, holding a copy of ``net``'s state, frozen
+    parameters left without gradients."""
+    import torch
+
+    from netspec.interchange.torch_runtime import PlanModule, load_arrays
+
+    twin = PlanModule(net.plan).to(dtype=torch.float64 if net.dtype == np.float64
+                                   else torch.float32)
+    load_arrays(twin, net.state())
+    for key, parameter in twin.named_parameters():
+        parameter.requires_grad_(key in net.trainable)
+    return twin
+
+
+def vit_twin(net: Network) -> Any:
+    """torchvision's VisionTransformer of the plan's sizes (vit_b_16, vit_mnist: the same
+    state_dict keys), holding a copy of ``net``'s weights; a one-channel input gets its own
+    conv_proj, and the MLP's GELU is the plan's (exact or tanh)."""
+    import torch
+
+    torch.library.register_fake = lambda *args, **kwargs: (lambda function: function)
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    nodes = net.plan.nodes
+    channels, size, _ = nodes[net.plan.inputs[0]].shape
+    stem, first = nodes["conv_proj"].params, "encoder.layers.encoder_layer_0"
+    twin = VisionTransformer(
+        image_size=size, patch_size=stem.kernel_size, hidden_dim=stem.out_channels,
+        num_layers=sum(node.endswith(".self_attention") for node in nodes),
+        num_heads=nodes[f"{first}.self_attention"].params.num_heads,
+        mlp_dim=nodes[f"{first}.mlp.0"].params.out_features,
+        num_classes=nodes["heads.head"].params.out_features)
+    twin.conv_proj = torch.nn.Conv2d(channels, stem.out_channels, stem.kernel_size,
+                                     stem.kernel_size)
+    for layer in twin.encoder.layers:
+        layer.mlp[1] = torch.nn.GELU(approximate=nodes[f"{first}.mlp.1"].params.approximate)
+    twin.load_state_dict({key: torch.from_numpy(np.array(value, dtype=np.float32))
+                          for key, value in net.state().items()})
     return twin
 
 

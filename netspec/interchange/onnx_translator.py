@@ -889,7 +889,7 @@ class Translator:
         elif n.op_type == "Expand" and self._learned_tensor(n):
             return
         elif n.op_type in _LEARNED_OPERAND and self._lift_learned_tensors(n):
-            return
+            return  # noqa: SIM114 - two different reasons to stop
         elif (n.op_type in _NUMERIC or n.op_type in self.folded) and self.all_constant(n):
             # shape arithmetic, even for an op that has an importer for the network's values
             self._fold(n)
