@@ -603,7 +603,52 @@ def _sigmoid_of(v: float) -> float:
     return 1.0 / (1.0 + math.exp(-v))
 
 
+def _ref_conv_transpose2d(p, xs, params, buffers, train, observed):
+    """Every input cell adds its value times the kernel onto the output it reaches."""
+    x, w = xs[0], params["weight"]
+    n, c, h, width = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = _pair(p.kernel_size), _pair(p.stride), _pair(p.padding)
+    (eh, ew), (dh, dw) = _pair(p.output_padding), _pair(p.dilation)
+    out_c = p.out_channels
+    oh = (h - 1) * sh - 2 * ph + dh * (kh - 1) + eh + 1
+    ow = (width - 1) * sw - 2 * pw + dw * (kw - 1) + ew + 1
+    group_in, group_out = c // p.groups, out_c // p.groups
+    y = np.zeros((n, out_c, oh, ow))
+    for b, ci, i, j in np.ndindex(x.shape):
+        group = ci // group_in
+        for oc, a, d in np.ndindex(group_out, kh, kw):
+            row, col = i * sh + a * dh - ph, j * sw + d * dw - pw
+            if 0 <= row < oh and 0 <= col < ow:
+                y[b, group * group_out + oc, row, col] += x[b, ci, i, j] * w[ci, oc, a, d]
+    if p.bias:
+        for b, o, i, j in np.ndindex(y.shape):
+            y[b, o, i, j] += params["bias"][o]
+    return y, {}
+
+
+def _ref_upsample(p, xs, params, buffers, train, observed):
+    x = xs[0]
+    n, c, h, w = x.shape
+    sh, sw = _pair(p.scale_factor)
+    y = np.zeros((n, c, h * sh, w * sw))
+
+    def source(dst: int, scale: int, size: int) -> list[tuple[int, float]]:
+        if p.mode == "nearest":
+            return [(dst // scale, 1.0)]
+        position = max((dst + 0.5) / scale - 0.5, 0.0)
+        low = math.floor(position)
+        frac = position - low
+        return [(low, 1 - frac), (min(low + 1, size - 1), frac)]
+
+    for b, ch, i, j in np.ndindex(y.shape):
+        y[b, ch, i, j] = sum(wr * wc * x[b, ch, r, q] for r, wr in source(i, sh, h)
+                             for q, wc in source(j, sw, w))
+    return y, {}
+
+
 REFERENCES.update({
+    "conv_transpose2d": _ref_conv_transpose2d,
+    "upsample": _ref_upsample,
     "mul": _ref_mul,
     "adaptive_avgpool2d": _ref_adaptive_avgpool2d,
     "hardtanh": _ref_hardtanh,

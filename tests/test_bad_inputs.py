@@ -687,6 +687,25 @@ CONV_OP_FIELDS = [
      "inputs, kernel_size, stride, padding, ceil_mode)"),
     ([4, 8, 8], 'op = "avgpool2d"\nkernel_size = 2\ncount_include_pad = "no"',
      "net.toml:8: node 'y' (avgpool2d): count_include_pad must be a valid boolean, got \"no\""),
+    ([4, 8, 8], 'op = "conv_transpose2d"\nout_channels = 4\nkernel_size = 2\nstride = 2\n'
+     'output_padding = 2',
+     "net.toml:5: node 'y' (conv_transpose2d): output_padding [2, 2] must be smaller than the "
+     "stride [2, 2] or the dilation [1, 1]"),
+    ([4, 8, 8], 'op = "conv_transpose2d"\nout_channels = 4\nkernel_size = 2\ngroups = 3',
+     "net.toml:5: node 'y' (conv_transpose2d): input shape (4, 8, 8): groups=3 does not divide "
+     "the input's 4 channels; in_channels must be a multiple of groups"),
+    ([4, 1, 1], 'op = "conv_transpose2d"\nout_channels = 4\nkernel_size = 1\npadding = 1',
+     "net.toml:5: node 'y' (conv_transpose2d): input shape (4, 1, 1): padding 1x1 cuts the "
+     "whole output away (-1x-1 left of the input 1x1); use less padding"),
+    ([4, 8, 8], 'op = "upsample"\nscale_factor = 0',
+     "net.toml:7: node 'y' (upsample): scale_factor must be greater than or equal to 1, got 0"),
+    ([4, 8, 8], 'op = "upsample"\nscale_factor = 1.5',
+     "net.toml:7: node 'y' (upsample): scale_factor must be a valid integer or a valid list, "
+     "got 1.5"),
+    ([4, 8, 8], 'op = "upsample"\nscale_factor = 2\nmode = "bicubic"',
+     "net.toml:8: node 'y' (upsample): mode must be 'nearest' or 'bilinear', got \"bicubic\""),
+    ([8], 'op = "upsample"\nscale_factor = 2',
+     "net.toml:5: node 'y' (upsample): upsample input must be 3-D per sample, got shape (8,)"),
 ]
 
 

@@ -77,6 +77,16 @@ OP_CASES = [
      [(1, 4, 5)], (1, 3, 3), 0, 4 * 9),
     ("avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
      [(2, 7, 7)], (2, 4, 4), 0, 9 * 32),
+    # transposed convolution: (H-1)*s - 2p + d*(k-1) + output_padding + 1; each input cell
+    # times (out/groups)*k*k weights
+    ("conv_transpose2d", {"out_channels": 4, "kernel_size": 2, "stride": 2}, [(8, 7, 7)],
+     (4, 14, 14), 8 * 4 * 4 + 4, 2 * 4 * 4 * 8 * 49 + 4 * 196),
+    ("conv_transpose2d", {"out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1,
+                          "output_padding": 1, "groups": 2, "bias": False}, [(4, 5, 5)],
+     (6, 10, 10), 4 * 3 * 9, 2 * 3 * 9 * 4 * 25),
+    ("upsample", {"scale_factor": 2}, [(3, 4, 5)], (3, 8, 10), 0, 0),
+    ("upsample", {"scale_factor": [2, 3], "mode": "bilinear"}, [(3, 4, 5)], (3, 8, 15), 0,
+     7 * 3 * 8 * 15),
     ("mul", {}, [(8, 1, 1), (8, 5, 5)], (8, 5, 5), 0, 200),
     ("mul", {}, [(3, 4), (1, 4)], (3, 4), 0, 12),
     # adaptive pooling: every input cell added into each window holding it, then a division

@@ -62,7 +62,7 @@ def test_every_conv_op_exports_and_equals_onnxruntime_and_comes_back() -> None:
     # the ops come back as themselves, the gelu decompositions as their parts
     ops = [node.op_name for node in imported.plan.nodes.values()]
     assert {"mul", "adaptive_avgpool2d", "hardtanh", "relu6", "hardswish", "hardsigmoid",
-            "log_softmax", "sigmoid"} <= set(ops)
+            "log_softmax", "silu"} <= set(ops)
     gelus = [node.params.approximate for node in imported.plan.nodes.values()
              if node.op_name == "gelu"]
     assert gelus == ["none", "tanh"]
@@ -89,7 +89,7 @@ def test_pytorchs_own_gelu_export_comes_back_as_one_gelu(approximate: str, tmp_p
 def test_an_adaptive_pool_onnx_cannot_express_is_refused_by_name() -> None:
     plan = _plan(EVERY_CONV_OP)
     with pytest.raises(NetspecError, match=r"node 'pooled' \(adaptive_avgpool2d\): output "
-                                           r"size 3x2 does not divide the input 10x9"):
+                                           r"size 3x2 does not divide the input 40x18"):
         export_onnx(plan, Network(plan).state())
 
 
@@ -141,6 +141,9 @@ SINGLE_NODES = {
                         "gelu"),
     "Gelu tanh (opset 20)": ([helper.make_node("Gelu", ["x"], ["y"], name="n",
                                                approximate="tanh")], IMAGE, [], 20, "gelu"),
+    "x * sigmoid(x) (PyTorch's SiLU)": ([
+        helper.make_node("Sigmoid", ["x"], ["s"], name="/act/Sigmoid"),
+        helper.make_node("Mul", ["x", "s"], ["y"], name="/act/Mul")], IMAGE, [], 17, "silu"),
     "squeeze-excitation": ([
         helper.make_node("GlobalAveragePool", ["x"], ["s"], name="squeeze"),
         helper.make_node("Conv", ["s", "w"], ["e"], name="excite"),
@@ -290,3 +293,79 @@ def test_ceil_mode_and_count_include_pad_go_through_onnx_both_ways() -> None:
         assert getattr(mine.params, "count_include_pad", None) == \
             getattr(theirs.params, "count_include_pad", None)
     np.testing.assert_array_equal(imported.network.forward(x), ours)
+
+
+RESIZES = {
+    # (attributes, scales, opset) -> the netspec mode
+    "PyTorch's nearest": ({"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                           "nearest_mode": "floor"}, [1, 1, 2, 3], 17, "nearest"),
+    "ONNX's default nearest": ({"mode": "nearest"}, [1, 1, 3, 2], 17, "nearest"),
+    "bilinear, pytorch_half_pixel": ({"mode": "linear",
+                                      "coordinate_transformation_mode": "pytorch_half_pixel"},
+                                     [1, 1, 2, 2], 17, "bilinear"),
+    "bilinear, half_pixel": ({"mode": "linear",
+                              "coordinate_transformation_mode": "half_pixel"},
+                             [1, 1, 4, 3], 13, "bilinear"),
+}
+
+
+@pytest.mark.parametrize("case", RESIZES)
+def test_resize_imports_as_upsample_and_equals_onnxruntime(case: str) -> None:
+    attributes, scales, opset, mode = RESIZES[case]
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="n", **attributes)
+    model = _model([node], [_value("x", IMAGE)], [_constant("s", scales)], opset)
+    imported = translate(parse_onnx_bytes(model.SerializeToString()))
+    assert imported.plan.nodes["n"].params.mode == mode
+    x = np.random.default_rng(3).standard_normal((2, *IMAGE[1:])).astype(np.float32)
+    assert _relative(imported.network.forward(x), _onnxruntime(model, {"x": x})) < 1e-6
+
+
+def test_resize_that_is_no_pytorch_upsample_is_refused() -> None:
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="n", mode="linear",
+                            coordinate_transformation_mode="align_corners")
+    model = _model([node], [_value("x", IMAGE)], [_constant("s", [1, 1, 2, 2])])
+    with pytest.raises(NetspecError, match="mode=linear with coordinate_transformation_mode="
+                                           "align_corners: netspec's upsample is PyTorch's"):
+        translate(parse_onnx_bytes(model.SerializeToString()))
+    half = _model([helper.make_node("Resize", ["x", "", "s"], ["y"], name="n")],
+                  [_value("x", IMAGE)], [_constant("s", [1, 1, 1.5, 2])])
+    with pytest.raises(NetspecError, match="netspec upsamples H and W by integer factors"):
+        translate(parse_onnx_bytes(half.SerializeToString()))
+
+
+def test_a_small_unet_from_pytorch_imports_and_equals_onnxruntime(tmp_path) -> None:
+    import warnings
+
+    class UNet(torch.nn.Module):
+        """Down by a strided convolution, up three ways, joined with the input (a skip)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.down = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.up = torch.nn.ConvTranspose2d(8, 4, 2, stride=2)
+            self.near = torch.nn.Upsample(scale_factor=2, mode="nearest")
+            self.smooth = torch.nn.Upsample(scale_factor=2, mode="bilinear")
+            self.head = torch.nn.Conv2d(3 + 4 + 8 + 8, 2, 1)
+
+        def forward(self, x):
+            deep = torch.relu(self.down(x))
+            return self.head(torch.cat([x, self.up(deep), self.near(deep),
+                                        self.smooth(deep)], dim=1))
+
+    simple = UNet().eval()
+    x = torch.randn(2, 3, 16, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(simple, (x,), tmp_path / "u.onnx", opset_version=17, dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    onnx_model = onnx.load(tmp_path / "u.onnx")
+    imported = translate(onnx_model)
+    ops = sorted(node.op_name for node in imported.plan.nodes.values())
+    assert ops == ["concat", "conv2d", "conv2d", "conv_transpose2d", "input", "relu",
+                   "upsample", "upsample"]
+    ours = imported.network.forward(x.numpy())
+    assert _relative(ours, _onnxruntime(onnx_model, {"x": x.numpy()})) < 1e-5
+    with torch.no_grad():
+        assert _relative(ours, simple(x).numpy()) < 1e-5
+    again = export_onnx(imported.plan, imported.network.state())
+    onnx.checker.check_model(again, full_check=True)

@@ -187,6 +187,26 @@ CASES = [
     OpCase("stochastic_depth", {"p": 0.5}, ((6, 3, 2, 2),), train=True),
     OpCase("stochastic_depth", {"p": 0.2}, ((5, 7),), seed=3, train=True),
     OpCase("stochastic_depth", {"p": 0.0}, ((3, 7),), train=True),
+    # conv_transpose2d: U-Net's 2x2 stride 2, a 3x3 stride 2 with padding and
+    # output_padding, grouped and dilated, output_padding below the dilation, both layouts
+    OpCase("conv_transpose2d", {"out_channels": 3, "kernel_size": 2, "stride": 2},
+           ((2, 4, 3, 4),)),
+    OpCase("conv_transpose2d", {"out_channels": 2, "kernel_size": 3, "stride": 2,
+                                "padding": 1, "output_padding": 1}, ((2, 3, 4, 3),),
+           channels_last=True),
+    OpCase("conv_transpose2d", {"out_channels": 4, "kernel_size": [3, 2], "stride": [1, 2],
+                                "groups": 2, "bias": False}, ((2, 4, 3, 3),)),
+    OpCase("conv_transpose2d", {"out_channels": 2, "kernel_size": 3, "dilation": 2,
+                                "padding": 2, "output_padding": [1, 0]}, ((1, 2, 4, 4),)),
+    OpCase("conv_transpose2d", {"out_channels": 2, "kernel_size": 1, "padding": 1,
+                                "output_padding": [0, 2], "stride": 3}, ((2, 2, 3, 3),)),
+    # upsample: nearest and bilinear, square and unequal factors, both layouts
+    OpCase("upsample", {"scale_factor": 2}, ((2, 3, 3, 4),)),
+    OpCase("upsample", {"scale_factor": [3, 1]}, ((2, 2, 2, 3),), channels_last=True),
+    OpCase("upsample", {"scale_factor": 2, "mode": "bilinear"}, ((2, 2, 3, 4),)),
+    OpCase("upsample", {"scale_factor": [3, 2], "mode": "bilinear"}, ((1, 2, 4, 3),),
+           channels_last=True),
+    OpCase("upsample", {"scale_factor": 4, "mode": "bilinear"}, ((1, 1, 1, 2),)),
     # pooling ceil_mode: GoogLeNet's 3x3 stride 2 (partial last windows), a last window that
     # would start in the padding (dropped), windows tiling exactly (no overhang); and
     # count_include_pad=false at the edges and with an overhang

@@ -99,6 +99,8 @@ def torch_apply(op_name: str, p: Any, xs: list, params: dict, buffers: dict, tra
         return sum(xs[1:], xs[0])
     if op_name in CONV_OPS:
         return CONV_OPS[op_name](p, xs, dropout_mask)
+    if op_name == "conv_transpose2d":
+        return _conv_transpose2d(p, xs, params)
     raise KeyError(f"no torch translation for op '{op_name}'; add one to torch_apply")
 
 
@@ -117,7 +119,17 @@ CONV_OPS = {
     "log_softmax": lambda p, xs, mask: F.log_softmax(xs[0], dim=p.dim),
     "stochastic_depth": lambda p, xs, mask: xs[0] if mask is None
     else xs[0] * torch.from_numpy(mask),
+    "upsample": lambda p, xs, mask: F.interpolate(
+        xs[0], scale_factor=_pair(p.scale_factor), mode=p.mode,
+        align_corners=False if p.mode == "bilinear" else None),
 }
+
+
+def _conv_transpose2d(p, xs, params):
+    return F.conv_transpose2d(xs[0], params["weight"], params.get("bias"),
+                              stride=_pair(p.stride), padding=_pair(p.padding),
+                              output_padding=_pair(p.output_padding), groups=p.groups,
+                              dilation=_pair(p.dilation))
 
 
 def _leaf(array: np.ndarray):
@@ -213,6 +225,19 @@ PARITY_CASES = [
     OpCase("stochastic_depth", {"p": 0.4}, ((6, 3, 4, 5),)),
     OpCase("stochastic_depth", {"p": 0.4}, ((6, 3, 4, 5),), train=True),
     OpCase("stochastic_depth", {"p": 0.3}, ((5, 7),), seed=2, train=True),
+    OpCase("conv_transpose2d", {"out_channels": 8, "kernel_size": 2, "stride": 2},
+           ((2, 16, 7, 6),)),
+    OpCase("conv_transpose2d", {"out_channels": 6, "kernel_size": 3, "stride": 2,
+                                "padding": 1, "output_padding": 1, "groups": 3},
+           ((2, 6, 5, 7),), channels_last=True),
+    OpCase("conv_transpose2d", {"out_channels": 4, "kernel_size": [3, 5], "stride": [1, 3],
+                                "padding": [2, 1], "dilation": [2, 1], "bias": False},
+           ((2, 3, 6, 5),)),
+    OpCase("upsample", {"scale_factor": 2}, ((2, 3, 5, 4),)),
+    OpCase("upsample", {"scale_factor": [2, 3]}, ((2, 3, 5, 4),), channels_last=True),
+    OpCase("upsample", {"scale_factor": 2, "mode": "bilinear"}, ((2, 3, 5, 4),)),
+    OpCase("upsample", {"scale_factor": [4, 3], "mode": "bilinear"}, ((2, 2, 3, 5),),
+           channels_last=True),
     OpCase("maxpool2d", {"kernel_size": 3, "stride": 2, "ceil_mode": True}, ((2, 4, 28, 28),)),
     OpCase("maxpool2d", {"kernel_size": 3, "stride": 2, "ceil_mode": True},
            ((2, 4, 14, 13),), channels_last=True),
@@ -453,9 +478,27 @@ p = 0.4
 op = "add"
 inputs = ["drop", "hs"]
 
+[nodes.up]
+op = "upsample"
+scale_factor = [2, 1]
+
+[nodes.tconv]
+op = "conv_transpose2d"
+out_channels = 4
+kernel_size = 3
+stride = 2
+padding = 1
+output_padding = 1
+groups = 2
+
 [nodes.pooled]
 op = "adaptive_avgpool2d"
 output_size = [3, 2]
+
+[nodes.upb]
+op = "upsample"
+scale_factor = 2
+mode = "bilinear"
 
 [nodes.smooth]
 op = "gelu"

@@ -57,16 +57,23 @@ def make_optimizer() -> SGD:
 def torch_twin(net: Network) -> Any:
     """The same DAG as a torch.nn.Module, holding a copy of ``net``'s parameters and buffers.
 
-    The classic ops run as hand-written torch modules (as the numbers before the torch engine
-    were taken); a network with any other op (attention, layer norm, learned tensors) runs as
-    the torch engine's module of its plan, the ops' own PyTorch forms."""
+    Networks of the ops below are written here with plain torch modules; any other (grouped
+    convolutions, squeeze-excitation, hard-swish, ...) runs as netspec's own PyTorch module
+    (``netspec.interchange.torch_runtime.PlanModule``: the same torch layers and functions
+    that ``netspec export`` writes).
+    A Vision Transformer (vit_b_16, vit_mnist) runs as torchvision's own, with its keys."""
     if "encoder.layers.encoder_layer_0.self_attention" in net.plan.nodes:
         return vit_twin(net)
-    if any(node.op_name not in _TWIN_OPS for node in net.plan.nodes.values()):
-        return plan_twin(net)
     import torch
     from torch import nn
     from torch.nn import functional
+
+    plain = {"input", "add", "concat", "conv2d", "linear", "maxpool2d", "avgpool2d",
+             "batchnorm", "dropout", "leaky_relu", "relu", "sigmoid", "tanh", "softmax",
+             "flatten", "global_avgpool"}
+    if any(node.op_name not in plain or _beyond_plain(node)
+           for node in net.plan.nodes.values()):
+        return _plan_module(net)
 
     def module_for(node: Any) -> nn.Module | None:
         p, in_shape = node.params, node.input_shapes[0] if node.input_shapes else None
@@ -137,26 +144,6 @@ def torch_twin(net: Network) -> Any:
     return twin
 
 
-_TWIN_OPS = frozenset({"conv2d", "linear", "maxpool2d", "avgpool2d", "batchnorm", "dropout",
-                       "leaky_relu", "relu", "sigmoid", "tanh", "softmax", "flatten",
-                       "global_avgpool", "input", "add", "concat"})
-
-
-def plan_twin(net: Network) -> Any:
-    """The plan as the torch engine builds it, holding a copy of ``net``'s state, frozen
-    parameters left without gradients."""
-    import torch
-
-    from netspec.interchange.torch_runtime import PlanModule, load_arrays
-
-    twin = PlanModule(net.plan).to(dtype=torch.float64 if net.dtype == np.float64
-                                   else torch.float32)
-    load_arrays(twin, net.state())
-    for key, parameter in twin.named_parameters():
-        parameter.requires_grad_(key in net.trainable)
-    return twin
-
-
 def vit_twin(net: Network) -> Any:
     """torchvision's VisionTransformer of the plan's sizes (vit_b_16, vit_mnist: the same
     state_dict keys), holding a copy of ``net``'s weights; a one-channel input gets its own
@@ -182,6 +169,25 @@ def vit_twin(net: Network) -> Any:
     twin.load_state_dict({key: torch.from_numpy(np.array(value, dtype=np.float32))
                           for key, value in net.state().items()})
     return twin
+
+
+def _beyond_plain(node: Any) -> bool:
+    """A field of a plain op that the hand-written twin does not pass on."""
+    p = node.params
+    return (getattr(p, "groups", 1) != 1 or getattr(p, "dilation", 1) not in (1, [1, 1])
+            or getattr(p, "ceil_mode", False) or not getattr(p, "count_include_pad", True)
+            or getattr(p, "dim", 1) != 1)
+
+
+def _plan_module(net: Network) -> Any:
+    from netspec.interchange.torch_runtime import PlanModule, load_arrays
+
+    module = PlanModule(net.plan)
+    load_arrays(module, net.state())
+    for name, parameter in module.named_parameters():
+        if name not in net.trainable:
+            parameter.requires_grad_(False)
+    return module
 
 
 def module_key(node_id: str) -> str:

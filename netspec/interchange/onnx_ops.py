@@ -374,7 +374,30 @@ def _export_log_softmax(g: Emitter, node: PlanNode, x: list[str]) -> str:
     return g.node("LogSoftmax", x, node.id, node.id, axis=node.params.dim)
 
 
+def _export_conv_transpose2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    kernel, stride, padding, output_padding, dilation = node.op.geometry
+    inputs = [x[0], g.parameter(node, "weight")]
+    if node.params.bias:
+        inputs.append(g.parameter(node, "bias"))
+    return g.node("ConvTranspose", inputs, node.id, node.id, kernel_shape=list(kernel),
+                  strides=list(stride), pads=[*padding, *padding],
+                  output_padding=list(output_padding), dilations=list(dilation),
+                  group=node.params.groups)
+
+
+def _export_upsample(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    scales = g.constant(f"{node.id}/scales", [1.0, 1.0, *pair(node.params.scale_factor)])
+    if node.params.mode == "nearest":
+        # what PyTorch writes for nn.Upsample(mode="nearest")
+        return g.node("Resize", [x[0], "", scales], node.id, node.id, mode="nearest",
+                      coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    return g.node("Resize", [x[0], "", scales], node.id, node.id, mode="linear",
+                  coordinate_transformation_mode="pytorch_half_pixel")
+
+
 EXPORTERS.update({
+    "conv_transpose2d": _export_conv_transpose2d,
+    "upsample": _export_upsample,
     "mul": _simple("Mul"),
     "adaptive_avgpool2d": _export_adaptive_avgpool2d,
     "hardtanh": _export_clip(None, None),
@@ -985,7 +1008,104 @@ def _import_reduce_mean(t: Translator, n: Any) -> None:
         t.emit(n, "global_avgpool", [x], {}, {})
 
 
+def _import_conv_transpose(t: Translator, n: Any) -> None:
+    t.only_attributes(n, "auto_pad", "dilations", "group", "kernel_shape", "output_padding",
+                      "pads", "strides")
+    if t.attr(n, "auto_pad", "NOTSET") != "NOTSET":
+        t.refuse(n, f"auto_pad={t.attr(n, 'auto_pad', '')} is not supported; give pads")
+    group = t.attr(n, "group", 1)
+    weight = t.constant(n, 1, "the weight")
+    bias = t.constant(n, 2, "the bias") if len(n.input) > 2 and n.input[2] else None
+    x = t.tensor(n, 0)
+    if t.refused(n) or x is None or weight is None:
+        return
+    if weight.ndim != 4 or not t.rank_is(n, x, 3, "ConvTranspose's input"):
+        if weight.ndim != 4:
+            t.refuse(n, f"a {weight.ndim - 2}-D transposed convolution is not supported")
+        return
+    if group < 1 or weight.shape[0] != x.shape[0] or x.shape[0] % group:
+        t.refuse(n, f"the weight {list(weight.shape)} in group={group} groups does not fit "
+                    f"the input's {x.shape[0]} channels")
+        return
+    kernel = tuple(int(k) for k in weight.shape[2:])
+    pads = list(t.attr(n, "pads", [0, 0, 0, 0]))
+    if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3] or min(pads) < 0:
+        t.refuse(n, f"pads={pads}: netspec pads both sides of an axis alike")
+        return
+    fields = {"out_channels": int(weight.shape[1]) * group, "kernel_size": _size(kernel),
+              "stride": _size(t.attr(n, "strides", [1, 1])), "padding": _size(pads[:2]),
+              "output_padding": _size(t.attr(n, "output_padding", [0, 0])),
+              "dilation": _size(t.attr(n, "dilations", [1, 1])), "groups": int(group),
+              "bias": bias is not None}
+    params = {"weight": weight}
+    if bias is not None:
+        params["bias"] = bias
+    t.emit(n, "conv_transpose2d", [x], fields, params)
+
+
+_NEAREST_AS_PYTORCH = {("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"),
+                       ("half_pixel", "round_prefer_ceil"),
+                       ("pytorch_half_pixel", "round_prefer_floor"),
+                       ("pytorch_half_pixel", "round_prefer_ceil")}
+
+
+def _import_resize(t: Translator, n: Any) -> None:
+    t.only_attributes(n, "mode", "coordinate_transformation_mode", "nearest_mode",
+                      "cubic_coeff_a", "exclude_outside", "extrapolation_value", "antialias")
+    x = t.tensor(n, 0)
+    old = n.op_type == "Upsample" or t.opset < 11  # scales as input 1, no roi
+    scale_input = 1 if old else 2
+    scales = t.constant(n, scale_input, "scales") \
+        if len(n.input) > scale_input and n.input[scale_input] else None
+    sizes = t.constant(n, 3, "sizes", symbolic=True) \
+        if not old and len(n.input) > 3 and n.input[3] else None
+    if x is None or t.refused(n):
+        return
+    if not t.rank_is(n, x, 3, "Resize's input"):
+        return
+    factors = None
+    if scales is not None and scales.size == 4:
+        factors = [float(v) for v in scales.reshape(-1)]
+    elif sizes is not None and sizes.size == 4:
+        wanted = list(sizes.reshape(-1))[2:]
+        factors = [1.0, 1.0, *(float(w) / s for w, s in zip(wanted, x.shape[1:]))]
+    if factors is None or factors[:2] != [1.0, 1.0] or any(
+            f < 1 or f != int(f) for f in factors[2:]):
+        t.refuse(n, f"scales {factors}: netspec upsamples H and W by integer factors only")
+        return
+    mode = t.attr(n, "mode", "nearest")
+    # before opset 11 (and in Upsample) the source of output cell d was d / scale
+    coordinates = t.attr(n, "coordinate_transformation_mode",
+                         "asymmetric" if old else "half_pixel")
+    nearest = t.attr(n, "nearest_mode", "floor" if old else "round_prefer_floor")
+    if mode == "nearest" and (coordinates, nearest) in _NEAREST_AS_PYTORCH:
+        netspec_mode = "nearest"
+    elif mode == "linear" and coordinates in ("half_pixel", "pytorch_half_pixel"):
+        netspec_mode = "bilinear"
+    else:
+        t.refuse(n, f"mode={mode} with coordinate_transformation_mode={coordinates}"
+                    + (f", nearest_mode={nearest}" if mode == "nearest" else "")
+                    + ": netspec's upsample is PyTorch's nearest, or bilinear with "
+                      "align_corners=False")
+        return
+    t.emit(n, "upsample", [x], {"scale_factor": _size((int(factors[2]), int(factors[3]))),
+                                "mode": netspec_mode}, {})
+
+
+def _import_swish(t: Translator, n: Any) -> None:
+    alpha = float(t.attr(n, "alpha", 1.0))
+    if alpha != 1.0:
+        t.refuse(n, f"alpha={alpha:g}: netspec's silu is x * sigmoid(x) (alpha 1)")
+    x = t.tensor(n, 0)
+    if x is not None and not t.refused(n):
+        t.emit(n, "silu", [x], {}, {}, onnx_shape=x.onnx_shape)
+
+
 IMPORTERS.update({
+    "Swish": _import_swish,
+    "ConvTranspose": _import_conv_transpose,
+    "Resize": _import_resize,
+    "Upsample": _import_resize,
     "Mul": _import_mul,
     "Clip": _import_clip,
     "HardSwish": _elementwise("hardswish"),
@@ -1023,7 +1143,8 @@ IMPORTERS.update({
     "Gather": _import_gather,
     "Slice": _import_slice,
 })
-CONSTANT_INPUTS.update({"Clip": (1, 2), "ReduceMean": (1,)})
+CONSTANT_INPUTS.update({"Clip": (1, 2), "ReduceMean": (1,), "ConvTranspose": (1, 2),
+                        "Resize": (1, 2, 3), "Upsample": (1,)})
 
 
 
@@ -1044,7 +1165,8 @@ def _scalar_constants(graph: Any) -> dict[str, float]:
 def fuse_gelu(model: Any) -> Any:
     """``model`` with each GELU that an exporter wrote out at opset < 20 (PyTorch's
     decompositions: x * (1 + erf(x / sqrt 2)) * 0.5, and x * (1 + tanh(sqrt(2/pi) * (x +
-    0.044715 x^3))) * 0.5) as one Gelu node; the model itself if it holds none."""
+    0.044715 x^3))) * 0.5) as one Gelu node, and each x * sigmoid(x) (PyTorch's SiLU) as one
+    Swish; the model itself if it holds none."""
     graph = model.graph
     constants = _scalar_constants(graph)
     producer = {out: n for n in graph.node for out in n.output if out}
@@ -1132,6 +1254,20 @@ def fuse_gelu(model: Any) -> Any:
         fused[id(half)] = helper.make_node("Gelu", [x], [half.output[0]], name=name,
                                            approximate=approximate)
         removed.update(id(n) for n in (*head, curve, add, times_x))
+    # x * sigmoid(x), PyTorch's SiLU: ONNX's Swish (alpha 1)
+    for gate in graph.node:
+        if gate.op_type != "Sigmoid" or not gate.input or id(gate) in removed:
+            continue
+        times = only_user(gate.output[0], "Mul")
+        if times is None or other(times, gate.output[0]) != gate.input[0]:
+            continue
+        name = gate.name[:-len("Sigmoid")] + "Swish" if gate.name.endswith("Sigmoid") \
+            else times.name
+        from onnx import helper
+
+        fused[id(times)] = helper.make_node("Swish", [gate.input[0]], [times.output[0]],
+                                            name=name, alpha=1.0)
+        removed.add(id(gate))
     if not fused:
         return model
     from copy import deepcopy

@@ -1133,7 +1133,9 @@ class Translator:
                 continue
             node_id, source, p = record.get("id"), record.get("input"), record.get("p")
             consumers = record.get("consumers")
-            if not (isinstance(node_id, str) and isinstance(source, str)
+            op = record.get("op", "dropout")
+            if not (op in ("dropout", "stochastic_depth") and isinstance(node_id, str)
+                    and isinstance(source, str)
                     and isinstance(p, (int, float)) and not isinstance(p, bool)
                     and 0 <= p < 1 and isinstance(consumers, list)
                     and node_id not in self.nodes and source in self.nodes
@@ -1144,7 +1146,7 @@ class Translator:
             for key, fields in self.nodes.items():
                 nodes[key] = fields
                 if key == source:
-                    nodes[node_id] = {"op": "dropout", "inputs": source, "p": float(p)}
+                    nodes[node_id] = {"op": op, "inputs": source, "p": float(p)}
             for consumer in consumers:
                 fields = nodes[consumer]
                 inputs = [node_id if i == source else i for i in _inputs_of(fields)]

@@ -184,7 +184,26 @@ def _stochastic_depth(node: PlanNode) -> Form:
                 {"p": node.params.p, "training": TRAINING})
 
 
+def _conv_transpose2d(node: PlanNode) -> Form:
+    kernel, stride, padding, output_padding, dilation = node.op.geometry
+    return Layer("ConvTranspose2d", {
+        "in_channels": node.input_shapes[0][0], "out_channels": node.params.out_channels,
+        "kernel_size": kernel, "stride": stride, "padding": padding,
+        "output_padding": output_padding, "groups": node.params.groups,
+        "bias": node.params.bias, "dilation": dilation}, _frozen(node))
+
+
+def _upsample(node: PlanNode) -> Form:
+    settings: dict[str, Any] = {"scale_factor": pair(node.params.scale_factor),
+                                "mode": node.params.mode}
+    if node.params.mode == "bilinear":
+        settings["align_corners"] = False
+    return Call("F.interpolate", settings)
+
+
 TORCH_FORMS.update({
+    "conv_transpose2d": _conv_transpose2d,
+    "upsample": _upsample,
     "mul": _fixed("torch.mul", "args"),
     "adaptive_avgpool2d": lambda node: Call("F.adaptive_avg_pool2d",
                                             {"output_size": pair(node.params.output_size)}),

@@ -5,6 +5,7 @@ from netspec.ops import (
     adaptive_pool,
     attention,
     conv,
+    conv_transpose,
     core,
     linear,
     modern_activations,
@@ -14,6 +15,7 @@ from netspec.ops import (
     regularization,
     stochastic_depth,
     tensor,
+    upsample,
 )
 from netspec.ops.base import REGISTRY, Context, NodeParams, Op, ParamSpec, register
 
@@ -37,4 +39,6 @@ __all__ = [
     "modern_activations",
     "mul",
     "stochastic_depth",
+    "conv_transpose",
+    "upsample",
 ]

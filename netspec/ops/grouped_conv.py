@@ -56,7 +56,7 @@ def _batch_last(dy: Array) -> Array:
     return np.ascontiguousarray(dy.transpose(1, 2, 3, 0))
 
 
-def _offset_view(grid: Array, offset: Pair, out_hw: Pair, stride: Pair,
+def offset_view(grid: Array, offset: Pair, out_hw: Pair, stride: Pair,
                  dilation: Pair) -> Array:
     """The (C, OH, OW, N) view of a (C, H, W, N) ``grid`` that kernel offset ``offset`` reads
     in every window."""
@@ -66,7 +66,7 @@ def _offset_view(grid: Array, offset: Pair, out_hw: Pair, stride: Pair,
                 left:left + stride_w * (out_w - 1) + 1:stride_w]
 
 
-def _offsets(kernel: Pair) -> list[Pair]:
+def kernel_offsets(kernel: Pair) -> list[Pair]:
     return [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
 
 
@@ -88,8 +88,8 @@ def depthwise_forward(x: Array, weight: Array, stride: Pair, padding: Pair, dila
     y = allocate((channels, multiplier, *out_hw, n), dtype)
     product = allocate((channels, multiplier, *out_hw, n), dtype)
     taps = weight.reshape(channels, multiplier, kernel_h, kernel_w).astype(dtype, copy=False)
-    for index, offset in enumerate(_offsets((kernel_h, kernel_w))):
-        slab = _offset_view(grid, offset, out_hw, stride, dilation)[:, None]
+    for index, offset in enumerate(kernel_offsets((kernel_h, kernel_w))):
+        slab = offset_view(grid, offset, out_hw, stride, dilation)[:, None]
         tap = taps[:, :, offset[0], offset[1], None, None, None]
         if index == 0:
             np.multiply(slab, tap, out=y)
@@ -114,10 +114,10 @@ def depthwise_backward(cache: Any, dy: Array, weight: Array, stride: Pair, paddi
     dtype = dy_rows.dtype
     dweight = np.empty((channels, multiplier, kernel_h * kernel_w), np.result_type(dy, grid))
     slab = allocate((channels, positions, 1), grid.dtype)
-    offsets = _offsets((kernel_h, kernel_w))
+    offsets = kernel_offsets((kernel_h, kernel_w))
     for index, offset in enumerate(offsets):
         slab.reshape(channels, out_h, out_w, n)[...] = \
-            _offset_view(grid, offset, (out_h, out_w), stride, dilation)
+            offset_view(grid, offset, (out_h, out_w), stride, dilation)
         # one (M, P) @ (P, 1) product per channel, batched
         dweight[:, :, index] = np.matmul(dy_rows, slab)[:, :, 0]
     dweight = dweight.reshape(out_c, 1, kernel_h, kernel_w)
@@ -127,7 +127,7 @@ def depthwise_backward(cache: Any, dy: Array, weight: Array, stride: Pair, paddi
     taps = weight.reshape(channels, multiplier, kernel_h, kernel_w).astype(dtype, copy=False)
     share = allocate((channels, 1, positions), dgrid.dtype)
     for offset in offsets:
-        target = _offset_view(dgrid, offset, (out_h, out_w), stride, dilation)
+        target = offset_view(dgrid, offset, (out_h, out_w), stride, dilation)
         if multiplier == 1:
             np.multiply(dy_rows[:, 0], taps[:, 0, offset[0], offset[1], None],
                         out=share[:, 0])
@@ -152,8 +152,7 @@ def grouped_forward(x: Array, weight: Array, groups: int, stride: Pair, padding:
     out_c, group_c, kernel_h, kernel_w = weight.shape
     n = x.shape[0]
     grid = _batch_last_padded(x, padding, allocate)
-    columns = _columns(grid, groups, (kernel_h, kernel_w), stride, dilation, out_hw,
-                       allocate)
+    columns = im2col(grid, groups, (kernel_h, kernel_w), stride, dilation, out_hw, allocate)
     dtype = np.result_type(weight, x)
     y = allocate((groups, out_c // groups, columns.shape[2]), dtype)
     np.matmul(weight.reshape(groups, out_c // groups, -1).astype(dtype, copy=False), columns,
@@ -161,8 +160,8 @@ def grouped_forward(x: Array, weight: Array, groups: int, stride: Pair, padding:
     return _as_output(y.reshape(out_c, *out_hw, n)), (columns, grid.shape)
 
 
-def _columns(grid: Array, groups: int, kernel: Pair, stride: Pair, dilation: Pair,
-             out_hw: Pair, allocate: Allocate) -> Array:
+def im2col(grid: Array, groups: int, kernel: Pair, stride: Pair, dilation: Pair,
+           out_hw: Pair, allocate: Allocate) -> Array:
     """im2col of a (C, H, W, N) grid per group: (G, C/G*KH*KW, OH*OW*N), rows ordered
     (c, kh, kw) as PyTorch's weight."""
     channels, _, _, n = grid.shape
@@ -195,6 +194,6 @@ def grouped_backward(cache: Any, dy: Array, weight: Array, groups: int, stride: 
     dcolumns = np.matmul(matrix.transpose(0, 2, 1), dy_rows)
     dcolumns = dcolumns.reshape(groups * group_c, kernel_h, kernel_w, out_h, out_w, n)
     dgrid = np.zeros(grid_shape, dtype)
-    for i, j in _offsets((kernel_h, kernel_w)):
-        _offset_view(dgrid, (i, j), (out_h, out_w), stride, dilation)[...] += dcolumns[:, i, j]
+    for i, j in kernel_offsets((kernel_h, kernel_w)):
+        offset_view(dgrid, (i, j), (out_h, out_w), stride, dilation)[...] += dcolumns[:, i, j]
     return _crop(dgrid, padding), dweight
