@@ -31,6 +31,8 @@ CASES: dict[str, tuple[dict[str, Any], int, int, int]] = {
     "mobilenet_v2": ({}, 3_504_872, 64, 2),
     "mobilenet_v3_small": ({}, 2_542_856, 64, 2),
     "regnet_x_400mf": ({}, 5_495_976, 64, 2),
+    # at 224, where its ceil-mode poolings keep partial windows, batch 1 to stay quick
+    "googlenet": ({"aux_logits": False, "init_weights": False}, 6_624_904, 224, 1),
     "mnasnet0_5": ({}, 2_218_512, 64, 2),
 }
 # the variables (torchvision's argument names) that make training deterministic

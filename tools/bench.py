@@ -11,6 +11,9 @@ their ratio (netspec / torch, below 1 means netspec is faster) are reported.
     python tools/bench.py lenet_caffe mlp --json bench.json
     python tools/bench.py --epoch lenet_caffe     # one synthetic MNIST epoch per batch size,
                                                   # each in a fresh process: time and peak RSS
+    python tools/bench.py mobilenet_mnist mobilenet_v2:size=28,classes=10 mobilenet_v2
+                                                  # the mobile networks at MNIST size, and
+                                                  # MobileNetV2 at 224 (inference, batch 8)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 
 from netspec.common.atomic import atomic_write_text
 from netspec.common.tables import Column, render_table
-from netspec.lang.spec import shipped_architectures
+from netspec.lang.spec import parse_overrides, shipped_architectures
 from netspec.runtime.executor import Network, compile
 from netspec.runtime.threads import BlasThreads, usable_cores
 from netspec.train.optim import SGD
@@ -248,8 +251,16 @@ def is_large(net: Network) -> bool:
     return int(np.prod(net.shapes[net.plan.inputs[0]])) > LARGE_INPUT_VALUES
 
 
-def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[str, Any]:
-    net = compile(name, seed=args.seed)
+def split_overrides(argument: str) -> tuple[str, dict[str, Any]]:
+    """``mobilenet_v2:size=28`` -> ("mobilenet_v2", {"size": 28}): a shipped name or path with
+    variables set as ``--set`` sets them (values read as TOML)."""
+    name, _, settings = argument.partition(":")
+    return name, parse_overrides([s for s in settings.split(",") if s]) if settings else {}
+
+
+def bench_architecture(argument: str, args: argparse.Namespace, torch: Any) -> dict[str, Any]:
+    name, overrides = split_overrides(argument)
+    net = compile(name, seed=args.seed, overrides=overrides)
     rng = np.random.default_rng(args.seed)
     large = is_large(net)
     batches = ({"infer_large": args.large_batch_size} if large else
@@ -264,7 +275,8 @@ def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[
             "infer": {"netspec": lambda: net.forward(x)},
             "infer_big": {"netspec": lambda: net.forward(x_big)},
         })
-    result: dict[str, Any] = {"architecture": net.plan.name,
+    shown = net.plan.name + "".join(f" {key}={value}" for key, value in overrides.items())
+    result: dict[str, Any] = {"architecture": shown,
                               "forward_flops_per_sample": net.plan.total_flops}
     if torch is not None:
         twin = torch_twin(net)
@@ -321,7 +333,8 @@ def bench_architecture(name: str, args: argparse.Namespace, torch: Any) -> dict[
         entry["netspec"]["peak_mib"] = traced_peak_mib(frameworks["netspec"])
         result[mode] = entry
     if not large and args.profile_steps:
-        profile = profile_training(compile(name, seed=args.seed), make_optimizer(),
+        profile = profile_training(compile(name, seed=args.seed, overrides=overrides),
+                                   make_optimizer(),
                                    args.batch_size, steps=args.profile_steps, seed=args.seed)
         result["profile"] = profile_dict(profile)
     return result
@@ -519,7 +532,8 @@ def machine_info(torch: Any) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("architectures", nargs="*",
-                        help="shipped names or .toml paths (default: every shipped one)")
+                        help="shipped names or .toml paths (default: every shipped one), each "
+                        "optionally with variables: mobilenet_v2:size=28,classes=10")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--infer-batch-size", type=int, default=1000)
     parser.add_argument("--large-batch-size", type=int, default=8,
