@@ -24,16 +24,26 @@ def fresh_python() -> Callable[[str], None]:
     return run
 
 
-# Modules whose tests take seconds each: they train on MNIST, run PyTorch, start other
-# processes (the CLI as a user runs it, Neovim, torchrun) or search with Hypothesis.
-# `python -m pytest -m "not slow"` leaves them out: the fast subset a contributor runs while
+# Modules whose tests take long, together or each: they train on MNIST, run PyTorch or
+# onnxruntime, start other processes (the CLI as a user runs it, Neovim, torchrun), search with
+# Hypothesis, check every op against finite differences and naive loops, or render pictures.
+# `python -m pytest -m "not slow"` leaves them out: the fast subset (the language, the
+# compiler, data, checkpoints, the CLI's parsing and messages) that a contributor runs while
 # working (README, "Run the tests"); CI runs everything.
 SLOW_MODULES = frozenset({
-    "test_blocks_properties.py", "test_cli_behaviour.py", "test_cli_train.py",
-    "test_data_properties.py", "test_kill_resume.py", "test_lsp_neovim.py", "test_onnx_torch.py",
-    "test_parity_torch.py", "test_predict.py", "test_properties.py", "test_resnet_twin.py",
-    "test_runs.py", "test_startup.py", "test_torch_engine.py", "test_torch_export.py",
-    "test_train.py",
+    "test_bad_inputs.py", "test_blocks_properties.py", "test_blocks_zoo.py",
+    "test_blocks_zoo_properties.py", "test_mnist_copies.py",
+    "test_cli_behaviour.py", "test_cli_train.py", "test_convops.py",
+    "test_convops_interchange.py", "test_data_properties.py", "test_data_sources.py",
+    "test_executor.py", "test_fast_paths.py", "test_fusion.py", "test_gradcheck.py",
+    "test_initializers.py", "test_kill_resume.py", "test_lsp.py", "test_lsp_neovim.py",
+    "test_onnx.py", "test_onnx_conformance.py", "test_onnx_import_checks.py",
+    "test_onnx_torch.py", "test_onnx_transformers.py", "test_ops.py", "test_optim.py",
+    "test_parity_torch.py", "test_pictures.py", "test_plots.py", "test_png.py",
+    "test_predict.py", "test_profile.py", "test_properties.py", "test_report.py",
+    "test_resnet_twin.py", "test_runs.py", "test_schema.py", "test_startup.py",
+    "test_tensor_ops.py", "test_threads.py", "test_torch_engine.py", "test_torch_export.py",
+    "test_torchvision_convnets.py", "test_train.py", "test_zoo_torchvision.py",
 })
 
 

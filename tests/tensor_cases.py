@@ -50,6 +50,26 @@ LAYER_CASES = [
     # learned tensors, with and without a batch axis
     OpCase("parameter", {"shape": [1, 3, 4], "batch_axis": True}, ()),
     OpCase("parameter", {"shape": [4, 1, 1]}, ()),
+    # layer norms
+    OpCase("layernorm", {"normalized_shape": 4}, (TOKENS,)),
+    OpCase("layernorm", {"normalized_shape": [3, 4], "eps": 1e-3}, ((2, 2, 3, 4),)),
+    OpCase("layernorm", {"normalized_shape": 4, "elementwise_affine": False}, (TOKENS,)),
+    OpCase("layernorm", {"normalized_shape": 4, "bias": False}, ((2, 3, 2, 4),),
+           channels_last=True),
+    OpCase("layernorm2d", {"normalized_shape": 3}, ((2, 3, 2, 4),)),
+    OpCase("layernorm2d", {"normalized_shape": 3}, ((2, 3, 2, 4),), channels_last=True),
+    # matmul, with broadcast leading axes
+    OpCase("matmul", {}, ((2, 3, 4), (2, 4, 2))),
+    OpCase("matmul", {}, ((2, 2, 3, 4), (2, 1, 4, 5))),
+    OpCase("matmul", {}, ((2, 1, 3, 4), (2, 2, 4, 2))),
+    # attention: self, causal, query/key/value of another length
+    OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2}, ((2, 3, 4),)),
+    OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 1, "causal": True},
+           ((2, 4, 4),)),
+    OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2, "bias": False},
+           ((2, 3, 4),), train=True),
+    OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2},
+           ((2, 2, 4), (2, 3, 4), (2, 3, 4))),
 ]
 
 PARITY_CASES = [
@@ -68,6 +88,15 @@ PARITY_CASES = [
     OpCase("channel_shuffle", {"groups": 2}, ((2, 4, 2, 3),)),
     OpCase("parameter", {"shape": [1, 3, 4], "batch_axis": True}, ()),
     OpCase("parameter", {"shape": [4, 1, 1]}, ()),
+    OpCase("layernorm", {"normalized_shape": 4}, (TOKENS,)),
+    OpCase("layernorm", {"normalized_shape": [3, 4], "eps": 1e-3}, ((2, 2, 3, 4),)),
+    OpCase("layernorm2d", {"normalized_shape": 3}, ((2, 3, 2, 4),)),
+    OpCase("matmul", {}, ((2, 2, 3, 4), (2, 1, 4, 5))),
+    OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2}, ((2, 3, 4),)),
+    OpCase("multihead_attention", {"embed_dim": 6, "num_heads": 3, "causal": True},
+           ((2, 5, 6),)),
+    OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2},
+           ((2, 2, 4), (2, 3, 4), (2, 3, 4))),
 ]
 
 # (op, params, input shapes, output shape, trainable params, forward FLOPs per sample)
@@ -87,6 +116,16 @@ OP_CASES = [
     ("parameter", {"shape": [1, 197, 768], "batch_axis": True}, [], (197, 768), 197 * 768,
      0),
     ("parameter", {"shape": [96, 1, 1], "value": 1e-6}, [], (96, 1, 1), 96, 0),
+    ("layernorm", {"normalized_shape": 768}, [(197, 768)], (197, 768), 2 * 768,
+     7 * 197 * 768),
+    ("layernorm2d", {"normalized_shape": 96}, [(96, 56, 56)], (96, 56, 56), 2 * 96,
+     7 * 96 * 56 * 56),
+    ("matmul", {}, [(12, 197, 64), (12, 64, 197)], (12, 197, 197), 0,
+     2 * 12 * 197 * 197 * 64),
+    ("multihead_attention", {"embed_dim": 768, "num_heads": 12}, [(197, 768)], (197, 768),
+     4 * 768 * 768 + 4 * 768,
+     3 * 197 * (2 * 768 + 1) * 768 + 4 * 197 * 197 * 768 + 5 * 12 * 197 * 197
+     + 197 * (2 * 768 + 1) * 768),
 ]
 
 # (op, params, input shapes, the message after "node 'x' (op): ")
@@ -125,6 +164,23 @@ SHAPE_ERRORS = [
      "divides 116"),
     ("flatten", {"start_dim": 3, "end_dim": 2}, [(96, 7, 7)],
      "start_dim 3 comes after end_dim 2 for an input of shape (96, 7, 7); swap them"),
+    ("multihead_attention", {"embed_dim": 512, "num_heads": 8}, [(197, 768)],
+     "input has shape (197, 768); embed_dim 512 does not match its last axis 768"),
+    ("multihead_attention", {"embed_dim": 768, "num_heads": 12}, [(768, 14, 14)],
+     "input has shape (768, 14, 14); multihead_attention takes tokens (T, D) per sample, "
+     "reshape or flatten it to two axes first"),
+    ("layernorm", {"normalized_shape": 512}, [(197, 768)],
+     "input has shape (197, 768); normalized_shape (512,) does not match its last axis "
+     "(768,)"),
+    ("layernorm2d", {"normalized_shape": 96}, [(197, 768)],
+     "layernorm2d input must be 3-D per sample, got shape (197, 768)"),
+    ("matmul", {}, [(12, 197, 64), (64, 197)],
+     "inputs have shapes (12, 197, 64) and (64, 197); matmul needs as many axes in both "
+     "(PyTorch would broadcast the batch axis against a per-sample one); reshape the shorter "
+     "with leading axes of size 1"),
+    ("matmul", {}, [(12, 197, 64), (12, 197, 64)],
+     "inputs have shapes (12, 197, 64) and (12, 197, 64); the first's last axis 64 must "
+     "equal the second's next-to-last 197"),
 ]
 
 # every tensor op in one network, with a class token and a position embedding as ViT's and a
@@ -165,9 +221,28 @@ init_scale = 0.5
 op = "add"
 inputs = ["joined", "pos_embedding"]
 
+[nodes.norm]
+op = "layernorm"
+normalized_shape = 4
+
+[nodes.attn]
+op = "multihead_attention"
+embed_dim = 4
+num_heads = 2
+causal = true
+
 [nodes.fc]
 op = "linear"
 out_features = 4
+
+[nodes.keys]
+op = "transpose"
+dim0 = -1
+dim1 = -2
+
+[nodes.scores]
+op = "matmul"
+inputs = ["fc", "keys"]
 
 [nodes.attention]
 op = "softmax"
@@ -178,9 +253,13 @@ op = "select"
 dim = 1
 index = 0
 
+[nodes.image_norm]
+op = "layernorm2d"
+inputs = "image"
+normalized_shape = 4
+
 [nodes.shuffled]
 op = "channel_shuffle"
-inputs = "image"
 groups = 2
 
 [nodes.half]

@@ -168,7 +168,90 @@ def _ref_concat(p, xs, params, buffers, train, observed):
     return y, {}
 
 
+def _normalised(values: list[float], eps: float) -> list[float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / len(values)
+    return [(v - mean) / math.sqrt(var + eps) for v in values]
+
+
+def _ref_layernorm(p, xs, params, buffers, train, observed):
+    x = xs[0]
+    tail = (p.normalized_shape,) if isinstance(p.normalized_shape, int) \
+        else tuple(p.normalized_shape)
+    lead = x.shape[:x.ndim - len(tail)]
+    y = np.zeros(x.shape)
+    for row in np.ndindex(lead):
+        positions = list(np.ndindex(tail))
+        values = _normalised([float(x[row + pos]) for pos in positions], p.eps)
+        for pos, value in zip(positions, values):
+            if p.elementwise_affine:
+                value = value * params["weight"][pos] + (params["bias"][pos] if p.bias else 0)
+            y[row + pos] = value
+    return y, {}
+
+
+def _ref_layernorm2d(p, xs, params, buffers, train, observed):
+    x = xs[0]
+    y = np.zeros(x.shape)
+    for b, i, j in np.ndindex(x.shape[0], x.shape[2], x.shape[3]):
+        values = _normalised([float(x[b, c, i, j]) for c in range(x.shape[1])], p.eps)
+        for c, value in enumerate(values):
+            if p.elementwise_affine:
+                value = value * params["weight"][c] + (params["bias"][c] if p.bias else 0)
+            y[b, c, i, j] = value
+    return y, {}
+
+
+def _ref_matmul(p, xs, params, buffers, train, observed):
+    a, b = xs
+    y = np.zeros(observed.shape)
+    for index in np.ndindex(y.shape):
+        lead, row, col = index[:-2], index[-2], index[-1]
+        a_lead = tuple(0 if size == 1 else i for i, size in zip(lead, a.shape[:-2]))
+        b_lead = tuple(0 if size == 1 else i for i, size in zip(lead, b.shape[:-2]))
+        y[index] = sum(a[(*a_lead, row, k)] * b[(*b_lead, k, col)]
+                       for k in range(a.shape[-1]))
+    return y, {}
+
+
+def _ref_multihead_attention(p, xs, params, buffers, train, observed):
+    """Loops over samples, heads, queries and keys; dropout is checked with p = 0 only."""
+    query, key, value = (xs * 3) if len(xs) == 1 else xs
+    embed, heads = p.embed_dim, p.num_heads
+    width = embed // heads
+    w, b = params["in_proj_weight"], params.get("in_proj_bias")
+
+    def project(x, block):
+        out = np.zeros((x.shape[0], x.shape[1], embed))
+        for n, t, o in np.ndindex(out.shape):
+            out[n, t, o] = sum(w[block * embed + o, i] * x[n, t, i] for i in range(embed)) + (
+                0.0 if b is None else b[block * embed + o])
+        return out
+
+    q, k, v = project(query, 0), project(key, 1), project(value, 2)
+    joined = np.zeros(q.shape)
+    for n, h, t in np.ndindex(q.shape[0], heads, q.shape[1]):
+        cols = range(h * width, (h + 1) * width)
+        allowed = [s for s in range(k.shape[1]) if not (p.causal and s > t)]
+        scores = [sum(q[n, t, c] * k[n, s, c] for c in cols) / math.sqrt(width)
+                  for s in allowed]
+        top = max(scores)
+        exps = [math.exp(score - top) for score in scores]
+        for c in cols:
+            joined[n, t, c] = sum(e * v[n, s, c] for e, s in zip(exps, allowed)) / sum(exps)
+    out_w = params["out_proj.weight"]
+    y = np.zeros(q.shape)
+    for n, t, o in np.ndindex(y.shape):
+        y[n, t, o] = sum(out_w[o, i] * joined[n, t, i] for i in range(embed)) + (
+            params["out_proj.bias"][o] if p.bias else 0.0)
+    return y, {}
+
+
 TENSOR_REFERENCES: dict[str, Any] = {
+    "layernorm": _ref_layernorm,
+    "layernorm2d": _ref_layernorm2d,
+    "matmul": _ref_matmul,
+    "multihead_attention": _ref_multihead_attention,
     "reshape": _ref_reshape,
     "permute": _ref_permute,
     "transpose": _ref_transpose,

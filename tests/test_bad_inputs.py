@@ -443,7 +443,6 @@ def test_bad_command_lines_are_one_message_and_exit_1(argv: list[str], message: 
     ["bench", "lenet5", "--threads", "two"],
     ["evaluate", "lenet5", "--weights", "w.npz", "--threads", "100000"],
     ["frobnicate"],
-    [],
 ])
 def test_malformed_command_lines_get_usage_and_exit_2(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as raised:

@@ -318,3 +318,12 @@ def test_shipped_networks_with_branches_and_chains_give_no_warning(name):
     # nor their flat forms, where a residual's add or a dense layer's concat names the node
     # before the next one explicitly: a join, not the end of a branch
     assert parse_spec(flat_toml(spec), file=FILE).warnings == ()
+
+
+def test_a_stage_dropped_with_set_leaves_a_resnet_that_still_fits():
+    # repeat = 0 passes layer1's output on, and layer3's first block reads its width (64)
+    # to project its shortcut: nothing restates it
+    plan = compile_plan("resnet18", {"depths": [2, 0, 2, 2]})
+    assert not any(node_id.startswith("layer2") for node_id in plan.nodes)
+    assert plan.nodes["layer3.0.conv1"].inputs == ("layer1.1.relu",)
+    assert plan.nodes["layer3.0.downsample.0"].param_specs["weight"].shape == (256, 64, 1, 1)

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_train import assert_same_arrays, metrics, weights, write_spec
+from test_train import assert_same_arrays, files, metrics, weights, write_spec
 
 from netspec.cli import main
 from netspec.cli.progress import ProgressLine, download_progress
@@ -207,12 +207,12 @@ def test_train_help():
 
 def test_a_new_run_never_overwrites_an_existing_one(finished_run, mnist_dir):
     spec, run, _, _ = finished_run
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = files(run)
     code, out, err = run_cli("train", spec, "--out", run, "--data-dir", mnist_dir, "--seed", 5)
     assert (code, out) == (1, "")
     assert err == (f"netspec train: error: {run} already holds a run; continue it with "
                    f"--resume {run}, or choose another --out\n")
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert files(run) == before
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -184,3 +184,24 @@ def test_the_language_server_shows_the_new_ops() -> None:
     # the fields a conv2d without them may take
     fields = {item.label for item in complete(analysis, lines.index("[nodes.expand]") + 1, 0)}
     assert {"groups", "dilation"} <= fields
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_mobile_block_fuses_as_it_runs_node_by_node(dtype: str) -> None:
+    # depthwise and grouped convolutions with batchnorms folded in inference and ReLUs
+    # fused in training: the same bits in training, equal up to rounding in inference
+    from pathlib import Path
+
+    from test_fusion import batch_for, run_training, twins
+
+    spec = (Path(__file__).resolve().parents[1] / "tools" / "specs" /
+            "depthwise_separable.toml").read_text()
+    spec = spec.replace('[nodes.reduce_act]\nop = "relu"', '[nodes.reduce_bn]\n'
+                        'op = "batchnorm"\n\n[nodes.reduce_act]\nop = "relu"')
+    fused, plain = twins(spec, dtype)
+    x = batch_for(fused, batch=4)
+    for a, b in zip(run_training(fused, x), run_training(plain, x)):
+        np.testing.assert_array_equal(a, b)
+    tolerance = {"float32": 2e-5, "float64": 1e-12}[dtype]
+    got, want = fused.forward(x), plain.forward(x)
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * np.abs(want).max())

@@ -62,7 +62,7 @@ def test_every_conv_op_exports_and_equals_onnxruntime_and_comes_back() -> None:
     # the ops come back as themselves, the gelu decompositions as their parts
     ops = [node.op_name for node in imported.plan.nodes.values()]
     assert {"mul", "adaptive_avgpool2d", "hardtanh", "relu6", "hardswish", "hardsigmoid",
-            "log_softmax", "sigmoid"} <= set(ops)
+            "log_softmax", "silu"} <= set(ops)
     gelus = [node.params.approximate for node in imported.plan.nodes.values()
              if node.op_name == "gelu"]
     assert gelus == ["none", "tanh"]
@@ -141,6 +141,9 @@ SINGLE_NODES = {
                         "gelu"),
     "Gelu tanh (opset 20)": ([helper.make_node("Gelu", ["x"], ["y"], name="n",
                                                approximate="tanh")], IMAGE, [], 20, "gelu"),
+    "x * sigmoid(x) (PyTorch's SiLU)": ([
+        helper.make_node("Sigmoid", ["x"], ["s"], name="/act/Sigmoid"),
+        helper.make_node("Mul", ["x", "s"], ["y"], name="/act/Mul")], IMAGE, [], 17, "silu"),
     "squeeze-excitation": ([
         helper.make_node("GlobalAveragePool", ["x"], ["s"], name="squeeze"),
         helper.make_node("Conv", ["s", "w"], ["e"], name="excite"),

@@ -30,6 +30,21 @@ NAMES = ["python", "platform", "netspec", "numpy", "pydantic", "networkx", "BLAS
          "test extra", *TORCH_LINES, "graphviz"]
 
 
+REAL_TORCH_DEVICES = doctor._torch_devices
+
+
+@pytest.fixture(scope="module")
+def torch_probe() -> list:
+    """The torch devices' checks, probed once: each probe imports torch in a child process
+    (seconds), and only test_torch_devices_and_backends_are_reported is about them."""
+    return doctor._torch_devices()
+
+
+@pytest.fixture(autouse=True)
+def probed_once(torch_probe, monkeypatch) -> None:
+    monkeypatch.setattr(doctor, "_torch_devices", lambda: torch_probe)
+
+
 def by_name(checks) -> dict:
     return {check.name: check for check in checks}
 
@@ -69,6 +84,7 @@ def test_absent_extras_are_optional_and_say_what_they_are_for(monkeypatch) -> No
                         lambda name: None if name in ("torch", "Pillow") else real_version(name))
     monkeypatch.setattr(doctor.importlib.util, "find_spec",
                         lambda name: None if name == "torch" else real_find_spec(name))
+    monkeypatch.setattr(doctor, "_torch_devices", REAL_TORCH_DEVICES)
     monkeypatch.setattr(doctor.shutil, "which", lambda program: None)
     found = by_name(diagnose(verify_mnist=False))
     assert "torch CUDA" not in found

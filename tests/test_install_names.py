@@ -87,6 +87,7 @@ def test_the_messages_give_the_new_line(checkout, monkeypatch) -> None:
         require_torch("exporting to PyTorch")
     messages.append(str(raised.value))
     monkeypatch.setattr("netspec.runtime.doctor._version", lambda name: None)
+    monkeypatch.setattr("netspec.runtime.doctor._torch_devices", lambda: [])  # seconds, unused
     messages += [check.detail for check in diagnose(verify_mnist=False)
                  if check.name.endswith(" extra")]
     assert len(messages) == 2 + len(EXTRAS)

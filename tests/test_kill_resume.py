@@ -29,12 +29,14 @@ import numpy as np
 import pytest
 
 from netspec.lang.spec import parse_spec
+from netspec.train.runlog import read_metrics
 from netspec.weights.checkpoint import read_checkpoint
 
 LOG = logging.getLogger(__name__)
 KILL_POINTS = int(os.environ.get("NETSPEC_KILL_POINTS", "3"))
 PHASES = ("load", "train", "checkpoint", "sigterm")
-RUN_FILES = {"spec.toml", "config.json", "history.json", "last.npz", "best.npz", "result.json"}
+RUN_FILES = {"spec.toml", "config.json", "history.json", "last.npz", "best.npz", "result.json",
+             "metrics.csv", "tensorboard"}
 RENAME_DELAY = 0.05
 TIMEOUT = 300
 
@@ -156,6 +158,13 @@ def check_loadable(run_dir: Path) -> None:
     for name in ("config.json", "history.json", "result.json"):
         if (run_dir / name).exists():
             json.loads((run_dir / name).read_text(encoding="utf-8"))
+    if (run_dir / "metrics.csv").exists():
+        # rewritten whole from the history after history.json: a kill between them leaves it
+        # an epoch behind (and a history cut short by hand, as below, an epoch ahead)
+        rows = read_metrics(run_dir)
+        epochs = len(json.loads((run_dir / "history.json").read_text(encoding="utf-8")))
+        assert abs(len(rows) - epochs) <= 1
+        assert [row["epoch"] for row in rows] == list(range(1, len(rows) + 1))
     last = read_checkpoint(run_dir / "last.npz") if (run_dir / "last.npz").exists() else None
     best = read_checkpoint(run_dir / "best.npz") if (run_dir / "best.npz").exists() else None
     if last is None:
@@ -186,6 +195,10 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
         assert ours.meta["state"]["epoch"] == theirs.meta["state"]["epoch"]
     history = [json.loads((d / "history.json").read_text()) for d in (run_dir, reference)]
     assert without_seconds(history[0]) == without_seconds(history[1])
+    # metrics.csv is the history again, whatever the kills left between the two
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [r["epoch"] for r in history[0]]
+    assert [row["val_loss"] for row in read_metrics(run_dir)] == [r["val_loss"]
+                                                                 for r in history[0]]
     results = [json.loads((d / "result.json").read_text())["test"] for d in (run_dir, reference)]
     assert results[0] == results[1]
 

@@ -10,6 +10,9 @@ and equal onnxruntime.
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -17,10 +20,164 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from netspec.interchange.onnx_export import export_onnx  # noqa: E402
+from netspec.interchange.onnx_import import import_onnx  # noqa: E402
+from netspec.plan.compiler import compile_plan  # noqa: E402
+from netspec.runtime.executor import Network  # noqa: E402
+from tests.torchvision_helpers import torchvision_models  # noqa: E402
+
+TOLERANCE = 1e-5
+# the convolutional networks at 64x64: the same weights as at 224 (a global pooling before the
+# classifier), a twelfth of the work on two shared cores
+SIZE = 64
+
+
+def relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
+    assert ours.shape == theirs.shape
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+def small_vit():
+    models = torchvision_models()
+    return models.vision_transformer.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
+        num_classes=10)
+
+
+def randomise(model) -> None:
+    """Norm scales, shifts and running statistics, and the class token, away from their
+    initial values (ones, zeros), so that each of them counts in the comparison."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            # (ViT's classifier starts at zero: it would hide everything before it)
+            if tensor.ndim <= 1 or "class_token" in name or "layer_scale" in name \
+                    or not tensor.any():
+                shift = 1.0 if name.endswith(("weight", "running_var", "layer_scale")) else 0.0
+                tensor.copy_(shift + 0.3 * torch.rand(tensor.shape, generator=generator))
+
+
+# name -> (torchvision model, per-sample input shape)
+MODELS = {
+    "vit": (small_vit, (3, 32, 32)),
+    "convnext_tiny": (lambda: torchvision_models().convnext_tiny(), (3, SIZE, SIZE)),
+    "shufflenet_v2_x1_0": (lambda: torchvision_models().shufflenet_v2_x1_0(), (3, SIZE, SIZE)),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def exported(request, tmp_path_factory) -> tuple[str, Path, object]:
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    make, shape = MODELS[request.param]
+    model = make().eval()
+    randomise(model)
+    path = tmp_path_factory.mktemp(request.param) / f"{request.param}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the TorchScript exporter at its default opset (the newer one needs onnxscript)
+        torch.onnx.export(model, (torch.randn(1, *shape),), str(path), dynamo=False,
+                          input_names=["input"], output_names=["logits"])
+    return request.param, path, model
+
+
+def test_torchvision_exports_import_and_equal_onnxruntime(exported) -> None:
+    name, path, _ = exported
+    imported = import_onnx(path)
+    x = np.random.default_rng(0).standard_normal((1, *MODELS[name][1])).astype(np.float32)
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})[0]
+    ours = imported.network.forward(x)
+    assert relative_error(ours, theirs) < TOLERANCE
+    # the imported network is batch-generic: each sample of a batch computes as it alone does
+    batch = np.concatenate([x, -x, 0.5 * x])
+    alone = [imported.network.forward(sample[None]) for sample in batch]
+    assert relative_error(imported.network.forward(batch), np.concatenate(alone)) < TOLERANCE
+
+
+def test_the_imported_spec_says_what_the_module_was(exported) -> None:
+    name, path, model = exported
+    imported = import_onnx(path)
+    nodes = imported.plan.nodes
+    if name == "vit":
+        attention = nodes["encoder.layers.encoder_layer_1.self_attention"]
+        assert attention.op_name == "multihead_attention"
+        assert attention.params.num_heads == 4
+        # the attention's weights come back under torchvision's keys
+        state = imported.network.state()
+        theirs = model.state_dict()
+        for key in ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"):
+            full = f"encoder.layers.encoder_layer_1.self_attention.{key}"
+            np.testing.assert_array_equal(state[full], theirs[full].numpy())
+        assert nodes["encoder.layers.encoder_layer_0.self_attention"].shape == (17, 64)
+    # the exporter folds each batchnorm into the bias-less convolution before it: its scale
+    # and shift go, the convolution gains a bias
+    assert imported.plan.total_params == sum(p.numel() for p in model.parameters()) - sum(
+        m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_an_attention_with_another_head_count_is_read_as_such(tmp_path) -> None:
+    """The heads come from the file, not from a default: 8 heads of 8 give another output
+    than 4 heads of 16 with the same weights."""
+    torch.manual_seed(0)
+    models = torchvision_models()
+    outputs = {}
+    for heads in (4, 8):
+        torch.manual_seed(0)
+        model = models.vision_transformer.VisionTransformer(
+            image_size=32, patch_size=8, num_layers=1, num_heads=heads, hidden_dim=64,
+            mlp_dim=128, num_classes=10).eval()
+        randomise(model)
+        path = tmp_path / f"heads{heads}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(path), dynamo=False,
+                              input_names=["input"], output_names=["logits"])
+        imported = import_onnx(path)
+        attention = imported.plan.nodes["encoder.layers.encoder_layer_0.self_attention"]
+        assert attention.params.num_heads == heads
+        x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+        outputs[heads] = imported.network.forward(x)
+    assert relative_error(outputs[4], outputs[8]) > 1e-3
+
+
+# the shipped architectures; vit_b_16 with two of its twelve layers (every op, a sixth of the
+# 346 MB file); the convolutional networks at 64x64
+EXPORTED = {"vit_b_16": ({"layers": 2}, None),
+            "convnext_tiny": ({}, SIZE), "shufflenet_v2_x1_0": ({}, SIZE)}
+
+
+@pytest.mark.parametrize("name", list(EXPORTED))
+def test_shipped_architectures_export_pass_the_checker_and_equal_onnxruntime(name) -> None:
+    overrides, size = EXPORTED[name]
+    plan = compile_plan(name, overrides)
+    if size is not None:
+        from netspec.lang.spec import parse_spec, resolve_spec_path
+
+        path = resolve_spec_path(name)
+        text = path.read_text().replace("shape = [3, 224, 224]", f"shape = [3, {size}, {size}]")
+        plan = compile_plan(parse_spec(text, file=path.name, directory=path.parent))
+    network = Network(plan, seed=0)
+    rng = np.random.default_rng(1)
+    for key, value in {**network.params, **network.buffers}.items():
+        if value.ndim <= 1 or key.endswith(("layer_scale", "class_token")):
+            value[...] = rng.uniform(0.5, 1.5, value.shape) if key.endswith(
+                ("weight", "running_var", "layer_scale")) else rng.normal(0, 0.2, value.shape)
+    model = export_onnx(plan, network.state())
+    onnx.checker.check_model(model, full_check=True)
+    shape = plan.nodes[plan.inputs[0]].shape
+    x = rng.standard_normal((2, *shape)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert relative_error(network.forward(x), theirs) < TOLERANCE
+
 
 # --------------------------------------------------------------------------------------------
-# The glue torchvision's exports need, on hand-built graphs
+# The glue the exports above need, on hand-built graphs
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 
 def graph_model(nodes: list, shape: list, initializers: dict | None = None) -> object:
@@ -95,3 +252,54 @@ def test_shape_arithmetic_on_constants_is_folded() -> None:
     ]
     result = translate(graph_model(nodes, [1, 3, 4, 4]))
     assert result.plan.nodes[result.plan.output].shape == (48,)
+
+
+class Attending(torch.nn.Module):
+    """Tokens with a class token in front and a position embedding, one self-attention as
+    torchvision's encoder calls it, and a learned scale."""
+
+    def __init__(self, tokens: int = 16, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.class_token = torch.nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embedding = torch.nn.Parameter(torch.randn(1, tokens + 1, dim))
+        self.attention = torch.nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.layer_scale = torch.nn.Parameter(torch.rand(1, tokens + 1, dim) + 0.5)
+
+    def forward(self, x):
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.pos_embedding
+        x, _ = self.attention(x, x, x, need_weights=False)
+        return self.layer_scale * x
+
+
+def test_attention_and_learned_tensors_from_torch_onnx_export(tmp_path) -> None:
+    """nn.MultiheadAttention as torch.onnx.export decomposes it (the batch moved to the
+    second axis and folded into the heads') reads back as one multihead_attention node with
+    PyTorch's keys; the class token, position embedding and layer scale as learned tensors
+    keyed by their state_dict names."""
+    from netspec.interchange.onnx_import import import_onnx
+
+    torch.manual_seed(0)
+    model = Attending().eval()
+    path = tmp_path / "attending.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 16, 32),), str(path), dynamo=False,
+                          input_names=["input"], output_names=["logits"])
+    imported = import_onnx(path)
+    nodes = imported.plan.nodes
+    assert nodes["attention"].op_name == "multihead_attention"
+    assert nodes["attention"].params.num_heads == 4
+    for key in ("class_token", "pos_embedding", "layer_scale"):
+        assert nodes[key].op_name == "parameter", key
+    ours = imported.network.state()
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(ours[key], value.numpy())
+    x = np.random.default_rng(0).standard_normal((1, 16, 32)).astype(np.float32)
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})[0]
+    assert relative_error(imported.network.forward(x), theirs) < TOLERANCE
+    # any batch, each sample as it alone computes
+    batch = np.concatenate([x, 0.5 * x])
+    expected = np.concatenate([imported.network.forward(s[None]) for s in batch])
+    assert relative_error(imported.network.forward(batch), expected) < TOLERANCE

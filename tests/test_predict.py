@@ -13,7 +13,7 @@ import pytest
 from netspec.cli import main
 from netspec.common.errors import DataError
 from netspec.data import load_mnist
-from netspec.data.images import load_digit_images
+from netspec.data.images import load_digit_images, load_images
 from netspec.runtime.executor import compile
 from netspec.train.evaluate import evaluate, normalise_images
 from netspec.train.loop import start_run
@@ -215,7 +215,10 @@ def test_predict_real_digits_from_npy_and_png(tmp_path, mnist_dir, model):
     paths += [save_png(tmp_path / f"digit{i}.png", 255 - image)
               for i, image in enumerate(images[15:], start=15)]
     code, out, err = run_cli("predict", spec, "--weights", weights, *paths)
-    assert (code, err) == (0, "")
+    assert code == 0
+    # the pictures drawn dark on light are inverted, and predict says so; the .npy are not
+    assert err == "".join(f"{path}: inverted, a dark drawing on a light background; the "
+                          "network reads light on dark\n" for path in paths[15:])
     rows = predictions(out)
     assert list(rows) == [str(p) for p in paths]
 
@@ -258,3 +261,32 @@ def test_predict_errors(tmp_path, model, argv, message):
     assert (code, out) == (1, "")
     assert re.fullmatch(r"netspec predict: error: " + message.format(
         **{k: re.escape(str(v)) for k, v in fill.items()}) + r"[^\n]*\n", err)
+
+
+def test_predict_says_when_it_resized_or_inverted_a_picture(tmp_path, model):
+    """The shipped example inputs of the README: one as MNIST draws it (nothing said), one
+    scanned from paper (resized and inverted), one stack (nothing said)."""
+    spec, weights = model
+    digits = Path(__file__).resolve().parents[1] / "docs" / "digits"
+    inputs = [digits / "7.png", digits / "2-on-paper.png", digits / "0-1-4.npy"]
+    code, out, err = run_cli("predict", spec, "--weights", weights, *inputs)
+    assert code == 0, err
+    paper = digits / "2-on-paper.png"
+    assert err == (f"{paper}: resized from 112x112 to 28x28\n"
+                   f"{paper}: inverted, a dark drawing on a light background; the network "
+                   "reads light on dark\n")
+    assert [digit_ for digit_, _, _ in predictions(out).values()] == [7, 2, 0, 1, 4]
+
+
+def test_load_images_notes_name_only_the_images_changed(tmp_path):
+    stack = np.zeros((3, 28, 28), dtype=np.uint8)
+    stack[1] = 255 - stack[1]  # a light background: inverted
+    path = save_npy(tmp_path / "three.npy", stack)
+    notes: list[str] = []
+    loaded = load_images([path], (1, 28, 28), light_on_dark=True, notes=notes)
+    assert notes == [f"{path}: inverted (1 of its 3 images), a dark drawing on a light "
+                     "background; the network reads light on dark"]
+    assert loaded[1].max() == 0 and loaded[0].max() == 0
+    notes.clear()
+    load_images([path], (1, 28, 28), light_on_dark=False, notes=notes)
+    assert notes == []

@@ -227,6 +227,9 @@ def single_input_op(draw: Callable, shape: tuple[int, ...]) -> tuple[dict[str, A
     if rank == 3:
         choices += ["conv2d"] * 4 + ["maxpool2d", "avgpool2d"] * 2 + ["global_avgpool",
                                                                       "batchnorm"]
+    if rank >= 2 and draw(st.integers(0, 2)) == 0:
+        # tensors of any rank: the ops that move values between axes, norms, attention
+        return tensor_op(draw, shape)
     op = draw(st.sampled_from(choices))
     fields: dict[str, Any] = {"op": op}
     if op == "leaky_relu" and draw(st.booleans()):
@@ -284,6 +287,79 @@ def single_input_op(draw: Callable, shape: tuple[int, ...]) -> tuple[dict[str, A
         return fields, (channels, window(height, kernel_h, stride_h, padding[0]),
                         window(width, kernel_w, stride_w, padding[1]))
     return fields, shape
+
+
+def tensor_op(draw: Callable, shape: tuple[int, ...]) -> tuple[dict[str, Any], tuple]:
+    """A random op of tensors of any rank that accepts ``shape`` (rank 2 or more), and its
+    output shape computed here. Dims are PyTorch's: the batch axis is 0."""
+    rank = len(shape)
+    choices = ["reshape", "permute", "transpose", "select", "slice", "mean", "softmax",
+               "flatten", "layernorm"]
+    if rank != 3:  # a rank-3 value may be an image, which linear refuses
+        choices += ["linear"]
+    if rank == 2:
+        choices += ["multihead_attention"]
+    if rank == 3:
+        choices += ["layernorm2d", "channel_shuffle"]
+    op = draw(st.sampled_from(choices))
+
+    def dim() -> int:
+        axis = draw(st.integers(1, rank))
+        return axis - rank - 1 if draw(st.booleans()) else axis
+
+    if op == "reshape":
+        target = list(reversed(shape))
+        if draw(st.booleans()):
+            target[draw(st.integers(0, rank - 1))] = -1
+        return {"op": op, "shape": target}, tuple(reversed(shape))
+    if op == "permute":
+        order = draw(st.permutations(list(range(1, rank + 1))))
+        return {"op": op, "dims": [0, *order]}, tuple(shape[a - 1] for a in order)
+    if op == "transpose":
+        first, second = dim(), dim()
+        swapped = list(shape)
+        a, b = first % (rank + 1) - 1, second % (rank + 1) - 1
+        swapped[a], swapped[b] = swapped[b], swapped[a]
+        return {"op": op, "dim0": first, "dim1": second}, tuple(swapped)
+    if op == "select":
+        chosen = dim()
+        axis = chosen % (rank + 1) - 1
+        index = draw(st.integers(-shape[axis], shape[axis] - 1))
+        return {"op": op, "dim": chosen, "index": index}, shape[:axis] + shape[axis + 1:]
+    if op == "slice":
+        chosen = dim()
+        axis = chosen % (rank + 1) - 1
+        start = draw(st.integers(0, shape[axis] - 1))
+        end = draw(st.integers(start + 1, shape[axis]))
+        kept = len(range(start, end))
+        return ({"op": op, "dim": chosen, "start": start, "end": end},
+                shape[:axis] + (kept,) + shape[axis + 1:])
+    if op == "mean":
+        chosen = dim()
+        axis = chosen % (rank + 1) - 1
+        keepdim = draw(st.booleans())
+        out = shape[:axis] + ((1,) if keepdim else ()) + shape[axis + 1:]
+        return {"op": op, "dim": [chosen], "keepdim": keepdim}, out
+    if op == "softmax":
+        return {"op": op, "dim": dim()}, shape
+    if op == "flatten":
+        start = draw(st.integers(1, rank))
+        end = draw(st.integers(start, rank))
+        return ({"op": op, "start_dim": start, "end_dim": end},
+                shape[:start - 1] + (math.prod(shape[start - 1:end]),) + shape[end:])
+    if op == "layernorm":
+        return {"op": op, "normalized_shape": shape[-1]}, shape
+    if op == "linear":
+        out = draw(st.integers(1, 6))
+        return {"op": op, "out_features": out}, (*shape[:-1], out)
+    if op == "multihead_attention":
+        heads = draw(st.sampled_from([h for h in range(1, shape[-1] + 1) if shape[-1] % h == 0]))
+        return {"op": op, "embed_dim": shape[-1], "num_heads": heads,
+                "causal": draw(st.booleans())}, shape
+    if op == "layernorm2d":
+        return {"op": op, "normalized_shape": shape[0]}, shape
+    groups = draw(st.sampled_from([g for g in range(1, shape[0] + 1) if shape[0] % g == 0]))
+    return {"op": "channel_shuffle", "groups": groups}, shape
 
 
 def written(node_id: str) -> str:

@@ -312,6 +312,22 @@ stride = "= 2 if index == 0 else 1"
 [nodes.last]
 block = "unit"
 planes = 4
+
+[blocks.extra]
+defaults = { k = 1, m = "= k + channels(x)" }
+let = { twice = "= k * 2" }
+
+[blocks.extra.assert]
+small = { check = "= k < 4", message = "k stays small" }
+
+[blocks.extra.nodes.act]
+op = "relu"
+name = "act{twice}"
+
+[nodes.more]
+block = "extra"
+repeat = 1
+name = "more{index}"
 """
 
 BLOCK_MISTAKES = [
@@ -321,6 +337,11 @@ BLOCK_MISTAKES = [
     ("repeat below 0", 'repeat = "= depth"', "repeat = -1", 29, "minimum"),
     ("condition not a bool", 'if = "= stride != 1"', 'if = "stride"', 17, "boolean"),
     ("variable that is not a name", "depth = 2", '"two words" = 2', 3, "two words"),
+    ("assertion without its message", 'small = { check = "= k < 4", message = "k stays small" }',
+     'small = { check = "= k < 4" }', 42, "message"),
+    ("local value that is not a name", 'let = { twice = "= k * 2" }',
+     'let = { "two words" = "= k * 2" }', 39, "two words"),
+    ("name that is not a string", 'name = "act{twice}"', "name = 3", 46, "string"),
 ]
 
 

@@ -46,6 +46,12 @@ NEGATIVE_CONTROLS = [
     (OpCase("linear", {"out_features": 2}, ((2, 3, 4),)), _scaled),
     (OpCase("softmax", {"dim": -1}, ((2, 3, 4),)), _scaled),
     (OpCase("flatten", {"start_dim": 2}, ((2, 3, 2, 2),)), _scaled),
+    (OpCase("layernorm", {"normalized_shape": 4}, ((2, 3, 4),)), _scaled),
+    (OpCase("layernorm2d", {"normalized_shape": 3}, ((2, 3, 2, 2),)), _scaled),
+    (OpCase("matmul", {}, ((2, 3, 3), (2, 3, 3))), _transposed),
+    (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2}, ((2, 3, 4),)), _scaled),
+    (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2}, ((2, 4, 4),)),
+     _transposed),
 ]
 
 
@@ -153,11 +159,9 @@ def test_the_input_takes_any_rank() -> None:
         assert compile_plan(parse_spec(text)).nodes["x"].shape == tuple(shape)
 
 
-torch = pytest.importorskip("torch")
-
-
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_the_torch_module_of_the_tensor_ops_equals_netspec(train: bool) -> None:
+    pytest.importorskip("torch")
     from torch_helpers import compare_with_netspec
 
     from netspec.interchange.torch_module import generate_source
@@ -196,3 +200,104 @@ def test_the_onnx_export_of_the_tensor_ops_equals_onnxruntime() -> None:
     (theirs,) = session.run(None, {"image": x})
     ours = net.forward(x)
     assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
+
+
+def test_the_onnx_import_reads_the_tensor_ops_back() -> None:
+    """netspec's export of every tensor op (attention decomposed into MatMul, Reshape,
+    Transpose, Mul, Softmax; the class token an Expand; the position embedding an Add of a
+    weight) imports back to a spec whose outputs equal onnxruntime's."""
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from netspec.interchange.onnx_export import export_onnx
+    from netspec.interchange.onnx_import import translate
+
+    net = build_network(EVERY_TENSOR_OP.replace("causal = true", "causal = false"),
+                        dtype="float32")
+    model = export_onnx(net.plan, net.state())
+    imported = translate(model)
+    ops = {node.op_name for node in imported.plan.nodes.values()}
+    assert {"parameter", "matmul", "permute", "layernorm", "select", "slice", "mean",
+            "reshape", "softmax", "linear"} <= ops
+    x = np.random.default_rng(0).normal(size=(3, 4, 3, 2)).astype(np.float32)
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    (theirs,) = session.run(None, {"image": x})
+    assert np.abs(imported.network.forward(x) - theirs).max() <= 1e-5 * np.abs(theirs).max()
+
+
+# each bad value of the tensor ops with the exact message `netspec compile` prints, as
+# docs/bad_inputs.md lists it ("Fields of the tensor ops")
+TENSOR_OP_FIELDS = [
+    ([16, 5, 5], 'op = "reshape"\nshape = [5, 5]'),
+    ([16, 5, 5], 'op = "reshape"\nshape = [3, -1]'),
+    ([16, 5, 5], 'op = "reshape"\nshape = [-1, -1]'),
+    ([197, 768], 'op = "permute"\ndims = [0, 1, 1]'),
+    ([197, 768], 'op = "permute"\ndims = [1, 0, 2]'),
+    ([197, 768], 'op = "transpose"\ndim0 = 0\ndim1 = 1'),
+    ([197, 768], 'op = "select"\ndim = 1\nindex = 197'),
+    ([16, 5, 5], 'op = "slice"\ndim = 1\nstart = 8\nend = 4'),
+    ([197, 768], 'op = "mean"\ndim = [1, -2]'),
+    ([768], 'op = "mean"\ndim = [1]'),
+    ([197, 768], 'op = "softmax"\ndim = 3'),
+    ([116, 28, 28], 'op = "channel_shuffle"\ngroups = 3'),
+    ([96, 7, 7], 'op = "flatten"\nstart_dim = 3\nend_dim = 2'),
+    ([197, 768], 'op = "concat"\ninputs = ["x", "x"]\ndim = 0'),
+    ([197, 768], 'op = "parameter"\nshape = [2, 768]\nbatch_axis = true'),
+    ([197, 768], 'op = "multihead_attention"\nembed_dim = 512\nnum_heads = 8'),
+    ([197, 768], 'op = "multihead_attention"\nembed_dim = 768\nnum_heads = 5'),
+    ([768, 14, 14], 'op = "multihead_attention"\nembed_dim = 768\nnum_heads = 12'),
+    ([197, 768], 'op = "layernorm"\nnormalized_shape = 512'),
+    ([197, 768], 'op = "layernorm2d"\nnormalized_shape = 768'),
+    ([12, 197, 64], 'op = "matmul"\ninputs = ["x", "x"]'),
+    ([96, 56, 56], 'op = "linear"\nout_features = 384'),
+]
+
+
+def _compile_error(shape: list[int], node: str, tmp_path, monkeypatch, capsys) -> str:
+    from netspec.cli import main
+
+    (tmp_path / "net.toml").write_text(f'[nodes.x]\nop = "input"\nshape = {shape}\n\n'
+                                       f'[nodes.y]\n{node}\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code = main(["compile", "net.toml"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+@pytest.mark.parametrize(("shape", "node"), TENSOR_OP_FIELDS,
+                         ids=[node.replace("\n", "; ")[:50] for _, node in TENSOR_OP_FIELDS])
+def test_bad_fields_of_the_tensor_ops_are_in_the_docs_as_printed(shape, node, tmp_path,
+                                                                 monkeypatch, capsys) -> None:
+    from pathlib import Path
+
+    message = _compile_error(shape, node, tmp_path, monkeypatch, capsys)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md").read_text(
+        encoding="utf-8")
+    row = f"| {shape}, `{node.replace(chr(10), '; ')}` | 1 | {message} |"
+    assert row in docs, row
+
+
+def test_the_language_server_shows_token_shapes_and_a_learned_tensor_by_its_key(
+        tmp_path) -> None:
+    from netspec.editor.features import analyse, hover
+
+    text = BLOCKED_TENSOR + '\n[nodes.attn]\nop = "multihead_attention"\nembed_dim = 6\n' \
+        'num_heads = 2\n'
+    analysis = analyse(text, tmp_path / "net.toml")
+    lines = text.splitlines()
+    shown = hover(analysis, lines.index("[nodes.attn]"), 8)
+    assert "**attn** · `multihead_attention`" in shown and "output `(5, 6)` per sample" in shown
+    assert "`in_proj_weight` (18, 6)" in shown and "`out_proj.weight` (6, 6)" in shown
+    token = hover(analysis, lines.index("[nodes.class_token]"), 8)
+    assert "output `(1, 6)` per sample" in token and "`class_token` (1, 1, 6)" in token
+
+
+def test_diagrams_label_the_tensor_ops_with_their_dims_and_shapes() -> None:
+    from netspec.pictures import node_label
+
+    plan = build_network(EVERY_TENSOR_OP).plan
+    assert node_label(plan.nodes["class_token"]).lines == (
+        "class_token", "parameter", "tensor (1, 1, 4)", "out (1, 4)", "4 params")
+    assert node_label(plan.nodes["keys"]).lines[2] == "dim0 -1 · dim1 -2"
+    assert node_label(plan.nodes["attn"]).lines[2:4] == ("num_heads 2", "out (7, 4)")

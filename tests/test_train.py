@@ -68,6 +68,11 @@ max_rotation = 10.0
 """
 
 
+def files(run: Path) -> dict[str, bytes]:
+    """Every file of a run directory (its tensorboard/ folder too) by relative path."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
 def write_spec(directory: Path, text: str = TINY, name: str = "tiny.toml") -> Path:
     path = directory / name
     path.write_text(text, encoding="utf-8")
@@ -212,12 +217,15 @@ def test_run_directory_contents(tmp_path, mnist_dir):
     result = start_run(spec, run, data_dir=mnist_dir,
                        callbacks=Callbacks(on_epoch=epochs_seen.append)).run()
 
-    assert sorted(p.name for p in run.iterdir()) == [
-        "best.npz", "config.json", "history.json", "last.npz", "result.json", "spec.toml"]
+    # tensorboard/: the event files, with the tensorboard extra (tests/test_runs.py)
+    assert sorted(p.name for p in run.iterdir() if p.name != "tensorboard") == [
+        "best.npz", "config.json", "history.json", "last.npz", "metrics.csv", "result.json",
+        "spec.toml"]
     assert (run / "spec.toml").read_text(encoding="utf-8") == TINY
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["optimizer"] == {"type": "adam", "lr": 0.003, "betas": [0.9, 0.999],
-                                             "eps": 1e-8, "weight_decay": 0.0}
+                                             "eps": 1e-8, "weight_decay": 0.0,
+                                             "decay_norms_and_biases": True}
     assert config["dtype"] == "float32"
 
     history = json.loads((run / "history.json").read_text())
@@ -324,10 +332,10 @@ def test_an_existing_run_is_never_overwritten(tmp_path, mnist_dir):
     spec = write_spec(tmp_path)
     run = tmp_path / "run"
     start_run(spec, run, data_dir=mnist_dir).run()
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = files(run)
     with pytest.raises(NetspecError, match=r"already holds a run; continue it with --resume"):
         start_run(spec, run, data_dir=mnist_dir, overrides={"seed": 9})
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert files(run) == before
 
 
 @pytest.mark.parametrize(("setup", "message"), [
@@ -380,10 +388,12 @@ def test_bad_train_values_point_at_the_spec_line(tmp_path, change, line, message
 
 def test_a_validation_set_as_large_as_the_data_is_refused_before_any_file_is_written(
         tmp_path, mnist_dir):
-    with pytest.raises(TrainingError, match=r"validation = 700 leaves no training images "
-                                            r"out of 700"):
+    # limit counts the training images: the validation images are taken besides them, so
+    # only the whole data set can be too small
+    with pytest.raises(TrainingError, match=r"validation = 60000 leaves no training images "
+                                            r"out of the 60000 of mnist"):
         start_run(write_spec(tmp_path), tmp_path / "run", data_dir=mnist_dir,
-                  overrides={"validation": 700})
+                  overrides={"validation": 60000})
     assert not (tmp_path / "run").exists()
 
 
@@ -438,3 +448,14 @@ def test_a_non_finite_gradient_names_its_parameter(tmp_path, mnist_dir):
     assert first_nonfinite_gradient(net) is None
     net.grads["fc2.bias"][0] = np.inf
     assert first_nonfinite_gradient(net) == "fc2.bias"
+
+
+def test_limit_counts_the_training_images(tmp_path, mnist_dir):
+    """``--limit N`` trains on N images, as its help says; validation is held out besides."""
+    trainer = start_run(write_spec(tmp_path), tmp_path / "run", data_dir=mnist_dir,
+                        overrides={"limit": 250, "validation": 50})
+    assert (len(trainer.splits.train_images), len(trainer.splits.val_images)) == (250, 50)
+    # the first limit + validation images of the set, split between the two
+    seen = np.concatenate([trainer.splits.train_labels, trainer.splits.val_labels])
+    first = trainer.data.train_labels[:300]
+    assert sorted(seen.tolist()) == sorted(first.tolist())

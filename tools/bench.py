@@ -63,7 +63,10 @@ def torch_twin(net: Network) -> Any:
     Networks of the ops below are written here with plain torch modules; any other (grouped
     convolutions, squeeze-excitation, hard-swish, ...) runs as netspec's own PyTorch module
     (``netspec.interchange.torch_runtime.PlanModule``: the same torch layers and functions
-    that ``netspec export`` writes)."""
+    that ``netspec export`` writes).
+    A Vision Transformer (vit_b_16, vit_mnist) runs as torchvision's own, with its keys."""
+    if "encoder.layers.encoder_layer_0.self_attention" in net.plan.nodes:
+        return vit_twin(net)
     import torch
     from torch import nn
     from torch.nn import functional
@@ -141,6 +144,33 @@ def torch_twin(net: Network) -> Any:
         if key not in net.trainable:
             node_id, name = key.rsplit(".", 1)
             getattr(twin.layers[module_key(node_id)], name).requires_grad_(False)
+    return twin
+
+
+def vit_twin(net: Network) -> Any:
+    """torchvision's VisionTransformer of the plan's sizes (vit_b_16, vit_mnist: the same
+    state_dict keys), holding a copy of ``net``'s weights; a one-channel input gets its own
+    conv_proj, and the MLP's GELU is the plan's (exact or tanh)."""
+    import torch
+
+    torch.library.register_fake = lambda *args, **kwargs: (lambda function: function)
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    nodes = net.plan.nodes
+    channels, size, _ = nodes[net.plan.inputs[0]].shape
+    stem, first = nodes["conv_proj"].params, "encoder.layers.encoder_layer_0"
+    twin = VisionTransformer(
+        image_size=size, patch_size=stem.kernel_size, hidden_dim=stem.out_channels,
+        num_layers=sum(node.endswith(".self_attention") for node in nodes),
+        num_heads=nodes[f"{first}.self_attention"].params.num_heads,
+        mlp_dim=nodes[f"{first}.mlp.0"].params.out_features,
+        num_classes=nodes["heads.head"].params.out_features)
+    twin.conv_proj = torch.nn.Conv2d(channels, stem.out_channels, stem.kernel_size,
+                                     stem.kernel_size)
+    for layer in twin.encoder.layers:
+        layer.mlp[1] = torch.nn.GELU(approximate=nodes[f"{first}.mlp.1"].params.approximate)
+    twin.load_state_dict({key: torch.from_numpy(np.array(value, dtype=np.float32))
+                          for key, value in net.state().items()})
     return twin
 
 

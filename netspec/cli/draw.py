@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from netspec.cli.common import add_set_option, overrides, positive
 from netspec.common.diagram_formats import FORMATS, RANKDIRS
@@ -30,10 +31,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_draw(args: argparse.Namespace) -> int:
     from netspec.pictures.render import draw
+    from netspec.pictures.svg import readable_depth
     from netspec.plan.compiler import compile_plan
 
-    drawn_by = draw(compile_plan(args.spec, overrides(args)), args.output, args.rankdir,
-                    args.depth)
+    plan = compile_plan(args.spec, overrides(args))
+    depth = args.depth
+    folded = ""
+    if depth is None and Path(args.output).suffix.lower() in (".svg", ".png"):
+        depth = readable_depth(plan, args.rankdir)
+        if depth is not None:
+            folded = (f"; blocks nested deeper than {depth} level{'s' if depth > 1 else ''} "
+                      f"are folded into boxes to keep the horizontal drawing readable "
+                      f"(--depth N chooses, --rankdir TB draws it top to bottom)")
+    drawn_by = draw(plan, args.output, args.rankdir, depth)
     how = "Graphviz" if drawn_by == "graphviz" else "netspec"
-    print(f"wrote {args.output} (drawn by {how})")
+    print(f"wrote {args.output} (drawn by {how}){folded}")
     return 0

@@ -23,6 +23,7 @@ from netspec.lang.hierarchy import Container, node_chains
 from netspec.lang.sourcemap import KeyPath, SourceMap
 from netspec.lang.spec import Spec, check_spec
 from netspec.ops import REGISTRY
+from netspec.ops.base import param_key
 from netspec.ops.shapes import format_shape
 from netspec.plan.compiler import CompileError, PlanNode, compile_plan
 
@@ -272,7 +273,8 @@ def _describe_id(analysis: Analysis, node_id: str) -> str | None:
             parts.append("inputs: " + ", ".join(
                 f"`{source}` {format_shape(shape)}"
                 for source, shape in zip(node.inputs, node.input_shapes)))
-        tensors = [f"`{name}` {format_shape(spec.shape)}"
+        # a learned tensor's one parameter is the node itself: shown under its key
+        tensors = [f"`{name or param_key(node_id, name)}` {format_shape(spec.shape)}"
                    for name, spec in node.param_specs.items()]
         parts.append(f"{node.n_params:,} trainable parameters"
                      + (f" ({', '.join(tensors)})" if tensors else ""))

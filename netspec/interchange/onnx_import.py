@@ -25,6 +25,7 @@ from netspec.interchange.onnx_graph import (
     META_STD,
 )
 from netspec.interchange.onnx_ops import CONTROL_FLOW, FOLDED, IMPORTERS, fuse_gelu
+from netspec.interchange.onnx_patterns import PATTERNS
 from netspec.interchange.onnx_translator import (
     ImportedModel,
     OnnxImportError,
@@ -60,7 +61,8 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
     model = fuse_gelu(model)
     translator = Translator(model, directory=directory,
                             input_shape=input_shape, bound=bound or {},
-                            importers=IMPORTERS, folded=FOLDED, control_flow=CONTROL_FLOW)
+                            importers=IMPORTERS, folded=FOLDED, control_flow=CONTROL_FLOW,
+                            patterns=PATTERNS)
     translator.run()
     output = translator.output()
     problems = translator.report()

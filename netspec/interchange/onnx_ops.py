@@ -17,7 +17,7 @@ import numpy as np
 
 from netspec.common.errors import NetspecError
 from netspec.interchange.onnx_graph import onnx_module
-from netspec.ops.base import WHOLE_NODE
+from netspec.ops.base import WHOLE_NODE, param_key
 from netspec.ops.shapes import batched_axis, format_shape, pair
 
 _GELU_CUBIC = 0.044715
@@ -200,6 +200,86 @@ def _export_parameter(g: Emitter, node: PlanNode, x: list[str]) -> str:
     return g.node("Expand", [one, shape], f"{node.id}/value", f"{node.id}/expand")
 
 
+def _floats(g: Emitter, name: str, values: Any) -> str:
+    array = np.asarray(values, dtype=np.float32)
+    g.initializers.append(onnx_module().numpy_helper.from_array(array, name))
+    return name
+
+
+def _layer_normalization(g: Emitter, node: PlanNode, x: str, output: str, name: str,
+                         axis: int) -> str:
+    shape = node.op.p_shape
+    p = node.params
+    scale = g.parameter(node, "weight") if p.elementwise_affine else \
+        _floats(g, f"{node.id}/ones", np.ones(shape))
+    inputs = [x, scale]
+    if p.elementwise_affine and p.bias:
+        inputs.append(g.parameter(node, "bias"))
+    return g.node("LayerNormalization", inputs, output, name, axis=axis,
+                  epsilon=float(p.eps))
+
+
+def _export_layernorm(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return _layer_normalization(g, node, x[0], node.id, node.id, -len(node.op.p_shape))
+
+
+def _export_layernorm2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    # torchvision's LayerNorm2d: channels last, normalise the last axis, channels first
+    last = g.node("Transpose", x, f"{node.id}/channels_last", f"{node.id}/to_last",
+                  perm=[0, 2, 3, 1])
+    normalised = _layer_normalization(g, node, last, f"{node.id}/normalised", f"{node.id}/norm",
+                                      -1)
+    return g.node("Transpose", [normalised], node.id, node.id, perm=[0, 3, 1, 2])
+
+
+def _export_matmul(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    return g.node("MatMul", x, node.id, node.id)
+
+
+def _export_multihead_attention(g: Emitter, node: PlanNode, x: list[str]) -> str:
+    """PyTorch's attention decomposed as torch.onnx.export writes it: projections, heads by
+    Reshape and Transpose, scaled scores, Softmax, the weighted sum, the output projection."""
+    p, i = node.params, node.id
+    embed, heads = p.embed_dim, p.num_heads
+    query, key, value = x * 3 if len(x) == 1 else x
+    weight = g.state[param_key(i, "in_proj_weight")]
+    bias = g.state.get(param_key(i, "in_proj_bias")) if p.bias else None
+    split = []
+    for k, (source, role) in enumerate(zip((query, key, value), "qkv")):
+        w_t = _floats(g, f"{i}/{role}_weight_t", weight[k * embed:(k + 1) * embed].T)
+        projected = g.node("MatMul", [source, w_t], f"{i}/{role}_product", f"{i}/{role}_matmul")
+        if bias is not None:
+            projected = g.node("Add", [projected, _floats(g, f"{i}/{role}_bias",
+                                                          bias[k * embed:(k + 1) * embed])],
+                               f"{i}/{role}", f"{i}/{role}_add")
+        heads_shape = _ints(g, f"{i}/{role}_heads_shape", [0, 0, heads, embed // heads])
+        grouped = g.node("Reshape", [projected, heads_shape], f"{i}/{role}_grouped",
+                         f"{i}/{role}_reshape")
+        perm = [0, 2, 3, 1] if role == "k" else [0, 2, 1, 3]
+        split.append(g.node("Transpose", [grouped], f"{i}/{role}_heads", f"{i}/{role}_heads",
+                            perm=perm))
+    q, k_t, v = split
+    scores = g.node("MatMul", [q, k_t], f"{i}/scores", f"{i}/scores")
+    scaled = g.node("Mul", [scores, _floats(g, f"{i}/scale", 1.0 / np.sqrt(embed // heads))],
+                    f"{i}/scaled", f"{i}/scale")
+    if p.causal:
+        tokens, keys = node.input_shapes[0][0], node.input_shapes[-1][0]
+        mask = np.triu(np.full((tokens, keys), -np.inf, dtype=np.float32), 1)
+        scaled = g.node("Add", [scaled, _floats(g, f"{i}/causal_mask", mask)], f"{i}/masked",
+                        f"{i}/mask")
+    weights = g.node("Softmax", [scaled], f"{i}/weights", f"{i}/softmax", axis=-1)
+    summed = g.node("MatMul", [weights, v], f"{i}/weighted", f"{i}/weighted")
+    tokens_first = g.node("Transpose", [summed], f"{i}/tokens_first", f"{i}/tokens_first",
+                          perm=[0, 2, 1, 3])
+    joined = g.node("Reshape", [tokens_first, _ints(g, f"{i}/joined_shape", [0, 0, embed])],
+                    f"{i}/joined", f"{i}/join")
+    out_t = _floats(g, f"{i}/out_weight_t", g.state[param_key(i, "out_proj.weight")].T)
+    if not p.bias:
+        return g.node("MatMul", [joined, out_t], i, i)
+    product = g.node("MatMul", [joined, out_t], f"{i}/out_product", f"{i}/out_matmul")
+    return g.node("Add", [product, g.parameter(node, "out_proj.bias")], i, i)
+
+
 EXPORTERS: dict[str, Callable[[Emitter, PlanNode, list[str]], str]] = {
     "input": _export_input,
     "conv2d": _export_conv2d,
@@ -226,6 +306,10 @@ EXPORTERS: dict[str, Callable[[Emitter, PlanNode, list[str]], str]] = {
     "mean": _export_mean,
     "channel_shuffle": _export_channel_shuffle,
     "parameter": _export_parameter,
+    "layernorm": _export_layernorm,
+    "layernorm2d": _export_layernorm2d,
+    "matmul": _export_matmul,
+    "multihead_attention": _export_multihead_attention,
 }
 # ---- the convolutional-network ops (issue 24)
 
@@ -452,11 +536,12 @@ def _import_gemm(t: Translator, n: Any) -> None:
 
 def _linear(t: Translator, n: Any, x: Any, weight: np.ndarray, bias: np.ndarray | None,
             beta: float = 1.0) -> None:
-    if not t.rank_is(n, x, 1, f"{n.op_type}'s first input"):
+    # netspec's linear acts on the last axis of any rank, as PyTorch's
+    if x.shape != x.onnx_shape and not t.rank_is(n, x, 1, f"{n.op_type}'s first input"):
         return
-    if weight.shape[1] != x.shape[0]:
+    if weight.shape[1] != x.shape[-1]:
         t.refuse(n, f"the weight expects {weight.shape[1]} features, the input has "
-                    f"{x.shape[0]}")
+                    f"{x.shape[-1]}")
         return
     params = {"weight": weight}
     if bias is not None:
@@ -469,6 +554,9 @@ def _linear(t: Translator, n: Any, x: Any, weight: np.ndarray, bias: np.ndarray 
 
 
 def _import_matmul(t: Translator, n: Any) -> None:
+    if len(n.input) == 2 and t.computed(n, 1):
+        _import_tensor_matmul(t, n)
+        return
     weight = t.constant(n, 1, "the second input (the weight)")
     x = t.tensor(n, 0)
     if x is None or weight is None:
@@ -585,7 +673,8 @@ def _static_axis(t: Translator, n: Any, default: int, why: str,
 
 
 def _import_softmax(t: Translator, n: Any) -> None:
-    _static_axis(t, n, -1 if t.opset >= 13 else 1, "netspec's softmax runs over axis 1 only")
+    _static_axis(t, n, -1 if t.opset >= 13 else 1, "it normalises over the batch",
+                 allowed=None)
     x = t.tensor(n, 0)
     if x is None or t.refused(n):
         return
@@ -594,11 +683,14 @@ def _import_softmax(t: Translator, n: Any) -> None:
     axis = t.attr(n, "axis", -1 if modern else 1)
     axis = axis + rank if axis < 0 else axis
     # before opset 13 softmax ran over every axis from `axis` on, as one
-    if axis != 1 or (not modern and rank > 2):
-        t.refuse(n, f"axis={t.attr(n, 'axis', -1 if modern else 1)} on a rank-{rank} input is "
-                    f"not supported: netspec's softmax runs over axis 1 only")
+    if not modern and rank > 2 and axis != rank - 1:
+        t.refuse(n, f"axis={t.attr(n, 'axis', 1)} on a rank-{rank} input before opset 13 "
+                    f"normalises several axes as one, which netspec's softmax does not")
         return
-    t.emit(n, "softmax", [x], {}, {}, onnx_shape=x.onnx_shape)
+    if x.shape != x.onnx_shape and axis != 1:
+        t.refuse(n, f"axis={axis} on a pooled (C, 1, 1) value is not supported")
+        return
+    t.emit(n, "softmax", [x], {"dim": axis}, {}, onnx_shape=x.onnx_shape)
 
 
 def _import_batch_normalization(t: Translator, n: Any) -> None:
@@ -663,6 +755,116 @@ def _import_identity(t: Translator, n: Any) -> None:
     x = t.tensor(n, 0)
     if x is not None:
         t.alias(n, x)
+
+
+# ---- tensors of any rank (issue 25)
+
+def _plain(t: Translator, n: Any, x: Any) -> bool:
+    """Whether ``x`` is held as ONNX holds it (not a pooled (C, 1, 1) kept as (C,))."""
+    if x.shape != x.onnx_shape:
+        t.refuse(n, f"{n.op_type} of a pooled {format_shape(x.onnx_shape)} value is not "
+                    f"supported")
+        return False
+    return True
+
+
+def _import_tensor_matmul(t: Translator, n: Any) -> None:
+    a, b = t.tensor(n, 0), t.tensor(n, 1)
+    if a is None or b is None or not (_plain(t, n, a) and _plain(t, n, b)):
+        return
+    t.emit(n, "matmul", [a, b], {}, {})
+
+
+def _import_transpose(t: Translator, n: Any) -> None:
+    if not t.computed(n, 0):
+        # a weight laid out for a MatMul: folded
+        value = t.constant(n, 0, "the input")
+        if value is not None:
+            t.set_constant(n, np.transpose(value, t.attr(n, "perm", None, list)))
+        return
+    x = t.tensor(n, 0)
+    if x is None or not _plain(t, n, x):
+        return
+    rank = len(x.shape) + 1
+    perm = list(t.attr(n, "perm", list(reversed(range(rank))), list))
+    if not perm or perm[0] != 0:
+        t.refuse(n, f"perm={perm} moves the batch axis; netspec keeps it first")
+        return
+    t.emit(n, "permute", [x], {"dims": [int(d) for d in perm]}, {})
+
+
+def _import_layer_normalization(t: Translator, n: Any) -> None:
+    t.only_attributes(n, "axis", "epsilon", "stash_type")
+    if any(t.output_used(n, i) for i in range(1, len(n.output))):
+        t.refuse(n, "the mean and inverse-deviation outputs are not supported")
+    scale = t.constant(n, 1, "the scale")
+    bias = t.constant(n, 2, "the bias") if len(n.input) > 2 and n.input[2] else None
+    x = t.tensor(n, 0)
+    if t.refused(n) or x is None or scale is None or not _plain(t, n, x):
+        return
+    rank = len(x.shape) + 1
+    axis = t.attr(n, "axis", -1)
+    axis = axis + rank if axis < 0 else axis
+    if axis < 1:
+        t.refuse(n, f"axis={t.attr(n, 'axis', -1)} normalises over the batch")
+        return
+    tail = [int(d) for d in x.shape[axis - 1:]]
+    fields = {"normalized_shape": tail[0] if len(tail) == 1 else tail,
+              "eps": float(t.attr(n, "epsilon", 1e-5)), "bias": bias is not None}
+    params = {"weight": scale.reshape(tail)}
+    if bias is not None:
+        params["bias"] = bias.reshape(tail)
+    t.emit(n, "layernorm", [x], fields, params)
+
+
+def _import_gather(t: Translator, n: Any) -> None:
+    if not t.computed(n, 0):
+        t.fold(n)  # shape arithmetic
+        return
+    index = t.constant(n, 1, "the indices")
+    x = t.tensor(n, 0)
+    if x is None or index is None or not _plain(t, n, x):
+        return
+    if index.ndim != 0:
+        t.refuse(n, f"indices of shape {list(index.shape)} are not supported; netspec's "
+                    f"select takes one position (a scalar index)")
+        return
+    rank = len(x.shape) + 1
+    axis = t.attr(n, "axis", 0)
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0:
+        t.refuse(n, "axis=0 picks samples of the batch, which netspec does not do")
+        return
+    t.emit(n, "select", [x], {"dim": axis, "index": int(index)}, {})
+
+
+def _import_slice(t: Translator, n: Any) -> None:
+    if not t.computed(n, 0):
+        t.fold(n)  # shape arithmetic
+        return
+    starts, ends = t.constant(n, 1, "starts"), t.constant(n, 2, "ends")
+    axes = t.constant(n, 3, "axes") if len(n.input) > 3 and n.input[3] else None
+    steps = t.constant(n, 4, "steps") if len(n.input) > 4 and n.input[4] else None
+    x = t.tensor(n, 0)
+    if x is None or starts is None or ends is None or not _plain(t, n, x):
+        return
+    rank = len(x.shape) + 1
+    axes_list = list(range(len(starts))) if axes is None else \
+        [int(a) + rank if a < 0 else int(a) for a in axes.reshape(-1)]
+    steps_list = [1] * len(axes_list) if steps is None else [int(s) for s in steps.reshape(-1)]
+    if len(axes_list) != 1:
+        t.refuse(n, f"a slice along {len(axes_list)} axes is not supported; netspec's slice "
+                    f"cuts one axis")
+        return
+    if axes_list[0] == 0 or steps_list[0] < 1:
+        t.refuse(n, "a slice of the batch axis or with a negative step is not supported")
+        return
+    size = x.shape[axes_list[0] - 1]
+    # ONNX clamps out-of-range bounds as Python's slices do (INT64_MAX means to the end)
+    start, stop, step = slice(int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]),
+                              steps_list[0]).indices(size)
+    t.emit(n, "slice", [x], {"dim": axes_list[0], "start": start, "end": stop, "step": step},
+           {})
 
 
 IMPORTERS: dict[str, Callable[[Translator, Any], None]] = {
@@ -791,10 +993,14 @@ def _import_reduce_mean(t: Translator, n: Any) -> None:
     if x is None or t.refused(n):
         return
     rank = len(x.onnx_shape) + 1
-    if axes is None or rank != 4 or sorted(a % rank for a in axes) != [2, 3] \
-            or x.shape != x.onnx_shape:
+    if axes is None or x.shape != x.onnx_shape or any(a % rank == 0 for a in axes):
         t.refuse(n, f"axes={axes} on per-sample shape {format_shape(x.onnx_shape)}: netspec "
-                    f"takes the mean over the two spatial axes of (C, H, W) only")
+                    f"takes the mean over per-sample axes of a value it holds as ONNX does")
+        return
+    if rank != 4 or sorted(a % rank for a in axes) != [2, 3]:
+        # any other axes: netspec's mean (tensors of any rank)
+        t.emit(n, "mean", [x], {"dim": [a % rank for a in axes], "keepdim": bool(keepdims)},
+               {})
         return
     if keepdims:
         t.emit(n, "adaptive_avgpool2d", [x], {"output_size": 1}, {})
@@ -886,7 +1092,17 @@ def _import_resize(t: Translator, n: Any) -> None:
                                 "mode": netspec_mode}, {})
 
 
+def _import_swish(t: Translator, n: Any) -> None:
+    alpha = float(t.attr(n, "alpha", 1.0))
+    if alpha != 1.0:
+        t.refuse(n, f"alpha={alpha:g}: netspec's silu is x * sigmoid(x) (alpha 1)")
+    x = t.tensor(n, 0)
+    if x is not None and not t.refused(n):
+        t.emit(n, "silu", [x], {}, {}, onnx_shape=x.onnx_shape)
+
+
 IMPORTERS.update({
+    "Swish": _import_swish,
     "ConvTranspose": _import_conv_transpose,
     "Resize": _import_resize,
     "Upsample": _import_resize,
@@ -897,6 +1113,35 @@ IMPORTERS.update({
     "Gelu": _import_gelu,
     "LogSoftmax": _import_log_softmax,
     "ReduceMean": _import_reduce_mean,
+})
+def _import_scaled_mul(t: Translator, n: Any) -> None:
+    """Mul by one constant number (attention's 1/sqrt(head width)): netspec's mul by a fixed
+    learned tensor of ones axes holding it; any other Mul is the convnets' importer's."""
+    constant = next((i for i in range(len(n.input)) if not t.computed(n, i)), None)
+    if len(n.input) != 2 or constant is None or not t.computed(n, 1 - constant):
+        _import_mul(t, n)
+        return
+    factor = t.constant(n, constant, "the factor")
+    x = t.tensor(n, 1 - constant)
+    if factor is None or x is None or not _plain(t, n, x):
+        return
+    if factor.size != 1 or factor.dtype.kind != "f":
+        _import_mul(t, n)
+        return
+    scale = t.emit(n, "parameter", [], {"shape": [1] * len(x.shape),
+                                        "value": float(factor.reshape(-1)[0]),
+                                        "trainable": False},
+                   {"": factor.reshape([1] * len(x.shape))})
+    if scale is not None:
+        t.emit(n, "mul", [x, scale], {}, {})
+
+
+IMPORTERS.update({
+    "Mul": _import_scaled_mul,
+    "Transpose": _import_transpose,
+    "LayerNormalization": _import_layer_normalization,
+    "Gather": _import_gather,
+    "Slice": _import_slice,
 })
 CONSTANT_INPUTS.update({"Clip": (1, 2), "ReduceMean": (1,), "ConvTranspose": (1, 2),
                         "Resize": (1, 2, 3), "Upsample": (1,)})
@@ -920,7 +1165,8 @@ def _scalar_constants(graph: Any) -> dict[str, float]:
 def fuse_gelu(model: Any) -> Any:
     """``model`` with each GELU that an exporter wrote out at opset < 20 (PyTorch's
     decompositions: x * (1 + erf(x / sqrt 2)) * 0.5, and x * (1 + tanh(sqrt(2/pi) * (x +
-    0.044715 x^3))) * 0.5) as one Gelu node; the model itself if it holds none."""
+    0.044715 x^3))) * 0.5) as one Gelu node, and each x * sigmoid(x) (PyTorch's SiLU) as one
+    Swish; the model itself if it holds none."""
     graph = model.graph
     constants = _scalar_constants(graph)
     producer = {out: n for n in graph.node for out in n.output if out}
@@ -1008,6 +1254,20 @@ def fuse_gelu(model: Any) -> Any:
         fused[id(half)] = helper.make_node("Gelu", [x], [half.output[0]], name=name,
                                            approximate=approximate)
         removed.update(id(n) for n in (*head, curve, add, times_x))
+    # x * sigmoid(x), PyTorch's SiLU: ONNX's Swish (alpha 1)
+    for gate in graph.node:
+        if gate.op_type != "Sigmoid" or not gate.input or id(gate) in removed:
+            continue
+        times = only_user(gate.output[0], "Mul")
+        if times is None or other(times, gate.output[0]) != gate.input[0]:
+            continue
+        name = gate.name[:-len("Sigmoid")] + "Swish" if gate.name.endswith("Sigmoid") \
+            else times.name
+        from onnx import helper
+
+        fused[id(times)] = helper.make_node("Swish", [gate.input[0]], [times.output[0]],
+                                            name=name, alpha=1.0)
+        removed.add(id(gate))
     if not fused:
         return model
     from copy import deepcopy

@@ -23,7 +23,7 @@ from netspec.interchange.onnx_graph import (
 )
 from netspec.lang.flat import toml_value
 from netspec.ops import REGISTRY
-from netspec.ops.base import param_key
+from netspec.ops.base import WHOLE_NODE, param_key
 from netspec.ops.shapes import Shape, format_shape
 from netspec.plan.budget import available_memory
 from netspec.plan.compiler import Plan
@@ -80,6 +80,9 @@ class Tensor:
 # they are the per-op importers' to judge
 _NUMERIC = frozenset({"Add", "Sub", "Mul", "Div", "Mod", "Pow", "Neg", "Sqrt", "Equal", "Where",
                       "Expand", "ConstantOfShape", "Reshape"})
+
+# ops whose constant operands of two axes or more are learned tensors (not biases)
+_LEARNED_OPERAND = frozenset({"Concat", "Add", "Mul"})
 
 _POISON = object()  # a value after a refused node: its users are not blamed again
 
@@ -326,9 +329,13 @@ class Translator:
     def __init__(self, model: Any, *, directory: Path | None,
                  input_shape: Sequence[int] | None, bound: Mapping[str, np.ndarray],
                  importers: Mapping[str, Callable[[Translator, Any], None]],
-                 folded: Collection[str], control_flow: Collection[str]):
+                 folded: Collection[str], control_flow: Collection[str],
+                 patterns: Sequence[tuple[Callable[[Any, set[str]], Sequence[Any]],
+                                          Callable[[Translator, Any], None]]] = ()):
         self.onnx = onnx_module()
         self.importers, self.folded, self.control_flow = importers, folded, control_flow
+        # (find the regions of a graph, read one region): subgraphs read as one op
+        self.patterns = patterns
         self.model = model
         self.graph = model.graph
         self.directory = directory
@@ -344,6 +351,8 @@ class Translator:
         self._schemas: dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]] = {}
         self._ids: set[str] = set()
         self._biasless: set[str] = set()  # linear nodes from a MatMul, open to a bias
+        # a folded constant that is an initializer unchanged -> that initializer's name
+        self._origins: dict[str, str] = {}
         self.input_ids: dict[str, str] = {}
         self.static_batch: int | None = None
         self.opset = self._opset()
@@ -441,6 +450,10 @@ class Translator:
             self.refuse(n, f"input '{n.input[index]}' is a constant; netspec computes "
                            f"{n.op_type} on the network's values only")
         return None
+
+    def computed(self, n: Any, index: int) -> bool:
+        """Whether input ``index`` of ``n`` is a value the network computes (not a constant)."""
+        return isinstance(self._value(n, index), Tensor)
 
     def constant(self, n: Any, index: int, what: str, symbolic: bool = False
                  ) -> np.ndarray | None:
@@ -638,12 +651,20 @@ class Translator:
         if wrong_type:
             self.refuse(n, f"the bias ('{n.input[1 - tensor_index]}') {wrong_type}")
             return True
+        if (x.node not in self._biasless and bias.dtype.kind == "f"
+                and bias.shape == (1, *x.shape) and x.shape == x.onnx_shape):
+            # a learned tensor added to every sample (ViT's position embedding)
+            tensor = self.emit(n, "parameter", [], {"shape": list(bias.shape),
+                                                    "batch_axis": True}, {"": bias})
+            if tensor is not None:
+                self.emit(n, "add", [x, tensor], {}, {})
+            return True
         if (x.node not in self._biasless or self.uses[n.input[tensor_index]] != 1
                 or bias.dtype == object):
             self.refuse(n, "adding a constant is supported only as the bias right after a "
                            "MatMul")
             return True
-        size = x.shape[0]
+        size = x.shape[-1]
         vector = self.bias_vector(n, bias, size)
         if vector is None:
             return True
@@ -679,18 +700,20 @@ class Translator:
             # from one image writes [1, -1]); its own axes are checked below as per sample
             dims[0] = BATCH
         if not dims or dims[0] is not BATCH or any(d is BATCH for d in dims[1:]):
-            self.refuse(n, f"reshape to {dims} changes the batch axis; netspec reshapes to "
-                           f"(N, -1) (a flatten) only")
+            self.refuse(n, f"reshape to {dims} changes the batch axis; netspec reshapes each "
+                           f"sample, (N, ...) to (N, ...)")
             return
         rest = dims[1:]
         if rest == list(x.onnx_shape):
             self.alias(n, x)
         elif rest in ([-1], [per_sample]):
             self.flatten(n, x)
+        elif x.shape != x.onnx_shape:
+            self.refuse(n, f"reshape of a pooled {format_shape(x.onnx_shape)} value to {rest} "
+                           f"is not supported")
         else:
-            self.refuse(n, f"reshape of per-sample shape {format_shape(x.onnx_shape)} to "
-                           f"{rest} is not supported; netspec reshapes to (N, -1) (a flatten) "
-                           f"only")
+            # any per-sample shape, one -1 at most (netspec's reshape checks the sizes)
+            self.emit(n, "reshape", [x], {"shape": [int(d) for d in rest]}, {})
 
     def fold_concat(self, n: Any) -> np.ndarray | None:
         arrays = [self.values[name] for name in n.input]
@@ -835,8 +858,22 @@ class Translator:
             self.problems.append(f"{len(self.graph.node):,} nodes is more than netspec imports "
                                  f"({MAX_NODES:,})")
             return
+        data_inputs = {value.name for value in self.graph.input if value.name in self.input_ids}
+        # a recognised region's nodes are read as one op at its end (by first output's name:
+        # protobuf hands out a new object at each access)
+        ends: dict[str, tuple[Callable[[Translator, Any], None], Any]] = {}
+        within: set[str] = set()
+        for find, read in self.patterns:
+            for region in find(self.graph, data_inputs):
+                ends[region.end.output[0]] = (read, region)
+                within.update((*region.inside, region.start.output[0]))
         for n in self.graph.node:
-            self._translate(n)
+            key = n.output[0] if n.output else None
+            if key in ends:
+                read, region = ends[key]
+                read(self, region)
+            elif key not in within:
+                self._translate(n)
             for output in n.output:
                 if output and output not in self.values:
                     self.values[output] = _POISON
@@ -849,7 +886,12 @@ class Translator:
                            "graph")
         elif not n.output or not n.output[0]:
             self.refuse(n, "the node has no output")
-        elif n.op_type in _NUMERIC and self.all_constant(n):
+        elif n.op_type == "Expand" and self._learned_tensor(n):
+            return
+        elif n.op_type in _LEARNED_OPERAND and self._lift_learned_tensors(n):
+            return  # noqa: SIM114 - two different reasons to stop
+        elif (n.op_type in _NUMERIC or n.op_type in self.folded) and self.all_constant(n):
+            # shape arithmetic, even for an op that has an importer for the network's values
             self._fold(n)
         elif n.op_type in self.importers:
             self.importers[n.op_type](self, n)
@@ -858,6 +900,64 @@ class Translator:
         else:
             self._unsupported = True
             self.refuse(n, f"the op {text_of(n.op_type)} is not supported")
+
+    def _lift_learned_tensors(self, n: Any) -> bool:
+        """A float constant of two or more axes beside a network value in Concat, Add or Mul
+        is a learned tensor (ViT's class token and position embedding, ConvNeXt's layer
+        scale): it becomes a ``parameter`` node named as the constant, which
+        torch.onnx.export names by the module's state_dict key, and ``n`` reads that node.
+        Returns True when ``n`` was refused on the way (nothing more to do)."""
+        values = [self.values.get(name) for name in n.input]
+        tensors = [v for v in values if isinstance(v, Tensor)]
+        if not tensors:
+            return False
+        rank = len(tensors[0].onnx_shape) + 1  # with the batch axis
+        for index, value in enumerate(values):
+            if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.ndim < 2 \
+                    or value.ndim > rank:
+                continue
+            # an axis for the batch must be 1: the same tensor for every sample
+            batch_axis = value.ndim == rank
+            if batch_axis and value.shape[0] != 1:
+                self.refuse(n, f"the constant '{n.input[index]}' has shape "
+                               f"{list(value.shape)}: a value per sample of the batch, which a "
+                               f"netspec network cannot hold")
+                return True
+            name = self._origins.get(n.input[index], n.input[index])
+            holder = self.onnx.helper.make_node("Identity", [], [f"{n.input[index]}#learned"],
+                                                name=name)
+            lifted = self.emit(holder, "parameter", [],
+                               {"shape": [int(d) for d in value.shape],
+                                "batch_axis": batch_axis}, {WHOLE_NODE: value})
+            if lifted is None:
+                return True
+            n.input[index] = holder.output[0]
+        return False
+
+    def _learned_tensor(self, n: Any) -> bool:
+        """An Expand of a weight to the batch (a class token, ``class_token.expand(n, -1,
+        -1)``) becomes netspec's learned tensor; False for every other Expand."""
+        data, shape = self._value(n, 0), self._value(n, 1) if len(n.input) > 1 else None
+        if not (isinstance(data, np.ndarray) and data.dtype.kind == "f"
+                and isinstance(shape, np.ndarray) and shape.dtype == object
+                and shape.ndim == 1 and shape.size and shape[0] is BATCH
+                and all(isinstance(d, (int, np.integer)) for d in shape[1:])):
+            return False
+        per_sample = tuple(data.shape[1:])
+        if data.ndim != shape.size or data.shape[0] != 1 or any(
+                int(d) not in (1, -1, size) for d, size in zip(shape[1:], per_sample)):
+            self.refuse(n, f"expanding a {format_shape(data.shape)} constant to "
+                           f"{[str(d) for d in shape]} is not supported; netspec broadcasts a "
+                           f"learned tensor of shape (1, ...) over the batch only")
+            return True
+        self.emit(n, "parameter", [], {"shape": [int(d) for d in data.shape],
+                                       "batch_axis": True}, {"": data})
+        return True
+
+    def fold(self, n: Any) -> None:
+        """Fold ``n`` on constants (an importer's op met on constants, not on the network's
+        values)."""
+        self._fold(n)
 
     def _fold(self, n: Any) -> None:
         """Shape arithmetic on constants, as exporters emit around a flatten."""
@@ -940,14 +1040,21 @@ class Translator:
             value = read_tensor(fill, self.directory).reshape(-1)[:1] if fill is not None \
                 else np.zeros(1, np.float32)
             return np.full(dims, value[0] if value.size else 0, dtype=value.dtype)
-        arrays = [np.asarray(a) for a in inputs]
+        # sizes picked out of a shape are plain numbers once the batch is not among them
+        arrays = [np.asarray(a) if np.asarray(a).dtype != object
+                  or any(d is BATCH for d in np.asarray(a).reshape(-1))
+                  else np.asarray(a).astype(np.int64) for a in inputs]
         if any(a.dtype == object for a in arrays):
             raise ValueError("it depends on the batch size")
         if op == "Expand":
             dims = [int(d) for d in arrays[1].reshape(-1)]
             if math.prod(max(d, 1) for d in dims) > MAX_TENSOR_VALUES:
                 raise ValueError(f"expanding to {dims} is too large")
-            return arrays[0] * np.ones(dims, dtype=arrays[0].dtype)
+            expanded = arrays[0] * np.ones(dims, dtype=arrays[0].dtype)
+            if expanded.shape == arrays[0].shape:
+                # class_token.expand(n, -1, -1) traced at n = 1: still the weight itself
+                self._origins[n.output[0]] = self._origins.get(n.input[0], n.input[0])
+            return expanded
         if op == "Reshape":
             dims = [int(d) for d in arrays[1].reshape(-1)]
             # a 0 keeps that axis (allowzero=0, the default and what exporters write)
@@ -1026,7 +1133,9 @@ class Translator:
                 continue
             node_id, source, p = record.get("id"), record.get("input"), record.get("p")
             consumers = record.get("consumers")
-            if not (isinstance(node_id, str) and isinstance(source, str)
+            op = record.get("op", "dropout")
+            if not (op in ("dropout", "stochastic_depth") and isinstance(node_id, str)
+                    and isinstance(source, str)
                     and isinstance(p, (int, float)) and not isinstance(p, bool)
                     and 0 <= p < 1 and isinstance(consumers, list)
                     and node_id not in self.nodes and source in self.nodes
@@ -1037,7 +1146,7 @@ class Translator:
             for key, fields in self.nodes.items():
                 nodes[key] = fields
                 if key == source:
-                    nodes[node_id] = {"op": "dropout", "inputs": source, "p": float(p)}
+                    nodes[node_id] = {"op": op, "inputs": source, "p": float(p)}
             for consumer in consumers:
                 fields = nodes[consumer]
                 inputs = [node_id if i == source else i for i in _inputs_of(fields)]

@@ -243,7 +243,7 @@ class _ClassNames:
 def _form_entry(node: PlanNode) -> tuple[tuple, dict[str, Any]]:
     form = torch_form(node)
     if isinstance(form, Layer):
-        return ("layer", form.cls, form.frozen), dict(form.kwargs)
+        return ("layer", form.cls, form.frozen, form.call), dict(form.kwargs)
     return ("call", form.function, form.inputs), dict(form.kwargs)
 
 

@@ -354,7 +354,7 @@ def _ref_text(ref: Any, model: ClassModel) -> str:
 def _expression(model: ClassModel, entry: Entry, xs: list[str]) -> str:
     kind = entry.kind[0]
     if kind == "layer":
-        return f"{_accessor(entry.key)}({xs[0]})"
+        return _layer_expression(_accessor(entry.key), entry.kind[3], xs)
     if kind == "child":
         if entry.group is not None:
             return f"{_accessor(entry.group)}[{entry.index}]({', '.join(xs)})"
@@ -372,6 +372,18 @@ def _expression(model: ClassModel, entry: Entry, xs: list[str]) -> str:
     first = f"[{', '.join(xs)}]" if mode == "list" else ", ".join(xs) if mode == "args" \
         else xs[0]
     return f"{function}({first}{kwargs})"
+
+
+def _layer_expression(module: str, call: str, xs: list[str]) -> str:
+    """Source applying a layer's module to its inputs (torch_runtime.apply_layer's forms)."""
+    if call == "channels_first":
+        return f"torch.permute({module}(torch.permute({xs[0]}, (0, 2, 3, 1))), (0, 3, 1, 2))"
+    if call in ("attention", "causal"):
+        query, key, value = xs * 3 if len(xs) == 1 else xs
+        mask = (f"torch.ones({query}.shape[1], {key}.shape[1], dtype=torch.bool).triu(1)"
+                if call == "causal" else "None")
+        return f"{module}({query}, {key}, {value}, need_weights=False, attn_mask={mask})[0]"
+    return f"{module}({xs[0]})"
 
 
 def _call_setting(model: ClassModel, entry: Entry, key: str) -> str:

@@ -25,11 +25,16 @@ TRAINING = "<training>"
 @dataclass(frozen=True)
 class Layer:
     """A node computed by ``torch.nn.<cls>(**kwargs)``; ``frozen`` names the parameters
-    that do not train (``trainable = false``)."""
+    that do not train (``trainable = false``). ``call`` is how the module is applied:
+    ``"one"`` as ``module(x)``; ``"attention"`` as ``module(q, k, v, need_weights=False)[0]``
+    (one input is q = k = v); ``"causal"`` the same with a mask hiding later tokens;
+    ``"channels_first"`` as ``module`` on the channels of each pixel of (N, C, H, W) (a layer
+    norm permuted to channels-last and back, torchvision's LayerNorm2d)."""
 
     cls: str
     kwargs: dict[str, Any]
     frozen: tuple[str, ...] = ()
+    call: Literal["one", "attention", "causal", "channels_first"] = "one"
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,26 @@ def _slice(node: PlanNode) -> Form:
                                      "step": step})
 
 
+def _layernorm(node: PlanNode) -> Form:
+    p = node.params
+    return Layer("LayerNorm", {"normalized_shape": node.op.p_shape, "eps": p.eps,
+                               "elementwise_affine": p.elementwise_affine, "bias": p.bias},
+                 call="channels_first" if node.op_name == "layernorm2d" else "one")
+
+
+def _attention(node: PlanNode) -> Form:
+    p = node.params
+    return Layer("MultiheadAttention", {"embed_dim": p.embed_dim, "num_heads": p.num_heads,
+                                        "dropout": p.dropout, "bias": p.bias,
+                                        "batch_first": True},
+                 call="causal" if p.causal else "attention")
+
+
 TORCH_FORMS.update({
+    "layernorm": _layernorm,
+    "layernorm2d": _layernorm,
+    "matmul": _fixed("torch.matmul", "args"),
+    "multihead_attention": _attention,
     "reshape": lambda node: Call("torch.reshape", {"shape": (-1, *node.shape)}),
     "permute": lambda node: Call("torch.permute", {"dims": tuple(
         node.op.axes(node.input_shapes[0]))}),

@@ -68,7 +68,7 @@ class PlanModule(nn.Module):
             if isinstance(form, Layer):
                 module = make_layer(form)
                 install(self, node.id, module)
-                program.append((node.id, module, node.inputs))
+                program.append((node.id, (module, form.call), node.inputs))
             else:
                 program.append((node.id, form, node.inputs))
         # a plain attribute, not a module: it holds references to the modules installed above
@@ -84,11 +84,25 @@ class PlanModule(nn.Module):
             if node_id in values:
                 continue
             xs = [values[source] for source in sources]
-            if isinstance(step, nn.Module):
-                values[node_id] = step(xs[0])
+            if isinstance(step, tuple):
+                values[node_id] = apply_layer(*step, xs)
                 continue
             values[node_id] = _call(step, xs, self.training)
         return values[output]
+
+
+def apply_layer(module: nn.Module, call: str, xs: list[torch.Tensor]) -> torch.Tensor:
+    """A layer's module on its inputs, as ``Layer.call`` says (torch_module writes the same
+    expressions into source)."""
+    if call == "channels_first":
+        return torch.permute(module(torch.permute(xs[0], (0, 2, 3, 1))), (0, 3, 1, 2))
+    if call in ("attention", "causal"):
+        query, key, value = xs * 3 if len(xs) == 1 else xs
+        mask = None
+        if call == "causal":
+            mask = torch.ones(query.shape[1], key.shape[1], dtype=torch.bool).triu(1)
+        return module(query, key, value, need_weights=False, attn_mask=mask)[0]
+    return module(xs[0])
 
 
 def _call(form: Call, xs: list[torch.Tensor], training: bool) -> torch.Tensor:

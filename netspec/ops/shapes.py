@@ -114,11 +114,10 @@ def batched_axis(dim: int, shape: Shape, what: str = "dim") -> int:
     1
     >>> batched_axis(-1, (197, 768))
     2
-    >>> batched_axis(0, (197, 768))
+    >>> batched_axis(0, (197, 768))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    netspec.common.errors.ShapeError: dim 0 is the batch axis of the input (N, 197, 768); ...
-    use a dim from 1 to 2 (or -2 to -1)
+    netspec.common.errors.ShapeError: dim 0 is the batch axis of the input (N, 197, 768); use ...
     """
     rank = len(shape)
     batched = batched_shape(shape)

@@ -455,6 +455,25 @@ def lay_out(plan: Plan, rankdir: str = "TB", depth: int | None = None) -> Scene:
     return Scene(width, height, horizontal, heading, heading_at, frames, edges, shapes, boxes)
 
 
+# a horizontal drawing wider than this (in px, about four screens) folds block instances into
+# boxes until it fits: unfolded, ResNet-34 from left to right is 36,000 px wide and 420 high
+READABLE_WIDTH = 8000.0
+
+
+def readable_depth(plan: Plan, rankdir: str = "LR") -> int | None:
+    """The depth to draw ``plan`` at so that a horizontal drawing stays about
+    :data:`READABLE_WIDTH` wide: the deepest nesting of block instances that fits, else the
+    top level; None when the whole network fits, for a vertical drawing, or when the network
+    has no block instance to fold."""
+    if rankdir != "LR" or lay_out(plan, rankdir).width <= READABLE_WIDTH:
+        return None
+    nesting = max((len(chain) for chain in plan.chains.values()), default=0)
+    for depth in range(nesting, 0, -1):
+        if lay_out(plan, rankdir, depth).width <= READABLE_WIDTH:
+            return depth
+    return 1 if nesting else None
+
+
 def _point(point: Point) -> str:
     return f"{_fmt(point[0])},{_fmt(point[1])}"
 

@@ -36,7 +36,8 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "plot": (("matplotlib", "Pillow"), "training plots and netspec plot"),
     "image": (("Pillow",), "netspec predict and folder data on picture files (.png, .jpg)"),
     "torch": (("torch",), "--engine torch, .py/.pt export, .pt weights and parity tests"),
-    "onnx": (("onnx",), "netspec export to .onnx and netspec import"),
+    "onnx": (("onnx", "onnxruntime"), "netspec export to .onnx (checked against onnxruntime) "
+                                      "and netspec import"),
     "lsp": (("pygls",), "netspec lsp, the language server for editors"),
     "threads": (("threadpoolctl",), "--threads and sharing the cores between netspec "
                                     "processes"),
