@@ -16,12 +16,13 @@ import pytest
 from netspec.common.errors import NetspecError, WeightsError
 from netspec.lang.spec import parse_spec, shipped_architectures
 from netspec.ops import REGISTRY
-from netspec.plan.compiler import compile_plan
+from netspec.plan.compiler import Plan, compile_plan
 from netspec.runtime.executor import Network
 from netspec.weights.checkpoint import load_weights, save_checkpoint
 
 torch = pytest.importorskip("torch")
 
+from layer_harness import affordable_architectures  # noqa: E402
 from torch_helpers import (  # noqa: E402 - after importorskip
     MaskedDropout,
     compare_with_netspec,
@@ -32,10 +33,22 @@ from torch_helpers import (  # noqa: E402 - after importorskip
 from netspec.common.extras import install_line  # noqa: E402
 from netspec.interchange.torch_classes import class_name  # noqa: E402
 from netspec.interchange.torch_module import export_pytorch, generate_source  # noqa: E402
-from netspec.interchange.torch_ops import TORCH_FORMS, TORCH_REFUSED  # noqa: E402
+from netspec.interchange.torch_ops import (  # noqa: E402
+    TORCH_FORMS,
+    TORCH_REFUSED,
+    refused_nodes,
+)
 from netspec.interchange.torch_runtime import PlanModule, load_arrays  # noqa: E402
 
 TOLERANCE = 1e-9
+# PyTorch's hardsigmoid backward multiplies by 1/6 as a float32 constant even in float64
+# (0.1666666716..., 3e-8 off): gradients through it agree to that rounding, not to float64's
+ROUNDED_IN_TORCH = {"hardsigmoid"}
+
+
+def tolerance(plan: Plan) -> float:
+    ops = {node.op_name for node in plan.nodes.values()}
+    return 1e-7 if ops & ROUNDED_IN_TORCH else TOLERANCE
 REPO = Path(__file__).resolve().parents[1]
 
 # every op, two inputs, dotted ids, concat on two axes, a frozen layer, 1-D batchnorm
@@ -213,8 +226,37 @@ def _export(plan, net: Network, tmp_path: Path):
     return module, model
 
 
+# The shipped networks carried to PyTorch here: the affordable ones (the 28x28 and 32x32
+# networks) and the two ImageNet ResNets. The other ImageNet networks are compared with
+# torchvision's own modules, by key and by output (tests/test_torchvision_convnets.py,
+# tests/test_zoo_torchvision.py, tests/test_transformer_zoo.py); in float64 here
+# they would cost minutes each. A network with an op PyTorch export refuses (a learned tensor)
+# is checked to be refused, naming the op's stated reason.
+CARRIED = {path.stem for path in affordable_architectures()} | {"resnet18", "resnet34"}
+
+
+def _carried_plans() -> tuple[dict[str, Plan], dict[str, Plan]]:
+    """The shipped plans carried to PyTorch, and those refused for an op without a form."""
+    carried, refused = {}, {}
+    for path in shipped_architectures():
+        if path.stem in CARRIED:
+            plan = compile_plan(path)
+            (refused if refused_nodes(plan.nodes.values()) else carried)[path.stem] = plan
+    return carried, refused
+
+
+def test_a_network_with_an_op_without_a_pytorch_form_is_refused_with_its_reason():
+    _, refused = _carried_plans()
+    assert refused, "no shipped network needs the refusal any more: drop this test's case"
+    for name, plan in refused.items():
+        with pytest.raises(NetspecError) as error:
+            PlanModule(plan)
+        assert "cannot run in PyTorch" in str(error.value)
+        assert any(reason in str(error.value) for reason in TORCH_REFUSED.values()), name
+
+
 def _shipped_and_test_plans(tmp_path: Path):
-    plans = {path.stem: compile_plan(path) for path in shipped_architectures()}
+    plans = dict(_carried_plans()[0])
     plans["every-op"] = _plan(EVERY_OP, tmp_path)
     plans["nested"] = _plan(NESTED, tmp_path)
     plans["block-settings"] = _plan(BLOCK_SETTINGS, tmp_path)
@@ -261,7 +303,7 @@ def test_exported_module_equals_netspec_in_float64(tmp_path, train):
             module.F = masks
 
         errors = compare_with_netspec(net, model, train, use_masks)
-        assert max(errors.values()) < TOLERANCE, (name, errors)
+        assert max(errors.values()) < tolerance(plan), (name, errors)
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
@@ -278,7 +320,7 @@ def test_engine_module_equals_netspec_in_float64(tmp_path, monkeypatch, train):
             monkeypatch.setattr(torch.nn.functional, "dropout", masks.dropout)
 
         errors = compare_with_netspec(net, model, train, use_masks)
-        assert max(errors.values()) < TOLERANCE, (name, errors)
+        assert max(errors.values()) < tolerance(plan), (name, errors)
 
 
 HOSTILE_IDS = [
