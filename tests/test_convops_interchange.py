@@ -173,15 +173,9 @@ REFUSED_NODES = {
     "HardSigmoid ONNX's default": ([helper.make_node("HardSigmoid", ["x"], ["y"], name="n")],
                                    [], "alpha=0.2, beta=0.5: netspec's hardsigmoid is "
                                    "PyTorch's (alpha=1/6, beta=0.5)"),
-    "ReduceMean over channels": ([helper.make_node("ReduceMean", ["x"], ["y"], name="n",
-                                                   axes=[1])], [],
-                                 "axes=[1] on per-sample shape (4, 6, 5): netspec takes the "
-                                 "mean over the two spatial axes of (C, H, W) only"),
     "LogSoftmax over the batch": ([helper.make_node("LogSoftmax", ["x"], ["y"], name="n",
                                                     axis=0)], [],
                                   "axis=0 is the batch axis"),
-    "Mul by a constant": ([helper.make_node("Mul", ["x", "k"], ["y"], name="n")],
-                          [_constant("k", 2.0)], "input 'k' is a constant"),
 }
 
 

@@ -103,6 +103,11 @@ def torch_twin(net: Network) -> Any:
         "global_avgpool": lambda x: x.mean(dim=(2, 3)),
     }
 
+    def batched_dim(node: Any) -> int:
+        """torch.cat's dim for a concat (its per-sample axis shifted past the batch)."""
+        axis = getattr(node.params, "axis", None)
+        return axis + 1 if axis is not None else getattr(node.params, "dim", 1)
+
     class Twin(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -116,8 +121,7 @@ def torch_twin(net: Network) -> Any:
                 elif node.op_name in stateless:
                     self.steps.append((node_id, "fn", node.inputs, stateless[node.op_name]))
                 elif node.op_name in ("input", "add", "concat"):
-                    axis = getattr(node.params, "axis", 0) + 1
-                    self.steps.append((node_id, node.op_name, node.inputs, axis))
+                    self.steps.append((node_id, node.op_name, node.inputs, batched_dim(node)))
                 else:
                     raise NotImplementedError(f"no torch twin for op '{node.op_name}'")
 
