@@ -783,7 +783,7 @@ def test_expressions_agree_with_the_reference_evaluation(tree: tuple) -> None:
 FORBIDDEN = [
     "({}).real", "(lambda: {})()", "[v for v in [{}]]", "({}) ** 2", "({}) << 1", "({}) & 1",
     "({}) | 1", "({}) ^ 1", "({}) @ 1", "open({})", "eval({})", "__import__({})",
-    "({}).__class__", "__builtins__", "({}, 1)", "{{{}}}", "{{1: {}}}", "[{}][0:1]",
+    "({}).__class__", "__builtins__", "({}, 1)", "{{{}}}", "{{1: {}}}",
     "(z := {})", "f'{{{}}}'", "min(*[{}])", "max({}, key=1)", "b'{}'", "None", "...", "1j",
     "getattr({}, 'x')", "{} if True", "yield {}", "await {}", "({})()", "[{}][0]()",
     "'{}'.format(1)",
