@@ -32,7 +32,7 @@ from netspec.ops.grouped_conv import (
     grouped_backward,
     grouped_forward,
 )
-from netspec.ops.shapes import Shape, numel, pair, require_rank, window_output_hw
+from netspec.ops.shapes import Shape, numel, pair, require_groups, require_rank, window_output_hw
 
 np = lazy_import("numpy")
 
@@ -390,14 +390,7 @@ class Conv2d(Op):
         require_rank(shape, (3,), "conv2d input")
         kernel, stride, padding = self.geometry
         groups = self.p.groups
-        if shape[0] % groups:
-            raise ShapeError(
-                f"groups={groups} does not divide the input's {shape[0]} channels; "
-                f"in_channels must be a multiple of groups")
-        if self.p.out_channels % groups:
-            raise ShapeError(
-                f"groups={groups} does not divide out_channels={self.p.out_channels}; "
-                f"out_channels must be a multiple of groups")
+        require_groups(shape[0], self.p.out_channels, groups)
         dilation = pair(self.p.dilation)
         if dilation != (1, 1):
             extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))

@@ -21,7 +21,7 @@ from netspec.common.lazy import lazy_import
 from netspec.ops.base import Array, Context, Grads, Op, ParamSpec, WeightedParams, register
 from netspec.ops.conv import NonNegativeSize, PaddingPair, PositiveSize, SizePair
 from netspec.ops.grouped_conv import im2col, kernel_offsets, offset_view
-from netspec.ops.shapes import Shape, numel, pair, require_rank
+from netspec.ops.shapes import Shape, numel, pair, require_groups, require_rank
 
 np = lazy_import("numpy")
 
@@ -82,14 +82,7 @@ class ConvTranspose2d(Op):
         shape = in_shapes[0]
         require_rank(shape, (3,), "conv_transpose2d input")
         groups = self.p.groups
-        if shape[0] % groups:
-            raise ShapeError(
-                f"groups={groups} does not divide the input's {shape[0]} channels; "
-                f"in_channels must be a multiple of groups")
-        if self.p.out_channels % groups:
-            raise ShapeError(
-                f"groups={groups} does not divide out_channels={self.p.out_channels}; "
-                f"out_channels must be a multiple of groups")
+        require_groups(shape[0], self.p.out_channels, groups)
         (out_h, out_w), _ = self._sizes(shape[1:])
         if out_h < 1 or out_w < 1:
             padding = pair(self.p.padding)

@@ -139,3 +139,13 @@ def batched_shape(shape: Shape) -> str:
     '(N, 197, 768)'
     """
     return "(N, " + ", ".join(map(str, shape)) + ")"
+
+
+def require_groups(in_channels: int, out_channels: int, groups: int) -> None:
+    """A grouped convolution's channels must both split into ``groups`` equal parts."""
+    if in_channels % groups:
+        raise ShapeError(f"groups={groups} does not divide the input's {in_channels} channels; "
+                         f"in_channels must be a multiple of groups")
+    if out_channels % groups:
+        raise ShapeError(f"groups={groups} does not divide out_channels={out_channels}; "
+                         f"out_channels must be a multiple of groups")

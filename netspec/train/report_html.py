@@ -35,6 +35,7 @@ from netspec.train.data import prepare_data, recorded_choice
 from netspec.train.evaluate import evaluation_from_logits, normalise_images, predict_logits
 from netspec.train.loop import read_history
 from netspec.train.report import run_network
+from netspec.train.runs import flatten_table
 from netspec.weights.checkpoint import load_weights
 
 REPORT_FILE = "report.html"
@@ -82,7 +83,7 @@ def render_report(run_dir: Path, data_dir: str | Path | None = None) -> str:
     parts += _section("diagram", '<div class="diagram">' + _image(
         "image/svg+xml", to_svg(plan, "TB", depth=1).encode(), f"{plan.name} diagram") +
         "</div>")
-    parts += _section("recipe", _key_values(_flatten(saved.get("config") or {})) +
+    parts += _section("recipe", _key_values(flatten_table(saved.get("config") or {})) +
                       _key_values({"dtype": saved.get("dtype"), "data": _data_label(saved),
                                    "--set": saved.get("set") or {},
                                    "engine": saved.get("engine", "numpy")}))
@@ -200,16 +201,6 @@ def _data_label(saved: dict[str, Any]) -> str:
     if isinstance(data, dict) and data.get("source"):
         return str(data["source"])
     return "mnist"
-
-
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, dict) and value:
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _key_values(values: dict[str, Any]) -> str:

@@ -96,7 +96,7 @@ def find_runs(root: str | Path) -> list[RunSummary]:
 def differences(a: RunSummary, b: RunSummary) -> list[tuple[str, str, str]]:
     """The recipe settings and provenance fields whose values differ, as (name, a, b)."""
     rows = []
-    for prefix, left, right in (("", _flatten(a.config), _flatten(b.config)),
+    for prefix, left, right in (("", flatten_table(a.config), flatten_table(b.config)),
                                 ("provenance.", a.provenance, b.provenance)):
         for key in sorted(set(left) | set(right)):
             if key in ("started", "command"):
@@ -133,11 +133,12 @@ def _json(path: Path, default: Any) -> Any:
         return default
 
 
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_table(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as one level of dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
     flat: dict[str, Any] = {}
     for key, value in table.items():
         if isinstance(value, dict) and value:
-            flat |= _flatten(value, f"{prefix}{key}.")
+            flat |= flatten_table(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = value
     return flat
