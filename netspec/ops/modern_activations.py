@@ -23,31 +23,96 @@ from netspec.ops.shapes import Shape, numel
 np = lazy_import("numpy")
 
 _SQRT_HALF = math.sqrt(0.5)
-_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 _SQRT_TWO_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_TWO_PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_CUBIC = 0.044715
-# erf(z) is 1 to double precision beyond this
+
+# erf by W. J. Cody, "Rational Chebyshev approximations for the error function", Mathematics
+# of Computation 23 (1969) 631-637, with the coefficients of his CALERF (netlib specfun), the
+# routine C libraries' erf descends from. Below _ERF_SMALL: erf(z) = z R1(z^2); up to 4:
+# erfc(z) = exp(-z^2) R2(z); beyond: erfc(z) = exp(-z^2) / z (1/sqrt(pi) - R3(1/z^2) / z^2).
+# Each R is (numerator coefficients, lowest power first, ...) / (monic denominator's).
+_ERF_SMALL = 0.46875
+_ERF_R1 = ((3.20937758913846947e03, 3.77485237685302021e02, 1.13864154151050156e02,
+            3.16112374387056560e00, 1.85777706184603153e-1),
+           (2.84423683343917062e03, 1.28261652607737228e03, 2.44024637934444173e02,
+            2.36012909523441209e01))
+_ERF_R2 = ((1.23033935479799725e03, 2.05107837782607147e03, 1.71204761263407058e03,
+            8.81952221241769090e02, 2.98635138197400131e02, 6.61191906371416295e01,
+            8.88314979438837594e00, 5.64188496988670089e-1, 2.15311535474403846e-8),
+           (1.23033935480374942e03, 3.43936767414372164e03, 4.36261909014324716e03,
+            3.29079923573345963e03, 1.62138957456669019e03, 5.37181101862009858e02,
+            1.17693950891312499e02, 1.57449261107098347e01))
+_ERF_R3 = ((6.58749161529837803e-4, 1.60837851487422766e-2, 1.25781726111229246e-1,
+            3.60344899949804439e-1, 3.05326634961232344e-1, 1.63153871373020978e-2),
+           (2.33520497626869185e-3, 6.05183413124413191e-2, 5.27905102951428412e-1,
+            1.87295284992346047e00, 2.56852019228982242e00))
+_INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
+_ERF_MIDDLE_END = 4.0
+# erfc(6) < 2^-54: erf is 1 to double precision from here on
 _ERF_SATURATES = 6.0
+# elements per pass: the dozens of temporaries of one chunk stay in the CPU's L2 cache
+_ERF_CHUNK = 1 << 15
+
+
+def _rational(t: Array, coefficients: tuple[tuple[float, ...], tuple[float, ...]]) -> Array:
+    """numerator(t) / denominator(t) by Horner's rule, in ``t``'s dtype, in new arrays."""
+    top, bottom = coefficients
+    kind = t.dtype.type
+    numerator = t * kind(top[-1])
+    for c in reversed(top[1:-1]):
+        numerator += kind(c)
+        numerator *= t
+    numerator += kind(top[0])
+    denominator = t + kind(bottom[-1])
+    for c in reversed(bottom[:-1]):
+        denominator *= t
+        denominator += kind(c)
+    numerator /= denominator
+    return numerator
+
+
+def _erf_chunk(z: Array, out: Array) -> None:
+    """erf of a 1-D chunk into ``out``, both in the computing dtype. Every range is
+    evaluated on every element with the argument clipped into it, then the right one kept:
+    arithmetic on whole arrays is many times cheaper than gathering each range's elements."""
+    kind = z.dtype.type
+    magnitude = np.abs(z)
+    inner = np.clip(z, -_ERF_SMALL, _ERF_SMALL)
+    small = _rational(inner * inner, _ERF_R1)
+    small *= inner
+    middle = np.clip(magnitude, _ERF_SMALL, _ERF_MIDDLE_END)
+    complement = _rational(middle, _ERF_R2)
+    np.multiply(middle, middle, out=middle)
+    np.negative(middle, out=middle)
+    complement *= np.exp(middle, out=middle)
+    far = np.flatnonzero(magnitude > _ERF_MIDDLE_END)
+    if far.size:
+        tail = np.minimum(magnitude[far], kind(_ERF_SATURATES))
+        inverse_square = 1 / (tail * tail)
+        series = inverse_square * _rational(inverse_square, _ERF_R3)
+        tail_complement = (kind(_INV_SQRT_PI) - series) / tail * np.exp(-tail * tail)
+        tail_complement[tail >= _ERF_SATURATES] = 0
+        complement[far] = tail_complement
+    np.subtract(1, complement, out=complement)
+    np.copysign(complement, z, out=complement)
+    np.copyto(complement, small, where=magnitude <= _ERF_SMALL)
+    out[...] = complement
 
 
 def erf(z: Array) -> Array:
-    """The error function, element-wise, to double precision (NumPy has none): the series
-    erf(z) = 2/sqrt(pi) exp(-z^2) sum_n 2^n z^(2n+1) / (1*3*...*(2n+1)), whose terms are all
-    of one sign (no cancellation), summed until every element's next term is negligible."""
-    magnitude = np.minimum(np.abs(z), _ERF_SATURATES).astype(np.float64)
-    squared = magnitude * magnitude
-    term = magnitude.copy()
-    total = magnitude.copy()
-    n = 0
-    while True:
-        n += 1
-        term *= (2.0 * squared) / (2 * n + 1)
-        total += term
-        if not np.any(term > 1e-17 * total):
-            break
-    result = np.minimum(_TWO_OVER_SQRT_PI * np.exp(-squared) * total, 1.0)
-    return np.copysign(result, z).astype(z.dtype, copy=False)
+    """The error function, element-wise (NumPy has none), in ``z``'s dtype: Cody's rational
+    approximations, to double precision in float64 (within 3e-16 of math.erf, 4.5e-16
+    relative; nan, +-inf and -0 as C's erf) and to a few ulps in float32, which is computed
+    in float32 (float64 work would cost twice the time for digits the result drops)."""
+    values = np.asarray(z)
+    kind = np.float32 if values.dtype == np.float32 else np.float64
+    flat = values.reshape(-1)
+    result = np.empty(flat.shape, kind)
+    for start in range(0, flat.size, _ERF_CHUNK):
+        _erf_chunk(flat[start:start + _ERF_CHUNK].astype(kind, copy=False),
+                   result[start:start + _ERF_CHUNK])
+    return result.reshape(values.shape)
 
 
 class _Elementwise(Op):
@@ -160,7 +225,9 @@ class Gelu(_Elementwise):
             inner = _SQRT_TWO_OVER_PI * (x + _GELU_CUBIC * x * x * x)
             t = np.tanh(inner)
             return 0.5 * x * (1 + t), (x, t)
-        cdf = 0.5 * (1 + erf(x * _SQRT_HALF))
+        cdf = erf(x * x.dtype.type(_SQRT_HALF))
+        cdf += 1
+        cdf *= 0.5
         return x * cdf, (x, cdf)
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
