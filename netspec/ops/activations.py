@@ -195,11 +195,20 @@ class Softmax(_Elementwise):
     def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:
         y = cache
         axis = batched_axis(self.p.dim, y.shape[1:])
-        return [y * (dy - (dy * y).sum(axis=axis, keepdims=True))], {}
+        dx = dy - (dy * y).sum(axis=axis, keepdims=True)
+        dx *= y
+        return [dx], {}
 
 
-def softmax(x: Array, axis: int) -> Array:
+def softmax(x: Array, axis: int, overwrite: bool = False) -> Array:
     """exp(x) / sum(exp(x)) along ``axis`` of a batched array, shifted by the maximum so that
-    no exponential overflows."""
-    shifted = np.exp(x - x.max(axis=axis, keepdims=True))
-    return shifted / shifted.sum(axis=axis, keepdims=True)
+    no exponential overflows; in one new array (in ``x`` itself with ``overwrite``)."""
+    maximum = x.max(axis=axis, keepdims=True)
+    if overwrite:
+        x -= maximum
+        shifted = x
+    else:
+        shifted = x - maximum
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=axis, keepdims=True)
+    return shifted

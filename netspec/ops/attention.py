@@ -162,37 +162,38 @@ class MultiheadAttention(Op):
             + queries * (2 * embed + bias) * embed
 
     def _heads(self, x: Array) -> Array:
-        """(N, T, D) -> (N, heads, T, D / heads)."""
+        """(N, T, D) -> (N, heads, T, D / heads), a view."""
         n, tokens, _ = x.shape
         return x.reshape(n, tokens, self.p.num_heads, -1).transpose(0, 2, 1, 3)
 
     def forward(self, xs: list[Array], params: dict[str, Array], buffers,
                 ctx: Context) -> tuple[Array, tuple]:
-        embed = self.p.embed_dim
+        embed, heads = self.p.embed_dim, self.p.num_heads
+        head_dim = embed // heads
         weight, bias = params["in_proj_weight"], params.get("in_proj_bias")
+        n, queries = xs[0].shape[0], xs[0].shape[1]
         if len(xs) == 1:
-            # self-attention: the three projections are one product
-            rows = xs[0].reshape(-1, embed)
-            qkv = rows @ weight.T
+            # self-attention: the three projections are one product, whose (N, T, 3, heads,
+            # head_dim) layout the products by head read in place (BLAS takes the strides)
+            rows_in: tuple[Array, ...] = (xs[0].reshape(-1, embed),)
+            qkv = rows_in[0] @ weight.T
             if bias is not None:
                 qkv += bias
-            qkv = qkv.reshape(xs[0].shape[0], xs[0].shape[1], 3 * embed)
-            q, k, v = (qkv[..., i * embed:(i + 1) * embed] for i in range(3))
-            rows_in = (rows,)
+            q, k, v = qkv.reshape(n, queries, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
         else:
             rows_in = tuple(x.reshape(-1, embed) for x in xs)
             q, k, v = (
-                (r @ weight[i * embed:(i + 1) * embed].T
-                 + (0 if bias is None else bias[i * embed:(i + 1) * embed])
-                 ).reshape(x.shape[0], x.shape[1], embed)
+                self._heads((r @ weight[i * embed:(i + 1) * embed].T
+                             + (0 if bias is None else bias[i * embed:(i + 1) * embed])
+                             ).reshape(x.shape[0], x.shape[1], embed))
                 for i, (r, x) in enumerate(zip(rows_in, xs)))
-        scale = 1.0 / math.sqrt(embed // self.p.num_heads)
-        qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)
-        scores = np.matmul(qh, kh.transpose(0, 1, 3, 2)) * scale
+        scale = 1.0 / math.sqrt(head_dim)
+        # scaled before the product: the queries are T x D, the scores heads x T x S
+        q = q * q.dtype.type(scale)
+        scores = np.matmul(q, k.swapaxes(-1, -2))
         if self.p.causal:
-            later = np.triu(np.ones(scores.shape[-2:], dtype=bool), 1)
-            scores = np.where(later, -np.inf, scores)
-        weights = softmax(scores, -1)
+            scores[..., np.triu(np.ones(scores.shape[-2:], dtype=bool), 1)] = -np.inf
+        weights = softmax(scores, -1, overwrite=True)
         mask = None
         dropped = weights
         if ctx.train and self.p.dropout > 0:
@@ -200,44 +201,58 @@ class MultiheadAttention(Op):
             mask = (ctx.rng.random(weights.shape, dtype=np.float32) < keep).astype(
                 weights.dtype) * weights.dtype.type(1.0 / keep)
             dropped = weights * mask
-        heads_out = np.matmul(dropped, vh)  # (N, h, T, dh)
-        n, tokens = heads_out.shape[0], heads_out.shape[2]
-        joined = heads_out.transpose(0, 2, 1, 3).reshape(n * tokens, embed)
+        # the heads' outputs land side by side in the (N, T, D) rows of the out projection
+        joined = np.empty((n, queries, embed), np.result_type(dropped, v))
+        np.matmul(dropped, v, out=self._heads(joined))
+        joined = joined.reshape(n * queries, embed)
         out = joined @ params["out_proj.weight"].T
         if self.p.bias:
             out += params["out_proj.bias"]
-        cache = (rows_in, [x.shape for x in xs], qh, kh, vh, weights, mask, dropped, joined,
+        cache = (rows_in, [x.shape for x in xs], q, k, v, weights, mask, dropped, joined,
                  scale, params["in_proj_weight"], params["out_proj.weight"])
-        return out.reshape(n, tokens, embed), cache
+        return out.reshape(n, queries, embed), cache
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
-        (rows_in, shapes, qh, kh, vh, weights, mask, dropped, joined, scale, in_weight,
+        (rows_in, shapes, q, k, v, weights, mask, dropped, joined, scale, in_weight,
          out_weight) = cache
         embed = self.p.embed_dim
-        n, tokens = dy.shape[0], dy.shape[1]
+        n, queries = dy.shape[0], dy.shape[1]
         dy_rows = dy.reshape(-1, embed)
         grads = {"out_proj.weight": dy_rows.T @ joined}
         if self.p.bias:
             grads["out_proj.bias"] = dy_rows.sum(axis=0)
-        d_heads_out = self._heads((dy_rows @ out_weight).reshape(n, tokens, embed))
-        d_dropped = np.matmul(d_heads_out, vh.transpose(0, 1, 3, 2))
-        dvh = np.matmul(dropped.transpose(0, 1, 3, 2), d_heads_out)
-        d_weights = d_dropped if mask is None else d_dropped * mask
-        d_scores = weights * (d_weights - (d_weights * weights).sum(axis=-1, keepdims=True))
-        d_scores *= scale
-        dqh = np.matmul(d_scores, kh)
-        dkh = np.matmul(d_scores.transpose(0, 1, 3, 2), qh)
+        d_heads_out = self._heads((dy_rows @ out_weight).reshape(n, queries, embed))
+        # d_scores, in the array of the weights' gradient: softmax's backward,
+        # weights * (d_weights - sum(d_weights * weights))
+        d_scores = np.matmul(d_heads_out, v.swapaxes(-1, -2))
+        if mask is not None:
+            d_scores *= mask
+        d_scores -= (d_scores * weights).sum(axis=-1, keepdims=True)
+        d_scores *= weights
+        if len(rows_in) == 1:
+            # the three gradients land in the (N, T, 3, heads, head_dim) layout of the
+            # projection's output, which is one product with the weight
+            d_qkv = np.empty((n, queries, 3 * embed), d_scores.dtype)
+            dq, dk, dv = d_qkv.reshape(n, queries, 3, self.p.num_heads, -1).transpose(
+                2, 0, 3, 1, 4)
+            np.matmul(d_scores, k, out=dq)
+            dq *= dq.dtype.type(scale)
+            np.matmul(d_scores.swapaxes(-1, -2), q, out=dk)
+            np.matmul(dropped.swapaxes(-1, -2), d_heads_out, out=dv)
+            d_qkv = d_qkv.reshape(-1, 3 * embed)
+            grads["in_proj_weight"] = d_qkv.T @ rows_in[0]
+            if self.p.bias:
+                grads["in_proj_bias"] = d_qkv.sum(axis=0)
+            return [(d_qkv @ in_weight).reshape(shapes[0])], grads
+        dqh = np.matmul(d_scores, k)
+        dqh *= dqh.dtype.type(scale)
+        dkh = np.matmul(d_scores.swapaxes(-1, -2), q)
+        dvh = np.matmul(dropped.swapaxes(-1, -2), d_heads_out)
 
         def tokens_of(heads: Array) -> Array:
             return heads.transpose(0, 2, 1, 3).reshape(-1, embed)
 
         d_projected = [tokens_of(dqh), tokens_of(dkh), tokens_of(dvh)]
-        if len(rows_in) == 1:
-            d_qkv = np.concatenate(d_projected, axis=1)
-            grads["in_proj_weight"] = d_qkv.T @ rows_in[0]
-            if self.p.bias:
-                grads["in_proj_bias"] = d_qkv.sum(axis=0)
-            return [(d_qkv @ in_weight).reshape(shapes[0])], grads
         grads["in_proj_weight"] = np.concatenate(
             [d.T @ r for d, r in zip(d_projected, rows_in)], axis=0)
         if self.p.bias:
