@@ -195,7 +195,7 @@ class Softmax(_Elementwise):
     def backward(self, cache: Array, dy: Array) -> tuple[list[Array | None], Grads]:
         y = cache
         axis = batched_axis(self.p.dim, y.shape[1:])
-        dx = dy - (dy * y).sum(axis=axis, keepdims=True)
+        dx = dy - sum_of_products(dy, y, axis)
         dx *= y
         return [dx], {}
 
@@ -210,5 +210,15 @@ def softmax(x: Array, axis: int, overwrite: bool = False) -> Array:
     else:
         shifted = x - maximum
     np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=axis, keepdims=True)
+    shifted /= sum_of_products(shifted, None, axis)
     return shifted
+
+
+def sum_of_products(a: Array, b: Array | None, axis: int) -> Array:
+    """The sum of ``a`` (of ``a * b`` with ``b``) along ``axis``, kept. Along the last axis it
+    is einsum's, which stores no product and runs several times faster than numpy's
+    reductions along short contiguous rows (attention's keys, a token's features)."""
+    if axis % a.ndim != a.ndim - 1:
+        return (a if b is None else a * b).sum(axis=axis, keepdims=True)
+    total = np.einsum("...i->...", a) if b is None else np.einsum("...i,...i->...", a, b)
+    return total[..., None]

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from netspec.common.errors import ShapeError
 from netspec.common.lazy import lazy_import
-from netspec.ops.activations import softmax
+from netspec.ops.activations import softmax, sum_of_products
 from netspec.ops.base import Array, Context, Grads, NodeParams, Op, ParamSpec, register
 from netspec.ops.core import MAX_INPUT_DIM
 from netspec.ops.shapes import Shape, format_shape, numel
@@ -227,7 +227,7 @@ class MultiheadAttention(Op):
         d_scores = np.matmul(d_heads_out, v.swapaxes(-1, -2))
         if mask is not None:
             d_scores *= mask
-        d_scores -= (d_scores * weights).sum(axis=-1, keepdims=True)
+        d_scores -= sum_of_products(d_scores, weights, -1)
         d_scores *= weights
         if len(rows_in) == 1:
             # the three gradients land in the (N, T, 3, heads, head_dim) layout of the
@@ -235,8 +235,8 @@ class MultiheadAttention(Op):
             d_qkv = np.empty((n, queries, 3 * embed), d_scores.dtype)
             dq, dk, dv = d_qkv.reshape(n, queries, 3, self.p.num_heads, -1).transpose(
                 2, 0, 3, 1, 4)
-            np.matmul(d_scores, k, out=dq)
-            dq *= dq.dtype.type(scale)
+            # the scale on the scores' side: that array is contiguous, dq is strided
+            np.matmul(d_scores * d_scores.dtype.type(scale), k, out=dq)
             np.matmul(d_scores.swapaxes(-1, -2), q, out=dk)
             np.matmul(dropped.swapaxes(-1, -2), d_heads_out, out=dv)
             d_qkv = d_qkv.reshape(-1, 3 * embed)
