@@ -220,11 +220,21 @@ class Gelu(_Elementwise):
     flops_per_element = 8
 
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, tuple]:
+        # in place on new arrays, in PyTorch's order of operations (the same bits as
+        # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x * x * x))) and
+        # x * 0.5 * (1 + erf(x / sqrt(2))))
         x = xs[0]
         if self.p.approximate == "tanh":
-            inner = _SQRT_TWO_OVER_PI * (x + _GELU_CUBIC * x * x * x)
-            t = np.tanh(inner)
-            return 0.5 * x * (1 + t), (x, t)
+            t = x * x.dtype.type(_GELU_CUBIC)
+            t *= x
+            t *= x
+            t += x
+            t *= x.dtype.type(_SQRT_TWO_OVER_PI)
+            np.tanh(t, out=t)
+            y = t + 1
+            y *= x
+            y *= 0.5
+            return y, (x, t)
         cdf = erf(x * x.dtype.type(_SQRT_HALF))
         cdf += 1
         cdf *= 0.5
@@ -234,10 +244,27 @@ class Gelu(_Elementwise):
         x, value = cache
         if self.p.approximate == "tanh":
             t = value
-            slope = _SQRT_TWO_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
-            return [dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * slope)], {}
-        density = _INV_SQRT_TWO_PI * np.exp(-0.5 * x * x)
-        return [dy * (value + x * density)], {}
+            # 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+            slope = x * x.dtype.type(3 * _GELU_CUBIC)
+            slope *= x
+            slope += 1
+            slope *= x.dtype.type(_SQRT_TWO_OVER_PI)
+            curve = t * t
+            np.subtract(1, curve, out=curve)
+            outer = x * 0.5
+            outer *= curve
+            outer *= slope
+            gate = t + 1
+            gate *= 0.5
+            gate += outer
+            return [dy * gate], {}
+        density = x * x.dtype.type(-0.5)
+        density *= x
+        np.exp(density, out=density)
+        density *= x.dtype.type(_INV_SQRT_TWO_PI)
+        density *= x
+        density += value
+        return [dy * density], {}
 
 
 class HardswishParams(NodeParams):
