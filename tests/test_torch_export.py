@@ -27,6 +27,7 @@ from torch_helpers import (  # noqa: E402 - after importorskip
     MaskedDropout,
     compare_with_netspec,
     import_file,
+    relative_error,
     toml_string,
 )
 
@@ -284,6 +285,62 @@ extra = { block = "token" }
 both = { op = "concat", inputs = ["extra", "image"], dim = 1 }
 fc = { op = "linear", out_features = 2 }
 """
+
+
+def test_learned_tensors_are_parameters_at_their_paths(tmp_path):
+    source = generate_source(_plan(LEARNED, tmp_path))
+    # in the block's class, the axis equal to the block argument is written as it
+    assert "self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 0.5))" in source
+    assert "layer_scale = self.layer_scale.expand(x.shape[0], -1, -1, -1)" in source
+    assert "self.class_token = nn.Parameter(torch.empty((1, 1, 3)).normal_(0.0, 0.5))" in source
+    assert "class_token = self.class_token.expand(image.shape[0], -1, -1)" in source
+    # he_uniform on (17, 3): fan_in 3, bound sqrt(6 / 3), as netspec draws it
+    assert ("self.register_parameter('pos-embedding', nn.Parameter(torch.empty((17, 3))"
+            ".uniform_(-1.4142135623730951, 1.4142135623730951)))") in source
+    assert "getattr(self, 'pos-embedding').expand(image.shape[0], -1, -1)" in source
+    # a parameter beside a module in one container: an attribute of the ModuleDict
+    assert "self.head['fc'] = nn.Linear(" in source
+    assert ("self.head.shift = nn.Parameter(torch.empty((4,)).uniform_(-0.3, 0.3), "
+            "requires_grad=False)") in source
+    (tmp_path / "learned.py").write_text(source)
+    model = import_file(tmp_path / "learned.py").LearnedTensors()
+    assert not model.head.shift.requires_grad and model.class_token.requires_grad
+    # a module's own parameters come before its children's, as in every torch module
+    assert list(model.state_dict()) == [
+        "class_token", "pos-embedding", "features.0.layer_scale", "features.0.conv.weight",
+        "features.0.conv.bias", "features.1.layer_scale", "features.1.conv.weight",
+        "features.1.conv.bias", "head.shift", "head.fc.weight", "head.fc.bias"]
+    flat = generate_source(_plan(TOKEN_BLOCK, tmp_path))
+    assert "Written as one class, not one per block: block 'token' holds a learned tensor " \
+        "but takes no input to count the batch from" in flat
+    assert "extra_value = self.extra.value.expand(image.shape[0], -1, -1)" in flat
+
+
+HOSTILE_TENSOR_IDS = ['"); import os; os.system("touch PWNED"); ("', "t\u2028'''.x",
+                      "__import__('os').system('touch PWNED')"]
+
+
+def test_hostile_learned_tensor_ids_stay_data(tmp_path):
+    lines = ["[nodes.image]", 'op = "input"', "shape = [3]"]
+    previous = "image"
+    for index, node_id in enumerate(HOSTILE_TENSOR_IDS):
+        lines += [f"[nodes.{toml_string(node_id)}]", 'op = "parameter"', "shape = [3]",
+                  'init = "normal"', f"[nodes.sum{index}]", 'op = "add"',
+                  f"inputs = [{toml_string(previous)}, {toml_string(node_id)}]"]
+        previous = f"sum{index}"
+    plan = _plan("\n".join(lines) + "\n", tmp_path)
+    net = _trained_looking(plan)
+    module, model = _export(plan, net, tmp_path)
+    source = (tmp_path / "model.py").read_text()
+    tree = ast.parse(source)
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert "os" not in names and "__import__" not in names and source.isascii()
+    assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
+    assert set(dict(model.named_parameters())) == set(HOSTILE_TENSOR_IDS)
+    net64 = Network(plan, dtype="float64")
+    load_weights(tmp_path / "weights.npz", net64)
+    errors = compare_with_netspec(net64, model, True, lambda masks: None)
+    assert max(errors.values()) < TOLERANCE, errors
 
 
 def test_an_op_without_a_pytorch_form_is_refused_with_its_reason(monkeypatch):
@@ -660,3 +717,71 @@ def test_exported_resnets_hold_torchvisions_state_dict(tmp_path, name):
     model = getattr(module, class_name(name))()
     got = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     assert got == expected
+
+
+# ---- the exported transformers are torchvision's modules ---------------------------------
+
+# name -> (torchvision's model from its module, netspec overrides, image size): ViT-B/16 with
+# one encoder layer at its 224 and 197 tokens, ConvNeXt-Tiny with blocks [1, 1, 2, 1] at 64x64;
+# stochastic depth at 0, so that train mode is deterministic on both sides
+TRANSFORMERS = {
+    "vit_b_16": (lambda models: models.vision_transformer.VisionTransformer(
+        image_size=224, patch_size=16, num_layers=1, num_heads=12, hidden_dim=768,
+        mlp_dim=3072), {"layers": 1}, 224),
+    "convnext_tiny": (lambda models: models.convnext.ConvNeXt(
+        [models.convnext.CNBlockConfig(96, 192, 1), models.convnext.CNBlockConfig(192, 384, 1),
+         models.convnext.CNBlockConfig(384, 768, 2), models.convnext.CNBlockConfig(768, None, 1)],
+        stochastic_depth_prob=0.0), {"depths": [1, 1, 2, 1], "stochastic_depth_prob": 0.0}, 64),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMERS))
+def test_exported_transformers_are_torchvisions_modules_and_equal_netspec(tmp_path, name):
+    from torchvision_helpers import torchvision_models
+
+    from netspec.lang.spec import resolve_spec_path
+
+    build, overrides, size = TRANSFORMERS[name]
+    models = torchvision_models()
+    torch.manual_seed(0)
+    theirs = build(models).double()
+    # the learned tensors and norms away from their starting 0, 1 and 1e-6, so that each counts
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for key, value in theirs.state_dict().items():
+            if value.ndim <= 1 or key.endswith(("class_token", "pos_embedding", "layer_scale")):
+                value.copy_(torch.randn(value.shape, generator=generator, dtype=value.dtype)
+                            * 0.5 + (1.0 if key.endswith(("weight", "layer_scale")) else 0.0))
+    path = resolve_spec_path(name)
+    text = path.read_text()
+    assert size == 224 or text.count("shape = [3, 224, 224]") == 1
+    text = text.replace("shape = [3, 224, 224]", f"shape = [3, {size}, {size}]")
+    plan = compile_plan(parse_spec(text, file=path.name, directory=path.parent,
+                                   overrides=overrides))
+    module = import_file(export_pytorch(plan, tmp_path / f"{name}.py")[0])
+    ours = getattr(module, class_name(name))().double()
+    # torchvision's keys, shapes and order, which a strict load then fills
+    assert [(key, value.shape) for key, value in ours.state_dict().items()] == \
+        [(key, value.shape) for key, value in theirs.state_dict().items()]
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    net = Network(plan, dtype="float64")
+    net.load_state({key: value.numpy() for key, value in theirs.state_dict().items()})
+
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((2, 3, size, size)))
+    for train in (False, True):
+        ours.train(train)
+        theirs.train(train)
+        inputs = [x.clone().requires_grad_(train) for _ in range(2)]
+        outputs = [model(value) for model, value in zip((ours, theirs), inputs)]
+        assert relative_error(outputs[0].detach().numpy(), outputs[1]) < TOLERANCE, train
+        if train:
+            dy = torch.from_numpy(np.random.default_rng(3).standard_normal(outputs[0].shape))
+            for output in outputs:
+                output.backward(dy)
+            assert relative_error(inputs[0].grad.numpy(), inputs[1].grad) < TOLERANCE
+            grads = dict(theirs.named_parameters())
+            for key, parameter in ours.named_parameters():
+                assert relative_error(parameter.grad.numpy(), grads[key].grad) < TOLERANCE, key
+    ours.zero_grad(set_to_none=True)
+    errors = compare_with_netspec(net, ours, True, lambda masks: None)
+    assert max(errors.values()) < TOLERANCE, errors
