@@ -287,6 +287,12 @@ fc = { op = "linear", out_features = 2 }
 """
 
 
+# a named instance whose path is inside a repeat's Sequential: written flat
+NAMED_IN_REPEAT = NESTED.replace('chain = { block = "unit", repeat = 2,',
+                                 'extra = { block = "unit", name = "chain.extra", width = 2 }\n'
+                                 'chain = { block = "unit", repeat = 2,')
+
+
 def test_learned_tensors_are_parameters_at_their_paths(tmp_path):
     source = generate_source(_plan(LEARNED, tmp_path))
     # in the block's class, the axis equal to the block argument is written as it
@@ -368,6 +374,7 @@ def _shipped_and_test_plans(tmp_path: Path):
     plans["every-op"] = _plan(EVERY_OP, tmp_path)
     plans["learned"] = _plan(LEARNED, tmp_path)
     plans["token-block"] = _plan(TOKEN_BLOCK, tmp_path)
+    plans["named-in-repeat"] = _plan(NAMED_IN_REPEAT, tmp_path)
     plans["nested"] = _plan(NESTED, tmp_path)
     plans["block-settings"] = _plan(BLOCK_SETTINGS, tmp_path)
     # one value feeding both entries of a block: written as one flat class
@@ -392,6 +399,23 @@ def test_blocks_become_nested_classes(tmp_path):
         "different numbers of inputs" in flat
     assert [n.name for n in ast.parse(flat).body if isinstance(n, ast.ClassDef)] == \
         ["NestedBlocks"]
+
+
+def test_named_instances_at_dotted_paths_are_modules_in_containers(tmp_path):
+    # ViT's encoder layers: a repeat named "layers.encoder_layer_{index}", each a class's
+    # instance in the ModuleDict "layers", as torchvision's
+    source = generate_source(compile_plan("vit_mnist"))
+    classes = [n.name for n in ast.parse(source).body if isinstance(n, ast.ClassDef)]
+    assert classes == ["EncoderLayer", "Encoder", "VitMnist"]
+    assert "        self.layers = nn.ModuleDict()\n" \
+        "        self.layers['encoder_layer_0'] = EncoderLayer()\n" in source
+    assert "layers_encoder_layer_1 = self.layers.encoder_layer_1(layers_encoder_layer_0)" \
+        in source
+    assert "self.encoder = Encoder()" in source
+    # a named instance inside a repeat's Sequential cannot be: written flat
+    flat = generate_source(_plan(NAMED_IN_REPEAT, tmp_path))
+    assert "Written as one class, not one per block: 'chain.extra' of block 'pair' would sit " \
+        "inside the Sequential of repeat 'chain'" in flat
 
 
 def test_every_registered_op_has_a_form_or_a_refusal():

@@ -310,6 +310,12 @@ def _build_class(block: str | None, paths: list[str | None], context: _Context,
         order = list(nx.lexicographical_topological_sort(precedence, key=first_seen.get))
     except nx.NetworkXUnfeasible:
         raise Flatten(f"instances of block {block!r} order their nodes differently") from None
+    groups = {entry.group for entry in entries.values() if entry.group is not None}
+    for entry in entries.values():
+        inside = next((g for g in groups if entry.key.startswith(g + ".")), None)
+        if entry.group is None and entry.kind[0] != "call" and inside is not None:
+            raise Flatten(f"{entry.key!r} of block {block!r} would sit inside the Sequential "
+                          f"of repeat {inside!r}")
     model = ClassModel(names.take(block), block, [p or "" for p in paths],
                        [entries[k] for k in order], n_inputs.pop(), outputs.pop())
     _flags(model)
@@ -319,11 +325,11 @@ def _build_class(block: str | None, paths: list[str | None], context: _Context,
 
 
 def _group_of(key: str) -> tuple[str | None, int | None]:
+    """A repeat's member (``layer1.0``) is item ``index`` of its ``group``'s Sequential; any
+    other instance (``conv``, or ViT's ``layers.encoder_layer_0``) is a module at its path."""
     head, _, tail = key.rpartition(".")
     if head and tail.isdigit():
         return head, int(tail)
-    if "." in key:
-        raise Flatten(f"instance path {key!r} is neither a name nor a repeat's member")
     return None, None
 
 

@@ -259,15 +259,17 @@ def _init_body(model: ClassModel) -> list[str]:
     statements: list[tuple[str | None, str]] = []  # (flag, statement)
     made: set[str] = set()
     guards_of: dict[str, set] = {}
+    # where each entry's module sits: its key, a repeat's member its Sequential's path
+    paths = {entry.key: entry.key if entry.group is None else entry.group
+             for entry in model.entries if entry.kind[0] != "call"}
     for entry in model.entries:
-        if entry.kind[0] in ("layer", "tensor"):
-            parts = entry.key.split(".")
-            for k in range(1, len(parts)):
-                guards_of.setdefault(".".join(parts[:k]), set()).add(_guard(model, entry))
+        parts = paths[entry.key].split(".") if entry.key in paths else []
+        for k in range(1, len(parts)):
+            guards_of.setdefault(".".join(parts[:k]), set()).add(_guard(model, entry))
     for entry in model.entries:
         guard = _guard(model, entry)
-        if entry.kind[0] in ("layer", "tensor"):
-            parts = entry.key.split(".")
+        if entry.key in paths:
+            parts = paths[entry.key].split(".")
             for k in range(1, len(parts)):
                 container = ".".join(parts[:k])
                 if container not in made:
