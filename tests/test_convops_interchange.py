@@ -134,7 +134,7 @@ SINGLE_NODES = {
     "ReduceMean axes input": ([helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="n",
                                                 keepdims=0)], IMAGE,
                               [numpy_helper.from_array(np.array([-1, -2]), "axes")], 18,
-                              "global_avgpool"),
+                              "mean"),  # torch.mean; netspec's global_avgpool also squeezes
     "GlobalAveragePool": ([helper.make_node("GlobalAveragePool", ["x"], ["y"], name="n")],
                           IMAGE, [], 17, "adaptive_avgpool2d"),
     "Gelu (opset 20)": ([helper.make_node("Gelu", ["x"], ["y"], name="n")], IMAGE, [], 20,

@@ -47,6 +47,17 @@ class Emitter:
                                                 **attributes))
         return output
 
+    def split(self, value: str, sizes: list[int], outputs: list[str], name: str,
+              axis: int) -> list[str]:
+        """``value`` cut along ``axis`` into pieces of ``sizes``, named ``outputs``."""
+        onnx = onnx_module()
+        sizes_name = f"{name}/sizes"
+        self.initializers.append(onnx.numpy_helper.from_array(
+            np.asarray(sizes, dtype=np.int64), sizes_name))
+        self.nodes.append(onnx.helper.make_node("Split", [value, sizes_name], outputs,
+                                                name=name, axis=axis))
+        return outputs
+
     def constant(self, name: str, value: Any) -> str:
         """A float32 initializer that is no parameter (a bound, a scale), named ``name``."""
         array = np.asarray(value, dtype=np.float32)
