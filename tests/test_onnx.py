@@ -279,6 +279,10 @@ inputs = ["tokens", "offset"]
 op = "layernorm"
 normalized_shape = [16]
 eps = 1e-6
+[nodes.plain]
+op = "layernorm"
+normalized_shape = [16]
+elementwise_affine = false
 [nodes.masked]
 op = "multihead_attention"
 embed_dim = 16
@@ -356,9 +360,25 @@ op = "global_avgpool"
 op = "mean"
 inputs = "scaled"
 dim = [2, 3]
+[nodes.plain]
+op = "layernorm2d"
+inputs = "norm"
+normalized_shape = 8
+elementwise_affine = false
+[nodes.kept]
+op = "mean"
+inputs = "plain"
+dim = [-1, -2]
+keepdim = true
+[nodes.pool]
+op = "adaptive_avgpool2d"
+inputs = "kept"
+output_size = 1
+[nodes.flat]
+op = "flatten"
 [nodes.both]
 op = "add"
-inputs = ["pooled", "mean"]
+inputs = ["pooled", "mean", "flat"]
 """
 
 
@@ -738,7 +758,8 @@ def test_dropout_metadata_that_does_not_fit_is_ignored() -> None:
 
 
 def small_models() -> list[bytes]:
-    """A netspec export using most ops, and a PyTorch-style flatten by shape arithmetic."""
+    """A netspec export using most ops, a PyTorch-style flatten by shape arithmetic, and
+    netspec's exports of the tensor ops."""
     from netspec.lang.spec import parse_spec
 
     spec = parse_spec("""
@@ -788,7 +809,12 @@ op = "softmax"
     flattening = model_of(shape_chain, [value("x", ["N", 2, 3, 3])], [value("y", None)],
                           [numpy_helper.from_array(np.array([0], dtype=np.int64), "axes"),
                            numpy_helper.from_array(np.array([-1], dtype=np.int64), "minus1")])
-    return [exported, flattening.SerializeToString()]
+    # netspec's multi-node forms (attention, learned tensors, channel shuffle, ...), which the
+    # import recognises as regions
+    forms = [export_onnx(compile_plan(parse_spec(text)),
+                         Network(compile_plan(parse_spec(text))).state()).SerializeToString()
+             for text in (TOKEN_OPS, IMAGE_OPS)]
+    return [exported, flattening.SerializeToString(), *forms]
 
 
 SMALL_MODELS = small_models()

@@ -845,7 +845,18 @@ def _import_layer_normalization(t: Translator, n: Any) -> None:
     params = {"weight": scale.reshape(tail)}
     if bias is not None:
         params["bias"] = bias.reshape(tail)
+    if fixed_scale(n, scale, bias):
+        # no scale and no shift to learn (bias keeps its default: it says nothing then)
+        del fields["bias"]
+        fields["elementwise_affine"], params = False, {}
     t.emit(n, "layernorm", [x], fields, params)
+
+
+def fixed_scale(n: Any, scale: np.ndarray, bias: np.ndarray | None) -> bool:
+    """Whether a LayerNormalization's scale is no learned weight: ones, no bias, and not
+    named as a weight (netspec and PyTorch write a constant of ones for
+    elementwise_affine=False; a learned scale is named by its key, ``ln.weight``)."""
+    return bias is None and bool(np.all(scale == 1)) and not n.input[1].endswith(".weight")
 
 
 def _import_gather(t: Translator, n: Any) -> None:
@@ -1033,12 +1044,9 @@ def _import_reduce_mean(t: Translator, n: Any) -> None:
         t.refuse(n, f"axes={axes} on per-sample shape {format_shape(x.onnx_shape)}: netspec "
                     f"takes the mean over per-sample axes of a value it holds as ONNX does")
         return
-    if rank == 4 and sorted(a % rank for a in axes) == [2, 3] and keepdims:
-        # over H and W, keeping them: the pooling PyTorch's adaptive_avg_pool2d(x, 1) is
-        t.emit(n, "adaptive_avgpool2d", [x], {"output_size": 1}, {})
-        return
     # torch.mean (ShuffleNet's and MNASNet's x.mean([2, 3])), any rank; the axes as written
-    # (PyTorch's dims and ONNX's axes both count the batch, and from the end when negative)
+    # (PyTorch's dims and ONNX's axes both count the batch, and from the end when negative).
+    # PyTorch writes adaptive_avg_pool2d(x, 1) as GlobalAveragePool, and so does netspec
     t.emit(n, "mean", [x], {"dim": [int(a) for a in axes], "keepdim": bool(keepdims)}, {})
 
 

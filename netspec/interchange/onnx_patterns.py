@@ -21,12 +21,12 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from netspec.interchange.onnx_translator import Translator
+from netspec.interchange.onnx_ops import fixed_scale
+from netspec.interchange.onnx_translator import Tensor, Translator
 
 # every op the exporter writes inside the attention region (shape arithmetic included)
 _ATTENTION_OPS = frozenset({
@@ -361,8 +361,6 @@ def _array(t: Translator, name: str) -> np.ndarray | None:
 
 def _sample(t: Translator, name: str) -> Any | None:
     """The network value ``name``, held as ONNX holds it (not a pooled value kept flat)."""
-    from netspec.interchange.onnx_translator import Tensor
-
     value = t.values.get(name)
     return value if isinstance(value, Tensor) and value.shape == value.onnx_shape else None
 
@@ -394,12 +392,15 @@ def import_channels_first_norm(t: Translator, region: Region) -> None:
             {a.name for a in norm.attribute} - {"axis", "epsilon", "stash_type"}:
         read_each(t, region)
         return
+    fields = {"normalized_shape": int(x.shape[0]), "eps": float(t.attr(norm, "epsilon", 1e-5)),
+              "bias": bias is not None}
     params = {"weight": scale.reshape(-1)}
     if bias is not None:
         params["bias"] = bias.reshape(-1)
-    t.emit(back, "layernorm2d", [x], {"normalized_shape": int(x.shape[0]),
-                                      "eps": float(t.attr(norm, "epsilon", 1e-5)),
-                                      "bias": bias is not None}, params)
+    if fixed_scale(norm, scale, bias):
+        del fields["bias"]
+        fields["elementwise_affine"], params = False, {}
+    t.emit(back, "layernorm2d", [x], fields, params)
 
 
 # -- channel_shuffle: Reshape to (groups, C / groups, ...), Transpose of those, Reshape back
@@ -420,8 +421,6 @@ def find_channel_shuffles(graph: Any, data_inputs: set[str]) -> list[Region]:
 
 
 def import_channel_shuffle(t: Translator, region: Region) -> None:
-    from netspec.interchange.onnx_translator import Tensor
-
     grouped, back = region.parts["grouped"], region.parts["end"]
     x = _sample(t, grouped.input[0])
     first, second = t.values.get(grouped.input[1]), t.values.get(back.input[1])
@@ -601,8 +600,6 @@ def import_netspec_attention(t: Translator, region: Region) -> None:
 def _head_count(t: Translator, parts: dict[str, Any], values: list[Any],
                 embed: int) -> int | None:
     """The heads the q, k, v reshapes make ((T, H, d) each, one H) and the join undoes."""
-    from netspec.interchange.onnx_translator import Tensor
-
     counts = set()
     for role, x in zip("qkv", values):
         reshape = parts[f"{role}_reshape"]
