@@ -1145,7 +1145,13 @@ class Translator:
             raise ValueError("it depends on the batch size")
         if op == "Expand":
             dims = [int(d) for d in arrays[1].reshape(-1)]
-            if math.prod(max(d, 1) for d in dims) > MAX_TENSOR_VALUES:
+            if any(d < 0 for d in dims) or len(dims) > 32:
+                raise ValueError(f"cannot expand to {dims}")
+            count = math.prod(max(d, 1) for d in np.broadcast_shapes(arrays[0].shape,
+                                                                    tuple(dims)))
+            room = available_memory()
+            if count > MAX_TENSOR_VALUES or (room is not None and
+                                             count * arrays[0].dtype.itemsize > room // 4):
                 raise ValueError(f"expanding to {dims} is too large")
             expanded = arrays[0] * np.ones(dims, dtype=arrays[0].dtype)
             if expanded.shape == arrays[0].shape:
