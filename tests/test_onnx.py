@@ -323,13 +323,20 @@ shape = [-1, 4, 4]
 [nodes.swapped]
 op = "permute"
 dims = [0, 2, 3, 1]
-[nodes.averaged]
-op = "mean"
-dim = [-1]
+[nodes.turned]
+op = "transpose"
+dim0 = -1
+dim1 = 1
+[nodes.merged]
+op = "flatten"
+start_dim = 2
 [nodes.picked]
 op = "select"
 dim = -2
 index = -1
+[nodes.line]
+op = "reshape"
+shape = [-1]
 [nodes.scores]
 op = "softmax"
 dim = -1
@@ -400,6 +407,31 @@ def test_every_tensor_ops_onnx_form_reads_back_as_written(text: str) -> None:
     for key, value in net.state().items():
         np.testing.assert_array_equal(imported.network.state()[key], value)
     np.testing.assert_array_equal(imported.network.forward(x), net.forward(x))
+
+
+def test_a_recorded_form_is_taken_only_where_it_computes_what_the_graph_does() -> None:
+    """The metadata names netspec's op where two share an ONNX form (transpose and permute,
+    flatten and reshape); a record that does not compute what the graph computes is
+    ignored: a transpose of two other axes of equal size, a reshape to another shape."""
+    from netspec.lang.spec import parse_spec
+
+    plan = compile_plan(parse_spec(TOKEN_OPS))
+    model = export_onnx(plan, trained_like(plan).state())
+    props = {p.key: p for p in model.metadata_props}
+    records = {r["id"]: r for r in json.loads(props["netspec.forms"].value)}
+    assert records["turned"] == {"id": "turned", "op": "transpose",
+                                 "fields": {"dim0": -1, "dim1": 1}}
+    assert translate(model).plan.nodes["turned"].op_name == "transpose"
+    records["turned"]["fields"] = {"dim0": 1, "dim1": 2}  # (4, 4, 6): the same shape
+    records["merged"] = {"id": "merged", "op": "reshape", "fields": {"shape": [16, 6]}}
+    props["netspec.forms"].value = json.dumps(list(records.values()))
+    imported = translate(model)
+    assert imported.plan.nodes["turned"].op_name == "permute"
+    assert imported.plan.nodes["merged"].op_name == "reshape"
+    assert imported.plan.nodes["merged"].params.shape == [6, 16]
+    x = sample(plan, 7)
+    assert relative_error(imported.network.forward(x),
+                          onnxruntime_output(model, {plan.inputs[0]: x})) < 1e-5
 
 
 def test_an_attention_form_that_is_not_attention_is_read_op_by_op() -> None:
@@ -550,6 +582,35 @@ def test_grouped_and_dilated_convolutions_import_and_match_onnxruntime() -> None
         again = export_onnx(imported.plan, imported.network.state())
         onnx.checker.check_model(again, full_check=True)
         assert relative_error(ours, onnxruntime_output(again, {"x": x})) < 1e-5
+
+
+@pytest.mark.parametrize("sizes", ["attribute", "input", "equal"])
+def test_split_and_trilu_of_weights_are_folded(sizes: str) -> None:
+    """A packed weight cut by Split (its sizes an attribute before opset 13, an input from it,
+    or equal parts) and a triangle of one (Trilu, from opset 14) are constants: each product
+    of the input by one is a linear layer."""
+    rng = np.random.default_rng(0)
+    opset = 11 if sizes == "attribute" else 14
+    packed = rng.standard_normal((4, 8 if sizes == "equal" else 6))
+    inputs = ["w", "sizes"] if sizes == "input" else ["w"]
+    nodes = [helper.make_node("Split", inputs, ["w1", "w2"], name="cut", axis=1,
+                              **({"split": [2, 4]} if sizes == "attribute" else {})),
+             helper.make_node("MatMul", ["x", "w2"], ["h" if opset >= 14 else "y"],
+                              name="first")]
+    initializers = [initializer("w", packed),
+                    numpy_helper.from_array(np.array([2, 4], np.int64), "sizes")]
+    if opset >= 14:
+        nodes += [helper.make_node("Trilu", ["square", "k"], ["lower"], name="tri", upper=0),
+                  helper.make_node("MatMul", ["h", "lower"], ["y"], name="second")]
+        initializers += [initializer("square", rng.standard_normal((4, 4))),
+                         numpy_helper.from_array(np.array(-1, np.int64), "k")]
+    model = model_of(nodes, [value("x", ["N", 4])], [value("y", None)], initializers, opset)
+    imported = translate(model)
+    assert [n.op_name for n in imported.plan.nodes.values()][1:] == \
+        ["linear"] * (2 if opset >= 14 else 1)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    assert relative_error(imported.network.forward(x), onnxruntime_output(model, {"x": x})) \
+        < 1e-5
 
 
 def test_matmul_then_add_is_one_linear_layer() -> None:

@@ -24,8 +24,10 @@ from netspec.interchange.onnx_graph import (
     MAX_PROTOBUF_BYTES,
     META_DESCRIPTION,
     META_DROPOUT,
+    META_FORMS,
     META_NAME,
     OPSET,
+    SHARED_FORMS,
     Emitter,
     onnx_module,
 )
@@ -84,6 +86,11 @@ def export_onnx(plan: Plan, state: Mapping[str, np.ndarray], *,
     props = {META_NAME: plan.name, META_DESCRIPTION: plan.spec.description}
     if dropped:
         props[META_DROPOUT] = json.dumps(_dropout_record(plan, dropped))
+    forms = [{"id": node.id, "op": node.op_name,
+              "fields": node.params.model_dump(exclude={"op", "inputs"}, exclude_defaults=True)}
+             for node in plan.nodes.values() if node.op_name in SHARED_FORMS]
+    if forms:
+        props[META_FORMS] = json.dumps(forms)
     props.update(metadata or {})
     onnx.helper.set_model_props(model, props)
     return model

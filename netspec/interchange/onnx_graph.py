@@ -23,6 +23,11 @@ MAX_PROTOBUF_BYTES = 2**31 - 2**24
 META_NAME, META_DESCRIPTION = "name", "description"
 META_MEAN, META_STD = "netspec.mean", "netspec.std"
 META_DROPOUT = "netspec.dropout"
+# the op of each node whose ONNX form another netspec op shares (transpose and permute, flatten
+# and reshape), with its fields: an import takes it where it computes what the graph computes
+META_FORMS = "netspec.forms"
+# the ops of those nodes
+SHARED_FORMS = frozenset({"transpose", "permute", "flatten", "reshape"})
 
 
 def onnx_module() -> Any:

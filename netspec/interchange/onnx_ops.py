@@ -835,10 +835,16 @@ def _import_layer_normalization(t: Translator, n: Any) -> None:
     rank = len(x.shape) + 1
     axis = t.attr(n, "axis", -1)
     axis = axis + rank if axis < 0 else axis
-    if axis < 1:
-        t.refuse(n, f"axis={t.attr(n, 'axis', -1)} normalises over the batch")
+    if not 1 <= axis < rank:
+        t.refuse(n, f"axis={t.attr(n, 'axis', -1)} " + (
+            "normalises over the batch" if axis < 1 else
+            f"is out of range for a rank-{rank} input"))
         return
     tail = [int(d) for d in x.shape[axis - 1:]]
+    if any(v.size != math.prod(tail) for v in (scale, bias) if v is not None):
+        t.refuse(n, f"the scale and bias must hold {math.prod(tail)} values, one per "
+                    f"position of {tail}")
+        return
     # a list, as PyTorch's LayerNorm holds it (torchvision's ViT and ConvNeXt write [D])
     fields = {"normalized_shape": tail,
               "eps": float(t.attr(n, "epsilon", 1e-5)), "bias": bias is not None}

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from netspec.interchange.onnx_ops import fixed_scale
-from netspec.interchange.onnx_translator import Tensor, Translator
+from netspec.interchange.onnx_translator import BATCH, Tensor, Translator
 
 # every op the exporter writes inside the attention region (shape arithmetic included)
 _ATTENTION_OPS = frozenset({
@@ -359,6 +359,16 @@ def _array(t: Translator, name: str) -> np.ndarray | None:
     return value if isinstance(value, np.ndarray) and value.dtype != object else None
 
 
+def _target(t: Translator, name: str) -> list[Any] | None:
+    """The shape a Reshape is given at ``name``: integers (the batch among them, as shape
+    arithmetic holds it); None for anything else."""
+    value = t.values.get(name)
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iuO" or value.ndim != 1:
+        return None
+    dims = list(value)
+    return dims if all(isinstance(d, (int, np.integer)) or d is BATCH for d in dims) else None
+
+
 def _sample(t: Translator, name: str) -> Any | None:
     """The network value ``name``, held as ONNX holds it (not a pooled value kept flat)."""
     value = t.values.get(name)
@@ -423,18 +433,18 @@ def find_channel_shuffles(graph: Any, data_inputs: set[str]) -> list[Region]:
 def import_channel_shuffle(t: Translator, region: Region) -> None:
     grouped, back = region.parts["grouped"], region.parts["end"]
     x = _sample(t, grouped.input[0])
-    first, second = t.values.get(grouped.input[1]), t.values.get(back.input[1])
-    if x is None or not isinstance(first, np.ndarray) or not isinstance(second, np.ndarray):
+    first, second = _target(t, grouped.input[1]), _target(t, back.input[1])
+    if x is None or first is None or second is None:
         read_each(t, region)
         return
-    split = t.sample_shape(grouped, x, list(first.reshape(-1)))
+    split = t.sample_shape(grouped, x, first)
     channels, rest = x.shape[0], list(x.shape[1:])
     if split is None or len(split) != len(x.shape) + 1 or split[2:] != rest or \
             split[0] * split[1] != channels:
         read_each(t, region)
         return
     swapped = (split[1], split[0], *rest)
-    joined = t.sample_shape(back, Tensor("", swapped, swapped), list(second.reshape(-1)))
+    joined = t.sample_shape(back, Tensor("", swapped, swapped), second)
     if joined != list(x.shape):
         read_each(t, region)
         return
@@ -603,10 +613,10 @@ def _head_count(t: Translator, parts: dict[str, Any], values: list[Any],
     counts = set()
     for role, x in zip("qkv", values):
         reshape = parts[f"{role}_reshape"]
-        target = t.values.get(reshape.input[1])
-        if not isinstance(target, np.ndarray):
+        target = _target(t, reshape.input[1])
+        if target is None:
             return None
-        shape = t.sample_shape(reshape, x, list(target.reshape(-1)))
+        shape = t.sample_shape(reshape, x, target)
         if shape is None or len(shape) != 3 or shape[0] != x.shape[0] or \
                 shape[1] * shape[2] != embed:
             return None
@@ -615,10 +625,10 @@ def _head_count(t: Translator, parts: dict[str, Any], values: list[Any],
         return None
     heads = counts.pop()
     join = parts["join"]
-    target = t.values.get(join.input[1])
+    target = _target(t, join.input[1])
     merged = (values[0].shape[0], heads, embed // heads)
-    if not isinstance(target, np.ndarray) or t.sample_shape(
-            join, Tensor("", merged, merged), list(target.reshape(-1))) != [merged[0], embed]:
+    if target is None or t.sample_shape(
+            join, Tensor("", merged, merged), target) != [merged[0], embed]:
         return None
     return heads
 

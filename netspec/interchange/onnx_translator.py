@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from netspec.common.errors import NetspecError, ShapeError
 from netspec.interchange.onnx_graph import (
     META_DROPOUT,
+    META_FORMS,
+    SHARED_FORMS,
     onnx_module,
 )
 from netspec.lang.flat import toml_value
@@ -356,6 +358,8 @@ class Translator:
         self.input_ids: dict[str, str] = {}
         self.static_batch: int | None = None
         self._inferred: dict[str, list[int]] | None = None
+        # node id -> (its inputs' shapes, its shape), per sample
+        self._shapes: dict[str, tuple[tuple[Shape, ...], Shape]] = {}
         self.opset = self._opset()
         self._producers = {name: node for node in self.graph.node for name in node.output
                            if name}
@@ -625,6 +629,7 @@ class Translator:
             self.buffers[param_key(node_id, name)] = np.ascontiguousarray(array, dtype=np.float32)
         if n.op_type == "MatMul":
             self._biasless.add(node_id)
+        self._shapes[node_id] = (tuple(in_shapes), shape)
         result = Tensor(node_id, shape, tuple(onnx_shape) if onnx_shape else shape)
         self.values[n.output[0]] = result
         return result
@@ -1264,6 +1269,40 @@ class Translator:
                     node_id == self.graph.output[0].name:
                 output_node = node_id
         return output_node
+
+
+    def restore_forms(self) -> None:
+        """Give back the op a netspec export wrote where another op shares its ONNX form
+        (transpose and permute, flatten and reshape), as the metadata records it: taken only
+        where it computes exactly what the imported node computes (the same shape, and for a
+        transposition the same order of axes). Records that do not fit are ignored."""
+        try:
+            records = json.loads(self.metadata().get(META_FORMS, "[]"))
+        except ValueError:
+            return
+        for record in records[:MAX_NODES] if isinstance(records, list) else []:
+            if not isinstance(record, dict):
+                continue
+            node_id, op, fields = record.get("id"), record.get("op"), record.get("fields")
+            if not (isinstance(node_id, str) and node_id in self._shapes and op in SHARED_FORMS
+                    and isinstance(fields, dict) and self.nodes[node_id]["op"] in SHARED_FORMS):
+                continue
+            current = self.nodes[node_id]
+            raw = {**fields, "op": op, "inputs": current["inputs"]}
+            in_shapes, shape = self._shapes[node_id]
+            try:
+                written = REGISTRY[op](REGISTRY[op].Params.model_validate(raw, strict=True))
+                imported = REGISTRY[current["op"]](REGISTRY[current["op"]].Params
+                                                   .model_validate(current, strict=True))
+                same = tuple(written.output_shape(in_shapes)) == shape
+                if hasattr(written, "axes") or hasattr(imported, "axes"):
+                    # a transposition: the same order of axes, not just the same shape
+                    same = same and hasattr(written, "axes") and hasattr(imported, "axes") \
+                        and written.axes(in_shapes[0]) == imported.axes(in_shapes[0])
+            except (ValidationError, ShapeError, TypeError, ValueError):
+                continue
+            if same:
+                self.nodes[node_id] = raw
 
 
 def _inputs_of(fields: Mapping[str, Any]) -> list[str]:
