@@ -250,6 +250,33 @@ TENSOR_OP_FIELDS = [
     ([197, 768], 'op = "layernorm2d"\nnormalized_shape = 768'),
     ([12, 197, 64], 'op = "matmul"\ninputs = ["x", "x"]'),
     ([96, 56, 56], 'op = "linear"\nout_features = 384'),
+    # audit of issue 25: the any-axis and arity cases
+    ([197, 768], 'op = "log_softmax"\ndim = 0'),
+    ([197, 768], 'op = "layernorm"\nnormalized_shape = [197, 512]'),
+    ([197, 768], 'op = "select"\ndim = -3\nindex = 0'),
+    ([197, 768], 'op = "matmul"\ninputs = ["x", "x", "x"]'),
+    ([197, 768], 'op = "multihead_attention"\nembed_dim = 768\nnum_heads = 12\n'
+                 'inputs = ["x", "x"]'),
+    ([197, 768], 'op = "multihead_attention"\nembed_dim = 768\nnum_heads = 12\n'
+                 'inputs = ["x", "x", "x", "x"]'),
+    ([197, 768], 'op = "multihead_attention"\nembed_dim = 768\nnum_heads = 12\ndropout = 1.0'),
+    ([197, 768], 'op = "parameter"\nshape = [1, 768]\ninputs = "x"'),
+    ([197, 768], 'op = "reshape"\nshape = [0, 768]'),
+    ([197, 768], 'op = "permute"\ndims = [0, 1, 5]'),
+    ([197, 768], 'op = "channel_shuffle"\ngroups = 2'),
+    ([197, 768], 'op = "conv2d"\nout_channels = 8\nkernel_size = 3'),
+    # a second node z, after y, makes the other shape y reads
+    ([197, 768], 'op = "concat"\ninputs = ["x", "z"]\ndim = 1\n[nodes.z]\nop = "slice"\n'
+                 'inputs = "x"\ndim = 2\nstart = 0\nend = 512'),
+    ([197, 768], 'op = "concat"\ninputs = ["x", "z"]\ndim = 1\n[nodes.z]\nop = "select"\n'
+                 'inputs = "x"\ndim = 2\nindex = 0'),
+    ([196, 768], 'op = "concat"\ninputs = ["z", "x"]\ndim = 1\n[nodes.z]\n'
+                 'op = "parameter"\nshape = [1, 1, 512]\nbatch_axis = true'),
+    ([197, 768], 'op = "multihead_attention"\nembed_dim = 768\nnum_heads = 12\n'
+                 'inputs = ["x", "z", "z"]\n[nodes.z]\nop = "transpose"\ninputs = "x"\n'
+                 'dim0 = 1\ndim1 = 2'),
+    ([12, 197, 64], 'op = "matmul"\ninputs = ["x", "z"]\n[nodes.z]\nop = "reshape"\n'
+                    'inputs = "x"\nshape = [197, 768]'),
 ]
 
 
