@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from layer_harness import GradientMismatch, OpCase, build_network, run_layer_test
+from layer_harness import (
+    ForwardMismatch,
+    GradientMismatch,
+    OpCase,
+    build_network,
+    build_op,
+    check_gradients,
+    make_tensors,
+    run_layer_test,
+    run_op,
+)
 from tensor_cases import EVERY_TENSOR_OP
 
 from netspec.common.errors import SpecError
@@ -52,6 +62,13 @@ NEGATIVE_CONTROLS = [
     (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2}, ((2, 3, 4),)), _scaled),
     (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2}, ((2, 4, 4),)),
      _transposed),
+    (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2, "causal": True},
+            ((2, 4, 4),)), _transposed),
+    (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2},
+            ((2, 2, 4), (2, 3, 4), (2, 3, 4))), _scaled),
+    (OpCase("log_softmax", {"dim": 1}, ((2, 3, 4),)), _scaled),
+    (OpCase("concat", {"dim": -1}, ((2, 3, 2), (2, 3, 4))), _scaled),
+    (OpCase("concat", {"dim": 1}, ((2, 1, 4), (2, 3, 4))), _scaled),
 ]
 
 
@@ -63,6 +80,96 @@ def test_the_harness_catches_a_broken_backward(monkeypatch, case, sabotage) -> N
     monkeypatch.setattr(op_class, "backward", sabotage(op_class.backward))
     with pytest.raises(GradientMismatch):
         run_layer_test(case)
+
+
+def test_the_harness_catches_an_attention_that_forgets_its_causal_mask(monkeypatch) -> None:
+    case = OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2, "causal": True},
+                  ((2, 4, 4),))
+    run_layer_test(case)
+    op_class = REGISTRY[case.op]
+    forward = op_class.forward
+
+    def unmasked(self, xs, params, buffers, ctx):
+        unmasked_op = op_class(self.p.model_copy(update={"causal": False}))
+        return forward(unmasked_op, xs, params, buffers, ctx)
+
+    monkeypatch.setattr(op_class, "forward", unmasked)
+    with pytest.raises(ForwardMismatch):
+        run_layer_test(case)
+
+
+# attention dropout: the harness's naive reference has no mask to follow, so the dropped
+# weights are checked here, by finite differences with the seeded mask and against PyTorch's
+# own nn.MultiheadAttention multiplying by netspec's mask
+DROPPED = OpCase("multihead_attention", {"embed_dim": 6, "num_heads": 3, "dropout": 0.4,
+                                         "causal": True}, ((3, 5, 6),), seed=2, train=True)
+
+
+def _attention_with_mask(case: OpCase):
+    op = build_op(case.op, case.params)
+    xs, params, _ = make_tensors(op, case, distinct=False)
+    y, cache, _ = run_op(op, xs, params, {}, case.train, case.seed)
+    mask = cache[6]  # the weights' dropout mask, scaled by 1 / (1 - p)
+    return op, xs, params, y, cache, mask
+
+
+def test_attention_dropout_drops_weights_in_training_only() -> None:
+    op, xs, params, y, _, mask = _attention_with_mask(DROPPED)
+    keep = 1.0 - DROPPED.params["dropout"]
+    assert mask.shape == (3, 3, 5, 5)
+    assert set(np.unique(mask)) == {0.0, 1.0 / keep}
+    assert 0.45 < float((mask > 0).mean()) < 0.75
+    again = run_op(op, xs, params, {}, True, DROPPED.seed)[0]
+    np.testing.assert_array_equal(y, again)  # one seed, one mask
+    assert not np.allclose(y, run_op(op, xs, params, {}, True, DROPPED.seed + 1)[0])
+    no_dropout = build_op("multihead_attention", {**DROPPED.params, "dropout": 0.0})
+    inference = run_op(op, xs, params, {}, False, DROPPED.seed)[0]
+    np.testing.assert_array_equal(inference, run_op(no_dropout, xs, params, {}, False, 0)[0])
+    assert not np.allclose(y, inference)
+
+
+def test_attention_dropout_gradients_equal_finite_differences() -> None:
+    op = build_op(DROPPED.op, DROPPED.params)
+    xs, params, _ = make_tensors(op, DROPPED)
+    report = check_gradients(op, xs, params, {}, True, DROPPED.seed)
+    assert report.passed, report.errors
+
+
+@pytest.mark.parametrize("case", [
+    DROPPED,
+    OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2, "dropout": 0.5},
+           ((2, 3, 4),), seed=5, train=True),
+], ids=["causal", "plain"])
+def test_attention_dropout_equals_pytorch_with_the_same_mask(monkeypatch, case) -> None:
+    torch = pytest.importorskip("torch")
+    op, xs, params, y, cache, mask = _attention_with_mask(case)
+    dy = np.random.default_rng(case.seed + 1).normal(size=y.shape)
+    dxs, grads = op.backward(cache, dy)
+
+    embed, heads = case.params["embed_dim"], case.params["num_heads"]
+    module = torch.nn.MultiheadAttention(embed, heads, dropout=case.params["dropout"],
+                                         batch_first=True).double()
+    module.load_state_dict({key: torch.from_numpy(value) for key, value in params.items()})
+    module.train()
+    # torch draws its own mask: multiply by netspec's instead, (N, heads, T, S) as torch's
+    # (N * heads, T, S) attention weights are laid out
+    theirs = torch.from_numpy(mask.reshape(-1, *mask.shape[2:]))
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda weights, p: weights * theirs)
+    x = torch.tensor(xs[0], requires_grad=True)
+    tokens = x.shape[1]
+    causal = (torch.triu(torch.ones(tokens, tokens, dtype=torch.bool), 1)
+              if case.params.get("causal") else None)
+    out, _ = module(x, x, x, need_weights=True, attn_mask=causal)
+    out.backward(torch.from_numpy(dy))
+
+    def error(ours, reference) -> float:
+        reference = reference.detach().numpy()
+        return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+    assert error(y, out) < 1e-12
+    assert error(dxs[0], x.grad) < 1e-12
+    for key, parameter in module.named_parameters():
+        assert error(grads[key], parameter.grad) < 1e-12, key
 
 
 BLOCKED_TENSOR = """
