@@ -21,14 +21,18 @@ def toml_value(value: object) -> str:
 
 
 def single_op_spec(op: str, params: dict, in_shapes: list[tuple[int, ...]]) -> str:
-    """One input node per shape, then node ``x`` applying ``op`` to all of them (and, for an
-    op without inputs, an input node that nothing reads: a network needs one)."""
-    lines = [] if in_shapes else ["[nodes.unused]", 'op = "input"', "shape = [1]", ""]
+    """One input node per shape, then node ``x`` applying ``op`` to all of them (and, for a
+    learned tensor, which has no inputs, an input of ones it is multiplied with: a network's
+    output reads an input)."""
+    rank = len(params.get("shape", [])) - bool(params.get("batch_axis"))
+    lines = [] if in_shapes else ["[nodes.ones]", 'op = "input"', f"shape = {[1] * rank}", ""]
     for index, shape in enumerate(in_shapes):
         lines += [f"[nodes.in{index}]", 'op = "input"', f"shape = {list(shape)}", ""]
     lines += ["[nodes.x]", f'op = "{op}"',
               f"inputs = {json.dumps([f'in{i}' for i in range(len(in_shapes))])}"]
     lines += [f"{key} = {toml_value(value)}" for key, value in params.items()]
+    if not in_shapes:
+        lines += ["", "[nodes.scaled]", 'op = "mul"', 'inputs = ["x", "ones"]']
     return "\n".join(lines) + "\n"
 
 

@@ -43,7 +43,8 @@ CODES: tuple[Code, ...] = (
     Code("unknown-table", "A top-level table netspec does not know ([trian]).",
          (r"^unknown top-level table",)),
     Code("no-nodes", "The spec has no [nodes].", (r"^no nodes",)),
-    Code("no-input-node", "No node has op = \"input\".", (r"^no input node",)),
+    Code("no-input-node", "No node has op = \"input\", or the output reads none (a learned "
+                          "tensor alone).", (r"^no input node", r"reads no input node")),
     Code("unknown-op", "op names no registered op.", (r"^unknown op ",)),
     Code("missing-op", "A node has no op.", (r"^missing 'op'",)),
     Code("unknown-block", "block names no block defined or included.", (r"^unknown block ",)),
