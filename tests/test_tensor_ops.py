@@ -372,6 +372,7 @@ TENSOR_OP_FIELDS = [
     ([197, 768], 'op = "permute"\ndims = [0, 1, 5]'),
     ([197, 768], 'op = "channel_shuffle"\ngroups = 2'),
     ([197, 768], 'op = "conv2d"\nout_channels = 8\nkernel_size = 3'),
+    ([197, 768], 'op = "parameter"\nshape = [197, 768]'),
     # a second node z, after y, makes the other shape y reads
     ([197, 768], 'op = "concat"\ninputs = ["x", "z"]\ndim = 1\n[nodes.z]\nop = "slice"\n'
                  'inputs = "x"\ndim = 2\nstart = 0\nend = 512'),
