@@ -436,3 +436,34 @@ def test_diagrams_label_the_tensor_ops_with_their_dims_and_shapes() -> None:
         "class_token", "parameter", "tensor (1, 1, 4)", "out (1, 4)", "4 params")
     assert node_label(plan.nodes["keys"]).lines[2] == "dim0 -1 · dim1 -2"
     assert node_label(plan.nodes["attn"]).lines[2:4] == ("num_heads 2", "out (7, 4)")
+
+
+def _rank_section() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "spec_language.md").read_text(
+        encoding="utf-8")
+    return text.split("### Values of any rank", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_language_docs_state_the_ranks_of_every_op() -> None:
+    """docs/spec_language.md's table says what each op takes and gives: a new op adds a row."""
+    import re
+
+    section = _rank_section()
+    listed = {name for row in section.splitlines() if row.startswith("| `")
+              for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    assert listed == set(REGISTRY)
+
+
+def test_the_language_docs_vit_stem_has_the_shapes_it_states() -> None:
+    import re
+
+    snippet = _rank_section().split("```toml\n", 1)[1].split("```", 1)[0]
+    plan = compile_plan(parse_spec('[nodes]\nx = { op = "input", shape = [3, 224, 224] }\n'
+                                   + snippet, file="stem.toml"))
+    for line in snippet.splitlines():
+        stated = re.match(r"(\w+) = .*# (\(.*\))$", line)
+        if stated:
+            assert str(plan.nodes[stated[1]].shape) == stated[2], line
+    assert plan.nodes["tokens"].shape == (197, 768)
