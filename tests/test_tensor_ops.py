@@ -274,14 +274,8 @@ def test_the_torch_module_of_the_tensor_ops_equals_netspec(train: bool) -> None:
     from netspec.interchange.torch_module import generate_source
     from netspec.interchange.torch_runtime import PlanModule, load_arrays
 
-    # the learned tensors have no PyTorch form yet: inputs stand in for them
-    text = EVERY_TENSOR_OP.replace('op = "parameter"\nshape = [1, 1, 4]\nbatch_axis = true',
-                                   'op = "input"\nshape = [1, 4]')
-    text = text.replace('op = "parameter"\nshape = [7, 4]', 'op = "input"\nshape = [7, 4]')
-    text = "\n".join(line for line in text.splitlines()
-                     if not line.startswith(("init", "batch_axis")))
-    net = build_network(text)
-    assert {"reshape", "permute", "transpose", "select", "slice", "mean",
+    net = build_network(EVERY_TENSOR_OP)
+    assert {"parameter", "reshape", "permute", "transpose", "select", "slice", "mean",
             "channel_shuffle"} <= {n.op_name for n in net.plan.nodes.values()}
     model = PlanModule(net.plan).double()
     load_arrays(model, net.state())
@@ -289,6 +283,7 @@ def test_the_torch_module_of_the_tensor_ops_equals_netspec(train: bool) -> None:
     assert max(errors.values()) < 1e-9, errors
     source = generate_source(net.plan)
     assert "torch.permute(" in source and "torch.slice_copy(" in source
+    assert "nn.Parameter(" in source
 
 
 def test_the_onnx_export_of_the_tensor_ops_equals_onnxruntime() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import networkx as nx
 
-from netspec.interchange.torch_ops import Layer, torch_form
+from netspec.interchange.torch_ops import Layer, Tensor, torch_form
 from netspec.interchange.torch_paths import reserved_names
 from netspec.plan.compiler import Plan, PlanNode
 
@@ -101,7 +101,8 @@ def _scopes(plan: Plan) -> dict[str | None, _Scope]:
     owner: dict[str, str | None] = {}
     for node in plan.nodes.values():
         origin = spec.origins.get(node.id)
-        owner[node.id] = origin.instance if origin is not None else None
+        # an instance named "" at the top (ViT's stem) puts its nodes at the top: no scope
+        owner[node.id] = (origin.instance or None) if origin is not None else None
     # instances with nodes in the plan, and their ancestors
     live: set[str] = set()
     for path in owner.values():
@@ -244,6 +245,13 @@ def _form_entry(node: PlanNode) -> tuple[tuple, dict[str, Any]]:
     form = torch_form(node)
     if isinstance(form, Layer):
         return ("layer", form.cls, form.frozen, form.call), dict(form.kwargs)
+    if isinstance(form, Tensor):
+        # one setting per axis, so that an axis equal to a block argument (ConvNeXt's layer
+        # scale of shape (dim, 1, 1)) is written as that argument
+        sizes = {f"size{axis}": size for axis, size in enumerate(form.shape)}
+        scale = {} if form.init == "zeros" else {"scale": form.scale}
+        return ("tensor", form.init, form.frozen, len(form.shape), form.sample_rank), \
+            {**sizes, **scale}
     return ("call", form.function, form.inputs), dict(form.kwargs)
 
 
@@ -259,6 +267,11 @@ def _build_class(block: str | None, paths: list[str | None], context: _Context,
     n_inputs = {len(scopes[p].external) for p in paths if p is not None} or {0}
     if len(n_inputs) != 1:
         raise Flatten(f"instances of block {block!r} take different numbers of inputs")
+    if block is not None and n_inputs == {0} and any(
+            kind == "node" and isinstance(torch_form(item), Tensor)
+            for p in paths for kind, item in scopes[p].items):
+        raise Flatten(f"block {block!r} holds a learned tensor but takes no input to count "
+                      f"the batch from")
     for position, path in enumerate(paths):
         scope = scopes[path]
         previous = None
@@ -297,6 +310,12 @@ def _build_class(block: str | None, paths: list[str | None], context: _Context,
         order = list(nx.lexicographical_topological_sort(precedence, key=first_seen.get))
     except nx.NetworkXUnfeasible:
         raise Flatten(f"instances of block {block!r} order their nodes differently") from None
+    groups = {entry.group for entry in entries.values() if entry.group is not None}
+    for entry in entries.values():
+        inside = next((g for g in groups if entry.key.startswith(g + ".")), None)
+        if entry.group is None and entry.kind[0] != "call" and inside is not None:
+            raise Flatten(f"{entry.key!r} of block {block!r} would sit inside the Sequential "
+                          f"of repeat {inside!r}")
     model = ClassModel(names.take(block), block, [p or "" for p in paths],
                        [entries[k] for k in order], n_inputs.pop(), outputs.pop())
     _flags(model)
@@ -306,11 +325,11 @@ def _build_class(block: str | None, paths: list[str | None], context: _Context,
 
 
 def _group_of(key: str) -> tuple[str | None, int | None]:
+    """A repeat's member (``layer1.0``) is item ``index`` of its ``group``'s Sequential; any
+    other instance (``conv``, or ViT's ``layers.encoder_layer_0``) is a module at its path."""
     head, _, tail = key.rpartition(".")
     if head and tail.isdigit():
         return head, int(tail)
-    if "." in key:
-        raise Flatten(f"instance path {key!r} is neither a name nor a repeat's member")
     return None, None
 
 

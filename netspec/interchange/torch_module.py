@@ -98,6 +98,13 @@ def _accessor(key: str) -> str:
     return expression
 
 
+def _parameter_accessor(key: str) -> str:
+    """Source reaching the parameter at ``key``: an attribute of its container, not an item
+    (a ModuleDict's items are its modules)."""
+    container, _, name = key.rpartition(".")
+    return _child(_accessor(container) if container else "self", name, in_dict=False)
+
+
 class _Names:
     """Local variable names: a node's id when it is a plain identifier nothing else uses, the
     id with its dots and other characters as underscores when that is one, else
@@ -252,15 +259,17 @@ def _init_body(model: ClassModel) -> list[str]:
     statements: list[tuple[str | None, str]] = []  # (flag, statement)
     made: set[str] = set()
     guards_of: dict[str, set] = {}
+    # where each entry's module sits: its key, a repeat's member its Sequential's path
+    paths = {entry.key: entry.key if entry.group is None else entry.group
+             for entry in model.entries if entry.kind[0] != "call"}
     for entry in model.entries:
-        if entry.kind[0] == "layer":
-            parts = entry.key.split(".")
-            for k in range(1, len(parts)):
-                guards_of.setdefault(".".join(parts[:k]), set()).add(_guard(model, entry))
+        parts = paths[entry.key].split(".") if entry.key in paths else []
+        for k in range(1, len(parts)):
+            guards_of.setdefault(".".join(parts[:k]), set()).add(_guard(model, entry))
     for entry in model.entries:
         guard = _guard(model, entry)
-        if entry.kind[0] == "layer":
-            parts = entry.key.split(".")
+        if entry.key in paths:
+            parts = paths[entry.key].split(".")
             for k in range(1, len(parts)):
                 container = ".".join(parts[:k])
                 if container not in made:
@@ -268,6 +277,9 @@ def _init_body(model: ClassModel) -> list[str]:
                     shared = guards_of[container]
                     statements.append((next(iter(shared)) if len(shared) == 1 else None,
                                        f"{_assign(container)}nn.ModuleDict(){_close(container)}"))
+        if entry.kind[0] == "tensor":
+            statements.append((guard, _parameter_statement(model, entry)))
+        elif entry.kind[0] == "layer":
             cls, frozen = entry.kind[1], entry.kind[2]
             statements.append((guard, f"{_assign(entry.key)}nn.{cls}("
                                       f"{_arguments(model, entry)}){_close(entry.key)}"))
@@ -296,6 +308,27 @@ def _init_body(model: ClassModel) -> list[str]:
     return lines
 
 
+def _parameter_statement(model: ClassModel, entry: Entry) -> str:
+    """``nn.Parameter`` of the learned tensor, started as netspec starts it, put at its key."""
+    _, init, frozen, rank, _ = entry.kind
+    sizes = [_setting(model, entry, f"size{axis}", _constant(entry, f"size{axis}"))
+             for axis in range(rank)]
+    shape = f"({', '.join(sizes)},)" if rank == 1 else f"({', '.join(sizes)})"
+    if init == "zeros":
+        values = f"torch.zeros({shape})"
+    else:
+        scale = _setting(model, entry, "scale", _constant(entry, "scale"))
+        values = {"full": f"torch.full({shape}, {scale})",
+                  "normal": f"torch.empty({shape}).normal_(0.0, {scale})",
+                  "uniform": f"torch.empty({shape}).uniform_(-{scale}, {scale})"}[init]
+    parameter = f"nn.Parameter({values}{', requires_grad=False' if frozen else ''})"
+    container, _, name = entry.key.rpartition(".")
+    owner = _accessor(container) if container else "self"
+    if _attribute_safe(name):
+        return f"{owner}.{name} = {parameter}"
+    return f"{owner}.register_parameter({ascii(name)}, {parameter})"
+
+
 def _assign(key: str) -> str:
     """The start of a statement that puts a module at ``key``; :func:`_close` ends it."""
     parts = key.split(".")
@@ -316,6 +349,9 @@ def _forward_source(model: ClassModel, plan: Plan, class_names: set[str]) -> lis
         arguments = [names.take(("in", k), "x" if model.n_inputs == 1 else f"x{k}")
                      for k in range(model.n_inputs)]
     lines = [f"    def forward(self, {', '.join(arguments)}):"]
+    # a learned tensor is expanded to the batch of the first input (a block with learned
+    # tensors and no input is written flat: torch_classes)
+    batch = f"{arguments[0]}.shape[0]" if arguments else None
     current_guard = None
     for entry in model.entries:
         if entry.kind[:2] == ("call", None) and entry.kind[2] == "one" and model.block is None:
@@ -334,7 +370,7 @@ def _forward_source(model: ClassModel, plan: Plan, class_names: set[str]) -> lis
             else [(f"if self.{switch[0]}:", switch[1]), ("else:", switch[2])]
         for header, refs in variants:
             xs = [names.take(r, _ref_text(r, model)) for r in refs]
-            expression = _expression(model, entry, xs)
+            expression = _expression(model, entry, xs, batch)
             if header:
                 lines.append(f"{indent}{header}")
                 lines.append(f"{indent}    {target} = {expression}{comment}")
@@ -351,8 +387,13 @@ def _ref_text(ref: Any, model: ClassModel) -> str:
     return value
 
 
-def _expression(model: ClassModel, entry: Entry, xs: list[str]) -> str:
+def _expression(model: ClassModel, entry: Entry, xs: list[str], batch: str | None) -> str:
     kind = entry.kind[0]
+    if kind == "tensor":
+        if batch is None:
+            raise NetspecError(f"internal error: learned tensor {entry.key!r} has no input to "
+                               f"count the batch from; please report it")
+        return f"{_parameter_accessor(entry.key)}.expand({batch}{', -1' * entry.kind[4]})"
     if kind == "layer":
         return _layer_expression(_accessor(entry.key), entry.kind[3], xs)
     if kind == "child":

@@ -3,10 +3,11 @@ torch engine runs (:mod:`netspec.interchange.torch_runtime`) and the source file
 ``netspec export -o model.py`` writes (:mod:`netspec.interchange.torch_module`).
 
 A node with parameters or buffers becomes a ``torch.nn`` module (a :class:`Layer`), so its
-state_dict keys are netspec's ``"<node id>.<name>"``; a node without them is a call of a torch
-function on its inputs (a :class:`Call`). The table holds only plain values (names, ints,
-floats, bools, tuples), so both consumers render or build the same thing. Importing this module
-does not import torch.
+state_dict keys are netspec's ``"<node id>.<name>"``; a learned tensor is an ``nn.Parameter``
+at the node's path (a :class:`Tensor`), so its key is the node id itself; a node without
+parameters is a call of a torch function on its inputs (a :class:`Call`). The table holds only
+plain values (names, ints, floats, bools, tuples), so both consumers render or build the same
+thing. Importing this module does not import torch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 from netspec.ops.shapes import batched_axis, pair
 from netspec.plan.compiler import PlanNode
+from netspec.runtime.initializers import distribution
 
 # a keyword value that stands for "the module is in training mode"
 TRAINING = "<training>"
@@ -50,7 +52,27 @@ class Call:
     inputs: Literal["one", "list", "args", "sum"] = "one"
 
 
-Form = Layer | Call
+@dataclass(frozen=True)
+class Tensor:
+    """A learned tensor (op ``parameter``): ``nn.Parameter`` of ``shape`` (as netspec stores
+    it) at the node's path, its value per sample the parameter expanded over the batch,
+    ``parameter.expand(N, -1, ...)`` with one ``-1`` per axis of the per-sample shape (with
+    ``batch_axis`` the stored first axis, of size 1, is the batch's, as ViT's class token).
+    It starts as netspec's initialiser draws: zeros, ``("full", value)``, ``("normal", std)``
+    or ``("uniform", bound)`` from -bound to bound; ``frozen`` when ``trainable = false``."""
+
+    shape: tuple[int, ...]
+    batch_axis: bool
+    init: Literal["zeros", "full", "normal", "uniform"]
+    scale: float
+    frozen: bool
+
+    @property
+    def sample_rank(self) -> int:
+        return len(self.shape) - int(self.batch_axis)
+
+
+Form = Layer | Call | Tensor
 
 
 def _frozen(node: PlanNode) -> tuple[str, ...]:
@@ -218,11 +240,21 @@ TORCH_FORMS.update({
     "stochastic_depth": _stochastic_depth,
 })
 
-# op name -> why it has no PyTorch form
-TORCH_REFUSED: dict[str, str] = {
-    "parameter": "a learned tensor has no PyTorch form yet (the module would hold an "
-                 "nn.Parameter at the node's path and broadcast it to the batch)",
-}
+
+
+def _learned_tensor(node: PlanNode) -> Form:
+    p = node.params
+    frozen = bool(_frozen(node))
+    if p.value is not None:
+        return Tensor(tuple(p.shape), p.batch_axis, "full", float(p.value), frozen)
+    kind, width = distribution(node.weight_init, tuple(p.shape), p.init_scale)
+    return Tensor(tuple(p.shape), p.batch_axis, kind, float(width), frozen)
+
+
+TORCH_FORMS["parameter"] = _learned_tensor
+
+# op name -> why it has no PyTorch form (none today: every registered op has one)
+TORCH_REFUSED: dict[str, str] = {}
 
 
 def torch_form(node: PlanNode) -> Form:

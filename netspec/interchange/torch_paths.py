@@ -2,11 +2,13 @@
 
 A node with parameters is a module at the path of its id split at the dots, so node
 ``layer1.0.conv1`` is ``model.layer1[0].conv1`` (held in nested containers) and its
-state_dict keys are netspec's parameter keys. Some ids cannot be module paths: an empty part
-(``a..b``), a part that PyTorch itself uses as an attribute (``forward``, ``train``,
-``state_dict``, ...), or a module that would have to hold another node's module
-(``conv`` and ``conv.extra``). Both the torch engine and ``netspec export`` refuse such specs
-with one message naming every such node, so a rename is all it takes.
+state_dict keys are netspec's parameter keys; a learned tensor is a parameter at its path
+(``encoder.pos_embedding`` is the attribute ``pos_embedding`` of ``model.encoder``). Some
+ids cannot be module paths: an empty part (``a..b``), a part that PyTorch itself uses as an
+attribute (``forward``, ``train``, ``state_dict``, ...), or a module that would have to hold
+another node's module (``conv`` and ``conv.extra``). Both the torch engine and ``netspec
+export`` refuse such specs with one message naming every such node, so a rename is all it
+takes.
 """
 
 from __future__ import annotations

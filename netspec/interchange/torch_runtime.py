@@ -1,10 +1,12 @@
 """A live ``torch.nn.Module`` built from a plan: what the torch engine trains.
 
-Modules sit at the paths of their node ids (see :mod:`netspec.interchange.torch_paths`), so
-``module.state_dict()`` has netspec's keys plus the ``num_batches_tracked`` counter of each
-batchnorm; ``forward`` walks the plan in its topological order with the forms of
-:mod:`netspec.interchange.torch_ops`. Values, gradients and running statistics equal the NumPy
-executor's up to rounding (tests compare them in float64).
+Modules sit at the paths of their node ids (see :mod:`netspec.interchange.torch_paths`), and
+a learned tensor is an ``nn.Parameter`` at its id's path (``encoder.pos_embedding`` is the
+parameter ``pos_embedding`` of the container ``encoder``), so ``module.state_dict()`` has
+netspec's keys plus the ``num_batches_tracked`` counter of each batchnorm; ``forward`` walks
+the plan in its topological order with the forms of :mod:`netspec.interchange.torch_ops`.
+Values, gradients and running statistics equal the NumPy executor's up to rounding (tests
+compare them in float64).
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ import torch.nn.functional as F  # noqa: N812 - PyTorch's own spelling
 from torch import nn
 
 from netspec.common.errors import NetspecError
-from netspec.interchange.torch_ops import TRAINING, Call, Layer, refused_nodes, torch_form
+from netspec.interchange.torch_ops import (
+    TRAINING,
+    Call,
+    Layer,
+    Tensor,
+    refused_nodes,
+    torch_form,
+)
 from netspec.interchange.torch_paths import PROGRAM_ATTRIBUTE, check_module_paths
 from netspec.plan.compiler import Plan
 
@@ -41,15 +50,32 @@ def make_layer(form: Layer) -> nn.Module:
     return module
 
 
-def install(root: nn.Module, path: str, module: nn.Module) -> None:
-    """Put ``module`` at dotted ``path`` under ``root``, creating containers on the way."""
+def make_parameter(form: Tensor) -> nn.Parameter:
+    """The learned tensor's parameter, drawn as netspec's initialiser draws it."""
+    if form.init == "zeros":
+        values = torch.zeros(form.shape)
+    elif form.init == "full":
+        values = torch.full(form.shape, form.scale)
+    elif form.init == "normal":
+        values = torch.empty(form.shape).normal_(0.0, form.scale)
+    else:
+        values = torch.empty(form.shape).uniform_(-form.scale, form.scale)
+    return nn.Parameter(values, requires_grad=not form.frozen)
+
+
+def install(root: nn.Module, path: str, module: nn.Module | nn.Parameter) -> None:
+    """Put ``module`` (or a parameter) at dotted ``path`` under ``root``, creating containers
+    on the way."""
     parts = path.split(".")
     parent = root
     for part in parts[:-1]:
         if part not in parent._modules:
             parent.add_module(part, nn.ModuleDict())
         parent = parent._modules[part]
-    parent.add_module(parts[-1], module)
+    if isinstance(module, nn.Parameter):
+        parent.register_parameter(parts[-1], module)
+    else:
+        parent.add_module(parts[-1], module)
 
 
 class PlanModule(nn.Module):
@@ -69,6 +95,10 @@ class PlanModule(nn.Module):
                 module = make_layer(form)
                 install(self, node.id, module)
                 program.append((node.id, (module, form.call), node.inputs))
+            elif isinstance(form, Tensor):
+                parameter = make_parameter(form)
+                install(self, node.id, parameter)
+                program.append((node.id, (parameter, form.sample_rank), node.inputs))
             else:
                 program.append((node.id, form, node.inputs))
         # a plain attribute, not a module: it holds references to the modules installed above
@@ -80,10 +110,16 @@ class PlanModule(nn.Module):
             raise NetspecError(f"this network takes {len(input_ids)} input(s) "
                                f"{list(input_ids)}, got {len(inputs)}")
         values: dict[str, torch.Tensor] = dict(zip(input_ids, inputs))
+        batch = inputs[0].shape[0]
         for node_id, step, sources in program:
             if node_id in values:
                 continue
             xs = [values[source] for source in sources]
+            if isinstance(step, tuple) and isinstance(step[0], nn.Parameter):
+                parameter, sample_rank = step
+                # every sample sees the same tensor: a view, as torchvision's class token
+                values[node_id] = parameter.expand(batch, *(-1,) * sample_rank)
+                continue
             if isinstance(step, tuple):
                 values[node_id] = apply_layer(*step, xs)
                 continue
