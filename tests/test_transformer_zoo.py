@@ -103,7 +103,8 @@ SMALL = {
 # the same at full size: ViT-B/16's twelve layers, the convolutional networks at 224x224
 FULL = {
     "vit_b_16": ({"num_layers": 12}, {}, 224, 1),  # no batchnorm: one sample is enough
-    "convnext_tiny": ({"stochastic_depth_prob": 0.0}, {"stochastic_depth_prob": 0.0}, 224, 2),
+    # layer norms only, like ViT's: one sample is enough
+    "convnext_tiny": ({"stochastic_depth_prob": 0.0}, {"stochastic_depth_prob": 0.0}, 224, 1),
     "shufflenet_v2_x1_0": ({}, {}, 224, 2),
 }
 
