@@ -43,7 +43,8 @@ SLOW_MODULES = frozenset({
     "test_predict.py", "test_profile.py", "test_properties.py", "test_report.py",
     "test_resnet_twin.py", "test_runs.py", "test_schema.py", "test_startup.py",
     "test_tensor_ops.py", "test_threads.py", "test_torch_engine.py", "test_torch_export.py",
-    "test_torchvision_convnets.py", "test_train.py", "test_zoo_torchvision.py",
+    "test_torchvision_convnets.py", "test_train.py", "test_transformer_zoo.py",
+    "test_zoo_torchvision.py",
 })
 
 

@@ -50,6 +50,9 @@ LAYER_CASES = [
     # learned tensors, with and without a batch axis
     OpCase("parameter", {"shape": [1, 3, 4], "batch_axis": True}, ()),
     OpCase("parameter", {"shape": [4, 1, 1]}, ()),
+    # stochastic depth on tokens, as on images: whole samples kept or dropped
+    OpCase("stochastic_depth", {"p": 0.5}, ((6, 5, 4),), seed=1, train=True),
+    OpCase("stochastic_depth", {"p": 0.5}, ((2, 3, 2, 2, 2),), train=True),
     # layer norms
     OpCase("layernorm", {"normalized_shape": 4}, (TOKENS,)),
     OpCase("layernorm", {"normalized_shape": [3, 4], "eps": 1e-3}, ((2, 2, 3, 4),)),
@@ -88,6 +91,7 @@ PARITY_CASES = [
     OpCase("channel_shuffle", {"groups": 2}, ((2, 4, 2, 3),)),
     OpCase("parameter", {"shape": [1, 3, 4], "batch_axis": True}, ()),
     OpCase("parameter", {"shape": [4, 1, 1]}, ()),
+    OpCase("stochastic_depth", {"p": 0.5}, ((6, 5, 4),), seed=1, train=True),
     OpCase("layernorm", {"normalized_shape": 4}, (TOKENS,)),
     OpCase("layernorm", {"normalized_shape": [3, 4], "eps": 1e-3}, ((2, 2, 3, 4),)),
     OpCase("layernorm2d", {"normalized_shape": 3}, ((2, 3, 2, 4),)),
@@ -173,7 +177,8 @@ SHAPE_ERRORS = [
      "input has shape (197, 768); normalized_shape (512,) does not match its last axis "
      "(768,)"),
     ("layernorm2d", {"normalized_shape": 96}, [(197, 768)],
-     "layernorm2d input must be 3-D per sample, got shape (197, 768)"),
+     "layernorm2d input must be 3-D per sample, got shape (197, 768); it takes an image "
+     "(C, H, W): reshape, flatten or permute the value first"),
     ("matmul", {}, [(12, 197, 64), (64, 197)],
      "inputs have shapes (12, 197, 64) and (64, 197); matmul needs as many axes in both "
      "(PyTorch would broadcast the batch axis against a per-sample one); reshape the shorter "

@@ -658,7 +658,8 @@ CONV_OP_FIELDS = [
      "net.toml:7: node 'y' (adaptive_avgpool2d): output_size must be greater than 0, got 0"),
     ([64], 'op = "adaptive_avgpool2d"\noutput_size = 1',
      "net.toml:5: node 'y' (adaptive_avgpool2d): adaptive_avgpool2d input must be 3-D per "
-     "sample, got shape (64,)"),
+     "sample, got shape (64,); it takes an image (C, H, W): reshape, flatten or permute the "
+     "value first"),
     ([4, 8, 8], 'op = "hardtanh"\nmin_val = 1.0\nmax_val = -1.0',
      "net.toml:5: node 'y' (hardtanh): max_val -1 must be greater than min_val 1"),
     ([4, 8, 8], 'op = "gelu"\napproximate = "erf"',
@@ -671,9 +672,6 @@ CONV_OP_FIELDS = [
      "input (N, 10); use a dim from 1 to 1 (or -1 to -1)"),
     ([4, 8, 8], 'op = "stochastic_depth"\np = 1.0',
      "net.toml:7: node 'y' (stochastic_depth): p must be less than 1, got 1.0"),
-    ([4, 8], 'op = "stochastic_depth"\np = 0.2',
-     "net.toml:5: node 'y' (stochastic_depth): stochastic_depth input must be 1-D or 3-D per "
-     "sample, got shape (4, 8)"),
     ([4, 8, 8], 'op = "stochastic_depth"\np = 0.2\nmode = "batch"',
      "net.toml:8: node 'y' (stochastic_depth): mode must be 'row', got \"batch\""),
     ([4, 8, 8], 'op = "maxpool2d"\nkernel_size = 2\nceil_mode = 1',
@@ -705,7 +703,8 @@ CONV_OP_FIELDS = [
     ([4, 8, 8], 'op = "upsample"\nscale_factor = 2\nmode = "bicubic"',
      "net.toml:8: node 'y' (upsample): mode must be 'nearest' or 'bilinear', got \"bicubic\""),
     ([8], 'op = "upsample"\nscale_factor = 2',
-     "net.toml:5: node 'y' (upsample): upsample input must be 3-D per sample, got shape (8,)"),
+     "net.toml:5: node 'y' (upsample): upsample input must be 3-D per sample, got shape (8,); "
+     "it takes an image (C, H, W): reshape, flatten or permute the value first"),
 ]
 
 

@@ -318,6 +318,19 @@ def test_independent_errors_of_blocks_come_out_together():
         "depth, width)"]
 
 
+def test_a_default_reading_a_shape_that_another_error_breaks_adds_no_error_of_its_own():
+    # the second instance's default reads the first's output, whose node has its own error:
+    # that error alone is said (vit_b_16 --set heads=5 said a second, knock-on one)
+    text = ('[blocks.unit]\nargs = ["k"]\ndefaults = { planes = "= shape(x)[0]" }\n\n'
+            '[blocks.unit.nodes]\nconv = { op = "conv2d", inputs = "x", '
+            'out_channels = "= planes", kernel_size = "= k", padding = 1 }\n\n' + HEAD +
+            'a = { block = "unit", k = 0 }\nb = { block = "unit", k = 3 }\n'
+            'flat = { op = "flatten" }\nfc = { op = "linear", out_features = 10 }\n')
+    assert messages(text) == [
+        "net.toml:6: node 'a.conv' (conv2d, in block 'unit' instantiated at net.toml:10): "
+        "kernel_size must be greater than 0, got 0"]
+
+
 INCLUDES = {
     "lib/bad.toml": "[blocks.r\nx = 1\n",
     "lib/nodes.toml": "[nodes.a]\nop = 'relu'\n",

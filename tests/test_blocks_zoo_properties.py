@@ -6,7 +6,8 @@ arguments, names from patterns, ``repeat = 0`` and assertions.
   may be 0 and instance names from a pattern, guarded by an assertion that holds; every node id
   and width is worked out here, independently of netspec.
 * Mutated programs: the same programs, and whole block-built networks (the shipped ResNet-18,
-  DenseNet-121 and VGG-11 with their block files), with one line changed: a value replaced by
+  DenseNet-121, VGG-11, ViT-B/16, ConvNeXt-Tiny and ShuffleNetV2 with their block files, and
+  those block files themselves), with one line changed: a value replaced by
   a hostile or edge value (a huge repeat with nodes after it that read it, repeat 0, names that
   collide or are malformed, shapes of later nodes or of the node itself, failing and malformed
   assertions, unknown names in defaults and local values), a line deleted or an ``inputs``
@@ -157,7 +158,8 @@ def _shipped(name: str, tmp: Path) -> str:
     return (SHIPPED_DIR / f"{name}.toml").read_text()
 
 
-NETWORKS = ["resnet18", "densenet121", "vgg11_bn"]
+NETWORKS = ["resnet18", "densenet121", "vgg11_bn", "vit_b_16", "convnext_tiny",
+            "shufflenet_v2_x1_0"]
 
 
 @examples(40)
@@ -170,17 +172,25 @@ def test_mutated_block_built_networks_compile_or_fail_with_lines(tmp_path_factor
     check_never_a_traceback(data.draw(mutated(text)), tmp)
 
 
-@examples(25)
-@given(st.data())
-def test_mutated_resnet_blocks_compile_or_fail_with_lines(tmp_path_factory, data) -> None:
-    """The shared block file itself mutated, under resnet18."""
+# a shared block file and a network that includes it; the transformers' at a size that
+# compiles in a blink (their layers of tokens, attention, learned tensors and channel split)
+BLOCK_FILES = [("resnet18", "resnet.toml"), ("vit_mnist", "vit.toml"),
+               ("convnext_tiny", "convnext.toml"), ("shufflenet_v2_x1_0", "shufflenet.toml")]
+
+
+@examples(50)
+@given(st.sampled_from(BLOCK_FILES), st.data())
+def test_mutated_shared_blocks_compile_or_fail_with_lines(tmp_path_factory, network,
+                                                          data) -> None:
+    """A shared block file itself mutated, under a network that includes it."""
+    name, block_file = network
     tmp = tmp_path_factory.getbasetemp() / "zoo_blocks"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    text = _shipped("resnet18", tmp)
-    blocks = (SHIPPED_DIR / "blocks" / "resnet.toml").read_text()
-    (tmp / "blocks" / "resnet.toml").write_text(data.draw(mutated(blocks)))
+    text = _shipped(name, tmp)
+    blocks = (SHIPPED_DIR / "blocks" / block_file).read_text()
+    (tmp / "blocks" / block_file).write_text(data.draw(mutated(blocks)))
     check_never_a_traceback(text, tmp)
 
 

@@ -101,6 +101,22 @@ def test_compile_prints_the_table_and_totals(capsys):
     assert lines[-1].startswith("memory: training at batch 1 needs about ")
 
 
+def test_compile_shows_vit_b_16_with_its_tokens_through_the_encoder(capsys):
+    """Issue 25's first check, as a user sees it: 86,567,656 parameters and (197, 768)
+    through every encoder layer."""
+    code, out, err = run(capsys, "compile", "vit_b_16")
+    assert (code, err) == (0, "")
+    rows = table_rows(out)
+    assert rows["tokens"][:3] == ["concat", "class_token, patches", "(197, 768)"]
+    assert rows["class_token"][:3] == ["parameter", "-", "(1, 768)"]
+    layers = [f"encoder.layers.encoder_layer_{i}.{node}" for i in range(12)
+              for node in ("ln_1", "self_attention", "attended", "ln_2", "add")]
+    assert all(rows[node][2] == "(197, 768)" for node in layers)
+    assert rows["encoder.layers.encoder_layer_11.mlp.0"][2] == "(197, 3072)"
+    assert rows["class_output"][:3] == ["select", "encoder.ln", "(768,)"]
+    assert "86,567,656 trainable parameters" in out.splitlines()[-2]
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_table_and_json_agree_for_every_shipped_architecture(capsys, name):
     code, out, _ = run(capsys, "compile", name)

@@ -21,14 +21,18 @@ def toml_value(value: object) -> str:
 
 
 def single_op_spec(op: str, params: dict, in_shapes: list[tuple[int, ...]]) -> str:
-    """One input node per shape, then node ``x`` applying ``op`` to all of them (and, for an
-    op without inputs, an input node that nothing reads: a network needs one)."""
-    lines = [] if in_shapes else ["[nodes.unused]", 'op = "input"', "shape = [1]", ""]
+    """One input node per shape, then node ``x`` applying ``op`` to all of them (and, for a
+    learned tensor, which has no inputs, an input of ones it is multiplied with: a network's
+    output reads an input)."""
+    rank = len(params.get("shape", [])) - bool(params.get("batch_axis"))
+    lines = [] if in_shapes else ["[nodes.ones]", 'op = "input"', f"shape = {[1] * rank}", ""]
     for index, shape in enumerate(in_shapes):
         lines += [f"[nodes.in{index}]", 'op = "input"', f"shape = {list(shape)}", ""]
     lines += ["[nodes.x]", f'op = "{op}"',
               f"inputs = {json.dumps([f'in{i}' for i in range(len(in_shapes))])}"]
     lines += [f"{key} = {toml_value(value)}" for key, value in params.items()]
+    if not in_shapes:
+        lines += ["", "[nodes.scaled]", 'op = "mul"', 'inputs = ["x", "ones"]']
     return "\n".join(lines) + "\n"
 
 
@@ -155,10 +159,16 @@ SHAPE_ERRORS = [
      "inputs must have identical shapes, got (2, 2, 2), (3, 2, 2); insert a 1x1 conv2d or a "
      "pooling node on the mismatched branch"),
     ("concat", {}, [(2, 4, 4), (3, 4, 5)],
+     "inputs have shapes (2, 4, 4), (3, 4, 5); joined along dim 1, every other axis must "
+     "match, but dim 3 has 4 and 5"),
+    ("concat", {"axis": 0}, [(2, 4, 4), (3, 4, 5)],
      "inputs must match on every axis but 0, got (2, 4, 4), (3, 4, 5)"),
     ("concat", {"axis": 2}, [(4,), (4,)],
      "cannot concatenate along axis 2: inputs have shapes (4,), (4,)"),
     ("concat", {}, [(2, 4, 4), (8,)],
+     "inputs have shapes (2, 4, 4), (8,), of different ranks; concat joins values of one "
+     "rank (reshape or flatten one of them first)"),
+    ("concat", {"axis": 0}, [(2, 4, 4), (8,)],
      "cannot concatenate along axis 0: inputs have shapes (2, 4, 4), (8,)"),
     ("conv2d", {"out_channels": 2, "kernel_size": 5}, [(1, 4, 4)],
      "input shape (1, 4, 4): kernel 5x5 is larger than the padded input 4x4 (4x4 with "
@@ -174,11 +184,14 @@ SHAPE_ERRORS = [
      "add a flatten node before it (or a permute that puts the channels last, to act on "
      "them)"),
     ("conv2d", {"out_channels": 2, "kernel_size": 3}, [(784,)],
-     "conv2d input must be 3-D per sample, got shape (784,)"),
+     "conv2d input must be 3-D per sample, got shape (784,); it takes an image (C, H, W): "
+     "reshape, flatten or permute the value first"),
     ("global_avgpool", {}, [(10,)], "global_avgpool input must be 3-D per sample, got shape "
-                                    "(10,)"),
+                                    "(10,); it takes an image (C, H, W): reshape, flatten or "
+                                    "permute the value first"),
     ("batchnorm", {}, [(3, 4)], "batchnorm input must be 1-D or 3-D per sample, got shape "
-                                "(3, 4)"),
+                                "(3, 4); it takes a vector (D,) or an image (C, H, W): "
+                                "reshape, flatten or permute the value first"),
     *tensor_cases.SHAPE_ERRORS,
 ]
 

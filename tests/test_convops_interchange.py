@@ -130,11 +130,11 @@ SINGLE_NODES = {
                              IMAGE, [], 17, "log_softmax"),
     "ReduceMean keepdims": ([helper.make_node("ReduceMean", ["x"], ["y"], name="n",
                                               axes=[2, 3], keepdims=1)], IMAGE, [], 17,
-                            "adaptive_avgpool2d"),
+                            "mean"),
     "ReduceMean axes input": ([helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="n",
                                                 keepdims=0)], IMAGE,
                               [numpy_helper.from_array(np.array([-1, -2]), "axes")], 18,
-                              "global_avgpool"),
+                              "mean"),  # torch.mean (netspec writes global_avgpool otherwise)
     "GlobalAveragePool": ([helper.make_node("GlobalAveragePool", ["x"], ["y"], name="n")],
                           IMAGE, [], 17, "adaptive_avgpool2d"),
     "Gelu (opset 20)": ([helper.make_node("Gelu", ["x"], ["y"], name="n")], IMAGE, [], 20,

@@ -52,6 +52,7 @@ CASES = [
     ("unknown-table", "[trian]\nepochs = 1\n" + CHAIN, 1),
     ("no-nodes", "[network]\nname = \"x\"\n", None),
     ("no-input-node", "[nodes.a]\nop = \"relu\"\ninputs = \"a\"\n", None),
+    ("no-input-node", CHAIN + "\n[nodes.scale]\nop = \"parameter\"\nshape = [10]\n", 17),
     ("unknown-op", CHAIN.replace('op = "flatten"', 'op = "flaten"'), 11),
     ("missing-op", CHAIN.replace('op = "flatten"', 'kind = "flatten"'), 10),
     ("unknown-field", CHAIN.replace("kernel_size", "kernal_size"), 8),

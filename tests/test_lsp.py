@@ -290,8 +290,85 @@ def test_completion_offers_block_arguments_with_defaults(tmp_path):
     assert "planes" not in items and "repeat" in items
 
 
+# tokens of any rank, a learned tensor, attention, quoted dotted keys (torchvision's names)
+TOKENS = """\
+[nodes.image]
+op = "input"
+shape = [3, 8, 8]
+
+[nodes]
+"conv_proj" = { op = "conv2d", out_channels = 16, kernel_size = 4, stride = 4 }
+grid = { op = "reshape", shape = [16, -1] }
+patches = { op = "permute", dims = [0, 2, 1] }
+class_token = { op = "parameter", shape = [1, 1, 16], batch_axis = true }
+tokens = { op = "concat", inputs = ["class_token", "patches"], dim = 1 }
+"encoder.ln" = { op = "layernorm", normalized_shape = 16 }
+"encoder.attn" = { op = "multihead_attention", embed_dim = 16, num_heads = 4, causal = true }
+first = { op = "select", dim = 1, index = 0 }
+"heads.head" = { op = "linear", out_features = 10 }
+"""
+
+
+def test_hover_shows_token_shapes_under_quoted_dotted_keys():
+    """torchvision's module names are quoted keys with dots ("heads.head"): the hover names
+    the node, with its tensor shapes of any rank."""
+    analysis = analyse(TOKENS, Path("/nonexistent-dir/vit.toml"))
+    assert not analysis.diagnostics, analysis.diagnostics
+    attn = hover(analysis, line_of(TOKENS, '"encoder.attn"'), 3)
+    assert attn.startswith("**encoder.attn** · `multihead_attention`")
+    assert "output `(5, 16)` per sample" in attn and "`in_proj_weight` (48, 16)" in attn
+    head = hover(analysis, line_of(TOKENS, '"heads.head"'), 1)
+    assert "**heads.head** · `linear`" in head and "inputs: `first` (16,)" in head
+    token = hover(analysis, line_of(TOKENS, "class_token ="), 2)
+    assert "output `(1, 16)` per sample" in token and "`class_token` (1, 1, 16)" in token
+    assert "`patches` (4, 16)" in hover(analysis, line_of(TOKENS, "tokens ="), 2)
+
+
+def test_hover_on_the_shipped_transformers_shows_their_shapes():
+    vit = ROOT / "netspec" / "architectures" / "vit_b_16.toml"
+    text = vit.read_text(encoding="utf-8")
+    analysis = analyse(text, vit)
+    # the stem is an instance named "": its nodes keep their own names
+    stem = hover(analysis, line_of(text, "stem = {"), 1)
+    assert "**stem** · block `patch_embedding`" in stem
+    assert "output `(197, 768)` (node `tokens`)" in stem and "591,360 trainable" in stem
+    encoder = hover(analysis, line_of(text, "encoder = {"), 1)
+    assert "output `(197, 768)` (node `encoder.ln`)" in encoder
+    assert "85,207,296 trainable parameters" in encoder
+    assert "**heads.head** · `linear`" in hover(analysis, line_of(text, '"heads.head"'), 2)
+    convnext = ROOT / "netspec" / "architectures" / "convnext_tiny.toml"
+    text = convnext.read_text(encoding="utf-8")
+    analysis = analyse(text, convnext)
+    stage = hover(analysis, line_of(text, '"features.1" = {'), 2)
+    assert stage.startswith("**features.1** · block `cnblock ×3`")
+    assert "output `(96, 56, 56)`" in stage
+
+
+def test_hover_on_an_instance_inside_a_block_lists_what_it_made():
+    densenet = ROOT / "netspec" / "architectures" / "densenet121.toml"
+    text = densenet.read_text(encoding="utf-8")
+    analysis = analyse(text, densenet)
+    shown = hover(analysis, line_of(text, 'transition = { block = "transition"'), 2)
+    assert shown.startswith("**transition** in block `stage`, 3 instance(s)")
+    assert "- `features.transition1` (block `transition`) → `(128, 28, 28)`, 4 nodes" in shown
+
+
+def test_op_summaries_read_as_one_line_of_prose():
+    """An op's docstring wraps over indented lines: completions and the schema show it with
+    single spaces."""
+    from netspec.editor.schema import spec_schema
+
+    items = {item.label: item for item in complete(analyse('[nodes.x]\nop = "\n', Path(
+        "/nonexistent-dir/net.toml")), 1, 6) if item.kind == "op"}
+    assert "multihead_attention" in items and "parameter" in items
+    definitions = spec_schema()["definitions"]
+    for name, item in items.items():
+        assert "  " not in item.detail, (name, item.detail)
+        assert "  " not in definitions[f"op.{name}"]["description"], name
+
+
 @examples(150)
-@given(st.sampled_from([SHAPE_ERROR, FIXED, BLOCKS]), st.data())
+@given(st.sampled_from([SHAPE_ERROR, FIXED, BLOCKS, TOKENS]), st.data())
 def test_any_buffer_and_cursor_gets_an_answer_not_an_exception(text, data):
     """A buffer being typed is anything: cut, with stray characters, the cursor anywhere."""
     cut = data.draw(st.integers(0, len(text)))

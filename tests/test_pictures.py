@@ -147,7 +147,9 @@ def test_node_labels_show_op_settings_shape_and_parameters(node_id, expected):
 def test_dropout_and_concat_labels_show_their_settings():
     plan = compile_plan("resnet_mini")
     assert "p = 0.2" in node_label(plan.nodes["dropout"]).lines
-    assert "axis 0" in node_label(plan.nodes["joined"]).lines
+    assert "dim 1" in node_label(plan.nodes["joined"]).lines
+    tokens = compile_plan("vit_b_16", {"layers": 1}).nodes["tokens"]
+    assert node_label(tokens).lines[2:4] == ("dim 1", "out (197, 768)")
 
 
 @pytest.mark.parametrize("text, expected", [

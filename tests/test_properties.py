@@ -1,7 +1,10 @@
 """Property tests: whatever text a spec holds, netspec compiles and runs it or says what is wrong.
 
 Strategies build small random networks (chains and DAGs with branches, add/concat merges,
-conv/pool/linear/flatten/activations/batchnorm/dropout) together with the shape of every node
+conv/pool/linear/flatten/activations/batchnorm/dropout; values of any rank: tokens (T, D) and
+4-D inputs, reshape/permute/transpose/select/slice/mean/softmax/layernorm chains, attention
+with one or three inputs, learned tensors added, multiplied, joined as a class token or
+multiplied as a matrix, concat along any dim) together with the shape of every node
 worked out independently here, write them as TOML in several layouts, and mutate them: fields
 deleted, misspelt or retyped, values out of range, nodes rewired into cycles or to unknown ids,
 shapes made incompatible, text truncated or scrambled. The property, for every input:
@@ -38,6 +41,7 @@ import netspec
 from netspec.common.errors import NetspecError, SpecError
 from netspec.lang.spec import load_spec, parse_spec
 from netspec.ops import REGISTRY, Context
+from netspec.ops.base import param_key
 from netspec.plan.budget import check_memory, estimate_memory
 from netspec.plan.compiler import Plan, compile_plan
 from netspec.train.config import parse_train_config
@@ -227,7 +231,7 @@ def single_input_op(draw: Callable, shape: tuple[int, ...]) -> tuple[dict[str, A
     if rank == 3:
         choices += ["conv2d"] * 4 + ["maxpool2d", "avgpool2d"] * 2 + ["global_avgpool",
                                                                       "batchnorm"]
-    if rank >= 2 and draw(st.integers(0, 2)) == 0:
+    if rank >= 2 and draw(st.integers(0, 1)) == 0:
         # tensors of any rank: the ops that move values between axes, norms, attention
         return tensor_op(draw, shape)
     op = draw(st.sampled_from(choices))
@@ -294,7 +298,7 @@ def tensor_op(draw: Callable, shape: tuple[int, ...]) -> tuple[dict[str, Any], t
     output shape computed here. Dims are PyTorch's: the batch axis is 0."""
     rank = len(shape)
     choices = ["reshape", "permute", "transpose", "select", "slice", "mean", "softmax",
-               "flatten", "layernorm"]
+               "log_softmax", "flatten", "layernorm", "stochastic_depth"]
     if rank != 3:  # a rank-3 value may be an image, which linear refuses
         choices += ["linear"]
     if rank == 2:
@@ -331,35 +335,108 @@ def tensor_op(draw: Callable, shape: tuple[int, ...]) -> tuple[dict[str, Any], t
         axis = chosen % (rank + 1) - 1
         start = draw(st.integers(0, shape[axis] - 1))
         end = draw(st.integers(start + 1, shape[axis]))
-        kept = len(range(start, end))
-        return ({"op": op, "dim": chosen, "start": start, "end": end},
-                shape[:axis] + (kept,) + shape[axis + 1:])
+        step = draw(st.integers(1, 3))
+        kept = len(range(start, end, step))
+        fields = {"op": op, "dim": chosen, "start": start, "end": end}
+        if step > 1:
+            fields["step"] = step
+        return fields, shape[:axis] + (kept,) + shape[axis + 1:]
     if op == "mean":
-        chosen = dim()
-        axis = chosen % (rank + 1) - 1
+        axes = draw(st.lists(st.integers(1, rank), min_size=1, max_size=rank, unique=True))
         keepdim = draw(st.booleans())
-        out = shape[:axis] + ((1,) if keepdim else ()) + shape[axis + 1:]
-        return {"op": op, "dim": [chosen], "keepdim": keepdim}, out
-    if op == "softmax":
+        if len(axes) == rank and not keepdim:  # a scalar per sample is refused
+            axes = axes[:-1] or axes
+            keepdim = len(axes) == rank
+        out = tuple(1 if a + 1 in axes else size for a, size in enumerate(shape)
+                    if keepdim or a + 1 not in axes)
+        chosen = [a - rank - 1 if draw(st.booleans()) else a for a in axes]
+        return {"op": op, "dim": chosen, "keepdim": keepdim}, out
+    if op in ("softmax", "log_softmax"):
         return {"op": op, "dim": dim()}, shape
+    if op == "stochastic_depth":
+        return {"op": op, "p": draw(st.floats(0.0, 0.9))}, shape
     if op == "flatten":
         start = draw(st.integers(1, rank))
         end = draw(st.integers(start, rank))
         return ({"op": op, "start_dim": start, "end_dim": end},
                 shape[:start - 1] + (math.prod(shape[start - 1:end]),) + shape[end:])
     if op == "layernorm":
-        return {"op": op, "normalized_shape": shape[-1]}, shape
+        normalized = shape[-1] if draw(st.booleans()) else list(shape[-draw(
+            st.integers(1, rank)):])
+        fields = {"op": op, "normalized_shape": normalized}
+        if draw(st.integers(0, 3)) == 0:
+            fields["elementwise_affine"] = False
+        if draw(st.integers(0, 3)) == 0:
+            fields["eps"] = draw(st.floats(1e-6, 0.1))
+        return fields, shape
     if op == "linear":
         out = draw(st.integers(1, 6))
         return {"op": op, "out_features": out}, (*shape[:-1], out)
     if op == "multihead_attention":
         heads = draw(st.sampled_from([h for h in range(1, shape[-1] + 1) if shape[-1] % h == 0]))
-        return {"op": op, "embed_dim": shape[-1], "num_heads": heads,
-                "causal": draw(st.booleans())}, shape
+        fields = {"op": op, "embed_dim": shape[-1], "num_heads": heads,
+                  "causal": draw(st.booleans())}
+        if draw(st.booleans()):
+            fields["dropout"] = draw(st.floats(0.0, 0.9))
+        if draw(st.integers(0, 3)) == 0:
+            fields["bias"] = False
+        return fields, shape
     if op == "layernorm2d":
         return {"op": op, "normalized_shape": shape[0]}, shape
     groups = draw(st.sampled_from([g for g in range(1, shape[0] + 1) if shape[0] % g == 0]))
     return {"op": "channel_shuffle", "groups": groups}, shape
+
+
+def tensor_pair(draw: Callable, source: Node, nodes: list[Node], learned_id: str
+                ) -> tuple[Node | None, tuple[dict[str, Any], tuple]] | None:
+    """A node that reads ``source`` and a second value: a learned tensor (made here, as a
+    node of its own) added, multiplied, joined in front as a class token or multiplied as a
+    matrix; or attention whose key and value are another node of tokens. Returns the learned
+    tensor's node (or None) and the reading node's fields and shape; None if nothing fits."""
+    shape, rank = source.shape, len(source.shape)
+    kinds = ["add", "mul", "class_token"] + (["matmul"] if rank >= 2 else []) + (
+        ["attend"] if rank == 2 else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "attend":
+        others = [n for n in nodes if len(n.shape) == 2 and n.shape[-1] == shape[-1]]
+        other = draw(st.sampled_from(others))  # the source itself is one of them
+        heads = draw(st.sampled_from([h for h in range(1, shape[-1] + 1)
+                                      if shape[-1] % h == 0]))
+        fields = {"op": "multihead_attention", "embed_dim": shape[-1], "num_heads": heads,
+                  "inputs": [written(source.id), written(other.id), written(other.id)]}
+        if other.shape[0] == shape[0] and draw(st.booleans()):
+            fields["causal"] = True
+        return None, (fields, shape)
+    learned: dict[str, Any] = {"op": "parameter"}
+    if kind == "class_token":
+        axis = draw(st.integers(0, rank - 1))
+        per_sample = shape[:axis] + (1,) + shape[axis + 1:]
+        out = shape[:axis] + (shape[axis] + 1,) + shape[axis + 1:]
+        reader = {"op": "concat", "inputs": [written(learned_id), written(source.id)],
+                  "dim": axis + 1 if draw(st.booleans()) else axis - rank}
+    elif kind == "matmul":
+        per_sample = shape[:-2] + (shape[-1], draw(st.integers(1, 4)))
+        out = shape[:-1] + per_sample[-1:]
+        reader = {"op": "matmul", "inputs": [written(source.id), written(learned_id)]}
+    else:
+        # mul broadcasts axes of size 1 (ConvNeXt's layer scale); add takes the same shape
+        per_sample = shape if kind == "add" else tuple(
+            size if draw(st.booleans()) else 1 for size in shape)
+        out = shape
+        reader = {"op": kind, "inputs": [written(source.id), written(learned_id)]}
+    if math.prod(out) > MAX_VALUES:
+        return None
+    if draw(st.booleans()):
+        learned |= {"shape": [1, *per_sample], "batch_axis": True}
+    else:
+        learned["shape"] = list(per_sample)
+    if draw(st.booleans()):
+        learned["init"] = draw(st.sampled_from(["normal", "uniform", "zeros", "he_normal"]))
+    if draw(st.integers(0, 4)) == 0:
+        learned["value"] = draw(st.floats(-2.0, 2.0))
+    if draw(st.integers(0, 5)) == 0:
+        learned["trainable"] = False
+    return Node(learned_id, learned, per_sample), (reader, out)
 
 
 def written(node_id: str) -> str:
@@ -388,7 +465,8 @@ def node_names(draw: Callable, count: int) -> list[str]:
 def networks(draw: Callable, max_nodes: int = 10) -> Network:
     """A valid random network: 1-2 inputs, then ops fed by the previous node or a random
     earlier one, with add and concat merges of shape-compatible nodes."""
-    names = node_names(draw, max_nodes + 2)
+    # a step may add two nodes (a learned tensor and the node that reads it)
+    names = node_names(draw, 2 * max_nodes + 2)
     nodes: list[Node] = []
     for _ in range(draw(st.sampled_from([1, 1, 1, 2]))):
         rank = draw(st.sampled_from([3, 3, 3, 1, 1, 2, 4]))
@@ -400,10 +478,20 @@ def networks(draw: Callable, max_nodes: int = 10) -> Network:
     for _ in range(draw(st.integers(1, max_nodes))):
         index = len(nodes)
         previous = nodes[-1]
-        source = previous if draw(st.integers(0, 9)) < 7 else draw(st.sampled_from(nodes))
-        kind = draw(st.sampled_from(["single"] * 6 + ["add", "concat"]))
+        # a learned tensor is read where it is made: a value computed from it alone would
+        # read no input (refused when it is the output, tested in tests/test_diagnostics.py)
+        fed = [n for n in nodes if n.fields.get("op") != "parameter"]
+        source = previous if draw(st.integers(0, 9)) < 7 else draw(st.sampled_from(fed))
+        kind = draw(st.sampled_from(["single"] * 6 + ["add", "concat", "pair", "pair"]))
         fields: dict[str, Any] | None = None
         shape: tuple[int, ...] = ()
+        if kind == "pair" and len(source.shape) >= 1:
+            extra = tensor_pair(draw, source, nodes, names[index])
+            if extra is not None:
+                learned, (fields, shape) = extra
+                if learned is not None:
+                    nodes.append(learned)
+                    index += 1
         if kind == "add":
             same = [n for n in nodes if n.shape == source.shape]
             others = draw(st.lists(st.sampled_from(same), min_size=1, max_size=3))
@@ -419,7 +507,12 @@ def networks(draw: Callable, max_nodes: int = 10) -> Network:
             joined = sum(n.shape[axis] for n in sources)
             shape = source.shape[:axis] + (joined,) + source.shape[axis + 1:]
             fields = {"op": "concat", "inputs": [written(n.id) for n in sources]}
-            if axis or draw(st.booleans()):
+            how = draw(st.sampled_from(["axis", "dim", "negative dim", "default"]))
+            if how == "dim" or (how == "default" and axis):
+                fields["dim"] = axis + 1
+            elif how == "negative dim":
+                fields["dim"] = axis - len(source.shape)
+            elif how == "axis":
                 fields["axis"] = axis
         if fields is None or math.prod(shape) > MAX_VALUES:
             fields, shape = single_input_op(draw, source.shape)
@@ -434,7 +527,8 @@ def networks(draw: Callable, max_nodes: int = 10) -> Network:
     net = Network(nodes, style=draw(st.sampled_from(["tables", "tables", "dotted", "inline"])),
                   comments=draw(st.booleans()))
     if draw(st.integers(0, 4)) == 0:
-        net.output = draw(st.sampled_from(nodes[1:] or nodes)).id
+        fed = [n for n in nodes if n.fields.get("op") != "parameter"]
+        net.output = draw(st.sampled_from(fed[1:] or fed)).id
     if draw(st.integers(0, 3)) == 0:
         net.name = draw(st.text(min_size=1, max_size=8))
     return net
@@ -445,7 +539,11 @@ def networks(draw: Callable, max_nodes: int = 10) -> Network:
 
 BAD_NUMBERS = [-1, 0, -(2**63), 2**63, 2**64, 10**9, 10**18, 4097, 65537, 1_000_001, 1e308,
                -0.0, 0.5, float("nan"), float("inf"), float("-inf")]
-SIZE_FIELDS = ("out_channels", "out_features", "kernel_size", "stride", "padding", "axis")
+SIZE_FIELDS = ("out_channels", "out_features", "kernel_size", "stride", "padding", "axis",
+               "dim", "dim0", "dim1", "index", "start", "end", "step", "groups", "embed_dim",
+               "num_heads", "normalized_shape", "start_dim", "end_dim")
+# list-valued sizes of the tensor ops, resized one entry at a time
+SIZE_LISTS = ("shape", "dims", "dim", "normalized_shape")
 FIELDS = sorted({name for op in REGISTRY.values() for name in op.Params.model_fields})
 
 
@@ -565,15 +663,30 @@ def mutated(draw: Callable) -> tuple[Network, list[Mutation]]:
         elif kind == "resize":
             # well-typed sizes that no longer fit: kernels past the input, merges of
             # mismatched branches, a linear layer on an image
-            sizes = [(n, k) for n in net.nodes for k in n.fields if k in SIZE_FIELDS]
+            sizes = [(n, k) for n in net.nodes for k in n.fields if k in SIZE_FIELDS + SIZE_LISTS]
             sizes += [(n, "op") for n in net.nodes if n.fields.get("op") == "flatten"]
             if not sizes:
                 continue
             node, key = draw(st.sampled_from(sizes))
+            current = node.fields.get(key)
             if key == "op":
                 node.fields["op"] = "relu"
+            elif isinstance(current, list) and current:
+                # a reshape that no longer multiplies out, a permutation that is not one, a
+                # learned tensor of another shape, a norm over other axes
+                current = list(current)
+                current[draw(st.integers(0, len(current) - 1))] = draw(st.integers(-4, 12))
+                if draw(st.integers(0, 3)) == 0:
+                    current = current[:-1] if draw(st.booleans()) else current + [
+                        draw(st.integers(-2, 6))]
+                node.fields[key] = current
+            elif key in SIZE_FIELDS:
+                low = 0 if key in ("padding", "axis") else -4 if key in (
+                    "dim", "dim0", "dim1", "index", "start", "end", "start_dim",
+                    "end_dim") else 1
+                node.fields[key] = draw(st.integers(low, 12))
             else:
-                node.fields[key] = draw(st.integers(0 if key in ("padding", "axis") else 1, 12))
+                continue
         elif kind == "bad_weight":
             key = "weight"
             node.fields["weight"] = draw(st.sampled_from([
@@ -625,10 +738,12 @@ def run_nodes(net: netspec.Network, given: dict[str, np.ndarray]) -> dict[str, n
     """Every node's value, computed op by op with the network's own parameters, so that each
     node's actual shape can be compared with its planned one."""
     values: dict[str, np.ndarray] = {}
-    ctx = Context(train=False, rng=np.random.default_rng(0))
+    batch = next(iter(given.values())).shape[0]
+    ctx = Context(train=False, rng=np.random.default_rng(0), batch=batch)
     for node_id, node in net.plan.nodes.items():
-        params = {name: net.params[f"{node_id}.{name}"] for name in node.param_specs}
-        buffers = {name: net.buffers[f"{node_id}.{name}"].copy() for name in node.buffer_specs}
+        params = {name: net.params[param_key(node_id, name)] for name in node.param_specs}
+        buffers = {name: net.buffers[param_key(node_id, name)].copy()
+                   for name in node.buffer_specs}
         xs = [given[node_id]] if node.op_name == "input" else [values[s] for s in node.inputs]
         values[node_id], _ = node.op.forward(xs, params, buffers, ctx)
     return values

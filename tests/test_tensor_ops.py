@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from layer_harness import GradientMismatch, OpCase, build_network, run_layer_test
+from layer_harness import (
+    ForwardMismatch,
+    GradientMismatch,
+    OpCase,
+    build_network,
+    build_op,
+    check_gradients,
+    make_tensors,
+    run_layer_test,
+    run_op,
+)
 from tensor_cases import EVERY_TENSOR_OP
 
 from netspec.common.errors import SpecError
@@ -52,6 +62,13 @@ NEGATIVE_CONTROLS = [
     (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2}, ((2, 3, 4),)), _scaled),
     (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2}, ((2, 4, 4),)),
      _transposed),
+    (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2, "causal": True},
+            ((2, 4, 4),)), _transposed),
+    (OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2},
+            ((2, 2, 4), (2, 3, 4), (2, 3, 4))), _scaled),
+    (OpCase("log_softmax", {"dim": 1}, ((2, 3, 4),)), _scaled),
+    (OpCase("concat", {"dim": -1}, ((2, 3, 2), (2, 3, 4))), _scaled),
+    (OpCase("concat", {"dim": 1}, ((2, 1, 4), (2, 3, 4))), _scaled),
 ]
 
 
@@ -63,6 +80,96 @@ def test_the_harness_catches_a_broken_backward(monkeypatch, case, sabotage) -> N
     monkeypatch.setattr(op_class, "backward", sabotage(op_class.backward))
     with pytest.raises(GradientMismatch):
         run_layer_test(case)
+
+
+def test_the_harness_catches_an_attention_that_forgets_its_causal_mask(monkeypatch) -> None:
+    case = OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2, "causal": True},
+                  ((2, 4, 4),))
+    run_layer_test(case)
+    op_class = REGISTRY[case.op]
+    forward = op_class.forward
+
+    def unmasked(self, xs, params, buffers, ctx):
+        unmasked_op = op_class(self.p.model_copy(update={"causal": False}))
+        return forward(unmasked_op, xs, params, buffers, ctx)
+
+    monkeypatch.setattr(op_class, "forward", unmasked)
+    with pytest.raises(ForwardMismatch):
+        run_layer_test(case)
+
+
+# attention dropout: the harness's naive reference has no mask to follow, so the dropped
+# weights are checked here, by finite differences with the seeded mask and against PyTorch's
+# own nn.MultiheadAttention multiplying by netspec's mask
+DROPPED = OpCase("multihead_attention", {"embed_dim": 6, "num_heads": 3, "dropout": 0.4,
+                                         "causal": True}, ((3, 5, 6),), seed=2, train=True)
+
+
+def _attention_with_mask(case: OpCase):
+    op = build_op(case.op, case.params)
+    xs, params, _ = make_tensors(op, case, distinct=False)
+    y, cache, _ = run_op(op, xs, params, {}, case.train, case.seed)
+    mask = cache[6]  # the weights' dropout mask, scaled by 1 / (1 - p)
+    return op, xs, params, y, cache, mask
+
+
+def test_attention_dropout_drops_weights_in_training_only() -> None:
+    op, xs, params, y, _, mask = _attention_with_mask(DROPPED)
+    keep = 1.0 - DROPPED.params["dropout"]
+    assert mask.shape == (3, 3, 5, 5)
+    assert set(np.unique(mask)) == {0.0, 1.0 / keep}
+    assert 0.45 < float((mask > 0).mean()) < 0.75
+    again = run_op(op, xs, params, {}, True, DROPPED.seed)[0]
+    np.testing.assert_array_equal(y, again)  # one seed, one mask
+    assert not np.allclose(y, run_op(op, xs, params, {}, True, DROPPED.seed + 1)[0])
+    no_dropout = build_op("multihead_attention", {**DROPPED.params, "dropout": 0.0})
+    inference = run_op(op, xs, params, {}, False, DROPPED.seed)[0]
+    np.testing.assert_array_equal(inference, run_op(no_dropout, xs, params, {}, False, 0)[0])
+    assert not np.allclose(y, inference)
+
+
+def test_attention_dropout_gradients_equal_finite_differences() -> None:
+    op = build_op(DROPPED.op, DROPPED.params)
+    xs, params, _ = make_tensors(op, DROPPED)
+    report = check_gradients(op, xs, params, {}, True, DROPPED.seed)
+    assert report.passed, report.errors
+
+
+@pytest.mark.parametrize("case", [
+    DROPPED,
+    OpCase("multihead_attention", {"embed_dim": 4, "num_heads": 2, "dropout": 0.5},
+           ((2, 3, 4),), seed=5, train=True),
+], ids=["causal", "plain"])
+def test_attention_dropout_equals_pytorch_with_the_same_mask(monkeypatch, case) -> None:
+    torch = pytest.importorskip("torch")
+    op, xs, params, y, cache, mask = _attention_with_mask(case)
+    dy = np.random.default_rng(case.seed + 1).normal(size=y.shape)
+    dxs, grads = op.backward(cache, dy)
+
+    embed, heads = case.params["embed_dim"], case.params["num_heads"]
+    module = torch.nn.MultiheadAttention(embed, heads, dropout=case.params["dropout"],
+                                         batch_first=True).double()
+    module.load_state_dict({key: torch.from_numpy(value) for key, value in params.items()})
+    module.train()
+    # torch draws its own mask: multiply by netspec's instead, (N, heads, T, S) as torch's
+    # (N * heads, T, S) attention weights are laid out
+    theirs = torch.from_numpy(mask.reshape(-1, *mask.shape[2:]))
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda weights, p: weights * theirs)
+    x = torch.tensor(xs[0], requires_grad=True)
+    tokens = x.shape[1]
+    causal = (torch.triu(torch.ones(tokens, tokens, dtype=torch.bool), 1)
+              if case.params.get("causal") else None)
+    out, _ = module(x, x, x, need_weights=True, attn_mask=causal)
+    out.backward(torch.from_numpy(dy))
+
+    def error(ours, reference) -> float:
+        reference = reference.detach().numpy()
+        return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+    assert error(y, out) < 1e-12
+    assert error(dxs[0], x.grad) < 1e-12
+    for key, parameter in module.named_parameters():
+        assert error(grads[key], parameter.grad) < 1e-12, key
 
 
 BLOCKED_TENSOR = """
@@ -245,6 +352,34 @@ TENSOR_OP_FIELDS = [
     ([197, 768], 'op = "layernorm2d"\nnormalized_shape = 768'),
     ([12, 197, 64], 'op = "matmul"\ninputs = ["x", "x"]'),
     ([96, 56, 56], 'op = "linear"\nout_features = 384'),
+    # audit of issue 25: the any-axis and arity cases
+    ([197, 768], 'op = "log_softmax"\ndim = 0'),
+    ([197, 768], 'op = "layernorm"\nnormalized_shape = [197, 512]'),
+    ([197, 768], 'op = "select"\ndim = -3\nindex = 0'),
+    ([197, 768], 'op = "matmul"\ninputs = ["x", "x", "x"]'),
+    ([197, 768], 'op = "multihead_attention"\nembed_dim = 768\nnum_heads = 12\n'
+                 'inputs = ["x", "x"]'),
+    ([197, 768], 'op = "multihead_attention"\nembed_dim = 768\nnum_heads = 12\n'
+                 'inputs = ["x", "x", "x", "x"]'),
+    ([197, 768], 'op = "multihead_attention"\nembed_dim = 768\nnum_heads = 12\ndropout = 1.0'),
+    ([197, 768], 'op = "parameter"\nshape = [1, 768]\ninputs = "x"'),
+    ([197, 768], 'op = "reshape"\nshape = [0, 768]'),
+    ([197, 768], 'op = "permute"\ndims = [0, 1, 5]'),
+    ([197, 768], 'op = "channel_shuffle"\ngroups = 2'),
+    ([197, 768], 'op = "conv2d"\nout_channels = 8\nkernel_size = 3'),
+    ([197, 768], 'op = "parameter"\nshape = [197, 768]'),
+    # a second node z, after y, makes the other shape y reads
+    ([197, 768], 'op = "concat"\ninputs = ["x", "z"]\ndim = 1\n[nodes.z]\nop = "slice"\n'
+                 'inputs = "x"\ndim = 2\nstart = 0\nend = 512'),
+    ([197, 768], 'op = "concat"\ninputs = ["x", "z"]\ndim = 1\n[nodes.z]\nop = "select"\n'
+                 'inputs = "x"\ndim = 2\nindex = 0'),
+    ([196, 768], 'op = "concat"\ninputs = ["z", "x"]\ndim = 1\n[nodes.z]\n'
+                 'op = "parameter"\nshape = [1, 1, 512]\nbatch_axis = true'),
+    ([197, 768], 'op = "multihead_attention"\nembed_dim = 768\nnum_heads = 12\n'
+                 'inputs = ["x", "z", "z"]\n[nodes.z]\nop = "transpose"\ninputs = "x"\n'
+                 'dim0 = 1\ndim1 = 2'),
+    ([12, 197, 64], 'op = "matmul"\ninputs = ["x", "z"]\n[nodes.z]\nop = "reshape"\n'
+                    'inputs = "x"\nshape = [197, 768]'),
 ]
 
 
@@ -296,3 +431,34 @@ def test_diagrams_label_the_tensor_ops_with_their_dims_and_shapes() -> None:
         "class_token", "parameter", "tensor (1, 1, 4)", "out (1, 4)", "4 params")
     assert node_label(plan.nodes["keys"]).lines[2] == "dim0 -1 · dim1 -2"
     assert node_label(plan.nodes["attn"]).lines[2:4] == ("num_heads 2", "out (7, 4)")
+
+
+def _rank_section() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "spec_language.md").read_text(
+        encoding="utf-8")
+    return text.split("### Values of any rank", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_language_docs_state_the_ranks_of_every_op() -> None:
+    """docs/spec_language.md's table says what each op takes and gives: a new op adds a row."""
+    import re
+
+    section = _rank_section()
+    listed = {name for row in section.splitlines() if row.startswith("| `")
+              for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    assert listed == set(REGISTRY)
+
+
+def test_the_language_docs_vit_stem_has_the_shapes_it_states() -> None:
+    import re
+
+    snippet = _rank_section().split("```toml\n", 1)[1].split("```", 1)[0]
+    plan = compile_plan(parse_spec('[nodes]\nx = { op = "input", shape = [3, 224, 224] }\n'
+                                   + snippet, file="stem.toml"))
+    for line in snippet.splitlines():
+        stated = re.match(r"(\w+) = .*# (\(.*\))$", line)
+        if stated:
+            assert str(plan.nodes[stated[1]].shape) == stated[2], line
+    assert plan.nodes["tokens"].shape == (197, 768)

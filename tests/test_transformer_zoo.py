@@ -5,7 +5,8 @@ Keys and shapes are compared with torchvision's ``state_dict()`` (less ``num_bat
 in full at torchvision's sizes; outputs are compared in float64 with every parameter and buffer
 copied by key, in eval and in train mode (dropout and stochastic depth at 0), at sizes that two
 shared cores run in seconds: ViT-B/16 with one encoder layer, the convolutional networks at
-64x64 (a global pooling before the classifier makes their parameters independent of the size).
+64x64 (a global pooling before the classifier makes their parameters independent of the size);
+and, marked slow (a minute or two), the three whole networks at 224x224.
 """
 
 from __future__ import annotations
@@ -99,9 +100,18 @@ SMALL = {
 }
 
 
-def small_pair(name: str):
+# the same at full size: ViT-B/16's twelve layers, the convolutional networks at 224x224
+FULL = {
+    "vit_b_16": ({"num_layers": 12}, {}, 224, 1),  # no batchnorm: one sample is enough
+    # layer norms only, like ViT's: one sample is enough
+    "convnext_tiny": ({"stochastic_depth_prob": 0.0}, {"stochastic_depth_prob": 0.0}, 224, 1),
+    "shufflenet_v2_x1_0": ({}, {}, 224, 2),
+}
+
+
+def small_pair(name: str, sizes: dict | None = None):
     """netspec's network and torchvision's model in float64 holding the same weights."""
-    kwargs, overrides, size, _ = SMALL[name]
+    kwargs, overrides, size, _ = (sizes or SMALL)[name]
     path = resolve_spec_path(name)
     text = path.read_text()
     if size != 224:
@@ -121,12 +131,14 @@ def small_pair(name: str):
     return network, model
 
 
+@pytest.mark.parametrize("sizes", [
+    SMALL, pytest.param(FULL, marks=pytest.mark.slow, id="full")], ids=["small", "full"])
 @pytest.mark.parametrize("name", list(SMALL))
-def test_outputs_and_gradients_equal_torchvisions_in_eval_and_train_mode(name):
+def test_outputs_and_gradients_equal_torchvisions_in_eval_and_train_mode(name, sizes):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(2)
-    network, model = small_pair(name)
-    _, _, size, batch = SMALL[name]
+    network, model = small_pair(name, sizes)
+    _, _, size, batch = sizes[name]
     x = np.random.default_rng(SEED + 1).standard_normal((batch, 3, size, size))
 
     model.eval()

@@ -156,8 +156,9 @@ def cursor_at(text: str, line: int, character: int) -> Cursor:
     # strings blanked, so that "=", "{" and "," inside them are not structure
     plain = _outside_strings(current)
     if "=" in plain:
-        head, _, rest = plain.partition("=")
-        parts = _split_key(head.strip())
+        _, _, rest = plain.partition("=")
+        # the key as written, quoted parts included ("features.1.0" = { ... })
+        parts = _split_key(current[:_first_outside_strings(current, "=")].strip())
         if rest.lstrip().startswith("{"):  # `conv1 = { op = "conv2d", ... }`
             table = table + parts
             written = _outside_strings(before)
@@ -179,6 +180,17 @@ def cursor_at(text: str, line: int, character: int) -> Cursor:
 
 def _outside_strings(text: str) -> str:
     return _STRING.sub('""', text)
+
+
+def _first_outside_strings(text: str, char: str) -> int:
+    """The index in ``text`` of the first ``char`` that is not inside a string (-1: none)."""
+    start = 0
+    for match in _STRING.finditer(text):
+        found = text.find(char, start, match.start())
+        if found >= 0:
+            return found
+        start = match.end()
+    return text.find(char, start)
 
 
 def _split_key(text: str) -> KeyPath:
@@ -213,11 +225,21 @@ def hover(analysis: Analysis, line: int, character: int) -> str | None:
     if path is None:
         return None
     if path[0] == "nodes":
-        return _describe_id(analysis, path[1])
+        return _describe_id(analysis, path[1]) or _describe_nameless(analysis, path[1])
     made = [node_id for node_id, origin in (analysis.spec.origins.items() if analysis.spec
                                              else ())
             if origin.path == path and origin.file.name == analysis.path.name]
     if not made:
+        # an instance written inside the block: the instances it made, by their line
+        instances = [instance for instance in (analysis.spec.instances.values()
+                                               if analysis.spec else ())
+                     if instance.line == line + 1
+                     and Path(instance.file).name == analysis.path.name]
+        if instances:
+            rows = [_instance_line(analysis, instance.path, instance.block, instance.output)
+                    for instance in instances]
+            return (f"**{path[3]}** in block `{path[1]}`, {len(rows)} instance(s):\n\n"
+                    + "\n".join(f"- {row}" for row in rows))
         return f"**{path[3]}** in block `{path[1]}`: no instance of the block compiled yet"
     rows = [_node_line(analysis, node_id) for node_id in made]
     return f"**{path[3]}** in block `{path[1]}`, {len(made)} instance(s):\n\n" + "\n".join(
@@ -299,12 +321,46 @@ def _describe_id(analysis: Analysis, node_id: str) -> str | None:
     return None
 
 
+def _describe_nameless(analysis: Analysis, key: str) -> str | None:
+    """A top-level instance named "" (its nodes keep their own names, as torchvision's stem
+    of ViT): what it made, found by the line that instantiates it."""
+    if analysis.spec is None:
+        return None
+    line = analysis.spec.source.locate(("nodes", key))
+    made = [node_id for node_id, origin in analysis.spec.origins.items()
+            if origin.instance_line == line and origin.instance_file is not None
+            and Path(origin.instance_file).name == analysis.path.name]
+    if line is None or not made:
+        return None
+    compiled = [analysis.nodes[n] for n in made if n in analysis.nodes]
+    block = analysis.spec.origins[made[0]].block
+    last = analysis.nodes.get(made[-1])
+    shape = format_shape(last.shape) if last is not None else "not compiled"
+    missing = len(made) - len(compiled)
+    note = f"\n\n{missing} of its nodes did not compile" if missing else ""
+    return (f"**{key}** · block `{block}`, named \"\" (its nodes keep their own names)\n\n"
+            f"output `{shape}` (node `{made[-1]}`)\n\n"
+            f"{len(made)} nodes, {sum(n.n_params for n in compiled):,} trainable "
+            f"parameters, {human_count(sum(n.flops for n in compiled))} FLOPs per sample"
+            f"{note}")
+
+
 def _container(analysis: Analysis, container_id: str) -> Container | None:
     for chain in analysis.chains.values():
         for container in chain:
             if container.id == container_id:
                 return container
     return None
+
+
+def _instance_line(analysis: Analysis, path: str, block: str, output: str) -> str:
+    members = [analysis.nodes[n] for n, chain in analysis.chains.items()
+               if n in analysis.nodes and any(c.id == path for c in chain)]
+    shape = (format_shape(analysis.nodes[output].shape) if output in analysis.nodes
+             else "not compiled")
+    return (f"`{path}` (block `{block}`) → `{shape}`, {len(members)} nodes, "
+            f"{sum(n.n_params for n in members):,} params, "
+            f"{human_count(sum(n.flops for n in members))} FLOPs")
 
 
 def _node_line(analysis: Analysis, node_id: str) -> str:
@@ -428,7 +484,7 @@ def _expression_names(analysis: Analysis, table: KeyPath) -> list[Completion]:
 
 def _op_summary(name: str) -> str:
     doc = (REGISTRY[name].__doc__ or "").strip()
-    return doc.split("\n\n")[0].replace("\n", " ")
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 def _block_signature(raw: Mapping[str, Any]) -> str:

@@ -254,7 +254,7 @@ def _items_or_expression(schema: dict[str, Any]) -> dict[str, Any]:
 def _op_description(name: str) -> str:
     op_class = REGISTRY[name]
     doc = (op_class.__doc__ or op_class.Params.__doc__ or name).strip()
-    return doc.split("\n\n")[0].replace("\n", " ")
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 def _node_union(ops: list[str]) -> dict[str, Any]:

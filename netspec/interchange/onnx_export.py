@@ -24,8 +24,10 @@ from netspec.interchange.onnx_graph import (
     MAX_PROTOBUF_BYTES,
     META_DESCRIPTION,
     META_DROPOUT,
+    META_FORMS,
     META_NAME,
     OPSET,
+    SHARED_FORMS,
     Emitter,
     onnx_module,
 )
@@ -61,7 +63,8 @@ def export_onnx(plan: Plan, state: Mapping[str, np.ndarray], *,
         emitter.values[node.id] = output
         if node.op_name == "input":
             graph_inputs.append(_typed_value(node.id, node.shape))
-        elif node.op_name in ("dropout", "stochastic_depth"):
+        elif node.op_name in ("dropout", "stochastic_depth") or (
+                node.op_name == "multihead_attention" and node.params.dropout):
             dropped.append(node)
         elif output == node.id:
             value_info.append(_typed_value(node.id, node.shape))
@@ -83,6 +86,11 @@ def export_onnx(plan: Plan, state: Mapping[str, np.ndarray], *,
     props = {META_NAME: plan.name, META_DESCRIPTION: plan.spec.description}
     if dropped:
         props[META_DROPOUT] = json.dumps(_dropout_record(plan, dropped))
+    forms = [{"id": node.id, "op": node.op_name,
+              "fields": node.params.model_dump(exclude={"op", "inputs"}, exclude_defaults=True)}
+             for node in plan.nodes.values() if node.op_name in SHARED_FORMS]
+    if forms:
+        props[META_FORMS] = json.dumps(forms)
     props.update(metadata or {})
     onnx.helper.set_model_props(model, props)
     return model
@@ -90,8 +98,11 @@ def export_onnx(plan: Plan, state: Mapping[str, np.ndarray], *,
 
 def _dropout_record(plan: Plan, dropped: list[PlanNode]) -> list[dict[str, Any]]:
     """Where each dropout (or stochastic depth) stood: its op, input, rate, and the nodes that
-    read it."""
-    return [{"id": node.id, "op": node.op_name, "input": node.inputs[0], "p": node.params.p,
+    read it; and the dropout rate of each attention that has one (its ONNX form is the
+    inference graph's, without it)."""
+    return [{"id": node.id, "op": node.op_name, "p": node.params.dropout}
+            if node.op_name == "multihead_attention" else
+            {"id": node.id, "op": node.op_name, "input": node.inputs[0], "p": node.params.p,
              "consumers": [other.id for other in plan.nodes.values() if node.id in other.inputs]}
             for node in dropped]
 

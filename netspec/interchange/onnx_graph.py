@@ -23,6 +23,11 @@ MAX_PROTOBUF_BYTES = 2**31 - 2**24
 META_NAME, META_DESCRIPTION = "name", "description"
 META_MEAN, META_STD = "netspec.mean", "netspec.std"
 META_DROPOUT = "netspec.dropout"
+# the op of each node whose ONNX form another netspec op shares (transpose and permute, flatten
+# and reshape), with its fields: an import takes it where it computes what the graph computes
+META_FORMS = "netspec.forms"
+# the ops of those nodes
+SHARED_FORMS = frozenset({"transpose", "permute", "flatten", "reshape"})
 
 
 def onnx_module() -> Any:
@@ -46,6 +51,17 @@ class Emitter:
         self.nodes.append(onnx.helper.make_node(op_type, inputs, [output], name=name,
                                                 **attributes))
         return output
+
+    def split(self, value: str, sizes: list[int], outputs: list[str], name: str,
+              axis: int) -> list[str]:
+        """``value`` cut along ``axis`` into pieces of ``sizes``, named ``outputs``."""
+        onnx = onnx_module()
+        sizes_name = f"{name}/sizes"
+        self.initializers.append(onnx.numpy_helper.from_array(
+            np.asarray(sizes, dtype=np.int64), sizes_name))
+        self.nodes.append(onnx.helper.make_node("Split", [value, sizes_name], outputs,
+                                                name=name, axis=axis))
+        return outputs
 
     def constant(self, name: str, value: Any) -> str:
         """A float32 initializer that is no parameter (a bound, a scale), named ``name``."""

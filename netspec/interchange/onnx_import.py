@@ -70,6 +70,7 @@ def translate(model: Any, *, source: str = "model.onnx", directory: Path | None 
         raise OnnxImportError(source, problems or ["the model has no output"],
                               note=translator.unsupported_note())
     meta = translator.metadata()
+    translator.restore_forms()
     output_node = translator.restore_dropout(output)
     spec_name = clean_id(meta.get(META_NAME) or name or text_of(model.graph.name) or "imported",
                          "imported")

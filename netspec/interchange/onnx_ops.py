@@ -17,8 +17,9 @@ import numpy as np
 
 from netspec.common.errors import NetspecError
 from netspec.interchange.onnx_graph import onnx_module
-from netspec.ops.base import WHOLE_NODE, param_key
-from netspec.ops.shapes import batched_axis, format_shape, pair
+from netspec.ops.base import WHOLE_NODE
+from netspec.ops.core import MAX_INPUT_DIM
+from netspec.ops.shapes import format_shape, pair
 
 _GELU_CUBIC = 0.044715
 
@@ -62,9 +63,11 @@ def _export_avgpool2d(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 
 def _export_global_avgpool(g: Emitter, node: PlanNode, x: list[str]) -> str:
-    # netspec's output is (C,): the mean over H and W without keeping them (GlobalAveragePool
-    # keeps them: adaptive_avgpool2d with output_size 1)
-    return g.node("ReduceMean", x, node.id, node.id, axes=[2, 3], keepdims=0)
+    # netspec's output is (C,): GlobalAveragePool, which keeps H and W as 1x1, then those
+    # squeezed away; an import reads the two back as this op (a ReduceMean over H and W is
+    # torch.mean, netspec's mean)
+    pooled = g.node("GlobalAveragePool", x, f"{node.id}/pooled", f"{node.id}/pool")
+    return g.node("Squeeze", [pooled, _ints(g, f"{node.id}/axes", [2, 3])], node.id, node.id)
 
 
 def _export_linear(g: Emitter, node: PlanNode, x: list[str]) -> str:
@@ -78,7 +81,8 @@ def _export_linear(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 def _export_flatten(g: Emitter, node: PlanNode, x: list[str]) -> str:
     if len(node.shape) > 1:
-        return _export_reshape(g, node, x)
+        return g.node("Reshape", [x[0], _ints(g, f"{node.id}/shape", [0, *node.shape])],
+                      node.id, node.id)
     return g.node("Flatten", x, node.id, node.id, axis=1)
 
 
@@ -94,8 +98,7 @@ def _export_leaky_relu(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 def _export_softmax(g: Emitter, node: PlanNode, x: list[str]) -> str:
     # opset 13 on: over that one axis, as netspec's
-    return g.node("Softmax", x, node.id, node.id,
-                  axis=batched_axis(node.params.dim, node.input_shapes[0]))
+    return g.node("Softmax", x, node.id, node.id, axis=node.params.dim)
 
 
 def _export_dropout(g: Emitter, node: PlanNode, x: list[str]) -> str:
@@ -116,7 +119,10 @@ def _export_add(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 
 def _export_concat(g: Emitter, node: PlanNode, x: list[str]) -> str:
-    return g.node("Concat", x, node.id, node.id, axis=node.op.axis(node.input_shapes[0]))
+    # ONNX counts axes as PyTorch's dim does, the batch first and negatives from the end: the
+    # dim as the spec writes it
+    axis = node.params.dim if node.params.axis is None else node.params.axis + 1
+    return g.node("Concat", x, node.id, node.id, axis=axis)
 
 
 def _export_input(g: Emitter, node: PlanNode, x: list[str]) -> str:
@@ -124,6 +130,9 @@ def _export_input(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 
 # ---- tensors of any rank (issue 25)
+
+_OPEN_END = 2**63 - 1
+
 
 def _ints(g: Emitter, name: str, values: Any) -> str:
     """An int64 initializer (a shape, axes, an index) named ``name``."""
@@ -134,17 +143,19 @@ def _ints(g: Emitter, name: str, values: Any) -> str:
 
 def _export_linear_rows(g: Emitter, node: PlanNode, x: list[str]) -> str:
     # Gemm takes 2-D inputs only; MatMul broadcasts over the leading axes as PyTorch does
+    # the MatMul carries the node's name (an import makes the linear layer of it, and the Add
+    # after it its bias); the last value, the node's output, is named by the node id
     weight_t = g.node("Transpose", [g.parameter(node, "weight")], f"{node.id}/weight_t",
                       f"{node.id}/weight_t", perm=[1, 0])
     if not node.params.bias:
         return g.node("MatMul", [x[0], weight_t], node.id, node.id)
-    product = g.node("MatMul", [x[0], weight_t], f"{node.id}/product", f"{node.id}/matmul")
-    return g.node("Add", [product, g.parameter(node, "bias")], node.id, node.id)
+    product = g.node("MatMul", [x[0], weight_t], f"{node.id}/product", node.id)
+    return g.node("Add", [product, g.parameter(node, "bias")], node.id, f"{node.id}/bias")
 
 
 def _export_reshape(g: Emitter, node: PlanNode, x: list[str]) -> str:
-    # 0 keeps the batch axis as it is (allowzero is off)
-    shape = _ints(g, f"{node.id}/shape", [0, *node.shape])
+    # 0 keeps the batch axis as it is (allowzero is off); a -1 stays as the spec wrote it
+    shape = _ints(g, f"{node.id}/shape", [0, *node.params.shape])
     return g.node("Reshape", [x[0], shape], node.id, node.id)
 
 
@@ -154,24 +165,28 @@ def _export_permute(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 
 def _export_select(g: Emitter, node: PlanNode, x: list[str]) -> str:
-    axis, index = node.op.position(node.input_shapes[0])
-    # a scalar index drops the axis, as torch.select does
-    return g.node("Gather", [x[0], _ints(g, f"{node.id}/index", index)], node.id, node.id,
-                  axis=axis)
+    # a scalar index drops the axis, as torch.select does; dim and index as the spec writes
+    # them (ONNX counts both from the end when negative, as PyTorch)
+    p = node.params
+    return g.node("Gather", [x[0], _ints(g, f"{node.id}/index", p.index)], node.id, node.id,
+                  axis=p.dim)
 
 
 def _export_slice(g: Emitter, node: PlanNode, x: list[str]) -> str:
-    axis, window = node.op.window(node.input_shapes[0])
-    inputs = [x[0], _ints(g, f"{node.id}/starts", [window.start]),
-              _ints(g, f"{node.id}/ends", [window.stop]), _ints(g, f"{node.id}/axes", [axis]),
-              _ints(g, f"{node.id}/steps", [window.step])]
+    # ONNX's Slice clamps its bounds as Python's slices (and netspec's) do: the bounds as the
+    # spec writes them, an open end as PyTorch writes x[:, 58:] (INT64_MAX)
+    p = node.params
+    end = _OPEN_END if p.end is None else p.end
+    inputs = [x[0], _ints(g, f"{node.id}/starts", [p.start]),
+              _ints(g, f"{node.id}/ends", [end]), _ints(g, f"{node.id}/axes", [p.dim]),
+              _ints(g, f"{node.id}/steps", [p.step])]
     return g.node("Slice", inputs, node.id, node.id)
 
 
 def _export_mean(g: Emitter, node: PlanNode, x: list[str]) -> str:
     # opset 17's ReduceMean takes its axes as an attribute (an input from opset 18)
-    return g.node("ReduceMean", x, node.id, node.id,
-                  axes=list(node.op.axes(node.input_shapes[0])), keepdims=int(node.params.keepdim))
+    return g.node("ReduceMean", x, node.id, node.id, axes=list(node.params.dim),
+                  keepdims=int(node.params.keepdim))
 
 
 def _export_channel_shuffle(g: Emitter, node: PlanNode, x: list[str]) -> str:
@@ -188,16 +203,19 @@ def _export_channel_shuffle(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 def _export_parameter(g: Emitter, node: PlanNode, x: list[str]) -> str:
     # the stored tensor is the initializer named by its key, the node's path; the node's
-    # value, that tensor broadcast to the batch of the network's first input, is named apart
+    # value, that tensor broadcast to the batch of the network's first input, is named apart.
+    # A tensor with its batch axis (1, ...) is expanded as it is; one without is reshaped to
+    # (1, ...) first: an import tells the two apart by that Reshape
     tensor = g.parameter(node, WHOLE_NODE)
     sample = list(node.shape)
-    one = g.node("Reshape", [tensor, _ints(g, f"{node.id}/one_shape", [1, *sample])],
-                 f"{node.id}/one", f"{node.id}/one")
+    if not node.params.batch_axis:
+        tensor = g.node("Reshape", [tensor, _ints(g, f"{node.id}/one_shape", [1, *sample])],
+                        f"{node.id}/one", f"{node.id}/one")
     batch_of = g.node("Shape", [g.plan.inputs[0]], f"{node.id}/input_shape",
                       f"{node.id}/input_shape", start=0, end=1)
     shape = g.node("Concat", [batch_of, _ints(g, f"{node.id}/sample_shape", sample)],
                    f"{node.id}/shape", f"{node.id}/shape", axis=0)
-    return g.node("Expand", [one, shape], f"{node.id}/value", f"{node.id}/expand")
+    return g.node("Expand", [tensor, shape], f"{node.id}/value", node.id)
 
 
 def _floats(g: Emitter, name: str, values: Any) -> str:
@@ -237,21 +255,26 @@ def _export_matmul(g: Emitter, node: PlanNode, x: list[str]) -> str:
 
 
 def _export_multihead_attention(g: Emitter, node: PlanNode, x: list[str]) -> str:
-    """PyTorch's attention decomposed as torch.onnx.export writes it: projections, heads by
-    Reshape and Transpose, scaled scores, Softmax, the weighted sum, the output projection."""
+    """PyTorch's attention, decomposed: in_proj_weight (and in_proj_bias), stored whole under
+    their keys, split in the graph into the q, k and v projections; heads by Reshape and
+    Transpose, scaled scores, the causal mask if any, Softmax, the weighted sum, out_proj.
+    An import reads exactly this form back as one multihead_attention (onnx_patterns)."""
     p, i = node.params, node.id
     embed, heads = p.embed_dim, p.num_heads
-    query, key, value = x * 3 if len(x) == 1 else x
-    weight = g.state[param_key(i, "in_proj_weight")]
-    bias = g.state.get(param_key(i, "in_proj_bias")) if p.bias else None
+    sources = x * 3 if len(x) == 1 else x
+    weight_t = g.node("Transpose", [g.parameter(node, "in_proj_weight")], f"{i}/in_weight_t",
+                      f"{i}/in_weight_t", perm=[1, 0])
+    projections = g.split(weight_t, [embed] * 3, [f"{i}/{role}_weight_t" for role in "qkv"],
+                          f"{i}/split_weight", axis=1)
+    biases = g.split(g.parameter(node, "in_proj_bias"), [embed] * 3,
+                     [f"{i}/{role}_bias" for role in "qkv"], f"{i}/split_bias", axis=0) \
+        if p.bias else [None] * 3
     split = []
-    for k, (source, role) in enumerate(zip((query, key, value), "qkv")):
-        w_t = _floats(g, f"{i}/{role}_weight_t", weight[k * embed:(k + 1) * embed].T)
-        projected = g.node("MatMul", [source, w_t], f"{i}/{role}_product", f"{i}/{role}_matmul")
+    for source, role, weight, bias in zip(sources, "qkv", projections, biases):
+        projected = g.node("MatMul", [source, weight], f"{i}/{role}_product",
+                           f"{i}/{role}_matmul")
         if bias is not None:
-            projected = g.node("Add", [projected, _floats(g, f"{i}/{role}_bias",
-                                                          bias[k * embed:(k + 1) * embed])],
-                               f"{i}/{role}", f"{i}/{role}_add")
+            projected = g.node("Add", [projected, bias], f"{i}/{role}", f"{i}/{role}_add")
         heads_shape = _ints(g, f"{i}/{role}_heads_shape", [0, 0, heads, embed // heads])
         grouped = g.node("Reshape", [projected, heads_shape], f"{i}/{role}_grouped",
                          f"{i}/{role}_reshape")
@@ -264,20 +287,25 @@ def _export_multihead_attention(g: Emitter, node: PlanNode, x: list[str]) -> str
                     f"{i}/scaled", f"{i}/scale")
     if p.causal:
         tokens, keys = node.input_shapes[0][0], node.input_shapes[-1][0]
-        mask = np.triu(np.full((tokens, keys), -np.inf, dtype=np.float32), 1)
-        scaled = g.node("Add", [scaled, _floats(g, f"{i}/causal_mask", mask)], f"{i}/masked",
-                        f"{i}/mask")
-    weights = g.node("Softmax", [scaled], f"{i}/weights", f"{i}/softmax", axis=-1)
-    summed = g.node("MatMul", [weights, v], f"{i}/weighted", f"{i}/weighted")
+        mask = _floats(g, f"{i}/causal_mask", causal_mask(tokens, keys))
+        scaled = g.node("Add", [scaled, mask], f"{i}/masked", f"{i}/mask")
+    attention = g.node("Softmax", [scaled], f"{i}/weights", f"{i}/softmax", axis=-1)
+    summed = g.node("MatMul", [attention, v], f"{i}/weighted", f"{i}/weighted")
     tokens_first = g.node("Transpose", [summed], f"{i}/tokens_first", f"{i}/tokens_first",
                           perm=[0, 2, 1, 3])
     joined = g.node("Reshape", [tokens_first, _ints(g, f"{i}/joined_shape", [0, 0, embed])],
                     f"{i}/joined", f"{i}/join")
-    out_t = _floats(g, f"{i}/out_weight_t", g.state[param_key(i, "out_proj.weight")].T)
+    out_t = g.node("Transpose", [g.parameter(node, "out_proj.weight")], f"{i}/out_weight_t",
+                   f"{i}/out_weight_t", perm=[1, 0])
     if not p.bias:
         return g.node("MatMul", [joined, out_t], i, i)
     product = g.node("MatMul", [joined, out_t], f"{i}/out_product", f"{i}/out_matmul")
     return g.node("Add", [product, g.parameter(node, "out_proj.bias")], i, i)
+
+
+def causal_mask(tokens: int, keys: int) -> np.ndarray:
+    """The additive mask by which token t attends to keys 0..t only (PyTorch's is_causal)."""
+    return np.triu(np.full((tokens, keys), -np.inf, dtype=np.float32), 1)
 
 
 EXPORTERS: dict[str, Callable[[Emitter, PlanNode, list[str]], str]] = {
@@ -610,14 +638,14 @@ def _import_concat(t: Translator, n: Any) -> None:
         return
     rank = len(inputs[0].onnx_shape) + 1
     axis = t.attr(n, "axis", 1)
-    axis = axis + rank if axis < 0 else axis
-    if axis == 0:
-        t.refuse(n, "axis=0 joins along the batch, which netspec does not do")
+    if axis % rank == 0:
+        t.refuse(n, f"axis={axis} joins along the batch, which netspec does not do")
         return
     squeezed = any(x.shape != x.onnx_shape for x in inputs)
-    if squeezed and axis != 1:
+    if squeezed and axis % rank != 1:
         t.refuse(n, f"axis={axis} on a pooled (C, 1, 1) value is not supported")
         return
+    # the axis as written: netspec's concat counts it as ONNX does
     _merge(t, n, "concat", {"dim": axis})
 
 
@@ -680,8 +708,8 @@ def _import_softmax(t: Translator, n: Any) -> None:
         return
     rank = len(x.onnx_shape) + 1
     modern = t.opset >= 13
-    axis = t.attr(n, "axis", -1 if modern else 1)
-    axis = axis + rank if axis < 0 else axis
+    written = t.attr(n, "axis", -1 if modern else 1)
+    axis = written + rank if written < 0 else written
     # before opset 13 softmax ran over every axis from `axis` on, as one
     if not modern and rank > 2 and axis != rank - 1:
         t.refuse(n, f"axis={t.attr(n, 'axis', 1)} on a rank-{rank} input before opset 13 "
@@ -690,7 +718,9 @@ def _import_softmax(t: Translator, n: Any) -> None:
     if x.shape != x.onnx_shape and axis != 1:
         t.refuse(n, f"axis={axis} on a pooled (C, 1, 1) value is not supported")
         return
-    t.emit(n, "softmax", [x], {"dim": axis}, {}, onnx_shape=x.onnx_shape)
+    # a value held as ONNX holds it keeps the axis as written (netspec counts it as ONNX)
+    dim = written if modern and x.shape == x.onnx_shape else axis
+    t.emit(n, "softmax", [x], {"dim": dim}, {}, onnx_shape=x.onnx_shape)
 
 
 def _import_batch_normalization(t: Translator, n: Any) -> None:
@@ -805,16 +835,34 @@ def _import_layer_normalization(t: Translator, n: Any) -> None:
     rank = len(x.shape) + 1
     axis = t.attr(n, "axis", -1)
     axis = axis + rank if axis < 0 else axis
-    if axis < 1:
-        t.refuse(n, f"axis={t.attr(n, 'axis', -1)} normalises over the batch")
+    if not 1 <= axis < rank:
+        t.refuse(n, f"axis={t.attr(n, 'axis', -1)} " + (
+            "normalises over the batch" if axis < 1 else
+            f"is out of range for a rank-{rank} input"))
         return
     tail = [int(d) for d in x.shape[axis - 1:]]
-    fields = {"normalized_shape": tail[0] if len(tail) == 1 else tail,
+    if any(v.size != math.prod(tail) for v in (scale, bias) if v is not None):
+        t.refuse(n, f"the scale and bias must hold {math.prod(tail)} values, one per "
+                    f"position of {tail}")
+        return
+    # a list, as PyTorch's LayerNorm holds it (torchvision's ViT and ConvNeXt write [D])
+    fields = {"normalized_shape": tail,
               "eps": float(t.attr(n, "epsilon", 1e-5)), "bias": bias is not None}
     params = {"weight": scale.reshape(tail)}
     if bias is not None:
         params["bias"] = bias.reshape(tail)
+    if fixed_scale(n, scale, bias):
+        # no scale and no shift to learn (bias keeps its default: it says nothing then)
+        del fields["bias"]
+        fields["elementwise_affine"], params = False, {}
     t.emit(n, "layernorm", [x], fields, params)
+
+
+def fixed_scale(n: Any, scale: np.ndarray, bias: np.ndarray | None) -> bool:
+    """Whether a LayerNormalization's scale is no learned weight: ones, no bias, and not
+    named as a weight (netspec and PyTorch write a constant of ones for
+    elementwise_affine=False; a learned scale is named by its key, ``ln.weight``)."""
+    return bias is None and bool(np.all(scale == 1)) and not n.input[1].endswith(".weight")
 
 
 def _import_gather(t: Translator, n: Any) -> None:
@@ -831,10 +879,10 @@ def _import_gather(t: Translator, n: Any) -> None:
         return
     rank = len(x.shape) + 1
     axis = t.attr(n, "axis", 0)
-    axis = axis + rank if axis < 0 else axis
-    if axis == 0:
-        t.refuse(n, "axis=0 picks samples of the batch, which netspec does not do")
+    if axis % rank == 0:
+        t.refuse(n, f"axis={axis} picks samples of the batch, which netspec does not do")
         return
+    # the axis and index as written: netspec's select counts them as ONNX does
     t.emit(n, "select", [x], {"dim": axis, "index": int(index)}, {})
 
 
@@ -850,21 +898,25 @@ def _import_slice(t: Translator, n: Any) -> None:
         return
     rank = len(x.shape) + 1
     axes_list = list(range(len(starts))) if axes is None else \
-        [int(a) + rank if a < 0 else int(a) for a in axes.reshape(-1)]
+        [int(a) for a in axes.reshape(-1)]
     steps_list = [1] * len(axes_list) if steps is None else [int(s) for s in steps.reshape(-1)]
     if len(axes_list) != 1:
         t.refuse(n, f"a slice along {len(axes_list)} axes is not supported; netspec's slice "
                     f"cuts one axis")
         return
-    if axes_list[0] == 0 or steps_list[0] < 1:
+    if not -rank <= axes_list[0] < rank or axes_list[0] % rank == 0 or steps_list[0] < 1:
         t.refuse(n, "a slice of the batch axis or with a negative step is not supported")
         return
-    size = x.shape[axes_list[0] - 1]
-    # ONNX clamps out-of-range bounds as Python's slices do (INT64_MAX means to the end)
-    start, stop, step = slice(int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]),
-                              steps_list[0]).indices(size)
-    t.emit(n, "slice", [x], {"dim": axes_list[0], "start": start, "end": stop, "step": step},
-           {})
+    size = x.shape[axes_list[0] % rank - 1]
+    # ONNX clamps out-of-range bounds as Python's slices (and netspec's slice) do: bounds
+    # within netspec's range are kept as written, an end past it (INT64_MAX) is the end
+    start, end = int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])
+    window = slice(start, end, steps_list[0]).indices(size)
+    fields = {"dim": axes_list[0], "start": start if abs(start) <= MAX_INPUT_DIM else window[0],
+              "step": steps_list[0]}
+    if end < MAX_INPUT_DIM:
+        fields["end"] = end if end >= -MAX_INPUT_DIM else window[1]
+    t.emit(n, "slice", [x], fields, {})
 
 
 IMPORTERS: dict[str, Callable[[Translator, Any], None]] = {
@@ -890,7 +942,8 @@ IMPORTERS: dict[str, Callable[[Translator, Any], None]] = {
 }
 # ops that only ever compute constants (shape arithmetic exporters emit): the translator
 # folds them, and refuses them when an input is computed by the network
-FOLDED = ("Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Slice")
+FOLDED = ("Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Slice", "Split",
+          "Trilu")
 # inputs (by position) that must be constants: netspec holds them as parameters or shapes
 CONSTANT_INPUTS: dict[str, tuple[int, ...]] = {
     "Conv": (1, 2),
@@ -997,15 +1050,10 @@ def _import_reduce_mean(t: Translator, n: Any) -> None:
         t.refuse(n, f"axes={axes} on per-sample shape {format_shape(x.onnx_shape)}: netspec "
                     f"takes the mean over per-sample axes of a value it holds as ONNX does")
         return
-    if rank != 4 or sorted(a % rank for a in axes) != [2, 3]:
-        # any other axes: netspec's mean (tensors of any rank)
-        t.emit(n, "mean", [x], {"dim": [a % rank for a in axes], "keepdim": bool(keepdims)},
-               {})
-        return
-    if keepdims:
-        t.emit(n, "adaptive_avgpool2d", [x], {"output_size": 1}, {})
-    else:
-        t.emit(n, "global_avgpool", [x], {}, {})
+    # torch.mean (ShuffleNet's and MNASNet's x.mean([2, 3])), any rank; the axes as written
+    # (PyTorch's dims and ONNX's axes both count the batch, and from the end when negative).
+    # PyTorch writes adaptive_avg_pool2d(x, 1) as GlobalAveragePool, and so does netspec
+    t.emit(n, "mean", [x], {"dim": [int(a) for a in axes], "keepdim": bool(keepdims)}, {})
 
 
 def _import_conv_transpose(t: Translator, n: Any) -> None:

@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from netspec.common.errors import NetspecError, ShapeError
 from netspec.interchange.onnx_graph import (
     META_DROPOUT,
+    META_FORMS,
+    SHARED_FORMS,
     onnx_module,
 )
 from netspec.lang.flat import toml_value
@@ -355,7 +357,13 @@ class Translator:
         self._origins: dict[str, str] = {}
         self.input_ids: dict[str, str] = {}
         self.static_batch: int | None = None
+        self._inferred: dict[str, list[int]] | None = None
+        # node id -> (its inputs' shapes, its shape), per sample
+        self._shapes: dict[str, tuple[tuple[Shape, ...], Shape]] = {}
         self.opset = self._opset()
+        self._producers = {name: node for node in self.graph.node for name in node.output
+                           if name}
+        self._initializers = {tensor.name for tensor in self.graph.initializer}
         self.uses = Counter(name for node in self.graph.node for name in node.input if name)
         self.uses.update(output.name for output in self.graph.output)
         self._inputs(input_shape, bound)
@@ -621,6 +629,7 @@ class Translator:
             self.buffers[param_key(node_id, name)] = np.ascontiguousarray(array, dtype=np.float32)
         if n.op_type == "MatMul":
             self._biasless.add(node_id)
+        self._shapes[node_id] = (tuple(in_shapes), shape)
         result = Tensor(node_id, shape, tuple(onnx_shape) if onnx_shape else shape)
         self.values[n.output[0]] = result
         return result
@@ -683,6 +692,41 @@ class Translator:
             self.emit(n, "flatten", [x], {}, {})
 
     def reshape(self, n: Any, x: Tensor, target: list[Any]) -> None:
+        dims = self._reshape_dims(n, x, target)
+        if not dims or dims[0] is not BATCH or any(d is BATCH for d in dims[1:]):
+            self.refuse(n, f"reshape to {dims} changes the batch axis; netspec reshapes each "
+                           f"sample, (N, ...) to (N, ...)")
+            return
+        rest = dims[1:]
+        per_sample = math.prod(x.onnx_shape)
+        if rest == list(x.onnx_shape):
+            self.alias(n, x)
+        elif rest in ([-1], [per_sample]):
+            self.flatten(n, x)
+        elif x.shape != x.onnx_shape:
+            self.refuse(n, f"reshape of a pooled {format_shape(x.onnx_shape)} value to {rest} "
+                           f"is not supported")
+        else:
+            # any per-sample shape, one -1 at most (netspec's reshape checks the sizes)
+            self.emit(n, "reshape", [x], {"shape": [int(d) for d in rest]}, {})
+
+    def sample_shape(self, n: Any, x: Tensor, target: list[Any]) -> list[int] | None:
+        """The per-sample shape a Reshape (``n``) of ``x`` to ``target`` gives, its -1
+        worked out; None where the reshape moves the batch axis or does not fit."""
+        dims = self._reshape_dims(n, x, target)
+        if not dims or dims[0] is not BATCH or any(d is BATCH for d in dims[1:]):
+            return None
+        rest = [int(d) for d in dims[1:]]
+        known = math.prod(d for d in rest if d != -1)
+        size = math.prod(x.onnx_shape)
+        if rest.count(-1) > 1 or any(d < -1 or d == 0 for d in rest) or not known or \
+                size % known:
+            return None
+        rest = [size // known if d == -1 else d for d in rest]
+        return rest if math.prod(rest) == size else None
+
+    def _reshape_dims(self, n: Any, x: Tensor, target: list[Any]) -> list[Any]:
+        """``target`` with each 0 copied from the input and the batch recognised (BATCH)."""
         allowzero = self.attr(n, "allowzero", 0)
         full = [BATCH, *x.onnx_shape]
         dims: list[Any] = []
@@ -699,21 +743,7 @@ class Translator:
             # the file's fixed batch, written as a number (`x.view(x.size(0), -1)` traced
             # from one image writes [1, -1]); its own axes are checked below as per sample
             dims[0] = BATCH
-        if not dims or dims[0] is not BATCH or any(d is BATCH for d in dims[1:]):
-            self.refuse(n, f"reshape to {dims} changes the batch axis; netspec reshapes each "
-                           f"sample, (N, ...) to (N, ...)")
-            return
-        rest = dims[1:]
-        if rest == list(x.onnx_shape):
-            self.alias(n, x)
-        elif rest in ([-1], [per_sample]):
-            self.flatten(n, x)
-        elif x.shape != x.onnx_shape:
-            self.refuse(n, f"reshape of a pooled {format_shape(x.onnx_shape)} value to {rest} "
-                           f"is not supported")
-        else:
-            # any per-sample shape, one -1 at most (netspec's reshape checks the sizes)
-            self.emit(n, "reshape", [x], {"shape": [int(d) for d in rest]}, {})
+        return dims
 
     def fold_concat(self, n: Any) -> np.ndarray | None:
         arrays = [self.values[name] for name in n.input]
@@ -865,18 +895,46 @@ class Translator:
         within: set[str] = set()
         for find, read in self.patterns:
             for region in find(self.graph, data_inputs):
+                if region.members & within:
+                    continue  # an earlier pattern holds some of its nodes
                 ends[region.end.output[0]] = (read, region)
-                within.update((*region.inside, region.start.output[0]))
+                within.update(region.members)
         for n in self.graph.node:
             key = n.output[0] if n.output else None
             if key in ends:
                 read, region = ends[key]
                 read(self, region)
+                self._poison_unset(n)
             elif key not in within:
-                self._translate(n)
-            for output in n.output:
-                if output and output not in self.values:
-                    self.values[output] = _POISON
+                self.translate(n)
+
+    def translate(self, n: Any) -> None:
+        """Read one node through its importer (a pattern's region that does not hold what the
+        pattern needs is read node by node, in the graph's order)."""
+        self._translate(n)
+        self._poison_unset(n)
+
+    def _poison_unset(self, n: Any) -> None:
+        for output in n.output:
+            if output and output not in self.values:
+                self.values[output] = _POISON
+
+    def static_shape(self, name: str) -> list[int] | None:
+        """The full shape of value ``name`` (batch axis included) as ONNX's shape inference
+        gives it, where every axis is a number; None otherwise."""
+        if self._inferred is None:
+            try:
+                inferred = self.onnx.shape_inference.infer_shapes(self.model)
+            except (self.onnx.shape_inference.InferenceError, ValueError, RuntimeError):
+                inferred = self.model
+            self._inferred = {}
+            for value in (*inferred.graph.value_info, *inferred.graph.input,
+                          *inferred.graph.output):
+                dims = value.type.tensor_type.shape.dim
+                if value.type.tensor_type.HasField("shape") and all(
+                        d.HasField("dim_value") for d in dims):
+                    self._inferred[value.name] = [int(d.dim_value) for d in dims]
+        return self._inferred.get(name)
 
     def _translate(self, n: Any) -> None:
         if n.domain not in ("", "ai.onnx"):
@@ -950,8 +1008,21 @@ class Translator:
                            f"{[str(d) for d in shape]} is not supported; netspec broadcasts a "
                            f"learned tensor of shape (1, ...) over the batch only")
             return True
-        self.emit(n, "parameter", [], {"shape": [int(d) for d in data.shape],
-                                       "batch_axis": True}, {"": data})
+        stored, batch_axis, origin = data, True, self._origins.get(n.input[0], n.input[0])
+        reshape = self._producers.get(n.input[0])
+        if reshape is not None and reshape.op_type == "Reshape" and reshape.input:
+            source = self.values.get(reshape.input[0])
+            if isinstance(source, np.ndarray) and source.dtype.kind == "f" \
+                    and source.shape == per_sample:
+                # a per-sample tensor given a batch axis to expand along (netspec's export of
+                # a learned tensor without batch_axis; ConvNeXt's layer scale)
+                stored, batch_axis = source, False
+                origin = self._origins.get(reshape.input[0], reshape.input[0])
+        # named by its initializer, which exporters name by the tensor's key
+        name = origin if origin in self._initializers else n.name
+        holder = self.onnx.helper.make_node("Identity", [], [n.output[0]], name=name)
+        self.emit(holder, "parameter", [], {"shape": [int(d) for d in stored.shape],
+                                            "batch_axis": batch_axis}, {WHOLE_NODE: stored})
         return True
 
     def fold(self, n: Any) -> None:
@@ -992,9 +1063,33 @@ class Translator:
                 return
             inputs.append(value)
         try:
-            self.set_constant(n, self._fold_value(n, op, inputs))
+            if op == "Split":
+                for name, piece in zip(n.output, self._fold_split(n, inputs)):
+                    if name:
+                        self.values[name] = piece
+            else:
+                self.set_constant(n, self._fold_value(n, op, inputs))
         except (ValueError, TypeError, IndexError, OverflowError) as exc:
             self.refuse(n, f"cannot fold this constant: {exc}")
+
+    def _fold_split(self, n: Any, inputs: list[Any]) -> list[np.ndarray]:
+        """A constant cut into len(n.output) pieces (a packed weight split into its parts):
+        the sizes from input 1 (opset 13 on) or the ``split`` attribute, else equal parts."""
+        data = np.asarray(inputs[0])
+        axis = self.attr(n, "axis", 0)
+        if not -data.ndim <= axis < data.ndim:
+            raise ValueError(f"axis {axis} is out of range for shape {list(data.shape)}")
+        sizes = self.attr(n, "split", None, list)
+        if len(inputs) > 1 and inputs[1] is not None:
+            sizes = [int(v) for v in np.asarray(inputs[1]).reshape(-1)]
+        size = data.shape[axis]
+        if sizes is None:
+            if size % len(n.output):
+                raise ValueError(f"{size} does not split into {len(n.output)} equal parts")
+            sizes = [size // len(n.output)] * len(n.output)
+        if len(sizes) != len(n.output) or any(s < 0 for s in sizes) or sum(sizes) != size:
+            raise ValueError(f"sizes {sizes} do not cut {size} into {len(n.output)} parts")
+        return np.split(data, np.cumsum(sizes)[:-1], axis=axis)
 
     def _fold_value(self, n: Any, op: str, inputs: list[Any]) -> np.ndarray:
         data = inputs[0]
@@ -1010,6 +1105,13 @@ class Translator:
             if indices.dtype.kind not in "iu":
                 raise ValueError("indices must be integers")
             return np.take(data, indices.astype(np.int64), axis=self.attr(n, "axis", 0))
+        if op == "Trilu":
+            # a causal mask, built as PyTorch's generate_square_subsequent_mask builds it
+            if data.ndim < 2:
+                raise ValueError(f"Trilu needs two axes or more, got shape {list(data.shape)}")
+            k = int(np.asarray(inputs[1]).reshape(-1)[0]) \
+                if len(inputs) > 1 and inputs[1] is not None else 0
+            return np.triu(data, k) if self.attr(n, "upper", 1) else np.tril(data, k)
         axes = self.attr(n, "axes", None, list)
         if axes is None and len(inputs) > 1:
             axes = [int(a) for a in np.asarray(inputs[1]).reshape(-1)]
@@ -1048,7 +1150,13 @@ class Translator:
             raise ValueError("it depends on the batch size")
         if op == "Expand":
             dims = [int(d) for d in arrays[1].reshape(-1)]
-            if math.prod(max(d, 1) for d in dims) > MAX_TENSOR_VALUES:
+            if any(d < 0 for d in dims) or len(dims) > 32:
+                raise ValueError(f"cannot expand to {dims}")
+            count = math.prod(max(d, 1) for d in np.broadcast_shapes(arrays[0].shape,
+                                                                    tuple(dims)))
+            room = available_memory()
+            if count > MAX_TENSOR_VALUES or (room is not None and
+                                             count * arrays[0].dtype.itemsize > room // 4):
                 raise ValueError(f"expanding to {dims} is too large")
             expanded = arrays[0] * np.ones(dims, dtype=arrays[0].dtype)
             if expanded.shape == arrays[0].shape:
@@ -1134,6 +1242,11 @@ class Translator:
             node_id, source, p = record.get("id"), record.get("input"), record.get("p")
             consumers = record.get("consumers")
             op = record.get("op", "dropout")
+            if op == "multihead_attention" and isinstance(node_id, str) and \
+                    isinstance(p, float) and 0 <= p < 1 and \
+                    self.nodes.get(node_id, {}).get("op") == op:
+                self.nodes[node_id]["dropout"] = p
+                continue
             if not (op in ("dropout", "stochastic_depth") and isinstance(node_id, str)
                     and isinstance(source, str)
                     and isinstance(p, (int, float)) and not isinstance(p, bool)
@@ -1156,6 +1269,40 @@ class Translator:
                     node_id == self.graph.output[0].name:
                 output_node = node_id
         return output_node
+
+
+    def restore_forms(self) -> None:
+        """Give back the op a netspec export wrote where another op shares its ONNX form
+        (transpose and permute, flatten and reshape), as the metadata records it: taken only
+        where it computes exactly what the imported node computes (the same shape, and for a
+        transposition the same order of axes). Records that do not fit are ignored."""
+        try:
+            records = json.loads(self.metadata().get(META_FORMS, "[]"))
+        except ValueError:
+            return
+        for record in records[:MAX_NODES] if isinstance(records, list) else []:
+            if not isinstance(record, dict):
+                continue
+            node_id, op, fields = record.get("id"), record.get("op"), record.get("fields")
+            if not (isinstance(node_id, str) and node_id in self._shapes and op in SHARED_FORMS
+                    and isinstance(fields, dict) and self.nodes[node_id]["op"] in SHARED_FORMS):
+                continue
+            current = self.nodes[node_id]
+            raw = {**fields, "op": op, "inputs": current["inputs"]}
+            in_shapes, shape = self._shapes[node_id]
+            try:
+                written = REGISTRY[op](REGISTRY[op].Params.model_validate(raw, strict=True))
+                imported = REGISTRY[current["op"]](REGISTRY[current["op"]].Params
+                                                   .model_validate(current, strict=True))
+                same = tuple(written.output_shape(in_shapes)) == shape
+                if hasattr(written, "axes") or hasattr(imported, "axes"):
+                    # a transposition: the same order of axes, not just the same shape
+                    same = same and hasattr(written, "axes") and hasattr(imported, "axes") \
+                        and written.axes(in_shapes[0]) == imported.axes(in_shapes[0])
+            except (ValidationError, ShapeError, TypeError, ValueError):
+                continue
+            if same:
+                self.nodes[node_id] = raw
 
 
 def _inputs_of(fields: Mapping[str, Any]) -> list[str]:

@@ -42,6 +42,14 @@ ASSERTION_KEYS = ("check", "message")
 VARIABLE_TYPES = (bool, int, float, str, list)
 
 
+# how a node whose fields the compiler will refuse (with its own error) is named as the cause
+_OWN_ERROR = " (its own error says which)"
+
+
+class _KnockOn(ExpressionError):
+    """A shape read fails only because a node made before has an error of its own."""
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """One TOML file of a spec (the spec or an include), as errors name it."""
@@ -231,6 +239,8 @@ class _Expander:
         # a problem of a block's text, said once: its key -> (its problem's place, how often)
         self.said: dict[tuple, list[int]] = {}
         self.shapes: dict[str, tuple[int, ...] | str] = {}  # a node's shape, or why not
+        # instances given up without a word of their own: a node they read has its own error
+        self.knock_ons = 0
         self.index_users: dict[str, bool] = {}
         self.fixed_sizes: dict[str, bool] = {}
         self.recursive: set[str] = set()  # blocks on a cycle, reported once and never expanded
@@ -350,10 +360,11 @@ class _Expander:
                 scope.absent[local] = file.line(path + ("if",))
                 continue
             if "block" in raw:
-                before = len(self.out.problems)
+                before = (len(self.out.problems), self.knock_ons)
                 self._expand_instance(local, raw, scope, path, file, values, previous,
                                       origin_of_instance)
-                if len(self.out.problems) > before and local not in scope.names:
+                if (len(self.out.problems), self.knock_ons) != before and (
+                        local not in scope.names):
                     scope.failed.add(local)
             else:
                 if "name" in raw:
@@ -487,7 +498,10 @@ class _Expander:
         shape = self.shapes[node_id]
         if isinstance(shape, str):
             # worded by its cause alone, so that every instance reading it says it once
-            raise ExpressionError(f"it reads a shape that is not known: {shape}")
+            message = f"it reads a shape that is not known: {shape}"
+            if shape.endswith(_OWN_ERROR):
+                raise _KnockOn(message)
+            raise ExpressionError(message)
         return shape
 
     def _sources(self, node_id: str) -> list[str] | str:
@@ -526,7 +540,7 @@ class _Expander:
                 {key: value for key, value in raw.items() if key != "inputs"}, strict=True)
             shape = tuple(int(d) for d in op(params).output_shape(tuple(in_shapes)))
         except ValidationError:
-            return f"node '{node_id}' has invalid fields (its own error says which)"
+            return f"node '{node_id}' has invalid fields{_OWN_ERROR}"
         except (NetspecError, ValueError, TypeError, ArithmeticError, LookupError) as exc:
             return f"node '{node_id}' does not compute ({exc})"
         return shape
@@ -947,6 +961,9 @@ class _Expander:
                 continue
             try:
                 args[name] = substitute(default, scope)
+            except _KnockOn:
+                self.knock_ons += 1  # the node it reads has its own error, which says why
+                return None
             except ExpressionError as exc:
                 where = self._block_origin(block, ("defaults", name),
                                            _Scope(prefix=node, block=block.name), origin)

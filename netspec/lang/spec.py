@@ -514,12 +514,18 @@ def _resolve_inputs(node_id: str, params: NodeParams, previous: str | None,
 
 def _arity_message(op_class: type[Op], count: int, implicit: bool) -> str:
     if op_class.max_inputs == 0:
-        return "an input node takes no inputs; remove 'inputs'"
+        if op_class.name == "input":
+            return "an input node takes no inputs; remove 'inputs'"
+        return f"a {op_class.name} node takes no inputs; remove 'inputs'"
     if count == 0:
         return "inputs is empty; name the input node(s), e.g. inputs = \"a\""
     if op_class.max_inputs == 1:
         return (f"takes exactly one input, got {count}; join them first with an add or "
                 f"concat node")
+    if op_class.max_inputs is not None and count > op_class.max_inputs:
+        allowed = (f"exactly {op_class.max_inputs}" if op_class.min_inputs ==
+                   op_class.max_inputs else f"{op_class.min_inputs} to {op_class.max_inputs}")
+        return f"takes {allowed} inputs, got {count}; list only those it reads"
     got = "got only the node before it" if implicit else f"got {count}"
     return (f"takes at least {op_class.min_inputs} inputs, {got}; list them, e.g. "
             f"inputs = [\"a\", \"b\"]")

@@ -201,14 +201,23 @@ class Concat(Op):
             )
         axis = self.axis(first) - 1
         if any(len(s) != len(first) for s in in_shapes):
-            raise ShapeError(
-                f"cannot concatenate along axis {axis}: inputs have shapes {listed}"
-            )
+            if self.p.axis is not None:
+                raise ShapeError(
+                    f"cannot concatenate along axis {axis}: inputs have shapes {listed}")
+            raise ShapeError(f"inputs have shapes {listed}, of different ranks; concat joins "
+                             f"values of one rank (reshape or flatten one of them first)")
         for shape in in_shapes[1:]:
             if shape[:axis] + shape[axis + 1 :] != first[:axis] + first[axis + 1 :]:
+                if self.p.axis is not None:
+                    raise ShapeError(
+                        f"inputs must match on every axis but {axis}, got {listed}")
+                # PyTorch's dims, as the user wrote dim: the first that differs
+                differs = next(a for a in range(len(first)) if a != axis
+                               and shape[a] != first[a])
                 raise ShapeError(
-                    f"inputs must match on every axis but {axis}, got {listed}"
-                )
+                    f"inputs have shapes {listed}; joined along dim {axis + 1}, every other "
+                    f"axis must match, but dim {differs + 1} has {first[differs]} and "
+                    f"{shape[differs]}")
         joined = sum(s[axis] for s in in_shapes)
         return first[:axis] + (joined,) + first[axis + 1 :]
 

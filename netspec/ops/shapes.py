@@ -102,7 +102,12 @@ def require_rank(shape: Shape, ranks: Sequence[int], what: str) -> None:
     """Raise a ShapeError unless ``shape`` has one of ``ranks`` dimensions."""
     if len(shape) not in ranks:
         wanted = " or ".join(f"{r}-D" for r in ranks)
-        raise ShapeError(f"{what} must be {wanted} per sample, got shape {format_shape(shape)}")
+        kinds = " or ".join(_RANK_KINDS.get(r, f"{r} axes") for r in ranks)
+        raise ShapeError(f"{what} must be {wanted} per sample, got shape {format_shape(shape)}; "
+                         f"it takes {kinds}: reshape, flatten or permute the value first")
+
+
+_RANK_KINDS = {1: "a vector (D,)", 2: "tokens (T, D)", 3: "an image (C, H, W)"}
 
 
 def batched_axis(dim: int, shape: Shape, what: str = "dim") -> int:

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from netspec.common.lazy import lazy_import
 from netspec.ops.base import Array, Context, Grads, NodeParams, Op, register
-from netspec.ops.shapes import Shape, require_rank
+from netspec.ops.shapes import Shape
 
 np = lazy_import("numpy")
 
@@ -26,13 +26,13 @@ class StochasticDepthParams(NodeParams):
 
 @register
 class StochasticDepth(Op):
-    """x * mask / (1 - p) with one Bernoulli(1 - p) draw per sample."""
+    """x * mask / (1 - p) with one Bernoulli(1 - p) draw per sample, any rank (tokens
+    (T, D) as images), as torchvision.ops.stochastic_depth."""
 
     name = "stochastic_depth"
     Params = StochasticDepthParams
 
     def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
-        require_rank(in_shapes[0], (1, 3), "stochastic_depth input")
         return in_shapes[0]
 
     def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, Array | None]:

@@ -95,7 +95,8 @@ def _permutation_error(dims: Sequence[int], rank: int, shape: Shape) -> str | No
     axes = [d % (rank + 1) if -(rank + 1) <= d <= rank else None for d in dims]
     if None in axes:
         bad = dims[axes.index(None)]
-        return f"dims {list(dims)}: {bad} is not an axis of the input {batched_shape(shape)}"
+        return (f"dims {list(dims)}: {bad} is not an axis of the input "
+                f"{batched_shape(shape)}; use 0 to {rank} (or -{rank + 1} to -1)")
     if sorted(axes) != list(range(rank + 1)):
         return (f"dims {list(dims)} is not a permutation of the axes 0 to {rank} of the input "
                 f"{batched_shape(shape)}; name each axis exactly once")

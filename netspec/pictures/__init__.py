@@ -108,8 +108,9 @@ def node_attributes(node: PlanNode) -> list[str]:
     if (slope := getattr(params, "negative_slope", None)) is not None:
         phrases.append(f"slope {slope:g}")
     if node.op_name == "concat":
-        # the per-sample axis, as the diagram's shapes are per sample
-        phrases.append(f"axis {node.op.axis(node.input_shapes[0]) - 1}")
+        # as written: PyTorch's dim (the batch axis is 0, as select's and softmax's), or the
+        # per-sample axis of a spec that gives one
+        phrases.append(f"dim {params.dim}" if params.axis is None else f"axis {params.axis}")
     phrases += _tensor_attributes(node)
     if not getattr(params, "trainable", True):
         phrases.append("fixed weights")

@@ -227,6 +227,17 @@ def compile_plan(spec_or_path: Spec | CheckedSpec | str | Path,
     needed = nx.ancestors(graph, output) | {output}
     nodes = {node_id: compiled[node_id] for node_id in order if node_id in needed}
     used_inputs = tuple(n for n in input_ids if n in needed)
+    if not used_inputs:
+        # a learned tensor alone: nothing to feed, nothing a batch could change
+        message = (f"the output '{output}' ({nodes[output].op_name}) reads no input node; a "
+                   f"network computes its output from an input: make the output a node that "
+                   f"depends on one")
+        if spec.output is not None:
+            problems.append(Diagnostic(message, file=spec.file, line=spec.line(
+                "network", "output")))
+        else:
+            report(message, output)
+        raise CompileError(problems, checked, compiled, failed, order)
     return Plan(spec=spec, nodes=nodes, inputs=used_inputs, output=output)
 
 
