@@ -488,9 +488,12 @@ def _ref_batchnorm(p, xs, params, buffers, train, observed):
 
 
 def _ref_add(p, xs, params, buffers, train, observed):
-    y = np.zeros(xs[0].shape)
-    for index in np.ndindex(y.shape):
-        y[index] = sum(float(x[index]) for x in xs)
+    # an axis of size 1 in an input is read at 0 for every position along it
+    shape = tuple(max(sizes) for sizes in zip(*(x.shape for x in xs)))
+    y = np.zeros(shape)
+    for index in np.ndindex(shape):
+        y[index] = sum(float(x[tuple(min(i, size - 1) for i, size in zip(index, x.shape))])
+                       for x in xs)
     return y, {}
 
 

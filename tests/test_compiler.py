@@ -156,8 +156,12 @@ def test_input_node():
 # (op, params, input shapes, the message after "node 'x' (op): ")
 SHAPE_ERRORS = [
     ("add", {}, [(2, 2, 2), (3, 2, 2)],
-     "inputs must have identical shapes, got (2, 2, 2), (3, 2, 2); insert a 1x1 conv2d or a "
-     "pooling node on the mismatched branch"),
+     "inputs of shapes (2, 2, 2) and (3, 2, 2) do not broadcast: axis 0 has 2 and 3; each "
+     "axis must match or be 1 in one of them; insert a 1x1 conv2d or a pooling node on the "
+     "mismatched branch"),
+    ("add", {}, [(2, 2, 2), (2, 1, 2), (2, 2)],
+     "inputs have shapes (2, 2, 2), (2, 1, 2) and (2, 2) of different ranks; add broadcasts "
+     "axes of size 1 between inputs of one rank"),
     ("concat", {}, [(2, 4, 4), (3, 4, 5)],
      "inputs have shapes (2, 4, 4), (3, 4, 5); joined along dim 1, every other axis must "
      "match, but dim 3 has 4 and 5"),
@@ -324,8 +328,9 @@ inputs = "lfet"
         "net.toml:16: node 'big' (conv2d): input shape (1, 8, 8): kernel 9x3 is larger than "
         "the padded input 8x8 (8x8 with padding 0x0); use a smaller kernel, more padding, or "
         "remove a pooling step",
-        "net.toml:37: node 'sum' (add): inputs must have identical shapes, got (4, 6, 6), "
-        "(2, 6, 6); insert a 1x1 conv2d or a pooling node on the mismatched branch",
+        "net.toml:37: node 'sum' (add): inputs of shapes (4, 6, 6) and (2, 6, 6) do not "
+        "broadcast: axis 0 has 4 and 2; each axis must match or be 1 in one of them; insert a "
+        "1x1 conv2d or a pooling node on the mismatched branch",
         "net.toml:41: node 'head' (linear): input has shape (4, 6, 6), an image (C, H, W); "
         "linear acts on the last axis only; add a flatten node before it (or a permute that "
         "puts the channels last, to act on them)",

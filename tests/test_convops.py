@@ -109,8 +109,8 @@ def test_adaptive_windows_are_pytorchs(size: int, out: int) -> None:
 
 # ---- negative controls: the shared harness rejects broken versions of these ops
 
-Mul, Hardswish, AdaptivePool, Depth = (REGISTRY[n] for n in (
-    "mul", "hardswish", "adaptive_avgpool2d", "stochastic_depth"))
+Mul, Hardswish, AdaptivePool, Depth, Add = (REGISTRY[n] for n in (
+    "mul", "hardswish", "adaptive_avgpool2d", "stochastic_depth", "add"))
 
 
 class UnreducedMul(Mul):
@@ -120,6 +120,15 @@ class UnreducedMul(Mul):
         a, b = cache
         return [np.broadcast_to(dy * b, dy.shape)[..., :a.shape[2], :a.shape[3]].copy(),
                 dy * a], {}
+
+
+class UnreducedAdd(Add):
+    """Hands each input the first input's share of a broadcast gradient: the repeated axes
+    are sliced instead of summed."""
+
+    def backward(self, cache, dy):
+        grads, _ = super().backward(cache, dy)
+        return [dy[tuple(slice(0, size) for size in g.shape)].copy() for g in grads], {}
 
 
 class SlopeOneHardswish(Hardswish):
@@ -143,6 +152,7 @@ class UnscaledDepth(Depth):
 
 SABOTAGE = [
     ("mul", UnreducedMul, OpCase("mul", {}, ((2, 3, 1, 1), (2, 3, 4, 5))), GradientMismatch),
+    ("add", UnreducedAdd, OpCase("add", {}, ((2, 3, 1, 1), (2, 3, 4, 5))), GradientMismatch),
     ("hardswish", SlopeOneHardswish, OpCase("hardswish", {}, ((2, 3, 4),)), GradientMismatch),
     ("adaptive_avgpool2d", ScaledAdaptivePool,
      OpCase("adaptive_avgpool2d", {"output_size": [3, 2]}, ((2, 2, 7, 5),)), ForwardMismatch),

@@ -150,6 +150,11 @@ SINGLE_NODES = {
         helper.make_node("Sigmoid", ["e"], ["g"], name="gate"),
         helper.make_node("Mul", ["x", "g"], ["y"], name="n")], IMAGE,
         [_constant("w", np.random.default_rng(0).standard_normal((4, 4, 1, 1)))], 17, "mul"),
+    "Add broadcasting a per-channel value": ([
+        helper.make_node("GlobalAveragePool", ["x"], ["s"], name="squeeze"),
+        helper.make_node("Conv", ["s", "w"], ["e"], name="excite"),
+        helper.make_node("Add", ["x", "e"], ["y"], name="n")], IMAGE,
+        [_constant("w", np.random.default_rng(0).standard_normal((4, 4, 1, 1)))], 17, "add"),
 }
 
 
@@ -173,6 +178,12 @@ REFUSED_NODES = {
     "HardSigmoid ONNX's default": ([helper.make_node("HardSigmoid", ["x"], ["y"], name="n")],
                                    [], "alpha=0.2, beta=0.5: netspec's hardsigmoid is "
                                    "PyTorch's (alpha=1/6, beta=0.5)"),
+    "Add of different ranks": ([helper.make_node("ReduceMean", ["x"], ["m"], name="mean",
+                                                 axes=[1], keepdims=0),
+                                helper.make_node("Add", ["x", "m"], ["y"], name="n")], [],
+                               "as netspec's add: inputs have shapes (4, 6, 5) and (6, 5) of "
+                               "different ranks; add broadcasts axes of size 1 between inputs "
+                               "of one rank"),
     "LogSoftmax over the batch": ([helper.make_node("LogSoftmax", ["x"], ["y"], name="n",
                                                     axis=0)], [],
                                   "axis=0 is the batch axis"),
@@ -185,7 +196,7 @@ def test_what_netspec_cannot_hold_is_refused_with_the_reason(case: str) -> None:
     model = _model(nodes, [_value("x", IMAGE)], initializers)
     with pytest.raises(NetspecError) as refusal:
         translate(parse_onnx_bytes(model.SerializeToString()))
-    assert f"node 'n' ({nodes[0].op_type}): {message}" in str(refusal.value)
+    assert f"node 'n' ({nodes[-1].op_type}): {message}" in str(refusal.value)
 
 
 @pytest.fixture(autouse=False)

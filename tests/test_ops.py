@@ -139,6 +139,11 @@ CASES = [
     # merges
     OpCase("add", {}, ((2, 3, 4), (2, 3, 4))),
     OpCase("add", {}, ((2, 3, 2, 2), (2, 3, 2, 2), (2, 3, 2, 2))),
+    # broadcasting, as PyTorch's +: a per-channel term, a row, axes of 1 in every input
+    OpCase("add", {}, ((2, 3, 1, 1), (2, 3, 4, 5))),
+    OpCase("add", {}, ((2, 5, 8), (2, 1, 8))),
+    OpCase("add", {}, ((2, 1, 4, 1), (2, 3, 1, 5), (2, 3, 4, 5))),
+    OpCase("add", {}, ((2, 3, 4, 5), (2, 3, 1, 1)), channels_last=True),
     OpCase("concat", {}, ((2, 2, 3, 4), (2, 3, 3, 4))),
     OpCase("concat", {"axis": 0}, ((2, 3), (2, 1), (2, 2))),
     OpCase("concat", {"axis": 1}, ((2, 2, 3, 4), (2, 2, 1, 4))),

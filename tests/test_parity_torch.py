@@ -172,6 +172,8 @@ PARITY_CASES = [
     OpCase("batchnorm", {"momentum": 0.3, "eps": 1e-3}, ((5, 4),), train=True),
     OpCase("batchnorm", {}, ((5, 4),)),
     OpCase("add", {}, ((2, 3, 2, 2), (2, 3, 2, 2), (2, 3, 2, 2))),
+    OpCase("add", {}, ((2, 1, 5, 1), (2, 3, 1, 4))),
+    OpCase("add", {}, ((3, 1, 8), (3, 6, 8), (3, 6, 1))),
     OpCase("concat", {}, ((2, 2, 3, 4), (2, 3, 3, 4))),
     OpCase("concat", {"axis": 2}, ((2, 2, 3, 1), (2, 2, 3, 2))),
     # batches large enough for the split copies, inputs in both memory layouts
@@ -477,6 +479,14 @@ p = 0.4
 [nodes.sum]
 op = "add"
 inputs = ["drop", "hs"]
+
+[nodes.sum_mean]
+op = "adaptive_avgpool2d"
+output_size = 1
+
+[nodes.shifted]
+op = "add"
+inputs = ["sum", "sum_mean"]
 
 [nodes.up]
 op = "upsample"

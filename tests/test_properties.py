@@ -419,9 +419,8 @@ def tensor_pair(draw: Callable, source: Node, nodes: list[Node], learned_id: str
         out = shape[:-1] + per_sample[-1:]
         reader = {"op": "matmul", "inputs": [written(source.id), written(learned_id)]}
     else:
-        # mul broadcasts axes of size 1 (ConvNeXt's layer scale); add takes the same shape
-        per_sample = shape if kind == "add" else tuple(
-            size if draw(st.booleans()) else 1 for size in shape)
+        # both broadcast axes of size 1 (ConvNeXt's layer scale, a per-channel bias)
+        per_sample = tuple(size if draw(st.booleans()) else 1 for size in shape)
         out = shape
         reader = {"op": kind, "inputs": [written(source.id), written(learned_id)]}
     if math.prod(out) > MAX_VALUES:

@@ -616,12 +616,8 @@ def _merge(t: Translator, n: Any, op: str, fields: dict[str, Any] | None = None)
     inputs = [t.tensor(n, i) for i in range(len(n.input))]
     if any(x is None for x in inputs):
         return
-    shapes = {x.onnx_shape for x in inputs}
-    if len(shapes) > 1 and op == "add":
-        listed = ", ".join(str(tuple(x.onnx_shape)) for x in inputs)
-        t.refuse(n, f"broadcasting is not supported: the inputs' per-sample shapes are "
-                    f"{listed}")
-        return
+    # netspec's add and mul broadcast as ONNX's do between inputs of one rank; emit refuses
+    # the rest with netspec's own shape message
     t.emit(n, op, inputs, fields or {}, {})
 
 

@@ -16,17 +16,9 @@ from netspec.common.lazy import lazy_import
 from netspec.ops.activations import softmax, sum_of_products
 from netspec.ops.base import Array, Context, Grads, NodeParams, Op, ParamSpec, register
 from netspec.ops.core import MAX_INPUT_DIM
-from netspec.ops.shapes import Shape, format_shape, numel
+from netspec.ops.shapes import Shape, format_shape, numel, reduce_to
 
 np = lazy_import("numpy")
-
-
-def _reduce_to(gradient: Array, shape: tuple[int, ...]) -> Array:
-    """``gradient`` summed over the axes along which a value of ``shape`` (of the same rank)
-    was broadcast."""
-    spread = tuple(axis for axis, size in enumerate(shape)
-                   if size == 1 and gradient.shape[axis] != 1)
-    return gradient.sum(axis=spread, keepdims=True) if spread else gradient
 
 
 class MatmulParams(NodeParams):
@@ -76,8 +68,8 @@ class Matmul(Op):
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
         a, b = cache
-        da = _reduce_to(np.matmul(dy, b.swapaxes(-1, -2)), a.shape)
-        db = _reduce_to(np.matmul(a.swapaxes(-1, -2), dy), b.shape)
+        da = reduce_to(np.matmul(dy, b.swapaxes(-1, -2)), a.shape)
+        db = reduce_to(np.matmul(a.swapaxes(-1, -2), dy), b.shape)
         return [da, db], {}
 
 

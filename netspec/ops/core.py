@@ -12,7 +12,15 @@ from netspec.common.lazy import lazy_import
 from netspec.ops.activations import relu_gradient, relu_into
 from netspec.ops.base import NO_FUSION, Array, Context, Fusion, Grads, NodeParams, Op, register
 from netspec.ops.conv import Workspace, empty_in_order, memory_order
-from netspec.ops.shapes import MAX_RANK, Shape, batched_axis, format_shape, numel
+from netspec.ops.shapes import (
+    MAX_RANK,
+    Shape,
+    batched_axis,
+    broadcast_shapes,
+    format_shape,
+    numel,
+    reduce_to,
+)
 
 np = lazy_import("numpy")
 
@@ -104,7 +112,9 @@ class AddParams(NodeParams):
 
 @register
 class Add(Op):
-    """Element-wise sum of two or more inputs of identical shape (residual connections)."""
+    """Element-wise sum of two or more inputs (residual connections), as PyTorch's ``+``:
+    inputs of one rank whose axes match or are 1, an axis of size 1 repeated along the
+    others' ((C, 1, 1) + (C, H, W), (1, D) + (T, D))."""
 
     name = "add"
     Params = AddParams
@@ -112,14 +122,13 @@ class Add(Op):
     max_inputs = None
 
     def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
-        first = in_shapes[0]
-        if any(shape != first for shape in in_shapes[1:]):
-            listed = ", ".join(format_shape(s) for s in in_shapes)
-            raise ShapeError(
-                f"inputs must have identical shapes, got {listed}; insert a 1x1 conv2d or a "
-                f"pooling node on the mismatched branch"
-            )
-        return first
+        if len({len(shape) for shape in in_shapes}) > 1:
+            return broadcast_shapes(in_shapes, "add")  # says the ranks differ
+        try:
+            return broadcast_shapes(in_shapes, "add")
+        except ShapeError as exc:
+            raise ShapeError(f"{exc}; insert a 1x1 conv2d or a pooling node on the "
+                             f"mismatched branch") from None
 
     def flops(self, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
         return numel(out_shape) * (len(in_shapes) - 1)
@@ -137,28 +146,36 @@ class Add(Op):
     def fused_forward(self, xs: list[Array], params, buffers, ctx: Context,
                       fusion: Fusion) -> tuple[Array, tuple]:
         workspace = self.workspace if ctx.train else None
-        # the sum is laid out as the first input: adding arrays of one memory order runs
-        # along contiguous memory; it goes into that input when the executor says nothing
-        # else reads it
         dtype = np.result_type(*xs)
-        out = xs[0] if fusion.overwrite_input and xs[0].dtype == dtype else \
-            empty_in_order(xs[0].shape, dtype, memory_order(xs[0]), workspace)
+        shapes = [x.shape for x in xs]
+        broadcast = any(shape != shapes[0] for shape in shapes[1:])
+        if broadcast:
+            out = np.empty(np.broadcast_shapes(*shapes), dtype)
+        else:
+            # the sum is laid out as the first input: adding arrays of one memory order runs
+            # along contiguous memory; it goes into that input when the executor says nothing
+            # else reads it
+            out = xs[0] if fusion.overwrite_input and xs[0].dtype == dtype else \
+                empty_in_order(xs[0].shape, dtype, memory_order(xs[0]), workspace)
         np.add(xs[0], xs[1], out=out)
         for x in xs[2:]:
             out += x
         if fusion.relu:
             relu_into(out, out)
-        return out, (len(xs), out if fusion.relu else None, workspace)
+        return out, (shapes if broadcast else len(xs), out if fusion.relu else None, workspace)
 
     def backward(self, cache: tuple, dy: Array) -> tuple[list[Array | None], Grads]:
-        count, relu_out, workspace = cache
+        inputs, relu_out, workspace = cache
         if relu_out is not None:
             # the fused ReLU's backward, for every input alike
             order = memory_order(relu_out)
             dy = relu_gradient(
                 dy, relu_out, out=empty_in_order(relu_out.shape, dy.dtype, order, workspace),
                 positive=empty_in_order(relu_out.shape, np.bool_, order, workspace))
-        return [dy] * count, {}
+        if isinstance(inputs, int):
+            return [dy] * inputs, {}
+        # an input repeated along an axis receives the sum of the gradient along it
+        return [reduce_to(dy, shape) for shape in inputs], {}
 
 
 class ConcatParams(NodeParams):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from netspec.common.errors import ShapeError
 
@@ -154,3 +155,33 @@ def require_groups(in_channels: int, out_channels: int, groups: int) -> None:
     if out_channels % groups:
         raise ShapeError(f"groups={groups} does not divide out_channels={out_channels}; "
                          f"out_channels must be a multiple of groups")
+
+
+def _listing(items: Sequence[str]) -> str:
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def broadcast_shapes(shapes: Sequence[Shape], op: str) -> Shape:
+    """The shape per-sample shapes of one rank broadcast to, as PyTorch's element-wise ops
+    do: along each axis the sizes are equal, or 1 where an input is repeated.
+
+    >>> broadcast_shapes([(4, 1, 1), (4, 7, 7)], "mul")
+    (4, 7, 7)
+    """
+    listed = _listing([format_shape(shape) for shape in shapes])
+    if len({len(shape) for shape in shapes}) > 1:
+        raise ShapeError(f"inputs have shapes {listed} of different ranks; {op} broadcasts "
+                         f"axes of size 1 between inputs of one rank")
+    for axis, sizes in enumerate(zip(*shapes)):
+        if len(set(sizes) - {1}) > 1:
+            raise ShapeError(f"inputs of shapes {listed} do not broadcast: axis {axis} has "
+                             f"{_listing([str(size) for size in sizes])}; each axis must "
+                             f"match or be 1 in one of them")
+    return tuple(max(sizes) for sizes in zip(*shapes))
+
+
+def reduce_to(gradient: Any, shape: Sequence[int]) -> Any:
+    """``gradient`` summed over the axes along which an input of batched shape ``shape`` was
+    broadcast, so that it has that input's shape."""
+    axes = tuple(axis for axis, (g, s) in enumerate(zip(gradient.shape, shape)) if s == 1 != g)
+    return gradient.sum(axis=axes, keepdims=True) if axes else gradient
