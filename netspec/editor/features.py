@@ -306,16 +306,8 @@ def _describe_id(analysis: Analysis, node_id: str) -> str | None:
     if container is not None:
         members = [n for n, chain in analysis.chains.items()
                    if any(c.id == container.id for c in chain)]
-        compiled = [analysis.nodes[n] for n in members if n in analysis.nodes]
-        output = analysis.nodes.get(container.output)
-        shape = format_shape(output.shape) if output is not None else "not compiled"
-        missing = len(members) - len(compiled)
-        note = f"\n\n{missing} of its nodes did not compile" if missing else ""
-        return (f"**{node_id}** · block `{container.kind}`\n\n"
-                f"output `{shape}` (node `{container.output}`)\n\n"
-                f"{len(members)} nodes, {sum(n.n_params for n in compiled):,} trainable "
-                f"parameters, {human_count(sum(n.flops for n in compiled))} FLOPs per sample"
-                f"{note}")
+        return _instance_summary(analysis, f"**{node_id}** · block `{container.kind}`",
+                                 members, container.output)
     if analysis.spec is not None and node_id in analysis.spec.origins:
         return f"**{node_id}**: did not compile (see the problems reported)"
     return None
@@ -332,15 +324,22 @@ def _describe_nameless(analysis: Analysis, key: str) -> str | None:
             and Path(origin.instance_file).name == analysis.path.name]
     if line is None or not made:
         return None
-    compiled = [analysis.nodes[n] for n in made if n in analysis.nodes]
     block = analysis.spec.origins[made[0]].block
-    last = analysis.nodes.get(made[-1])
-    shape = format_shape(last.shape) if last is not None else "not compiled"
-    missing = len(made) - len(compiled)
+    return _instance_summary(
+        analysis, f"**{key}** · block `{block}`, named \"\" (its nodes keep their own names)",
+        made, made[-1])
+
+
+def _instance_summary(analysis: Analysis, heading: str, members: list[str],
+                      output_id: str) -> str:
+    """What an instance made: its output's shape, its nodes, parameters and FLOPs."""
+    compiled = [analysis.nodes[n] for n in members if n in analysis.nodes]
+    output = analysis.nodes.get(output_id)
+    shape = format_shape(output.shape) if output is not None else "not compiled"
+    missing = len(members) - len(compiled)
     note = f"\n\n{missing} of its nodes did not compile" if missing else ""
-    return (f"**{key}** · block `{block}`, named \"\" (its nodes keep their own names)\n\n"
-            f"output `{shape}` (node `{made[-1]}`)\n\n"
-            f"{len(made)} nodes, {sum(n.n_params for n in compiled):,} trainable "
+    return (f"{heading}\n\noutput `{shape}` (node `{output_id}`)\n\n"
+            f"{len(members)} nodes, {sum(n.n_params for n in compiled):,} trainable "
             f"parameters, {human_count(sum(n.flops for n in compiled))} FLOPs per sample"
             f"{note}")
 
