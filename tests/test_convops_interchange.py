@@ -150,6 +150,10 @@ SINGLE_NODES = {
         helper.make_node("Sigmoid", ["e"], ["g"], name="gate"),
         helper.make_node("Mul", ["x", "g"], ["y"], name="n")], IMAGE,
         [_constant("w", np.random.default_rng(0).standard_normal((4, 4, 1, 1)))], 17, "mul"),
+    "Split of the network's values": ([
+        helper.make_node("Split", ["x", "sizes"], ["a", "b"], name="split", axis=1),
+        helper.make_node("Concat", ["b", "a"], ["y"], name="n", axis=1)], IMAGE,
+        [numpy_helper.from_array(np.array([1, 3]), "sizes")], 17, "concat"),
     "Add broadcasting a per-channel value": ([
         helper.make_node("GlobalAveragePool", ["x"], ["s"], name="squeeze"),
         helper.make_node("Conv", ["s", "w"], ["e"], name="excite"),
@@ -169,6 +173,31 @@ def test_the_onnx_ops_of_pytorchs_exports_import_and_equal_onnxruntime(case: str
     ours = imported.network.forward(x)
     assert ours.shape == theirs.shape
     assert _relative(ours, theirs) < 1e-5
+
+
+def _flat_gather(positions: np.ndarray) -> onnx.ModelProto:
+    """A batch-1 value flattened whole and gathered back, as the newer exporter writes an
+    as_strided view."""
+    return _model([helper.make_node("Reshape", ["x", "flat"], ["f"], name="flatten"),
+                   helper.make_node("Gather", ["f", "at"], ["y"], name="n", axis=0)],
+                  [_value("x", [1, 4, 6, 5])],
+                  [numpy_helper.from_array(np.array([-1]), "flat"),
+                   numpy_helper.from_array(positions, "at")])
+
+
+def test_a_flat_gather_of_every_position_in_order_is_a_reshape() -> None:
+    model = _flat_gather(np.arange(120).reshape(1, 4, 30))
+    imported = translate(parse_onnx_bytes(model.SerializeToString()))
+    node = imported.plan.nodes[imported.plan.output]
+    assert (node.op_name, node.shape) == ("reshape", (4, 30))
+    x = np.random.default_rng(1).standard_normal((1, 4, 6, 5)).astype(np.float32)
+    assert _relative(imported.network.forward(x), _onnxruntime(model, {"x": x})) < 1e-6
+
+
+def test_a_flat_gather_that_reorders_is_refused() -> None:
+    model = _flat_gather(np.arange(120)[::-1].reshape(1, 4, 30).copy())
+    with pytest.raises(NetspecError, match=r"reshape to \[-1\] changes the batch axis"):
+        translate(parse_onnx_bytes(model.SerializeToString()))
 
 
 REFUSED_NODES = {

@@ -3,7 +3,8 @@
 In: torchvision's ``convnext_tiny``, ``shufflenet_v2_x1_0`` and a small ``VisionTransformer``,
 written by ``torch.onnx.export`` at its default opset from one example image (a static batch
 of 1; ViT's attention decomposed into MatMul/Reshape/Transpose/Softmax with the batch folded
-into the heads' axis), import into netspec and compute what onnxruntime computes. Out: the
+into the heads' axis), by the TorchScript exporter and by the newer default one, import into
+netspec and compute what onnxruntime computes. Out: the
 shipped ``vit_b_16``, ``convnext_tiny`` and ``shufflenet_v2_x1_0`` export, pass the full checker
 and equal onnxruntime.
 """
@@ -95,6 +96,34 @@ def test_torchvision_exports_import_and_equal_onnxruntime(exported) -> None:
     batch = np.concatenate([x, -x, 0.5 * x])
     alone = [imported.network.forward(sample[None]) for sample in batch]
     assert relative_error(imported.network.forward(batch), np.concatenate(alone)) < TOLERANCE
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def exported_by_dynamo(request, tmp_path_factory) -> tuple[str, Path]:
+    """The same models as torch.onnx.export's default, newer exporter writes them: a Split
+    of the channels (ShuffleNet), a Reshape to [-1] and a Gather for an as_strided view
+    (ConvNeXt's pooled features), attention without the TorchScript exporter's layout."""
+    pytest.importorskip("onnxscript", reason="torch.onnx.export(dynamo=True) needs onnxscript")
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    make, shape = MODELS[request.param]
+    model = make().eval()
+    randomise(model)
+    path = tmp_path_factory.mktemp(request.param) / f"{request.param}-dynamo.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, *shape),), str(path), dynamo=True,
+                          input_names=["input"], output_names=["logits"], verbose=False)
+    return request.param, path
+
+
+def test_the_newer_exporters_files_import_and_equal_onnxruntime(exported_by_dynamo) -> None:
+    name, path = exported_by_dynamo
+    imported = import_onnx(path)
+    x = np.random.default_rng(0).standard_normal((1, *MODELS[name][1])).astype(np.float32)
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})[0]
+    assert relative_error(imported.network.forward(x), theirs) < TOLERANCE
 
 
 def test_the_imported_spec_says_what_the_module_was(exported) -> None:
@@ -303,6 +332,33 @@ def test_attention_and_learned_tensors_from_torch_onnx_export(tmp_path) -> None:
     batch = np.concatenate([x, 0.5 * x])
     expected = np.concatenate([imported.network.forward(s[None]) for s in batch])
     assert relative_error(imported.network.forward(batch), expected) < TOLERANCE
+
+
+def test_an_attention_whose_out_projection_has_no_bias_reads_a_zero_bias(tmp_path) -> None:
+    """The newer exporter drops out_proj's bias where it is all zeros, as
+    nn.MultiheadAttention starts it: the Gemm then has two inputs."""
+    from netspec.interchange.onnx_import import import_onnx
+
+    torch.manual_seed(0)
+    model = Attending().eval()
+    full = tmp_path / "attending.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 16, 32),), str(full), dynamo=False,
+                          input_names=["input"], output_names=["logits"])
+    proto = onnx.load(str(full))
+    projection = next(n for n in proto.graph.node
+                      if n.op_type == "Gemm" and "out_proj" in " ".join(n.input))
+    del projection.input[2]
+    path = tmp_path / "no_bias.onnx"
+    onnx.save(proto, str(path))
+    imported = import_onnx(path)
+    assert imported.plan.nodes["attention"].op_name == "multihead_attention"
+    assert not imported.network.state()["attention.out_proj.bias"].any()
+    x = np.random.default_rng(0).standard_normal((1, 16, 32)).astype(np.float32)
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})[0]
+    assert relative_error(imported.network.forward(x), theirs) < TOLERANCE
 
 
 # --------------------------------------------------------------------------------------------

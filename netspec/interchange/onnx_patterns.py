@@ -170,7 +170,11 @@ def import_attention(t: Translator, region: AttentionRegion) -> None:
     weight = t.constant(region.in_projection, 1, "the packed q, k, v weight")
     bias = _bias_of(t, region.in_bias)
     out_weight = t.constant(region.out_projection, 1, "out_proj's weight")
-    out_bias = t.constant(region.out_projection, 2, "out_proj's bias")
+    projection = region.out_projection
+    # torch.onnx.export's newer (dynamo) exporter drops a bias that is all zeros, as
+    # nn.MultiheadAttention starts it: a missing bias adds nothing
+    out_bias = t.constant(projection, 2, "out_proj's bias") if (
+        len(projection.input) > 2 and projection.input[2]) else np.zeros(embed, np.float32)
     if weight is None or bias is None or out_weight is None or out_bias is None:
         return
     if t.attr(region.out_projection, "transB", 0) != 1:
@@ -479,6 +483,41 @@ def import_global_pool(t: Translator, region: Region) -> None:
     t.emit(squeeze, "global_avgpool", [x], {}, {})
 
 
+# -- a reshape written as flatten-and-gather: torch.onnx.export's newer exporter writes an
+# as_strided view of a batch-1 value (ConvNeXt's pooled features) as a Reshape to [-1] and a
+# Gather of every position, in order, into the new shape
+
+def find_flat_gathers(graph: Any, data_inputs: set[str]) -> list[Region]:
+    wiring = _Wiring(graph, data_inputs)
+    regions = []
+    for flat in graph.node:
+        if flat.op_type == "Reshape" and wiring.computed(flat, 0) and wiring.constant(flat, 1):
+            gather = wiring.only_reader(flat, "Gather")
+            if gather is not None and gather.input[0] == flat.output[0] and \
+                    wiring.constant(gather, 1):
+                regions.append(_region(gather, flat=flat))
+    return regions
+
+
+def import_flat_gather(t: Translator, region: Region) -> None:
+    flat, gather = region.parts["flat"], region.parts["end"]
+    x = _sample(t, flat.input[0])
+    target = _array(t, flat.input[1])
+    positions = _array(t, gather.input[1])
+    if x is None or target is None or positions is None or positions.dtype.kind not in "iu" \
+            or target.reshape(-1).tolist() != [-1] or t.attr(gather, "axis", 0) != 0 \
+            or positions.ndim < 2 or positions.shape[0] != 1 \
+            or positions.size != math.prod(x.shape) \
+            or not np.array_equal(positions.reshape(-1), np.arange(positions.size)):
+        read_each(t, region)
+        return
+    shape = [int(d) for d in positions.shape[1:]]
+    if shape == list(x.shape):
+        t.alias(gather, x)
+    else:
+        t.emit(gather, "reshape", [x], {"shape": shape}, {})
+
+
 # -- multihead_attention as netspec writes it (onnx_ops._export_multihead_attention)
 
 _HEADS_PERM = {"q": [0, 2, 1, 3], "k": [0, 2, 3, 1], "v": [0, 2, 1, 3]}
@@ -639,4 +678,5 @@ PATTERNS = ((find_attention_regions, import_attention),
             (find_netspec_attention, import_netspec_attention),
             (find_channels_first_norms, import_channels_first_norm),
             (find_channel_shuffles, import_channel_shuffle),
-            (find_global_pools, import_global_pool))
+            (find_global_pools, import_global_pool),
+            (find_flat_gathers, import_flat_gather))

@@ -89,6 +89,18 @@ _LEARNED_OPERAND = frozenset({"Concat", "Add", "Mul"})
 _POISON = object()  # a value after a refused node: its users are not blamed again
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """One output of a node that netspec writes as several nodes, as the importers read a
+    node: a name, its op and its inputs, that one output."""
+
+    name: str
+    op_type: str
+    input: list[str]
+    output: list[str]
+    attribute: list[Any]
+
+
 @dataclass
 class ImportedModel:
     """The translation of one model: spec text, the compiled plan and the network with the
@@ -1045,6 +1057,9 @@ class Translator:
             start, end = self.attr(n, "start", 0), self.attr(n, "end", None, int)
             self.set_constant(n, shape[start:end])
             return
+        if op == "Split" and isinstance(self._value(n, 0), Tensor):
+            self._split_values(n, self.values[n.input[0]])
+            return
         if op == "Cast" and isinstance(self._value(n, 0), Tensor):
             x = self.values[n.input[0]]
             if _type_name(self.onnx, self.attr(n, "to", 0)) == "FLOAT":
@@ -1073,23 +1088,56 @@ class Translator:
             self.refuse(n, f"cannot fold this constant: {exc}")
 
     def _fold_split(self, n: Any, inputs: list[Any]) -> list[np.ndarray]:
-        """A constant cut into len(n.output) pieces (a packed weight split into its parts):
-        the sizes from input 1 (opset 13 on) or the ``split`` attribute, else equal parts."""
+        """A constant cut into len(n.output) pieces (a packed weight split into its parts)."""
         data = np.asarray(inputs[0])
         axis = self.attr(n, "axis", 0)
         if not -data.ndim <= axis < data.ndim:
             raise ValueError(f"axis {axis} is out of range for shape {list(data.shape)}")
+        sizes = self._split_sizes(n, data.shape[axis], inputs[1] if len(inputs) > 1 else None)
+        return np.split(data, np.cumsum(sizes)[:-1], axis=axis)
+
+    def _split_sizes(self, n: Any, size: int, given: Any) -> list[int]:
+        """The pieces' sizes: from input 1 (opset 13 on) or the ``split`` attribute, else
+        equal parts."""
         sizes = self.attr(n, "split", None, list)
-        if len(inputs) > 1 and inputs[1] is not None:
-            sizes = [int(v) for v in np.asarray(inputs[1]).reshape(-1)]
-        size = data.shape[axis]
+        if given is not None:
+            sizes = [int(v) for v in np.asarray(given).reshape(-1)]
         if sizes is None:
             if size % len(n.output):
                 raise ValueError(f"{size} does not split into {len(n.output)} equal parts")
             sizes = [size // len(n.output)] * len(n.output)
         if len(sizes) != len(n.output) or any(s < 0 for s in sizes) or sum(sizes) != size:
             raise ValueError(f"sizes {sizes} do not cut {size} into {len(n.output)} parts")
-        return np.split(data, np.cumsum(sizes)[:-1], axis=axis)
+        return sizes
+
+    def _split_values(self, n: Any, x: Tensor) -> None:
+        """A Split of the network's values (ShuffleNet's channel split, as the newer exporter
+        writes it): one netspec ``slice`` per piece."""
+        rank = len(x.onnx_shape) + 1
+        axis = self.attr(n, "axis", 0)
+        given = self._value(n, 1) if len(n.input) > 1 and n.input[1] else None
+        if isinstance(given, Tensor):
+            self.refuse(n, "the sizes of the pieces are computed by the network; netspec "
+                           "splits by constant sizes")
+            return
+        if not -rank <= axis < rank or axis % rank == 0 or x.shape != x.onnx_shape:
+            self.refuse(n, f"a split along axis {axis} of per-sample shape "
+                           f"{list(x.onnx_shape)} is not supported; netspec slices one "
+                           f"per-sample axis")
+            return
+        try:
+            sizes = self._split_sizes(n, x.shape[axis % rank - 1], given)
+        except ValueError as exc:
+            self.refuse(n, f"cannot split: {exc}")
+            return
+        start = 0
+        for index, (name, size) in enumerate(zip(n.output, sizes)):
+            if name:
+                piece = _Piece(f"{n.name or 'Split'}_{index}", n.op_type, list(n.input),
+                               [name], list(n.attribute))
+                self.emit(piece, "slice", [x], {"dim": axis % rank, "start": start,
+                                                "end": start + size}, {})
+            start += size
 
     def _fold_value(self, n: Any, op: str, inputs: list[Any]) -> np.ndarray:
         data = inputs[0]
