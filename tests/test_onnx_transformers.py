@@ -68,19 +68,26 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope="module", params=list(MODELS))
-def exported(request, tmp_path_factory) -> tuple[str, Path, object]:
+def export(name: str, directory: Path, dynamo: bool) -> tuple[Path, object]:
+    """torchvision's model ``name``, randomised, written by one of torch.onnx.export's two
+    exporters from one example image."""
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    make, shape = MODELS[request.param]
+    make, shape = MODELS[name]
     model = make().eval()
     randomise(model)
-    path = tmp_path_factory.mktemp(request.param) / f"{request.param}.onnx"
+    path = directory / f"{name}{'-dynamo' if dynamo else ''}.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # the TorchScript exporter at its default opset (the newer one needs onnxscript)
-        torch.onnx.export(model, (torch.randn(1, *shape),), str(path), dynamo=False,
-                          input_names=["input"], output_names=["logits"])
+        torch.onnx.export(model, (torch.randn(1, *shape),), str(path), dynamo=dynamo,
+                          input_names=["input"], output_names=["logits"], verbose=False)
+    return path, model
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def exported(request, tmp_path_factory) -> tuple[str, Path, object]:
+    """The TorchScript exporter at its default opset."""
+    path, model = export(request.param, tmp_path_factory.mktemp(request.param), dynamo=False)
     return request.param, path, model
 
 
@@ -104,16 +111,7 @@ def exported_by_dynamo(request, tmp_path_factory) -> tuple[str, Path]:
     of the channels (ShuffleNet), a Reshape to [-1] and a Gather for an as_strided view
     (ConvNeXt's pooled features), attention without the TorchScript exporter's layout."""
     pytest.importorskip("onnxscript", reason="torch.onnx.export(dynamo=True) needs onnxscript")
-    torch.manual_seed(0)
-    torch.set_num_threads(2)
-    make, shape = MODELS[request.param]
-    model = make().eval()
-    randomise(model)
-    path = tmp_path_factory.mktemp(request.param) / f"{request.param}-dynamo.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, *shape),), str(path), dynamo=True,
-                          input_names=["input"], output_names=["logits"], verbose=False)
+    path, _ = export(request.param, tmp_path_factory.mktemp(request.param), dynamo=True)
     return request.param, path
 
 
