@@ -398,28 +398,6 @@ def _ref_global_avgpool(p, xs, params, buffers, train, observed):
     return y, {}
 
 
-def _ref_linear(p, xs, params, buffers, train, observed):
-    x, w = xs[0], params["weight"]
-    y = np.zeros((x.shape[0], w.shape[0]))
-    for b, o in np.ndindex(y.shape):
-        y[b, o] = sum(w[o, i] * x[b, i] for i in range(x.shape[1]))
-        if p.bias:
-            y[b, o] += params["bias"][o]
-    return y, {}
-
-
-def _ref_flatten(p, xs, params, buffers, train, observed):
-    x = xs[0]
-    sizes = x.shape[1:]
-    y = np.zeros((x.shape[0], math.prod(sizes)))
-    for index in np.ndindex(x.shape):
-        position = 0
-        for axis, size in zip(index[1:], sizes):
-            position = position * size + axis
-        y[index[0], position] = x[index]
-    return y, {}
-
-
 def _elementwise(function: Callable[[float], float]) -> Reference:
     def reference(p, xs, params, buffers, train, observed):
         x = xs[0]
@@ -434,19 +412,6 @@ def _ref_leaky_relu(p, xs, params, buffers, train, observed):
     slope = p.negative_slope
     return _elementwise(lambda v: v if v > 0 else slope * v)(p, xs, params, buffers, train,
                                                               observed)
-
-
-def _ref_softmax(p, xs, params, buffers, train, observed):
-    x = xs[0]
-    y = np.zeros(x.shape)
-    rest = x.shape[2:]
-    for b in range(x.shape[0]):
-        for position in np.ndindex(rest):
-            column = [float(x[(b, k, *position)]) for k in range(x.shape[1])]
-            exps = [math.exp(v) for v in column]
-            for k, e in enumerate(exps):
-                y[(b, k, *position)] = e / sum(exps)
-    return y, {}
 
 
 def _ref_dropout(p, xs, params, buffers, train, observed):
@@ -497,39 +462,20 @@ def _ref_add(p, xs, params, buffers, train, observed):
     return y, {}
 
 
-def _ref_concat(p, xs, params, buffers, train, observed):
-    axis = p.axis + 1
-    shape = list(xs[0].shape)
-    shape[axis] = sum(x.shape[axis] for x in xs)
-    y = np.zeros(shape)
-    offset = 0
-    for x in xs:
-        for index in np.ndindex(x.shape):
-            target = list(index)
-            target[axis] += offset
-            y[tuple(target)] = x[index]
-        offset += x.shape[axis]
-    return y, {}
-
-
 REFERENCES: dict[str, Reference] = {
     "input": _ref_input,
     "conv2d": _ref_conv2d,
     "maxpool2d": _ref_maxpool2d,
     "avgpool2d": _ref_avgpool2d,
     "global_avgpool": _ref_global_avgpool,
-    "linear": _ref_linear,
-    "flatten": _ref_flatten,
     "relu": _elementwise(lambda v: v if v > 0 else 0.0),
     "leaky_relu": _ref_leaky_relu,
     "sigmoid": _elementwise(lambda v: 1.0 / (1.0 + math.exp(-v))),
     "tanh": _elementwise(math.tanh),
-    "softmax": _ref_softmax,
     "dropout": _ref_dropout,
     "batchnorm": _ref_batchnorm,
     "add": _ref_add,
-    "concat": _ref_concat,
-    # the tensor ops, and the general forms of linear, softmax, flatten and concat
+    # the tensor ops, and linear, softmax, flatten and concat in their any-rank forms
     **TENSOR_REFERENCES,
 }
 
