@@ -106,28 +106,14 @@ def _permutation_error(dims: Sequence[int], rank: int, shape: Shape) -> str | No
     return None
 
 
-class PermuteParams(NodeParams):
-    op: Literal["permute"]
-    dims: list[Dim] = Field(
-        min_length=2, max_length=MAX_RANK + 1,
-        description="The input's axes in their new order, PyTorch's, batch axis 0 included "
-                    "and first: [0, 2, 3, 1] takes (C, H, W) to (H, W, C).")
+class _Reorder(Op):
+    """An op that reorders the batched value's axes (``axes`` of a per-sample shape, the
+    batch's 0 first); forward is a view, as PyTorch's."""
 
-
-@register
-class Permute(Op):
-    """The input's axes reordered (torch.permute); any rank, the batch axis stays first."""
-
-    name = "permute"
-    Params = PermuteParams
     keeps_image = False
 
     def axes(self, shape: Shape) -> tuple[int, ...]:
-        rank = len(shape)
-        problem = _permutation_error(self.p.dims, rank, shape)
-        if problem:
-            raise ShapeError(problem)
-        return tuple(d % (rank + 1) for d in self.p.dims)
+        raise NotImplementedError
 
     def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         batched = (0, *in_shapes[0])
@@ -142,6 +128,29 @@ class Permute(Op):
         return [dy.transpose(np.argsort(cache))], {}
 
 
+class PermuteParams(NodeParams):
+    op: Literal["permute"]
+    dims: list[Dim] = Field(
+        min_length=2, max_length=MAX_RANK + 1,
+        description="The input's axes in their new order, PyTorch's, batch axis 0 included "
+                    "and first: [0, 2, 3, 1] takes (C, H, W) to (H, W, C).")
+
+
+@register
+class Permute(_Reorder):
+    """The input's axes reordered (torch.permute); any rank, the batch axis stays first."""
+
+    name = "permute"
+    Params = PermuteParams
+
+    def axes(self, shape: Shape) -> tuple[int, ...]:
+        rank = len(shape)
+        problem = _permutation_error(self.p.dims, rank, shape)
+        if problem:
+            raise ShapeError(problem)
+        return tuple(d % (rank + 1) for d in self.p.dims)
+
+
 class TransposeParams(NodeParams):
     op: Literal["transpose"]
     dim0: Dim = Field(description="One axis to swap, PyTorch's (1 = the first per-sample "
@@ -150,12 +159,11 @@ class TransposeParams(NodeParams):
 
 
 @register
-class Transpose(Op):
+class Transpose(_Reorder):
     """Two axes swapped (torch.transpose); any rank: (T, D) with dims 1, 2 gives (D, T)."""
 
     name = "transpose"
     Params = TransposeParams
-    keeps_image = False
 
     def axes(self, shape: Shape) -> tuple[int, ...]:
         first = batched_axis(self.p.dim0, shape, "dim0")
@@ -163,17 +171,6 @@ class Transpose(Op):
         axes = list(range(len(shape) + 1))
         axes[first], axes[second] = second, first
         return tuple(axes)
-
-    def output_shape(self, in_shapes: Sequence[Shape]) -> Shape:
-        batched = (0, *in_shapes[0])
-        return tuple(batched[axis] for axis in self.axes(in_shapes[0])[1:])
-
-    def forward(self, xs: list[Array], params, buffers, ctx: Context) -> tuple[Array, tuple]:
-        axes = self.axes(xs[0].shape[1:])
-        return xs[0].transpose(axes), axes
-
-    def backward(self, cache: tuple[int, ...], dy: Array) -> tuple[list[Array | None], Grads]:
-        return [dy.transpose(cache)], {}
 
 
 class SelectParams(NodeParams):
