@@ -17,7 +17,13 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from netspec.cli import main  # noqa: E402
-from netspec.interchange.onnx_import import OnnxImportError, import_onnx, translate  # noqa: E402
+from netspec.common.errors import NetspecError  # noqa: E402
+from netspec.interchange.onnx_import import (  # noqa: E402
+    OnnxImportError,
+    import_onnx,
+    parse_onnx_bytes,
+    translate,
+)
 from netspec.interchange.onnx_verify import compare_with_onnxruntime  # noqa: E402
 
 
@@ -228,3 +234,71 @@ def test_batchnorm_statistics_of_their_own_type_are_read_as_onnx_allows() -> Non
     error = compare_with_onnxruntime(model, imported.network)
     if error is not None:
         assert error < 1e-6
+
+
+# ------------------------------------------------- damaged files the fuzzing test turned up
+
+def layer_norm_between_transposes(back_outputs: list[str]) -> onnx.ModelProto:
+    """netspec's layernorm2d as ONNX writes it, its last Transpose given ``back_outputs``."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="last", perm=[0, 2, 3, 1]),
+             helper.make_node("LayerNormalization", ["t", "s", "b"], ["l"], name="norm",
+                              axis=-1),
+             helper.make_node("Transpose", ["l"], back_outputs, name="back", perm=[0, 3, 1, 2])]
+    return model_of(nodes, [value("x", ["N", 4, 2, 2])],
+                    [tensor("s", np.ones(4, np.float32)), tensor("b", np.zeros(4, np.float32))])
+
+
+def test_the_layernorm2d_pattern_still_imports() -> None:
+    imported = translate(layer_norm_between_transposes(["y"]))
+    assert [n.op_name for n in imported.plan.nodes.values()] == ["input", "layernorm2d"]
+
+
+@pytest.mark.parametrize(("nodes", "inputs", "initializers", "message"), [
+    # a constant transposed by a perm that does not reorder its axes
+    ([helper.make_node("Transpose", ["w"], ["wt"], name="turn", perm=[0, 3]),
+      helper.make_node("MatMul", ["x", "wt"], ["y"], name="fc")],
+     [value("x", ["N", 3])], [tensor("w", np.eye(3, dtype=np.float32))],
+     r"node 'turn' \(Transpose\): perm \[0, 3\] does not reorder the 2 axes of its input"),
+    # an op given fewer inputs than ONNX defines it with
+    ([helper.make_node("Concat", [], ["c"], name="join", axis=1),
+      helper.make_node("Add", ["x", "c"], ["y"], name="sum")],
+     [value("x", ["N", 3])], [],
+     r"node 'join' \(Concat\): has 0 inputs; Concat takes 1 or more, so the model is not "
+     r"valid ONNX"),
+    ([helper.make_node("Relu", ["x", "x"], ["y"], name="act")], [value("x", ["N", 3])], [],
+     r"node 'act' \(Relu\): has 2 inputs; Relu takes 1, so the model is not valid ONNX"),
+    # the pieces of a split of the network's values, as floats
+    ([helper.make_node("Split", ["x", "sizes"], ["a", "y"], name="cut", axis=1)],
+     [value("x", ["N", 4, 2])], [tensor("sizes", np.array([2.0, 2.0], np.float32))],
+     r"node 'cut' \(Split\): cannot split: the sizes are float32 values, not numbers of "
+     r"positions"),
+    # a node that writes nothing, where a pattern (layernorm2d) would look for its output
+    (list(layer_norm_between_transposes([]).graph.node), [value("x", ["N", 4, 2, 2])],
+     [tensor("s", np.ones(4, np.float32)), tensor("b", np.zeros(4, np.float32))],
+     r"node 'back' \(Transpose\): the node has no output"),
+])
+def test_damaged_graphs_are_refused_with_what_is_wrong(nodes, inputs, initializers,
+                                                       message) -> None:
+    with pytest.raises(OnnxImportError, match=message):
+        translate(model_of(nodes, inputs, initializers))
+
+
+def test_a_scalar_whose_bytes_hold_more_than_one_value_is_named() -> None:
+    # read first by the GELU fusion, which must leave the problem to the translator
+    scale = onnx.TensorProto(name="c", data_type=TensorProto.FLOAT, dims=[],
+                             raw_data=np.array([2.0, 3.0], np.float32).tobytes())
+    model = model_of([helper.make_node("Mul", ["x", "c"], ["y"], name="scale")],
+                     [value("x", ["N", 3])], [scale])
+    with pytest.raises(OnnxImportError, match=r"'c' claims 1 values of FLOAT \(4 bytes\) but "
+                                              r"holds 8 bytes"):
+        translate(model)
+
+
+def test_a_value_name_that_is_not_utf8_is_refused_when_the_file_is_read() -> None:
+    model = model_of([helper.make_node("Relu", ["x"], ["y"], name="act")],
+                     [value("x", ["N", 3])])
+    model.graph.node[0].input[0] = "x@@@"
+    blob = model.SerializeToString().replace(b"x@@@", b"x\xba\xbb\xbc")
+    with pytest.raises(NetspecError, match=r"the value name 'x\\xba\\xbb\\xbc' is not UTF-8 "
+                                           r"text; is the file damaged\?"):
+        parse_onnx_bytes(blob)

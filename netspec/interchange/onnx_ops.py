@@ -805,8 +805,13 @@ def _import_transpose(t: Translator, n: Any) -> None:
     if not t.computed(n, 0):
         # a weight laid out for a MatMul: folded
         value = t.constant(n, 0, "the input")
-        if value is not None:
-            t.set_constant(n, np.transpose(value, t.attr(n, "perm", None, list)))
+        if value is None:
+            return
+        perm = t.attr(n, "perm", list(reversed(range(value.ndim))), list)
+        if sorted(perm) != list(range(value.ndim)):
+            t.refuse(n, f"perm {perm} does not reorder the {value.ndim} axes of its input")
+            return
+        t.set_constant(n, np.transpose(value, perm))
         return
     x = t.tensor(n, 0)
     if x is None or not _plain(t, n, x):
@@ -1202,7 +1207,10 @@ def _scalar_constants(graph: Any) -> dict[str, float]:
                 for a in n.attribute if a.name == "value"]
     for name, tensor in tensors:
         if len(tensor.dims) <= 1 and math.prod(tensor.dims) == 1 and tensor.data_type in (1, 11):
-            found[name] = float(numpy_helper.to_array(tensor).reshape(-1)[0])
+            try:
+                found[name] = float(numpy_helper.to_array(tensor).reshape(-1)[0])
+            except ValueError:
+                continue  # its bytes do not hold one value: the translator names that problem
     return found
 
 

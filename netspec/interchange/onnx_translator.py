@@ -160,6 +160,14 @@ def parse_onnx_bytes(data: bytes, source: str = "<model>") -> Any:
             len(model.graph.node) or len(model.graph.output)):
         raise NetspecError(f"{source}: not an ONNX model (no graph); is it truncated, or "
                            f"another format?")
+    graph = model.graph
+    names = [name for n in graph.node for name in (*n.input, *n.output)]
+    names += [v.name for v in (*graph.input, *graph.output, *graph.initializer)]
+    binary = next((name for name in names if isinstance(name, bytes)), None)
+    if binary is not None:
+        shown = binary.decode("utf-8", "backslashreplace")
+        raise NetspecError(f"{source}: the value name '{shown}' is not UTF-8 text; is the "
+                           f"file damaged?")
     return model
 
 
@@ -362,7 +370,7 @@ class Translator:
         # (op type, reason) -> names of the nodes refused for it, in the order met
         self._refusals: dict[tuple[str, str], list[str]] = {}
         self._unsupported = False
-        self._schemas: dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]] = {}
+        self._schemas: dict[tuple[str, str], Any | None] = {}
         self._ids: set[str] = set()
         self._biasless: set[str] = set()  # linear nodes from a MatMul, open to a bias
         # a folded constant that is an initializer unchanged -> that initializer's name
@@ -527,22 +535,43 @@ class Translator:
                         f"not convert weights silently: export them as float32)")
         return ""
 
-    def _formal_inputs(self, n: Any) -> list[tuple[str, tuple[str, ...]]]:
-        """(type parameter, allowed types) of each formal input of ``n``'s ONNX schema at
-        the model's opset; empty where ONNX does not know the op."""
+    def _schema(self, n: Any) -> Any | None:
+        """``n``'s ONNX schema at the model's opset; None where ONNX does not know the op."""
         key = (text_of(n.op_type), text_of(n.domain))
         if key not in self._schemas:
             try:
-                schema = self.onnx.defs.get_schema(key[0], max(self.opset, 1), key[1])
+                self._schemas[key] = self.onnx.defs.get_schema(key[0], max(self.opset, 1),
+                                                               key[1])
             except self.onnx.defs.SchemaError:
-                self._schemas[key] = []
-                return []
-            constraints = {c.type_param_str: tuple(c.allowed_type_strs)
-                           for c in schema.type_constraints}
-            self._schemas[key] = [(formal.type_str, constraints.get(formal.type_str,
-                                                                     (formal.type_str,)))
-                                  for formal in schema.inputs]
+                self._schemas[key] = None
         return self._schemas[key]
+
+    def _formal_inputs(self, n: Any) -> list[tuple[str, tuple[str, ...]]]:
+        """(type parameter, allowed types) of each formal input of ``n``'s ONNX schema at
+        the model's opset; empty where ONNX does not know the op."""
+        schema = self._schema(n)
+        if schema is None:
+            return []
+        constraints = {c.type_param_str: tuple(c.allowed_type_strs)
+                       for c in schema.type_constraints}
+        return [(formal.type_str, constraints.get(formal.type_str, (formal.type_str,)))
+                for formal in schema.inputs]
+
+    def _arity_problem(self, n: Any) -> str:
+        """Why ``n`` has too few or too many inputs or outputs for its op; empty if it has
+        neither (or ONNX does not know the op)."""
+        schema = self._schema(n)
+        if schema is None:
+            return ""
+        for what, count, least, most in (
+                ("inputs", len(n.input), schema.min_input, schema.max_input),
+                ("outputs", len(n.output), schema.min_output, schema.max_output)):
+            if not least <= count <= most:
+                wanted = f"{least}" if least == most else \
+                    f"{least} or more" if most > 1000 else f"{least} to {most}"
+                return (f"has {count} {what}; {text_of(n.op_type)} takes {wanted}, so the "
+                        f"model is not valid ONNX")
+        return ""
 
     def all_constant(self, n: Any) -> bool:
         values = [self.values.get(name) for name in n.input if name]
@@ -905,7 +934,10 @@ class Translator:
         # protobuf hands out a new object at each access)
         ends: dict[str, tuple[Callable[[Translator, Any], None], Any]] = {}
         within: set[str] = set()
-        for find, read in self.patterns:
+        # patterns know nodes by their first output; a node without one is refused below,
+        # and the import with it, so the graph is read node by node
+        whole = all(n.output and n.output[0] for n in self.graph.node)
+        for find, read in self.patterns if whole else ():
             for region in find(self.graph, data_inputs):
                 if region.members & within:
                     continue  # an earlier pattern holds some of its nodes
@@ -956,6 +988,8 @@ class Translator:
                            "graph")
         elif not n.output or not n.output[0]:
             self.refuse(n, "the node has no output")
+        elif self._arity_problem(n):
+            self.refuse(n, self._arity_problem(n))
         elif n.op_type == "Expand" and self._learned_tensor(n):
             return
         elif n.op_type in _LEARNED_OPERAND and self._lift_learned_tensors(n):
@@ -1101,7 +1135,11 @@ class Translator:
         equal parts."""
         sizes = self.attr(n, "split", None, list)
         if given is not None:
-            sizes = [int(v) for v in np.asarray(given).reshape(-1)]
+            given = np.asarray(given)
+            if given.dtype.kind not in "iu":
+                raise ValueError(f"the sizes are {given.dtype} values, not numbers of "
+                                 f"positions")
+            sizes = [int(v) for v in given.reshape(-1)]
         if sizes is None:
             if size % len(n.output):
                 raise ValueError(f"{size} does not split into {len(n.output)} equal parts")
@@ -1116,6 +1154,8 @@ class Translator:
         rank = len(x.onnx_shape) + 1
         axis = self.attr(n, "axis", 0)
         given = self._value(n, 1) if len(n.input) > 1 and n.input[1] else None
+        if given is _POISON:
+            return
         if isinstance(given, Tensor):
             self.refuse(n, "the sizes of the pieces are computed by the network; netspec "
                            "splits by constant sizes")
