@@ -440,6 +440,8 @@ def mutate(draw, program: Program) -> str:
     kind = draw(st.sampled_from(kinds))
     found = instances(program)
     block_names = [n for n, b in program.blocks.items() if isinstance(b, dict)]
+    # an earlier mutation ("no_nodes") may have emptied a block: the ones left to pick a node in
+    with_nodes = [n for n in block_names if program.blocks[n]["nodes"]]
     if kind == "block_name" and found:
         raw = draw(st.sampled_from(found))
         raw["block"] = draw(st.sampled_from([typo(draw, str(raw["block"])), "nope", 3, ""]))
@@ -472,8 +474,8 @@ def mutate(draw, program: Program) -> str:
     elif kind == "repeat" and found:
         raw = draw(st.sampled_from(found))
         raw["repeat"] = draw(st.sampled_from(BAD_REPEATS))
-    elif kind == "op" and block_names:
-        block = program.blocks[draw(st.sampled_from(block_names))]
+    elif kind == "op" and with_nodes:
+        block = program.blocks[draw(st.sampled_from(with_nodes))]
         local = draw(st.sampled_from(sorted(block["nodes"])))
         node = block["nodes"][local]
         change = draw(st.sampled_from(["op", "field", "drop_op", "value"]))
@@ -505,7 +507,7 @@ def mutate(draw, program: Program) -> str:
         elif change == "not_table":
             program.blocks[name] = draw(st.sampled_from([3, "basic", [1]]))
         elif change == "clash":
-            block["inputs"] = [next(iter(block["nodes"]))]
+            block["inputs"] = [next(iter(block["nodes"]), "x")]
         else:
             block["defaults"] = {"scale": draw(st.sampled_from(["= 1 // 0", "= nope",
                                                                 "= index"]))}
