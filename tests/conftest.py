@@ -9,8 +9,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Hypothesis' examples: ``ci`` (the default) draws the same ones at every run, from a seed
+# fixed per test, so that a run's outcome depends on the code alone (a landing is never refused
+# for a draw the previous run did not make); ``long`` (NETSPEC_HYPOTHESIS_PROFILE=long) draws
+# fresh ones each time, and the property suites scale their counts by 20 under it: the search
+# for what the fixed draws miss.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("long", derandomize=False)
+settings.load_profile(os.environ.get("NETSPEC_HYPOTHESIS_PROFILE", "ci"))
 
 
 def worker_threads() -> int | None:
