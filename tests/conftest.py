@@ -9,8 +9,50 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Hypothesis' examples: ``ci`` (the default) draws the same ones at every run, from a seed
+# fixed per test, so that a run's outcome depends on the code alone (a landing is never refused
+# for a draw the previous run did not make); ``long`` (NETSPEC_HYPOTHESIS_PROFILE=long) draws
+# fresh ones each time, and the property suites scale their counts by 20 under it: the search
+# for what the fixed draws miss.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("long", derandomize=False)
+settings.load_profile(os.environ.get("NETSPEC_HYPOTHESIS_PROFILE", "ci"))
+
+
+def worker_threads() -> int | None:
+    """Under pytest-xdist (``-n auto``), each worker's share of the cores, which its BLAS and
+    torch's OpenMP keep to: two workers whose threads each take every core wait on each
+    other's spinning threads at every matrix product (see netspec/runtime/threads.py). None
+    when the tests run in one process."""
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if "PYTEST_XDIST_WORKER" not in os.environ or not count:
+        return None
+    from netspec.runtime.threads import usable_cores
+
+    return max(1, usable_cores() // int(count))
+
+
+WORKER_THREADS = worker_threads()
+if WORKER_THREADS is not None:
+    # read by torch when it is first imported, and by the processes the tests start
+    os.environ.setdefault("OMP_NUM_THREADS", str(WORKER_THREADS))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def worker_share_of_the_cores():
+    """Registers a worker as a netspec process that asked for its share, so that the CLI
+    processes its tests start count it and take what is left (one thread at least)."""
+    if WORKER_THREADS is None:
+        yield
+        return
+    from netspec.runtime.threads import BlasThreads
+
+    with BlasThreads(WORKER_THREADS):
+        yield
 
 
 @pytest.fixture
@@ -48,10 +90,27 @@ SLOW_MODULES = frozenset({
 })
 
 
+# the longest tests by far (the README's sequences take minutes), started first so that under
+# `-n auto` no worker is still running one of them after the others have finished
+LONGEST_FIRST = (
+    "tests/test_readme.py::test_every_readme_command_runs_in_a_fresh_environment",
+    "tests/test_torch_engine.py::test_torchrun_two_processes_train_the_global_batch_and_resume",
+)
+# a worker holds up to 4 GB at its peak (the full-size torchvision comparisons)
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    from netspec.runtime.threads import usable_cores
+
+    return min(MAX_WORKERS, usable_cores())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
 
 
 def mnist_candidates() -> list[Path]:

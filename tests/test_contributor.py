@@ -76,14 +76,26 @@ def test_the_readme_says_how_to_run_the_fast_subset_and_what_the_full_run_needs(
     assert "~/.cache/netspec/mnist" in readme
 
 
+class FakeItem:
+    def __init__(self, name: str, test: str = "test_it") -> None:
+        self.path, self.markers = TESTS / name, []
+        self.nodeid = f"tests/{name}::{test}"
+
+    def add_marker(self, marker: pytest.MarkDecorator) -> None:
+        self.markers.append(marker.name)
+
+
 def test_the_tests_of_a_slow_module_are_marked_slow() -> None:
-    class Item:
-        def __init__(self, name: str) -> None:
-            self.path, self.markers = TESTS / name, []
-
-        def add_marker(self, marker: pytest.MarkDecorator) -> None:
-            self.markers.append(marker.name)
-
-    slow, fast = Item("test_train.py"), Item("test_spec.py")
+    slow, fast = FakeItem("test_train.py"), FakeItem("test_spec.py")
     pytest_collection_modifyitems([slow, fast])
     assert (slow.markers, fast.markers) == (["slow"], [])
+
+
+def test_the_longest_tests_start_first_and_the_rest_keep_their_order() -> None:
+    readme = FakeItem("test_readme.py", "test_every_readme_command_runs_in_a_fresh_environment")
+    torchrun = FakeItem("test_torch_engine.py", "test_torchrun_two_processes_train_the_global_"
+                                                "batch_and_resume_after_a_kill")
+    others = [FakeItem("test_spec.py", f"test_{k}") for k in range(3)]
+    items = [others[0], torchrun, others[1], readme, others[2]]
+    pytest_collection_modifyitems(items)
+    assert items == [torchrun, readme, *others]

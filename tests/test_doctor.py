@@ -113,12 +113,13 @@ def test_every_extra_of_pyproject_is_reported() -> None:
 
 def test_blas_threads_follow_the_environment(monkeypatch) -> None:
     monkeypatch.setattr(doctor, "_threadpools", lambda: [])
+    # whatever the shell (or a parallel test run) set
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
     assert by_name(diagnose(verify_mnist=False))["BLAS threads"].detail == \
         "OPENBLAS_NUM_THREADS=3"
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     assert "not limited" in by_name(diagnose(verify_mnist=False))["BLAS threads"].detail
 
 

@@ -919,3 +919,94 @@ def test_damaged_models_are_imported_or_refused_never_crash(data) -> None:
     # what imports is a network netspec can run
     imported.network.forward(np.zeros((1, *imported.plan.nodes[imported.plan.inputs[0]].shape),
                                       dtype=np.float32))
+
+
+def _small_integer(data) -> int:
+    return data.draw(st.sampled_from([-5, -2, -1, 0, 1, 2, 3, 4, 7, 100, 2**31, -2**40]))
+
+
+def _damage_an_attribute(data, graph) -> None:
+    attributes = [a for n in graph.node for a in n.attribute]
+    if not attributes:
+        return
+    attribute = data.draw(st.sampled_from(attributes))
+    if attribute.type == onnx.AttributeProto.INT:
+        attribute.i = _small_integer(data)
+    elif attribute.type == onnx.AttributeProto.INTS and len(attribute.ints):
+        attribute.ints[data.draw(st.integers(0, len(attribute.ints) - 1))] = _small_integer(data)
+        if data.draw(st.booleans()):
+            attribute.ints.append(_small_integer(data))
+    elif attribute.type == onnx.AttributeProto.FLOAT:
+        attribute.f = data.draw(st.sampled_from([0.0, -1.0, 1e30, float("nan"), float("inf")]))
+
+
+def _give_an_attribute(data, graph) -> None:
+    node = data.draw(st.sampled_from(list(graph.node)))
+    name = data.draw(st.sampled_from(["axis", "perm", "axes", "group", "alpha", "keepdims",
+                                      "transB", "epsilon", "split"]))
+    kind = data.draw(st.sampled_from(["int", "ints", "float"]))
+    if kind == "int":
+        given = _small_integer(data)
+    elif kind == "ints":
+        given = [_small_integer(data) for _ in range(data.draw(st.integers(1, 4)))]
+    else:
+        given = data.draw(st.floats(-2, 2))
+    node.attribute.append(helper.make_attribute(name, given))
+
+
+def _change_an_op(data, graph) -> None:
+    node = data.draw(st.sampled_from(list(graph.node)))
+    node.op_type = data.draw(st.sampled_from(sorted({n.op_type for n in graph.node} |
+                                                    {"Split", "Gather", "Transpose"})))
+
+
+def _rewire_an_input(data, graph) -> None:
+    node = data.draw(st.sampled_from(list(graph.node)))
+    if len(node.input) and data.draw(st.booleans()):
+        del node.input[data.draw(st.integers(0, len(node.input) - 1))]
+    else:
+        names = [o for n in graph.node for o in n.output] + [t.name for t in graph.initializer]
+        node.input.append(data.draw(st.sampled_from(names)))
+
+
+def _damage_a_constant(data, graph) -> None:
+    if not graph.initializer:
+        return
+    tensor = data.draw(st.sampled_from(list(graph.initializer)))
+    array = numpy_helper.to_array(tensor).copy()
+    if array.dtype.kind in "iu" and array.size:
+        array.flat[data.draw(st.integers(0, array.size - 1))] = _small_integer(data)
+    else:  # a weight of another shape
+        array = array.reshape(-1)[:data.draw(st.integers(0, array.size))].copy()
+    tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+
+
+def _swap_two_nodes(data, graph) -> None:
+    first, second = (data.draw(st.integers(0, len(graph.node) - 1)) for _ in range(2))
+    a, b = onnx.NodeProto(), onnx.NodeProto()
+    a.CopyFrom(graph.node[first])
+    b.CopyFrom(graph.node[second])
+    graph.node[first].CopyFrom(b)
+    graph.node[second].CopyFrom(a)
+
+
+STRUCTURAL_DAMAGE = [_damage_an_attribute, _give_an_attribute, _change_an_op, _rewire_an_input,
+                     _damage_a_constant, _swap_two_nodes]
+
+
+@settings(max_examples=DAMAGED_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_well_formed_but_wrong_models_are_imported_or_refused_never_crash(data) -> None:
+    """Damage that keeps the file readable (a byte flip mostly breaks the protobuf): wrong
+    attributes, ops and wiring, weights of other shapes, nodes out of order."""
+    model = onnx.ModelProto()
+    model.ParseFromString(data.draw(st.sampled_from(SMALL_MODELS)))
+    for _ in range(data.draw(st.integers(1, 3))):
+        data.draw(st.sampled_from(STRUCTURAL_DAMAGE))(data, model.graph)
+    try:
+        imported = translate(parse_onnx_bytes(model.SerializeToString()))
+    except NetspecError:
+        return
+    imported.network.forward(np.zeros((1, *imported.plan.nodes[imported.plan.inputs[0]].shape),
+                                      dtype=np.float32))

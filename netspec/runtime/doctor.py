@@ -42,8 +42,8 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "threads": (("threadpoolctl",), "--threads and sharing the cores between netspec "
                                     "processes"),
     "tensorboard": (("tensorboard",), "TensorBoard event files in each run directory"),
-    "test": (("pytest", "hypothesis", "ruff", "onnxruntime", "jsonschema", "taplo",
-              "onnxscript"),
+    "test": (("pytest", "pytest-xdist", "hypothesis", "ruff", "onnxruntime", "jsonschema",
+              "taplo", "onnxscript"),
              "running the tests"),
 }
 
