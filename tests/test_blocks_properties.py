@@ -28,6 +28,7 @@ import ast
 import contextlib
 import copy
 import operator
+import os
 import subprocess
 import sys
 import tempfile
@@ -56,8 +57,12 @@ FILE = "fuzz.toml"
 LIBRARY = "lib/blocks.toml"
 
 
+# NETSPEC_HYPOTHESIS_PROFILE=long: 20 times as many examples, freshly drawn (tests/conftest.py)
+SCALE = 20 if os.environ.get("NETSPEC_HYPOTHESIS_PROFILE") == "long" else 1
+
+
 def examples(count: int) -> settings:
-    return settings(max_examples=count, deadline=None,
+    return settings(max_examples=count * SCALE, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
 

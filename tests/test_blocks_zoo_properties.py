@@ -17,6 +17,7 @@ arguments, names from patterns, ``repeat = 0`` and assertions.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -34,8 +35,12 @@ from netspec.plan.summary import partial_summary
 FILE = "zoo.toml"
 
 
+# NETSPEC_HYPOTHESIS_PROFILE=long: 20 times as many examples, freshly drawn (tests/conftest.py)
+SCALE = 20 if os.environ.get("NETSPEC_HYPOTHESIS_PROFILE") == "long" else 1
+
+
 def examples(count: int) -> settings:
-    return settings(max_examples=count, deadline=None,
+    return settings(max_examples=count * SCALE, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
